@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine: `make demo` (train HRNetV2 on generated scenes) and `make test`.
+# Each creates .venv and installs hrseg into it on first use (again whenever pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hrseg-installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+# torch/torchvision pair that installs from this machine kind's local wheels and imports cleanly together.
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: demo test lint install bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check $(TORCH_PINS)
+	$(BIN)/pip install --disable-pip-version-check -e ".[dev]" $(TORCH_PINS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hrseg fit --config configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/ruff check hrseg tests benchmarks
+	$(BIN)/python -m pytest -n 2 -m "not slow or slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check hrseg tests benchmarks
+	$(BIN)/ruff format --check hrseg tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,141 @@
+"""Albumentations pipelines for training and evaluation.
+
+Training follows the official HRNet recipe: random scale in [0.5, 2.0], pad (image 0, mask = ignore) to at
+least the crop, random crop, horizontal flip, optional photometric jitter, ImageNet normalization. Evaluation
+keeps the image as is (or resizes the image only, so metrics stay on the original labels). Every knob is a
+typed argument of the DataModules, so YAML configs set them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from hrseg.data.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
+# Without this, OpenCV spawns one thread pool per DataLoader worker and oversubscribes small machines.
+cv2.setNumThreads(0)
+
+
+class SegmentationTransform:
+    """Apply an albumentations pipeline to an (image, mask) pair and return tensors.
+
+    Returns a float32 (3, H, W) normalized image and an int64 (H, W) mask (or None). The image alone can be
+    resized first (``image_size``) for evaluation at a fixed input size while the mask keeps its resolution.
+    """
+
+    def __init__(self, pipeline: A.Compose, image_size: tuple[int, int] | None = None) -> None:
+        self.pipeline = pipeline
+        self.image_size = tuple(image_size) if image_size is not None else None
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.image_size is not None and image.shape[:2] != self.image_size:
+            h, w = self.image_size
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+            if mask is not None:
+                # The eval image alone is resized; the mask stays at full resolution.
+                out = self.pipeline(image=image)
+                return out["image"].float(), torch.from_numpy(np.ascontiguousarray(mask)).long()
+        if mask is None:
+            out = self.pipeline(image=image)
+            return out["image"].float(), None
+        out = self.pipeline(image=image, mask=mask)
+        m = out["mask"]
+        m = torch.from_numpy(np.ascontiguousarray(m)) if isinstance(m, np.ndarray) else m
+        return out["image"].float(), m.long()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(image_size={self.image_size}, pipeline={self.pipeline!r})"
+
+
+def _normalize_and_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
+    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), A.ToTensorV2()]
+
+
+def build_train_transform(
+    crop_size: tuple[int, int] | None = (512, 1024),
+    scale_range: tuple[float, float] | None = (0.5, 2.0),
+    hflip_prob: float = 0.5,
+    photometric: bool = False,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    ignore_index: int = IGNORE_INDEX,
+) -> SegmentationTransform:
+    """Build the training pipeline.
+
+    Args:
+        crop_size: (H, W) of the random crop; None keeps the (scaled) image size, in which case scaling is
+            skipped so that batches keep one size.
+        scale_range: random rescale factor range; None or (1, 1) disables it.
+        hflip_prob: probability of a horizontal flip.
+        photometric: add brightness / contrast / saturation / hue jitter.
+        mean: normalization mean (RGB, in [0, 1] units).
+        std: normalization std.
+        ignore_index: mask value used for padding, so padding never invents labels.
+    """
+    steps: list[A.BasicTransform] = []
+    if crop_size is not None:
+        ch, cw = int(crop_size[0]), int(crop_size[1])
+        if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
+            lo, hi = float(scale_range[0]), float(scale_range[1])
+            if not 0 < lo <= hi:
+                raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+            steps.append(
+                A.RandomScale(
+                    scale_limit=(lo - 1.0, hi - 1.0),
+                    interpolation=cv2.INTER_LINEAR,
+                    mask_interpolation=cv2.INTER_NEAREST,
+                    p=1.0,
+                )
+            )
+        steps += [
+            A.PadIfNeeded(
+                min_height=ch,
+                min_width=cw,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=ignore_index,
+            ),
+            A.RandomCrop(height=ch, width=cw),
+        ]
+    if hflip_prob > 0:
+        steps.append(A.HorizontalFlip(p=hflip_prob))
+    if photometric:
+        steps.append(A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.05, p=0.8))
+    steps += _normalize_and_tensor(mean, std)
+    return SegmentationTransform(A.Compose(steps))
+
+
+def build_eval_transform(
+    image_size: tuple[int, int] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> SegmentationTransform:
+    """Build the evaluation / prediction pipeline: optional image resize to ``image_size`` (H, W), normalize."""
+    return SegmentationTransform(A.Compose(_normalize_and_tensor(mean, std)), image_size=image_size)
+
+
+def denormalize(
+    image: torch.Tensor | np.ndarray,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Undo the normalization of a (3, H, W) tensor and return an RGB uint8 (H, W, 3) array for display."""
+    arr = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] == 3:
+        arr = arr.transpose(1, 2, 0)
+    arr = arr * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+__all__ = ["SegmentationTransform", "build_eval_transform", "build_train_transform", "denormalize"]

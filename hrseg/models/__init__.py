@@ -1,0 +1,24 @@
+"""Models: the HRNet backbone, HRNetV2, the model factory and checkpoint import."""
+
+from __future__ import annotations
+
+from hrseg.models.factory import build_model, list_models
+from hrseg.models.heads import concat_upsample, upsample_logits
+from hrseg.models.hrnet import HRNET_SPECS, HighResolutionModule, HRNet, HRNetSpec, StageSpec
+from hrseg.models.hrnetv2 import HRNetV2
+from hrseg.models.weights import LoadReport, load_pretrained
+
+__all__ = [
+    "HRNET_SPECS",
+    "HRNet",
+    "HRNetSpec",
+    "HRNetV2",
+    "HighResolutionModule",
+    "LoadReport",
+    "StageSpec",
+    "build_model",
+    "concat_upsample",
+    "list_models",
+    "load_pretrained",
+    "upsample_logits",
+]

@@ -1,0 +1,75 @@
+"""Build models by name: the HRNetV2 family and segmentation-models-pytorch baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from hrseg.models.hrnet import HRNET_SPECS, HRNetSpec, get_spec
+from hrseg.models.hrnetv2 import HRNetV2
+
+__all__ = ["build_model", "list_models"]
+
+_HRNET_PREFIX = "hrnetv2_"
+_HRNET_OPTIONS = {"in_channels", "fuse_mode", "align_corners", "bn_momentum", "spec"}
+
+
+def list_models() -> list[str]:
+    """Registered HRNetV2 names (smp baselines are open-ended: ``"smp:<Arch>:<encoder>"``)."""
+    return [_HRNET_PREFIX + k for k in HRNET_SPECS]
+
+
+def _build_smp(name: str, num_classes: int, options: dict[str, Any]) -> nn.Module:
+    """``smp:<Arch>:<encoder>`` with random encoder weights (this toolkit never downloads silently)."""
+    parts = name.split(":")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise ValueError(f"smp model names look like 'smp:<Arch>:<encoder>', e.g. 'smp:Unet:resnet18'; got {name!r}")
+    import segmentation_models_pytorch as smp  # heavy import, only when a baseline is requested
+
+    arch, encoder = parts[1], parts[2]
+    cls = getattr(smp, arch, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"unknown smp architecture {arch!r} in {name!r}")
+    for opt in ("fuse_mode", "align_corners", "bn_momentum", "spec"):
+        if opt in options:
+            raise ValueError(f"option {opt!r} applies to HRNetV2 only, not to {name!r}")
+    options.setdefault("encoder_weights", None)
+    model = cls(encoder_name=encoder, classes=num_classes, **options)
+    model.num_classes = num_classes
+    model.align_corners = False
+    return model
+
+
+def build_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
+    """Build a segmentation network by name.
+
+    Args:
+        name: ``hrnetv2_w18_small_v1``, ``hrnetv2_w18_small_v2``, ``hrnetv2_w18``, ``hrnetv2_w32``,
+            ``hrnetv2_w40``, ``hrnetv2_w48``, ``hrnetv2_w64``, ``hrnetv2`` / ``hrnetv2_custom`` together
+            with ``spec=``, or ``smp:<Arch>:<encoder>`` (e.g. ``smp:Unet:resnet18``).
+        num_classes: output classes (comes from the dataset; nothing here assumes 19).
+        **options: HRNetV2: ``in_channels``, ``fuse_mode`` (``"bilinear"``/``"nearest"``),
+            ``align_corners``, ``bn_momentum``, ``spec`` (dict or :class:`HRNetSpec`; overrides the
+            named variant's table row). smp: ``in_channels`` and any keyword of the smp class.
+
+    Returns:
+        The model; it always has ``.num_classes``.
+
+    Raises:
+        ValueError: unknown name or option (the message lists the valid ones).
+    """
+    opts = dict(options)
+    if name.startswith("smp:"):
+        return _build_smp(name, num_classes, opts)
+    unknown = set(opts) - _HRNET_OPTIONS
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for {name!r}; valid: {sorted(_HRNET_OPTIONS)}")
+    spec_opt: HRNetSpec | Mapping[str, Any] | None = opts.pop("spec", None)
+    if spec_opt is not None and name in ("hrnetv2", "hrnetv2_custom", *list_models()):
+        return HRNetV2(get_spec(spec_opt), num_classes=num_classes, **opts)
+    if name not in list_models():
+        valid = [*list_models(), "hrnetv2 (with spec=...)", "smp:<Arch>:<encoder>"]
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(valid)}")
+    return HRNetV2(name.removeprefix(_HRNET_PREFIX), num_classes=num_classes, **opts)

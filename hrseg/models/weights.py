@@ -1,0 +1,243 @@
+"""Import pretrained weights: official HRNet seg / ImageNet checkpoints, timm, Lightning, safetensors.
+
+Everything is loaded on the CPU with ``weights_only=True`` (no arbitrary code from pickles) and every
+mismatch fails loudly with the file and the keys involved: the official loader silently skipped a missing
+pretrained file, which made published numbers impossible to reproduce.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CheckpointError", "LoadReport", "load_pretrained", "read_state_dict"]
+
+Source = Literal["official-seg", "classification", "safetensors", "lightning", "plain"]
+
+#: Key prefixes of ImageNet classification heads (official HRNet-Image-Classification and timm).
+CLASSIFICATION_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+#: The segmentation head of HRNetV2.
+SEG_HEAD_PREFIX = "last_layer."
+_LIGHTNING_MARKERS = ("pytorch-lightning_version", "lightning_version", "global_step", "epoch")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names file and keys."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did.
+
+    Attributes:
+        source: detected format: ``official-seg``, ``classification``, ``safetensors``, ``lightning``, ``plain``.
+        loaded: model keys that received checkpoint values.
+        dropped: checkpoint keys that were deliberately not loaded (loss weights, classification heads,
+            the seg head with ``ignore_head=True``, or mismatches with ``strict=False``).
+        missing: model keys left at their current values (e.g. ``last_layer.*`` from an ImageNet checkpoint).
+        path: the file that was read.
+    """
+
+    source: Source
+    loaded: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    path: str = ""
+
+    def __str__(self) -> str:
+        """One-line summary for logs."""
+        return (
+            f"{self.path} [{self.source}]: loaded {len(self.loaded)}, dropped {len(self.dropped)}, "
+            f"missing {len(self.missing)}"
+        )
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Recognise safetensors by extension or by its header (8-byte length then a JSON object)."""
+    if path.suffix == ".safetensors":
+        return True
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, Any], bool]:
+    """Read a checkpoint file into a dict; returns ``(object, is_safetensors)``.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        CheckpointError: the file is corrupt, truncated, or holds Python objects ``weights_only`` refuses.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {p} is empty (corrupt or truncated download?)")
+    if _is_safetensors(p):
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(p), device="cpu")), True
+        except Exception as err:
+            raise CheckpointError(f"cannot read safetensors file {p}: corrupt or truncated ({err})") from err
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise CheckpointError(
+                f"checkpoint {p} contains Python objects that weights_only loading refuses; if you trust the "
+                f"file, pass trusted=True. Original error: {str(err).splitlines()[0]}"
+            ) from err
+        raise CheckpointError(f"cannot read checkpoint {p}: corrupt or truncated file ({err})") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {p}: corrupt or truncated file ({err})") from err
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint {p} holds a {type(obj).__name__}, expected a dict of tensors")
+    return dict(obj), False
+
+
+def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, Tensor], bool]:
+    """Return the tensor dict inside common wrappers and whether it came from a Lightning checkpoint."""
+    lightning = any(k in obj for k in _LIGHTNING_MARKERS)
+    for key in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+            obj = dict(inner)
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(f"checkpoint {path} holds no tensors (keys: {sorted(obj)[:10]})")
+    if len(tensors) != len(obj):
+        extra = sorted(k for k in obj if k not in tensors)
+        raise CheckpointError(f"checkpoint {path}: non-tensor entries where weights were expected: {extra[:10]}")
+    return tensors, lightning
+
+
+def _strip_prefixes(
+    sd: dict[str, Tensor], model_keys: set[str]
+) -> tuple[dict[str, Tensor], list[str], bool]:
+    """Strip the ``module.`` (DDP) and ``model.`` (official FullModel / Lightning task) prefixes.
+
+    Keys outside the ``model.`` wrapper prefix (``loss.criterion.weight`` ...) belong to the wrapper, not
+    to the network: they are returned as dropped.
+    """
+    dropped: list[str] = []
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    prefixed = False
+    if any(k.startswith("model.") for k in sd) and not any(k.startswith("model.") for k in model_keys):
+        prefixed = True
+        dropped = sorted(k for k in sd if not k.startswith("model."))
+        sd = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+        if all(k.startswith("module.") for k in sd):
+            sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    return sd, dropped, prefixed
+
+
+def load_pretrained(
+    model: nn.Module,
+    path: str | Path,
+    strict: bool = True,
+    ignore_head: bool = False,
+    trusted: bool = False,
+) -> LoadReport:
+    """Load weights from ``path`` into ``model`` (in place) and report what happened.
+
+    Accepted files: official HRNet segmentation checkpoints (``model.``-prefixed keys, optionally inside
+    ``{"state_dict": ...}``; ``loss.criterion.weight`` is dropped), official or timm ImageNet classification
+    checkpoints (their ``incre_modules``/``downsamp_modules``/``final_layer``/``classifier`` are dropped and
+    the model's ``last_layer.*`` is reported as missing, which is expected), safetensors files, Lightning
+    checkpoints of :class:`~hrseg.task.SegmentationTask` (keys ``model.<official>``), and plain state dicts.
+
+    Policy: by default every disagreement is an error, including a ``last_layer.3`` of another class count;
+    pass ``ignore_head=True`` to skip the checkpoint's ``last_layer.*`` (fine-tuning on a new dataset: they are
+    listed in ``dropped`` and the model's head in ``missing``), or ``strict=False`` to load whatever fits
+    and report the rest instead of raising.
+
+    Args:
+        model: the network (HRNetV2, HRNet backbone or any ``nn.Module``).
+        path: checkpoint file.
+        strict: raise on unexpected, missing or shape-mismatched keys.
+        ignore_head: do not load ``last_layer.*`` from the checkpoint.
+        trusted: allow full pickle loading (``weights_only=False``) for files you trust.
+
+    Returns:
+        A :class:`LoadReport`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: unreadable file, or (with ``strict``) keys/shapes that do not fit; the message names
+            the path and each offending key (with both shapes for mismatches).
+    """
+    p = Path(path)
+    obj, is_st = read_state_dict(p, trusted=trusted)
+    sd, lightning = _unwrap(obj, p)
+    model_sd = model.state_dict()
+    model_keys = set(model_sd)
+    sd, dropped, prefixed = _strip_prefixes(sd, model_keys)
+
+    is_cls = any(k.startswith(CLASSIFICATION_HEAD_PREFIXES) for k in sd) and not any(
+        k.startswith(CLASSIFICATION_HEAD_PREFIXES) for k in model_keys
+    )
+    source: Source
+    if is_st:
+        source = "safetensors"
+    elif lightning:
+        source = "lightning"
+    elif is_cls:
+        source = "classification"
+    elif prefixed:
+        source = "official-seg"
+    else:
+        source = "plain"
+
+    if is_cls:
+        dropped += [k for k in sd if k.startswith(CLASSIFICATION_HEAD_PREFIXES)]
+        sd = {k: v for k, v in sd.items() if not k.startswith(CLASSIFICATION_HEAD_PREFIXES)}
+    if ignore_head:
+        dropped += [k for k in sd if k.startswith(SEG_HEAD_PREFIX)]
+        sd = {k: v for k, v in sd.items() if not k.startswith(SEG_HEAD_PREFIX)}
+
+    unexpected = sorted(k for k in sd if k not in model_keys)
+    mismatched = sorted(k for k in sd if k in model_keys and sd[k].shape != model_sd[k].shape)
+    head_optional = is_cls or ignore_head
+    missing = sorted(k for k in model_keys if k not in sd)
+    # Old checkpoints predate BN's num_batches_tracked; an absent counter is harmless.
+    bad_missing = [
+        k
+        for k in missing
+        if not k.endswith("num_batches_tracked") and not (head_optional and k.startswith(SEG_HEAD_PREFIX))
+    ]
+
+    problems: list[str] = []
+    if mismatched:
+        problems.append(
+            "shape mismatch: "
+            + "; ".join(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}" for k in mismatched)
+        )
+    if unexpected:
+        problems.append(f"unexpected keys in checkpoint ({len(unexpected)}): {', '.join(unexpected)}")
+    if bad_missing:
+        problems.append(f"keys missing from checkpoint ({len(bad_missing)}): {', '.join(bad_missing)}")
+    if problems and strict:
+        hint = " (a different num_classes? pass ignore_head=True)" if any(
+            k.startswith(SEG_HEAD_PREFIX) for k in mismatched
+        ) else ""
+        raise CheckpointError(f"checkpoint {p} does not fit {type(model).__name__}{hint}:\n  " + "\n  ".join(problems))
+
+    to_load = {k: v for k, v in sd.items() if k in model_keys and k not in mismatched}
+    dropped += unexpected + mismatched
+    model.load_state_dict(to_load, strict=False)
+    return LoadReport(
+        source=source,
+        loaded=sorted(to_load),
+        dropped=sorted(set(dropped)),
+        missing=missing,
+        path=str(p),
+    )
