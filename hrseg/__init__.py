@@ -1,12 +1,55 @@
-"""hrseg: HRNetV2 semantic segmentation on PyTorch Lightning."""
+"""hrseg: HRNetV2 semantic segmentation on PyTorch Lightning.
+
+The public API is imported lazily so that ``hrseg --help`` and ``--version`` answer without loading torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
 # albumentations checks PyPI for updates at import; this toolkit runs offline and in CI, so keep it quiet.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "build_model": "hrseg.models",
+    "list_models": "hrseg.models",
+    "load_pretrained": "hrseg.models",
+    "Segmenter": "hrseg.inference",
+    "SegmentationTask": "hrseg.task",
+}
+_SUBMODULES = ("data", "models", "inference", "export", "losses", "metrics", "task", "viz")
+
+__all__ = [
+    "SegmentationTask",
+    "Segmenter",
+    "__version__",
+    "build_model",
+    "data",
+    "export",
+    "inference",
+    "list_models",
+    "load_pretrained",
+    "losses",
+    "metrics",
+    "models",
+    "task",
+    "viz",
+]
+
+if TYPE_CHECKING:
+    from hrseg import data, export, inference, losses, metrics, models, task, viz
+    from hrseg.inference import Segmenter
+    from hrseg.models import build_model, list_models, load_pretrained
+    from hrseg.task import SegmentationTask
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"hrseg.{name}")
+    raise AttributeError(f"module 'hrseg' has no attribute {name!r}")

@@ -26,11 +26,13 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One item of a split: an image, its mask (None for unlabelled data) and a display name."""
+    """One item of a split: an image, its mask (None for unlabelled data), a display name and the key of its
+    label encoding (DataModules whose splits mix encodings, e.g. Cityscapes labelIds / labelTrainIds)."""
 
     image: Path
     mask: Path | None
     name: str
+    encoding: str = "default"
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,10 @@ def read_mask(path: Path) -> np.ndarray:
     """
     img = open_image_file(path)
     mode = img.mode
-    if mode in ("P", "L"):
+    if mode in ("P", "L", "1"):
         arr = np.asarray(img, dtype=np.uint8)
-    elif mode == "1":
-        arr = np.asarray(img, dtype=np.uint8)
+    elif mode in ("PA", "LA"):  # index / grey plus alpha: the first band holds the values
+        arr = np.asarray(img, dtype=np.uint8)[..., 0]
     elif mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         arr = np.asarray(img).astype(np.int32)
     elif mode in ("RGB", "RGBA"):

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import albumentations as A
+import cv2
+import numpy as np
+import torch
 
-from hrseg.data.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from hrseg.data.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 # Without this, OpenCV spawns one thread pool per DataLoader worker and oversubscribes small machines.
 cv2.setNumThreads(0)
@@ -52,6 +52,10 @@ class SegmentationTransform:
         m = out["mask"]
         m = torch.from_numpy(np.ascontiguousarray(m)) if isinstance(m, np.ndarray) else m
         return out["image"].float(), m.long()
+
+    def reseed(self, seed: int) -> None:
+        """Seed the pipeline's random generator (called per DataLoader worker so workers differ)."""
+        self.pipeline.set_random_seed(int(seed) % 2**32)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(image_size={self.image_size}, pipeline={self.pipeline!r})"
@@ -121,7 +125,7 @@ def build_eval_transform(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> SegmentationTransform:
-    """Build the evaluation / prediction pipeline: optional image resize to ``image_size`` (H, W), normalize."""
+    """Build the evaluation / prediction pipeline: optional image-only resize to ``image_size`` (H, W)."""
     return SegmentationTransform(A.Compose(_normalize_and_tensor(mean, std)), image_size=image_size)
 
 

@@ -25,7 +25,9 @@ def _build_smp(name: str, num_classes: int, options: dict[str, Any]) -> nn.Modul
     """``smp:<Arch>:<encoder>`` with random encoder weights (this toolkit never downloads silently)."""
     parts = name.split(":")
     if len(parts) != 3 or not parts[1] or not parts[2]:
-        raise ValueError(f"smp model names look like 'smp:<Arch>:<encoder>', e.g. 'smp:Unet:resnet18'; got {name!r}")
+        raise ValueError(
+            f"smp model names look like 'smp:<Arch>:<encoder>', e.g. 'smp:Unet:resnet18'; got {name!r}"
+        )
     import segmentation_models_pytorch as smp  # heavy import, only when a baseline is requested
 
     arch, encoder = parts[1], parts[2]

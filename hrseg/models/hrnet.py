@@ -268,7 +268,14 @@ class StageSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> StageSpec:
         """Build from a dict; keys may be lower-case or the official upper-case YAML names."""
         d = {str(k).lower(): v for k, v in data.items()}
-        unknown = set(d) - {"num_modules", "num_branches", "block", "num_blocks", "num_channels", "fuse_method"}
+        unknown = set(d) - {
+            "num_modules",
+            "num_branches",
+            "block",
+            "num_blocks",
+            "num_channels",
+            "fuse_method",
+        }
         if unknown:
             raise ValueError(f"unknown stage spec keys: {sorted(unknown)}")
         block = str(d.get("block", "BASIC")).upper()
@@ -318,7 +325,11 @@ class HRNetSpec:
         missing = {"stage1", "stage2", "stage3", "stage4"} - set(d)
         if missing:
             raise ValueError(f"HRNet spec is missing {sorted(missing)}")
-        stages = {k: v if isinstance(v, StageSpec) else StageSpec.from_dict(v) for k, v in d.items() if k != "stem_width"}
+        stages = {
+            k: v if isinstance(v, StageSpec) else StageSpec.from_dict(v)
+            for k, v in d.items()
+            if k != "stem_width"
+        }
         return cls(stem_width=int(d.get("stem_width", 64)), **stages)
 
     def to_dict(self) -> dict[str, Any]:
@@ -509,9 +520,4 @@ class HRNet(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """Backbone forward: same as :meth:`forward_features`."""
         return self.forward_features(x)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters (trainable or not; BN running stats excluded)."""
-    return sum(p.numel() for p in module.parameters())
 

@@ -24,7 +24,8 @@ Source = Literal["official-seg", "classification", "safetensors", "lightning", "
 CLASSIFICATION_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
 #: The segmentation head of HRNetV2.
 SEG_HEAD_PREFIX = "last_layer."
-_LIGHTNING_MARKERS = ("pytorch-lightning_version", "lightning_version", "global_step", "epoch")
+# Written by every Lightning checkpoint; official training checkpoints also carry "epoch", so it is no marker.
+_LIGHTNING_MARKERS = ("pytorch-lightning_version", "lightning_version")
 
 
 class CheckpointError(ValueError):
@@ -36,7 +37,8 @@ class LoadReport:
     """What :func:`load_pretrained` did.
 
     Attributes:
-        source: detected format: ``official-seg``, ``classification``, ``safetensors``, ``lightning``, ``plain``.
+        source: detected format: ``official-seg``, ``classification``, ``safetensors``, ``lightning``
+            or ``plain``.
         loaded: model keys that received checkpoint values.
         dropped: checkpoint keys that were deliberately not loaded (loss weights, classification heads,
             the seg head with ``ignore_head=True``, or mismatches with ``strict=False``).
@@ -95,8 +97,10 @@ def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
                 f"file, pass trusted=True. Original error: {str(err).splitlines()[0]}"
             ) from err
         raise CheckpointError(f"cannot read checkpoint {p}: corrupt or truncated file ({err})") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint {p}: corrupt or truncated file ({err})") from err
+    except Exception as err:  # torch raises RuntimeError, EOFError, IndexError ... for damaged files
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: corrupt or truncated file ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {p} holds a {type(obj).__name__}, expected a dict of tensors")
     return dict(obj), False
@@ -115,13 +119,13 @@ def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, Tensor], bool]:
         raise CheckpointError(f"checkpoint {path} holds no tensors (keys: {sorted(obj)[:10]})")
     if len(tensors) != len(obj):
         extra = sorted(k for k in obj if k not in tensors)
-        raise CheckpointError(f"checkpoint {path}: non-tensor entries where weights were expected: {extra[:10]}")
+        raise CheckpointError(
+            f"checkpoint {path}: non-tensor entries where weights were expected: {extra[:10]}"
+        )
     return tensors, lightning
 
 
-def _strip_prefixes(
-    sd: dict[str, Tensor], model_keys: set[str]
-) -> tuple[dict[str, Tensor], list[str], bool]:
+def _strip_prefixes(sd: dict[str, Tensor], model_keys: set[str]) -> tuple[dict[str, Tensor], list[str], bool]:
     """Strip the ``module.`` (DDP) and ``model.`` (official FullModel / Lightning task) prefixes.
 
     Keys outside the ``model.`` wrapper prefix (``loss.criterion.weight`` ...) belong to the wrapper, not
@@ -155,10 +159,10 @@ def load_pretrained(
     the model's ``last_layer.*`` is reported as missing, which is expected), safetensors files, Lightning
     checkpoints of :class:`~hrseg.task.SegmentationTask` (keys ``model.<official>``), and plain state dicts.
 
-    Policy: by default every disagreement is an error, including a ``last_layer.3`` of another class count;
-    pass ``ignore_head=True`` to skip the checkpoint's ``last_layer.*`` (fine-tuning on a new dataset: they are
-    listed in ``dropped`` and the model's head in ``missing``), or ``strict=False`` to load whatever fits
-    and report the rest instead of raising.
+    Policy: by default every disagreement is an error, including a ``last_layer.3`` of another class
+    count; pass ``ignore_head=True`` to skip the checkpoint's ``last_layer.*`` (fine-tuning on a new
+    dataset: they are listed in ``dropped`` and the model's head in ``missing``), or ``strict=False`` to
+    load whatever fits and report the rest instead of raising.
 
     Args:
         model: the network (HRNetV2, HRNet backbone or any ``nn.Module``).
@@ -219,17 +223,24 @@ def load_pretrained(
     if mismatched:
         problems.append(
             "shape mismatch: "
-            + "; ".join(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}" for k in mismatched)
+            + "; ".join(
+                f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}"
+                for k in mismatched
+            )
         )
     if unexpected:
         problems.append(f"unexpected keys in checkpoint ({len(unexpected)}): {', '.join(unexpected)}")
     if bad_missing:
         problems.append(f"keys missing from checkpoint ({len(bad_missing)}): {', '.join(bad_missing)}")
     if problems and strict:
-        hint = " (a different num_classes? pass ignore_head=True)" if any(
-            k.startswith(SEG_HEAD_PREFIX) for k in mismatched
-        ) else ""
-        raise CheckpointError(f"checkpoint {p} does not fit {type(model).__name__}{hint}:\n  " + "\n  ".join(problems))
+        hint = (
+            " (a different num_classes? pass ignore_head=True)"
+            if any(k.startswith(SEG_HEAD_PREFIX) for k in mismatched)
+            else ""
+        )
+        raise CheckpointError(
+            f"checkpoint {p} does not fit {type(model).__name__}{hint}:\n  " + "\n  ".join(problems)
+        )
 
     to_load = {k: v for k, v in sd.items() if k in model_keys and k not in mismatched}
     dropped += unexpected + mismatched

@@ -1,0 +1,394 @@
+"""Shared benchmark plumbing: threads, timing, peak memory, isolated case runs, JSON and markdown output.
+
+Every benchmark module builds on these helpers so all numbers in one run are taken the same way: warm-up
+calls first (oneDNN creates its primitives and the allocator touches its pages on the first call at a shape),
+then the median of the timed calls, with ``torch.set_num_threads(cores)``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULT_MARKER = "@@HRSEG_BENCH_RESULT@@"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: keys every benchmark JSON file carries (checked by tests/test_benchmarks.py)
+PAYLOAD_KEYS = ("schema", "benchmark", "created", "machine", "config", "results")
+
+
+# --------------------------------------------------------------------------------------------------
+# Threads and devices
+# --------------------------------------------------------------------------------------------------
+def num_cores() -> int:
+    """CPU cores this process may use (respects taskset / cgroup affinity, unlike ``os.cpu_count``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def setup_torch(threads: int | None = None) -> int:
+    """Pin intra-op threads to the core count (torch's default can oversubscribe with SMT or cgroups)."""
+    import torch
+
+    n = int(threads) if threads else num_cores()
+    torch.set_num_threads(n)
+    return n
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    """A no-op on CPU; ``cuda.synchronize`` on GPU so timings cover the kernels, not just their launch."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    """Wall-clock statistics of one benchmarked callable (seconds)."""
+
+    median_s: float
+    min_s: float
+    mean_s: float
+    times_s: list[float]
+    warmup: int
+    first_s: float | None = None  # the first warm-up call: one-time costs (primitive creation, compile)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def time_callable(
+    fn: Callable[[], Any],
+    warmup: int = 1,
+    iters: int = 3,
+    max_seconds: float | None = None,
+    sync: Callable[[], None] | None = None,
+) -> Timing:
+    """Median wall time of ``fn`` after ``warmup`` calls.
+
+    ``max_seconds`` bounds the timed loop (at least one timed call always runs): the loop stops when the next
+    call would likely overrun it, which keeps the slow cases (W48 at 1024x2048 on 2 cores) within budget.
+    """
+    sync = sync or (lambda: None)
+    first: float | None = None
+    for i in range(max(0, warmup)):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        if i == 0:
+            first = time.perf_counter() - t0
+    times: list[float] = []
+    start = time.perf_counter()
+    for _ in range(max(1, iters)):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - start
+        if max_seconds is not None and elapsed + statistics.median(times) > max_seconds:
+            break
+    return Timing(
+        median_s=statistics.median(times),
+        min_s=min(times),
+        mean_s=statistics.fmean(times),
+        times_s=times,
+        warmup=max(0, warmup),
+        first_s=first,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Peak memory
+# --------------------------------------------------------------------------------------------------
+def _proc_status_kb(key: str) -> int | None:
+    """A ``VmXXX`` line of /proc/self/status in KiB (None off Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_rss_peak() -> bool:
+    """Reset the kernel's RSS high-water mark (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory added while the block runs, over what was resident when it started.
+
+    tracemalloc cannot see torch's allocations, so on CPU this reads the process RSS high-water mark:
+    reset through ``/proc/self/clear_refs`` when the kernel allows it (exact peak of the block), otherwise the
+    ``ru_maxrss`` delta (a lower bound when an earlier phase of the process peaked higher; this is why the
+    suite runs each case in its own process). On CUDA it is the caching allocator's peak.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.method = ""
+        self.peak_bytes: int | None = None
+        self._base = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            self.method = "torch.cuda.max_memory_allocated"
+        elif _reset_rss_peak() and _proc_status_kb("VmHWM") is not None:
+            self._base = (_proc_status_kb("VmRSS") or 0) * 1024
+            self.method = "VmHWM after clear_refs"
+        else:
+            self._base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            self.method = "ru_maxrss delta"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        elif self.method.startswith("VmHWM"):
+            peak = (_proc_status_kb("VmHWM") or 0) * 1024
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak_bytes = max(0, peak - self._base)
+
+    @property
+    def peak_mb(self) -> float | None:
+        """Peak in MiB (None before the block ran)."""
+        return None if self.peak_bytes is None else self.peak_bytes / 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+# Isolated cases
+# --------------------------------------------------------------------------------------------------
+def run_case(kind: str, spec: Mapping[str, Any], isolate: bool, timeout: float = 900.0) -> dict[str, Any]:
+    """Run one benchmark case, in a fresh interpreter when ``isolate`` (clean peak memory, no warm caches).
+
+    Errors never abort the suite: they come back as ``{"error": ...}`` and show in the tables.
+    """
+    if not isolate:
+        from benchmarks.worker import run_kind
+
+        try:
+            return run_kind(kind, dict(spec))
+        except Exception as exc:  # a broken case must not hide the other results
+            return {"error": f"{type(exc).__name__}: {exc}"}
+    env = dict(os.environ)
+    env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "benchmarks.worker", kind, json.dumps(dict(spec))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER) :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
+    return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Machine description
+# --------------------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except Exception:
+        return None
+    return str(getattr(mod, "__version__", "?"))
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: timings are only comparable when this is well below the core count."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+def git_commit() -> str | None:
+    """Short commit of the working tree (read-only ``git rev-parse``), with ``+dirty`` when modified."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
+def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """What the numbers were measured on; written into every JSON file and the README table."""
+    import torch
+
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cores": num_cores(),
+        "threads": threads or torch.get_num_threads(),
+        "arch": platform.machine(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onednn": torch.backends.mkldnn.is_available(),
+        "timm": _version("timm"),
+        "onnxruntime": _version("onnxruntime"),
+        "device": device,
+        "load_avg": load_average(),
+        "git": git_commit(),
+    }
+    mem_kb = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            mem_kb = int(fh.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    info["memory_gb"] = round(mem_kb / 2**20, 1) if mem_kb else None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def describe_machine(info: Mapping[str, Any]) -> str:
+    """One line for tables: CPU, cores/threads, torch version, load."""
+    gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
+    load = info.get("load_avg")
+    return (
+        f"{info.get('cpu')} ({info.get('cores')} cores, {info.get('threads')} threads, "
+        f"{info.get('cpu_capability')}){gpu}; torch {info.get('torch')}, onnxruntime {info.get('onnxruntime')}; "
+        f"load avg at start {load[0] if load else '?'}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Column:
+    """A markdown table column: the row key, the header and a number format."""
+
+    key: str
+    header: str
+    fmt: str = "{:.3g}"
+
+
+def fmt_value(value: Any, fmt: str = "{:.3g}") -> str:
+    """Cell text: numbers formatted, None as an en dash, booleans as yes/no."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        try:
+            return fmt.format(value)
+        except (ValueError, TypeError):
+            return str(value)
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    """GitHub markdown table of ``rows`` (missing keys show as an en dash)."""
+    lines = [
+        "| " + " | ".join(c.header for c in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt_value(row.get(c.key), c.fmt) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """One benchmark's output: JSON payload plus its markdown rendering."""
+
+    benchmark: str
+    config: dict[str, Any]
+    results: list[dict[str, Any]]
+    machine: dict[str, Any]
+    markdown: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON document (schema checked by the tests)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "benchmark": self.benchmark,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "machine": self.machine,
+            "config": self.config,
+            "results": self.results,
+            **self.extra,
+        }
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        """Write ``<benchmark>.json`` and ``<benchmark>.md`` into ``out_dir``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path = out_dir / f"{self.benchmark}.json"
+        md_path = out_dir / f"{self.benchmark}.md"
+        json_path.write_text(json.dumps(self.payload(), indent=2, default=str) + "\n", encoding="utf-8")
+        header = f"# {self.benchmark}\n\nMachine: {describe_machine(self.machine)}\n\n"
+        md_path.write_text(header + self.markdown.rstrip() + "\n", encoding="utf-8")
+        return json_path, md_path
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den`` or None when either is missing or zero."""
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def log(message: str) -> None:
+    """Progress line on stderr (stdout of workers carries the result)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,288 @@
+"""Forward (inference) throughput and peak memory: hrseg eager, hrseg fast path, timm reference, ONNX Runtime.
+
+One command: ``python -m benchmarks.run --only forward``. Every case runs in its own process (clean peak
+memory) with the same seeded weights and input; each case saves its output so the suite can check that the
+fast path, the reference and ONNX Runtime equal hrseg eager (max abs difference, logits are O(1)).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import (
+    Column,
+    PeakMemory,
+    Report,
+    log,
+    markdown_table,
+    ratio,
+    run_case,
+    setup_torch,
+    synchronizer,
+    time_callable,
+)
+from benchmarks.models import build_hrseg, build_reference, export_onnx, make_weights, seeded_input
+
+#: path -> what it is (README and table legend)
+PATHS: dict[str, str] = {
+    "eager": "hrseg, plain eager model (eval, no_grad, NCHW)",
+    "fast": "hrseg fast path: prepare_for_inference() defaults (BN folded, channels_last, inference_mode)",
+    "fast_nchw": "hrseg fast path without channels_last (BN folded, NCHW)",
+    "compile": "fast path + torch.compile (inductor, as prepare_for_inference(compile=True))",
+    "compile_frozen": "fast path + torch.compile with inductor freezing (weights constant-folded, prepacked)",
+    "reference": "timm hrnet_* features_only + the same head, plain eager (NCHW, no_grad)",
+    "ort": "ONNX Runtime (CPU EP, all graph optimizations) on hrseg's exported eager model",
+}
+DEFAULT_PATHS = ("eager", "fast", "fast_nchw", "reference", "ort")
+HRSEG_PATHS = ("eager", "fast", "fast_nchw", "compile", "compile_frozen")
+FAST_PATHS = ("fast", "fast_nchw", "compile", "compile_frozen")
+
+
+# --------------------------------------------------------------------------------------------------
+# One case (runs inside benchmarks.worker)
+# --------------------------------------------------------------------------------------------------
+def _prepare_hrseg(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    """Apply hrseg's own fast path (hrseg.inference.prepare_for_inference) for the fast/compile paths."""
+    from hrseg.inference import prepare_for_inference
+
+    if path == "eager":
+        return model
+    if path == "compile_frozen":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+    return prepare_for_inference(
+        model,
+        fold_bn=True,
+        channels_last=False if path == "fast_nchw" else None,
+        compile=path.startswith("compile"),
+        inplace=True,
+    )
+
+
+def _ort_session(spec: dict[str, Any], x: torch.Tensor, threads: int) -> tuple[Any, dict[str, Any]]:
+    """Export (once per variant and shape, cached) and open an ONNX Runtime session."""
+    import onnxruntime as ort
+
+    cache = Path(spec["cache_dir"]) / "onnx"
+    stem = f"{spec['variant']}-{spec['fuse_mode']}-{x.shape[0]}x{x.shape[2]}x{x.shape[3]}"
+    onnx_path, meta_path = cache / f"{stem}.onnx", cache / f"{stem}.json"
+    if onnx_path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+    else:
+        model = build_hrseg(spec["variant"], spec["weights"], spec["num_classes"], spec["fuse_mode"])
+        meta = export_onnx(model, x, onnx_path)
+        meta_path.write_text(json.dumps(meta))
+        del model
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CPUExecutionProvider"]
+    if spec["device"].startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(str(onnx_path), so, providers=providers)
+    meta["session_s"] = time.perf_counter() - t0
+    meta["providers"] = sess.get_providers()
+    return sess, meta
+
+
+def forward_case(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time one (variant, size, path); save its output for the parity check; report peak memory."""
+    threads = setup_torch(spec.get("threads"))
+    device = spec["device"]
+    path = spec["path"]
+    b, h, w = spec["batch"], spec["size"][0], spec["size"][1]
+    x = seeded_input(b, h, w)
+    info: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if path == "ort":
+        sess, info = _ort_session(spec, x, threads)
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+
+        def call() -> Any:
+            return torch.from_numpy(sess.run(None, feed)[0])
+
+    else:
+        if path == "reference":
+            model = build_reference(spec["variant"], spec["weights"], spec["num_classes"])
+        else:
+            model = build_hrseg(spec["variant"], spec["weights"], spec["num_classes"], spec["fuse_mode"])
+        model = _prepare_hrseg(model.to(device), path) if path in HRSEG_PATHS else model.to(device)
+        xd = x.to(device)
+        amp = device.startswith("cuda") and spec.get("amp") == "bf16"
+        grad_ctx = torch.inference_mode if path in FAST_PATHS else torch.no_grad
+
+        def call() -> Any:
+            with grad_ctx(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                return model(xd)
+
+    info["setup_s"] = time.perf_counter() - t0
+    last: list[Any] = []
+
+    def fn() -> None:
+        last[:] = [call()]
+
+    with PeakMemory(device) as mem:
+        timing = time_callable(
+            fn, spec["warmup"], spec["iters"], spec.get("max_seconds"), synchronizer(device)
+        )
+    if path.startswith("compile"):
+        info["compile_s"] = timing.first_s  # first call = dynamo trace + inductor codegen + one run
+    out = last[0].detach().float().cpu()
+    if spec.get("output_path"):
+        torch.save(out, spec["output_path"])
+    return {
+        **timing.as_dict(),
+        "img_per_s": b / timing.median_s,
+        "peak_mem_mb": mem.peak_mb,
+        "memory_method": mem.method,
+        "threads": threads,
+        "output_shape": list(out.shape),
+        **info,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------------
+def _max_abs_diff(a_path: Path, b_path: Path) -> float | None:
+    if not (a_path.is_file() and b_path.is_file()):
+        return None
+    a = torch.load(a_path, weights_only=True)
+    b = torch.load(b_path, weights_only=True)
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a - b).abs().max())
+
+
+def run(cfg: Any) -> Report:
+    """All (variant, size, path) cases; ratios fast/reference and best/ONNX Runtime per (variant, size)."""
+    rows: list[dict[str, Any]] = []
+    out_dir = Path(cfg.cache) / "outputs"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for variant in cfg.variants:
+        weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
+        for h, w in cfg.sizes:
+            big = h * w >= 1024 * 2048
+            for path in cfg.paths:
+                spec = {
+                    "variant": variant,
+                    "size": [h, w],
+                    "batch": 1,
+                    "path": path,
+                    "device": cfg.device,
+                    "amp": cfg.amp,
+                    "threads": cfg.threads,
+                    "weights": str(weights),
+                    "num_classes": cfg.num_classes,
+                    "fuse_mode": cfg.fuse_mode,
+                    "cache_dir": str(cfg.cache),
+                    "warmup": cfg.warmup,
+                    "iters": cfg.iters_big if big else cfg.iters,
+                    "max_seconds": cfg.max_seconds,
+                    "output_path": str(out_dir / f"{variant}-{h}x{w}-{path}.pt"),
+                }
+                log(f"forward {variant} {h}x{w} {path}")
+                res = run_case("forward", spec, cfg.isolate, timeout=cfg.case_timeout)
+                row = {"variant": variant, "size": f"{h}x{w}", "path": path, **res}
+                if "error" in res:
+                    log(f"  error: {res['error']}")
+                else:
+                    log(f"  {res['median_s']:.3f} s/img, peak {res.get('peak_mem_mb') or 0:.0f} MiB")
+                rows.append(row)
+            eager_out = out_dir / f"{variant}-{h}x{w}-eager.pt"
+            for row in rows:
+                if row["variant"] == variant and row["size"] == f"{h}x{w}" and "error" not in row:
+                    other = out_dir / f"{variant}-{h}x{w}-{row['path']}.pt"
+                    row["max_abs_diff_vs_eager"] = _max_abs_diff(eager_out, other)
+    ratios = forward_ratios(rows, cfg.tolerance)
+    table = markdown_table(
+        rows,
+        [
+            Column("variant", "variant"),
+            Column("size", "input"),
+            Column("path", "path"),
+            Column("median_s", "s / img"),
+            Column("img_per_s", "img/s"),
+            Column("peak_mem_mb", "peak MiB", "{:.0f}"),
+            Column("max_abs_diff_vs_eager", "max abs diff vs eager", "{:.1e}"),
+            Column("setup_s", "setup s", "{:.1f}"),
+            Column("error", "error"),
+        ],
+    )
+    ratio_table = markdown_table(
+        ratios,
+        [
+            Column("variant", "variant"),
+            Column("size", "input"),
+            Column("fast_over_reference", "fast / reference"),
+            Column("best_path", "hrseg best path"),
+            Column("best_over_ort", "best / ONNX Runtime"),
+            Column("eager_over_reference", "eager / reference"),
+            Column("fast_equal_eager", "fast == eager (1e-4)"),
+            Column("reference_equal_eager", "reference == eager (1e-4)"),
+        ],
+    )
+    legend = "\n".join(f"- `{p}`: {PATHS[p]}" for p in cfg.paths)
+    md = (
+        f"Batch 1, threads {cfg.threads}, fuse mode `{cfg.fuse_mode}` (timm's), weights shared by all paths.\n\n"
+        f"{legend}\n\n{table}\n\n### Ratios (throughput, higher is better for hrseg)\n\n{ratio_table}\n"
+    )
+    config = {
+        "variants": list(cfg.variants),
+        "sizes": [list(s) for s in cfg.sizes],
+        "paths": list(cfg.paths),
+        "warmup": cfg.warmup,
+        "iters": cfg.iters,
+        "iters_big": cfg.iters_big,
+        "max_seconds": cfg.max_seconds,
+        "fuse_mode": cfg.fuse_mode,
+        "device": cfg.device,
+        "isolate": cfg.isolate,
+        "tolerance": cfg.tolerance,
+    }
+    return Report("forward", config, rows, cfg.machine, md, {"ratios": ratios, "paths": PATHS})
+
+
+def forward_ratios(rows: list[dict[str, Any]], tolerance: float = 1e-4) -> list[dict[str, Any]]:
+    """Per (variant, size): fast/reference, best hrseg path/ORT, eager/reference and the parity verdicts."""
+    out: list[dict[str, Any]] = []
+    keys = dict.fromkeys((r["variant"], r["size"]) for r in rows)
+    for variant, size in keys:
+        by_path = {
+            r["path"]: r for r in rows if r["variant"] == variant and r["size"] == size and "error" not in r
+        }
+
+        def tput(p: str, by_path: dict[str, dict[str, Any]] = by_path) -> float | None:
+            return by_path[p]["img_per_s"] if p in by_path else None
+
+        hrseg_fast = {p: tput(p) for p in FAST_PATHS if tput(p) is not None}
+        best_path = max(hrseg_fast, key=lambda p: hrseg_fast[p]) if hrseg_fast else None
+
+        def equal(p: str, by_path: dict[str, dict[str, Any]] = by_path) -> bool | None:
+            d = by_path.get(p, {}).get("max_abs_diff_vs_eager")
+            return None if d is None else bool(d <= tolerance)
+
+        out.append(
+            {
+                "variant": variant,
+                "size": size,
+                "fast_over_reference": ratio(tput("fast"), tput("reference")),
+                "fast_nchw_over_reference": ratio(tput("fast_nchw"), tput("reference")),
+                "best_path": best_path,
+                "best_over_reference": ratio(hrseg_fast.get(best_path or ""), tput("reference")),
+                "best_over_ort": ratio(hrseg_fast.get(best_path or ""), tput("ort")),
+                "eager_over_reference": ratio(tput("eager"), tput("reference")),
+                "fast_equal_eager": equal("fast"),
+                "reference_equal_eager": equal("reference"),
+                "ort_equal_eager": equal("ort"),
+            }
+        )
+    return out

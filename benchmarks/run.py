@@ -1,0 +1,370 @@
+"""Run the hrseg benchmark suite: ``python -m benchmarks.run [--quick] [--only forward,train,...] [--out DIR]``.
+
+Each selected benchmark writes ``<name>.json`` and ``<name>.md`` into the output folder; ``summary.md`` /
+``summary.json`` hold the issue-6 target ratios, all measured in this one run on this machine. The full run
+is bounded (about 10-13 minutes on 2 cores: every timed loop has a time cap); ``--quick`` runs tiny inputs
+in-process in seconds (smoke test, numbers meaningless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.common import (  # noqa: E402
+    Column,
+    Report,
+    describe_machine,
+    load_average,
+    log,
+    machine_info,
+    markdown_table,
+    num_cores,
+    setup_torch,
+)
+
+BENCHMARKS = ("forward", "train", "data", "slide", "flops", "investigate")
+DEFAULT_ONLY = ("forward", "train", "data", "slide", "flops")
+README = Path(__file__).resolve().parent / "README.md"
+README_BEGIN = "<!-- bench:latest:begin -->"
+README_END = "<!-- bench:latest:end -->"
+
+#: issue 6 targets (throughput ratios, higher is better for hrseg)
+FAST_OVER_REFERENCE_TARGET = {"w18_small_v2": 1.5, "w18": 1.5, "w48": 1.1}
+W48_PEAK_FRACTION_TARGET = 0.85
+BEST_OVER_ORT_TARGET = 1.0
+TRAIN_OVER_REFERENCE_TARGET = 1.1
+DATA_OVER_TRAIN_TARGET = 2.0
+
+
+@dataclass
+class SuiteConfig:
+    """Every knob of the suite; ``--quick`` swaps in tiny values."""
+
+    out: Path
+    cache: Path
+    device: str = "cpu"
+    threads: int = field(default_factory=num_cores)
+    quick: bool = False
+    isolate: bool = True
+    variants: tuple[str, ...] = ("w18_small_v2", "w18", "w48")
+    sizes: tuple[tuple[int, int], ...] = ((512, 1024), (1024, 2048))
+    paths: tuple[str, ...] = ("eager", "fast", "fast_nchw", "reference", "ort")
+    fuse_mode: str = "nearest"
+    num_classes: int = 19
+    warmup: int = 1
+    iters: int = 3
+    iters_big: int = 2
+    max_seconds: float = 20.0
+    case_timeout: float = 600.0
+    tolerance: float = 1e-4
+    amp: str | None = None
+    train_variants: tuple[str, ...] = ("w18_small_v2", "w18")
+    train_size: tuple[int, int] = (512, 1024)
+    train_batch: int = 2
+    train_warmup: int = 1
+    train_iters: int = 3
+    data_source_size: tuple[int, int] = (1024, 2048)
+    data_images: int = 2
+    data_samples: int = 8
+    data_batches: int = 4
+    data_workers: tuple[int, ...] = ()
+    tta_variant: str = "w18_small_v2"
+    tta_size: tuple[int, int] = (512, 1024)
+    tta_iters: int = 1
+    tta_batch_windows: int = 4
+    matmul_sizes: tuple[int, ...] = (1024, 2048, 4096)
+    matmul_iters: int = 3
+    probe_scale: float = 1.0
+    investigate_variant: str = "w18"
+    investigate_size: tuple[int, int] = (512, 1024)
+    compile: bool = False
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def apply_quick(self) -> None:
+        """Tiny inputs, one iteration, in-process: seconds, for smoke tests; the numbers mean nothing."""
+        self.quick = True
+        self.isolate = False
+        self.variants = ("w18_small_v2",)
+        self.sizes = ((64, 128),)
+        self.iters = self.iters_big = 1
+        self.max_seconds = 5.0
+        self.train_variants = ("w18_small_v2",)
+        self.train_size = (64, 128)
+        self.train_iters = 1
+        self.data_source_size = (128, 256)
+        self.data_images = 2
+        self.data_samples = 2
+        self.data_batches = 1
+        self.data_workers = ()
+        self.tta_size = (64, 128)
+        self.matmul_sizes = (256,)
+        self.matmul_iters = 2
+        self.probe_scale = 1 / 16
+        self.investigate_variant = "w18_small_v2"
+        self.investigate_size = (64, 128)
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options (all optional: the default is the full suite on this machine's CPU)."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny inputs, 1 iteration, in-process (smoke test)")
+    p.add_argument(
+        "--only",
+        default=",".join(DEFAULT_ONLY),
+        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all but investigate)",
+    )
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 autocast, channels_last)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    p.add_argument("--variants", default=None, help="forward variants, e.g. w18_small_v2,w18,w48")
+    p.add_argument("--sizes", default=None, help="forward input sizes HxW, e.g. 512x1024,1024x2048")
+    p.add_argument("--paths", default=None, help="forward paths: eager,fast,fast_nchw,compile,compile_frozen,...")
+    p.add_argument("--train-variants", default=None, help="training variants, e.g. w18_small_v2,w18")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations per forward case")
+    p.add_argument("--compile", action="store_true", help="add the torch.compile paths (minutes per case)")
+    p.add_argument("--fuse-mode", choices=("nearest", "bilinear"), default="nearest",
+                   help="hrseg fusion upsampling; nearest = timm's, required for the parity check")
+    iso = p.add_mutually_exclusive_group()
+    iso.add_argument("--isolate", dest="isolate", action="store_true", default=None,
+                     help="one process per case (default for the full suite)")
+    iso.add_argument("--no-isolate", dest="isolate", action="store_false", help="run cases in-process")
+    p.add_argument("--cache", type=Path, default=None, help="keep weights / ONNX files here (default: temp)")
+    p.add_argument("--update-readme", action="store_true", help="copy summary.md into benchmarks/README.md")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, cache: Path) -> SuiteConfig:
+    """Defaults, then ``--quick``, then explicit options."""
+    cfg = SuiteConfig(out=args.out, cache=cache, device=args.device)
+    if args.quick:
+        cfg.apply_quick()
+    if args.threads:
+        cfg.threads = args.threads
+    if args.variants:
+        cfg.variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    if args.sizes:
+        cfg.sizes = tuple(_size(s) for s in args.sizes.split(",") if s.strip())
+    if args.paths:
+        cfg.paths = tuple(s.strip() for s in args.paths.split(",") if s.strip())
+    elif args.compile:
+        cfg.paths = (*cfg.paths, "compile", "compile_frozen")
+    if args.train_variants:
+        cfg.train_variants = tuple(v.strip() for v in args.train_variants.split(",") if v.strip())
+    if args.iters:
+        cfg.iters = args.iters
+        cfg.iters_big = min(cfg.iters_big, args.iters)
+    if args.isolate is not None:
+        cfg.isolate = args.isolate
+    cfg.fuse_mode = args.fuse_mode
+    cfg.compile = args.compile
+    if cfg.device.startswith("cuda"):
+        cfg.amp = "bf16"
+        cfg.data_workers = (*cfg.data_workers, min(8, num_cores()))
+    elif not cfg.quick:
+        cfg.data_workers = (num_cores(),)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------------
+def _target(name: str, measured: float | None, target: float, where: str, note: str = "") -> dict[str, Any]:
+    return {
+        "target": name,
+        "where": where,
+        "measured": measured,
+        "goal": target,
+        "met": None if measured is None else measured >= target,
+        "note": note,
+    }
+
+
+def targets(reports: dict[str, Report]) -> list[dict[str, Any]]:
+    """The issue-6 targets as rows (measured ratio, goal, met) from this run's reports."""
+    rows: list[dict[str, Any]] = []
+    fwd = reports.get("forward")
+    if fwd is not None:
+        for r in fwd.extra.get("ratios", []):
+            where = f"{r['variant']} {r['size']}"
+            goal = FAST_OVER_REFERENCE_TARGET.get(r["variant"], 1.5)
+            rows.append(_target("hrseg fast / timm reference", r["fast_over_reference"], goal, where))
+            rows.append(
+                _target("hrseg best / ONNX Runtime", r["best_over_ort"], BEST_OVER_ORT_TARGET, where,
+                        f"best = {r['best_path']}")
+            )
+            for key, label in (("fast_equal_eager", "fast == eager"), ("reference_equal_eager",
+                                                                         "reference == eager")):
+                if r.get(key) is not None:
+                    rows.append(
+                        {"target": f"{label} (max abs diff <= 1e-4)", "where": where, "measured": r[key],
+                         "goal": True, "met": r[key], "note": ""}
+                    )
+    fl = reports.get("flops")
+    if fl is not None:
+        for size in dict.fromkeys(r["size"] for r in fl.results if r["variant"] == "w48"):
+            fast = [
+                r for r in fl.results
+                if r["variant"] == "w48" and r["size"] == size and r["path"] not in ("eager", "reference", "ort")
+            ]
+            if fast:
+                best = max(fast, key=lambda r: r["fraction_of_peak"] or 0)
+                rows.append(
+                    _target("W48 fast path fraction of matmul peak", best["fraction_of_peak"],
+                            W48_PEAK_FRACTION_TARGET, f"w48 {size}", f"path {best['path']}")
+                )
+    tr = reports.get("train")
+    if tr is not None:
+        for r in tr.extra.get("ratios", []):
+            rows.append(
+                _target("training step hrseg best / reference", r["best_over_reference"],
+                        TRAIN_OVER_REFERENCE_TARGET, r["variant"], f"best = {r['best_path']}")
+            )
+    da = reports.get("data")
+    if da is not None:
+        for r in da.results:
+            rows.append(
+                _target("data loader / training throughput", r["loader_over_train"], DATA_OVER_TRAIN_TARGET,
+                        r["variant"], f"num_workers={r['default_workers']} (default)")
+            )
+    return rows
+
+
+def write_summary(cfg: SuiteConfig, reports: dict[str, Report], argv: list[str], elapsed: float) -> str:
+    """summary.json + summary.md (targets, then each benchmark's table); returns the markdown."""
+    rows = targets(reports)
+    command = "python -m benchmarks.run " + " ".join(argv)
+    load_end = load_average()
+    md = [
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {describe_machine(cfg.machine)}; load avg at end {load_end[0] if load_end else '?'}  ",
+        f"Commit: {cfg.machine.get('git')}; total time {elapsed / 60:.1f} min"
+        + (" (**--quick: tiny inputs, numbers meaningless**)" if cfg.quick else ""),
+        "",
+        "### Targets (issue 6), measured in this run",
+        "",
+        markdown_table(
+            rows,
+            [
+                Column("target", "target"),
+                Column("where", "case"),
+                Column("measured", "measured", "{:.2f}"),
+                Column("goal", "goal", "{:.2f}"),
+                Column("met", "met"),
+                Column("note", "note"),
+            ],
+        ),
+    ]
+    for name, rep in reports.items():
+        md += ["", f"### {name}", "", rep.markdown.strip()]
+    text = "\n".join(md) + "\n"
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "summary.md").write_text("# hrseg benchmarks\n\n" + text, encoding="utf-8")
+    payload = {
+        "schema": 1,
+        "benchmark": "summary",
+        "command": command.strip(),
+        "machine": cfg.machine,
+        "load_avg_end": load_end,
+        "elapsed_s": elapsed,
+        "quick": cfg.quick,
+        "targets": rows,
+        "benchmarks": sorted(reports),
+    }
+    (cfg.out / "summary.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    return text
+
+
+def update_readme(summary_md: str, readme: Path = README) -> bool:
+    """Replace the README's latest-results block (between the bench:latest markers) with this run."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_BEGIN}\n{summary_md.strip()}\n{README_END}{tail}", encoding="utf-8")
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks; returns 0 even when targets are missed (they are reported, not enforced)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    only = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = set(only) - set(BENCHMARKS)
+    if unknown:
+        print(f"unknown benchmark(s) {sorted(unknown)}; choose from {','.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    own_cache = args.cache is None
+    cache = Path(tempfile.mkdtemp(prefix="hrseg-bench-")) if own_cache else args.cache
+    cache.mkdir(parents=True, exist_ok=True)
+    cfg = build_config(args, cache)
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print("--device cuda: no CUDA device available", file=sys.stderr)
+            return 2
+    setup_torch(cfg.threads)
+    cfg.machine = machine_info(cfg.device, cfg.threads)
+    load = cfg.machine.get("load_avg")
+    if load and load[0] > 0.5 * cfg.threads and not cfg.quick:
+        log(f"WARNING: load average {load[0]} on {cfg.machine['cores']} cores: timings will be noisy")
+    start = time.perf_counter()
+    reports: dict[str, Report] = {}
+    try:
+        from benchmarks import data_pipeline, flops, forward, train_step, tta
+
+        peak = None
+        if "flops" in only:  # the machine's peak first, before anything else warms it up
+            log("matmul peak")
+            peak = flops.matmul_peak(cfg.matmul_sizes, cfg.matmul_iters)
+        if "forward" in only:
+            reports["forward"] = forward.run(cfg)
+        if "train" in only:
+            reports["train"] = train_step.run(cfg)
+        if "data" in only:
+            reports["data"] = data_pipeline.run(cfg, reports.get("train"))
+        if "slide" in only:
+            reports["slide"] = tta.run(cfg)
+        if "flops" in only:
+            reports["flops"] = flops.run(cfg, reports.get("forward"), peak)
+        if "investigate" in only:
+            from benchmarks import investigate
+
+            reports["investigate"] = investigate.run(cfg)
+        for rep in reports.values():
+            json_path, _ = rep.write(cfg.out)
+            log(f"wrote {json_path}")
+        summary = write_summary(cfg, reports, argv, time.perf_counter() - start)
+        log(f"wrote {cfg.out / 'summary.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
+        if args.update_readme:
+            log("README updated" if update_readme(summary) else "README markers not found; not updated")
+    finally:
+        if own_cache:
+            shutil.rmtree(cache, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

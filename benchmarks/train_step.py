@@ -1,0 +1,182 @@
+"""Training step (forward + backward + SGD step) throughput: hrseg NCHW / channels_last vs the timm reference.
+
+One command: ``python -m benchmarks.run --only train``. The step is the official recipe's inner loop: logits
+upsampled to the label size, cross-entropy with ignore index 255, SGD(lr 0.01, momentum 0.9, wd 5e-4).
+bf16 autocast is used on CUDA (``--device cuda``); on this CPU (AVX2, no native bf16) training stays fp32.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import (
+    Column,
+    PeakMemory,
+    Report,
+    log,
+    markdown_table,
+    ratio,
+    run_case,
+    setup_torch,
+    synchronizer,
+    time_callable,
+)
+from benchmarks.models import build_hrseg, build_reference, make_weights, seeded_input
+
+PATHS: dict[str, str] = {
+    "hrseg": "hrseg HRNetV2, NCHW",
+    "hrseg_cl": "hrseg HRNetV2, channels_last model and input",
+    "reference": "timm hrnet_* features_only + the same head, NCHW",
+}
+IGNORE_INDEX = 255
+
+
+def train_case(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time one training configuration; report samples/s and the peak memory of the steps."""
+    threads = setup_torch(spec.get("threads"))
+    device = spec["device"]
+    path = spec["path"]
+    b, h, w = spec["batch"], spec["size"][0], spec["size"][1]
+    t0 = time.perf_counter()
+    if path == "reference":
+        model = build_reference(spec["variant"], spec["weights"], spec["num_classes"])
+    else:
+        model = build_hrseg(spec["variant"], spec["weights"], spec["num_classes"], spec["fuse_mode"])
+    from hrseg.models import upsample_logits
+
+    model = model.to(device).train()
+    x = seeded_input(b, h, w).to(device)
+    gen = torch.Generator().manual_seed(1)
+    y = torch.randint(0, spec["num_classes"], (b, h, w), generator=gen)
+    y[:, :8] = IGNORE_INDEX  # some ignored pixels, as in real masks
+    y = y.to(device)
+    if path == "hrseg_cl":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    amp = device.startswith("cuda") and spec.get("amp") == "bf16"
+    align = bool(getattr(model, "align_corners", False))
+    losses: list[float] = []
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            logits = upsample_logits(model(x), (h, w), align)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+
+    setup_s = time.perf_counter() - t0
+    with PeakMemory(device) as mem:
+        timing = time_callable(step, spec["warmup"], spec["iters"], spec.get("max_seconds"), synchronizer(device))
+    return {
+        **timing.as_dict(),
+        "samples_per_s": b / timing.median_s,
+        "peak_mem_mb": mem.peak_mb,
+        "memory_method": mem.method,
+        "threads": threads,
+        "setup_s": setup_s,
+        "first_loss": losses[0] if losses else None,
+        "amp": "bf16" if amp else "fp32",
+    }
+
+
+def run(cfg: Any) -> Report:
+    """hrseg (NCHW, channels_last) and the reference for each training variant; best hrseg / reference."""
+    rows: list[dict[str, Any]] = []
+    for variant in cfg.train_variants:
+        weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
+        for path in PATHS:
+            spec = {
+                "variant": variant,
+                "size": list(cfg.train_size),
+                "batch": cfg.train_batch,
+                "path": path,
+                "device": cfg.device,
+                "amp": cfg.amp,
+                "threads": cfg.threads,
+                "weights": str(weights),
+                "num_classes": cfg.num_classes,
+                "fuse_mode": cfg.fuse_mode,
+                "warmup": cfg.train_warmup,
+                "iters": cfg.train_iters,
+                "max_seconds": cfg.max_seconds,
+            }
+            log(f"train {variant} {path}")
+            res = run_case("train", spec, cfg.isolate, timeout=cfg.case_timeout)
+            if "error" in res:
+                log(f"  error: {res['error']}")
+            else:
+                log(f"  {res['median_s']:.3f} s/step")
+            rows.append({"variant": variant, "path": path, **res})
+    ratios = train_ratios(rows)
+    size = f"{cfg.train_size[0]}x{cfg.train_size[1]}"
+    md = (
+        f"Batch {cfg.train_batch}, crop {size}, SGD step, fuse mode `{cfg.fuse_mode}`.\n\n"
+        + "\n".join(f"- `{k}`: {v}" for k, v in PATHS.items())
+        + "\n\n"
+        + markdown_table(
+            rows,
+            [
+                Column("variant", "variant"),
+                Column("path", "path"),
+                Column("median_s", "s / step"),
+                Column("samples_per_s", "samples/s"),
+                Column("peak_mem_mb", "peak MiB", "{:.0f}"),
+                Column("amp", "precision"),
+                Column("error", "error"),
+            ],
+        )
+        + "\n\n### Ratios\n\n"
+        + markdown_table(
+            ratios,
+            [
+                Column("variant", "variant"),
+                Column("channels_last_wins", "channels_last wins"),
+                Column("cl_over_nchw", "channels_last / NCHW"),
+                Column("best_path", "hrseg best"),
+                Column("best_over_reference", "hrseg best / reference"),
+            ],
+        )
+        + "\n"
+    )
+    config = {
+        "variants": list(cfg.train_variants),
+        "size": list(cfg.train_size),
+        "batch": cfg.train_batch,
+        "warmup": cfg.train_warmup,
+        "iters": cfg.train_iters,
+        "device": cfg.device,
+        "amp": cfg.amp,
+        "fuse_mode": cfg.fuse_mode,
+    }
+    return Report("train", config, rows, cfg.machine, md, {"ratios": ratios, "paths": PATHS})
+
+
+def train_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant: does channels_last win, and hrseg's best path over the reference (samples/s)."""
+    out = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        tp = {
+            r["path"]: r["samples_per_s"] for r in rows if r["variant"] == variant and "error" not in r
+        }
+        hrseg = {p: tp[p] for p in ("hrseg", "hrseg_cl") if p in tp}
+        best = max(hrseg, key=lambda p: hrseg[p]) if hrseg else None
+        cl = ratio(tp.get("hrseg_cl"), tp.get("hrseg"))
+        out.append(
+            {
+                "variant": variant,
+                "cl_over_nchw": cl,
+                "channels_last_wins": None if cl is None else cl > 1.0,
+                "best_path": best,
+                "best_samples_per_s": hrseg.get(best or ""),
+                "best_over_reference": ratio(hrseg.get(best or ""), tp.get("reference")),
+            }
+        )
+    return out

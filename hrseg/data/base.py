@@ -1,0 +1,545 @@
+"""Shared DataModule behaviour: datasets, loaders, collate, class metadata and plotting.
+
+Every concrete DataModule (Cityscapes, VOC, folder, demo) only says how to list a split and how raw mask
+values become train ids; loaders, transforms, prediction inputs and plots live here once.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+from hrseg.data.checks import (
+    IMAGE_EXTENSIONS,
+    CheckReport,
+    DatasetError,
+    LabelSpec,
+    Problem,
+    Sample,
+    check_samples,
+    format_problems,
+    list_files,
+    load_sample,
+    read_image,
+)
+from hrseg.data.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, colorize
+from hrseg.data.transforms import (
+    SegmentationTransform,
+    build_eval_transform,
+    build_train_transform,
+    denormalize,
+)
+
+DEFAULT_ENCODING = "default"
+
+
+class SegmentationDataset(Dataset):
+    """Image / mask files -> ``{"image", "mask", "name"}`` samples, validated on every read.
+
+    Bad files raise :class:`DatasetError` from ``__getitem__`` with the path and the problem, so the message
+    survives the DataLoader worker re-raise.
+
+    Args:
+        samples: the split's items.
+        specs: label rules per ``Sample`` encoding key (``"default"`` unless a DataModule uses several).
+        transform: pipeline returning tensors.
+        labelled: False yields ``{"image", "name", "path"}`` (prediction) and never reads masks.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        specs: Mapping[str, LabelSpec] | None,
+        transform: SegmentationTransform,
+        labelled: bool = True,
+    ) -> None:
+        self.samples = list(samples)
+        self.specs = dict(specs or {})
+        self.transform = transform
+        self.labelled = labelled
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def spec_for(self, sample: Sample) -> LabelSpec:
+        """Return the label rules of ``sample`` (by its encoding key)."""
+        key = getattr(sample, "encoding", DEFAULT_ENCODING)
+        return self.specs.get(key) or self.specs[DEFAULT_ENCODING]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """Decode sample ``index`` without transforms: RGB uint8 image, train-id mask (or None), name."""
+        sample = self.samples[index]
+        if not self.labelled:
+            return read_image(sample.image), None, sample.name
+        if sample.mask is None:
+            raise DatasetError(f"{sample.image}: no mask for this image in a labelled split")
+        image, mask = load_sample(sample, self.spec_for(sample))
+        return image, mask, sample.name
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask, name = self.load(index)
+        img_t, mask_t = self.transform(image, mask)
+        if not self.labelled:
+            return {"image": img_t, "name": name, "path": str(self.samples[index].image)}
+        return {"image": img_t, "mask": mask_t, "name": name}
+
+
+class ArraySegmentationDataset(Dataset):
+    """In-memory (image, mask) arrays -> the same samples as :class:`SegmentationDataset`.
+
+    Args:
+        images: RGB uint8 arrays (H, W, 3).
+        masks: train-id arrays (H, W), or None for prediction.
+        names: one name per item.
+        transform: pipeline returning tensors.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray] | None,
+        names: Sequence[str],
+        transform: SegmentationTransform,
+    ) -> None:
+        if masks is not None and len(masks) != len(images):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        self.images = list(images)
+        self.masks = list(masks) if masks is not None else None
+        self.names = list(names)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """Return the raw image, mask (or None) and name of item ``index``."""
+        mask = self.masks[index] if self.masks is not None else None
+        return self.images[index], mask, self.names[index]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask, name = self.load(index)
+        img_t, mask_t = self.transform(image, mask)
+        if mask_t is None:
+            return {"image": img_t, "name": name, "path": name}
+        return {"image": img_t, "mask": mask_t, "name": name}
+
+
+def pad_collate(batch: Sequence[Mapping[str, Any]], ignore_index: int = IGNORE_INDEX) -> dict[str, Any]:
+    """Collate samples that may differ in size: pad images with 0 and masks with ``ignore_index``.
+
+    Padding goes at the bottom / right so pixel coordinates are unchanged; same-size batches are just
+    stacked. Non-tensor values (names, paths) become lists.
+    """
+    out: dict[str, Any] = {}
+    keys = batch[0].keys()
+    for key in keys:
+        values = [b[key] for b in batch]
+        if isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) == 1:
+                out[key] = torch.stack(values)
+                continue
+            h = max(v.shape[-2] for v in values)
+            w = max(v.shape[-1] for v in values)
+            fill = ignore_index if key == "mask" else 0
+            padded = values[0].new_full((len(values), *values[0].shape[:-2], h, w), fill)
+            for i, v in enumerate(values):
+                padded[i, ..., : v.shape[-2], : v.shape[-1]] = v
+            out[key] = padded
+        else:
+            out[key] = values
+    return out
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's augmentation pipeline its own seed.
+
+    Albumentations keeps its own generator, which forked workers would otherwise share (identical
+    augmentations in every worker); ``worker_info.seed`` derives from the torch seed, so runs under
+    ``seed_everything`` stay reproducible.
+    """
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if info is not None and hasattr(transform, "reseed"):
+        transform.reseed(info.seed)
+
+
+class _PadCollate:
+    """Picklable collate callable bound to an ignore index (lambdas break spawn-started workers)."""
+
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return pad_collate(batch, self.ignore_index)
+
+
+def resolve_predict_inputs(predict_path: str) -> list[Path]:
+    """Expand ``predict_path`` (a folder, a glob pattern or one image file) into sorted image paths."""
+    path = Path(predict_path).expanduser()
+    if any(ch in predict_path for ch in "*?["):
+        files = sorted(
+            Path(p)
+            for p in glob.glob(str(path), recursive=True)
+            if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS
+        )
+    elif path.is_dir():
+        files = list_files(path)
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DatasetError(f"{predict_path}: predict_path is neither a folder, an image file nor a glob")
+    if not files:
+        raise DatasetError(f"{predict_path}: no images found (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _label_map(value: Any) -> np.ndarray | None:
+    """Reduce a mask / prediction to one (H, W) label map: integer maps (H, W) or (B, H, W) give their first
+    element; float logits (C, H, W) or (B, C, H, W) are arg-maxed."""
+    if value is None:
+        return None
+    t = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    if t.is_floating_point():
+        if t.ndim == 4:
+            t = t[0]
+        if t.ndim == 3:
+            t = t.argmax(0)
+    elif t.ndim == 3:
+        t = t[0]
+    if t.ndim != 2:
+        raise ValueError(f"expected a (H, W) label map or logits, got shape {tuple(t.shape)}")
+    return t.long().numpy()
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Base class of the hrseg DataModules: loaders, transforms, metadata and ``plot``.
+
+    Subclasses call ``__init__`` with their class metadata and implement :meth:`list_split` (file datasets)
+    or override :meth:`build_dataset` (in-memory data).
+
+    Args:
+        num_classes: number of train ids (0 .. num_classes - 1).
+        class_names: one name per class.
+        palette: one RGB colour per class.
+        ignore_index: mask value skipped by losses and metrics.
+        batch_size: training batch size.
+        eval_batch_size: validation / test batch size (eval images may differ in size; they are padded).
+        num_workers: DataLoader worker processes (persistent when > 0).
+        pin_memory: pin host memory; None = only when CUDA is available.
+        crop_size: (H, W) training crop; None trains on whole images (no random scale).
+        scale_range: training random-scale factor range.
+        hflip_prob: training horizontal-flip probability.
+        photometric: training colour jitter.
+        eval_size: (H, W) to resize evaluation / prediction images to (masks keep their size); None = as is.
+        mean: normalization mean (RGB, [0, 1] units).
+        std: normalization std.
+        predict_path: folder, glob or file of images to predict; None predicts over the predict split.
+    """
+
+    train_split: str | None = "train"
+    val_split: str | None = "val"
+    test_split: str | None = "val"
+    predict_split: str | None = "val"
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        crop_size: tuple[int, int] | None = (512, 1024),
+        scale_range: tuple[float, float] | None = (0.5, 2.0),
+        hflip_prob: float = 0.5,
+        photometric: bool = False,
+        eval_size: tuple[int, int] | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        predict_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        from hrseg.data.metadata import default_palette
+
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if 0 <= ignore_index < num_classes:
+            raise ValueError(
+                f"ignore_index {ignore_index} collides with a class id (num_classes={num_classes})"
+            )
+        names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names given for num_classes={num_classes}")
+        colors = [tuple(int(c) for c in rgb) for rgb in palette] if palette is not None else None
+        if colors is None:
+            colors = default_palette(num_classes)
+        if len(colors) != num_classes or any(len(c) != 3 for c in colors):
+            raise ValueError(f"palette must hold {num_classes} RGB triples, got {len(colors)} entries")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be >= 1")
+        self.num_classes = int(num_classes)
+        self.class_names: list[str] = names
+        self.palette: list[Color] = colors  # type: ignore[assignment]
+        self.ignore_index = int(ignore_index)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.crop_size = tuple(crop_size) if crop_size is not None else None
+        self.scale_range = tuple(scale_range) if scale_range is not None else None
+        self.hflip_prob = hflip_prob
+        self.photometric = photometric
+        self.eval_size = tuple(eval_size) if eval_size is not None else None
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.predict_path = predict_path
+        self.label_specs: dict[str, LabelSpec] = {
+            DEFAULT_ENCODING: LabelSpec(num_classes=self.num_classes, ignore_index=self.ignore_index)
+        }
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
+
+    # ----------------------------------------------------------------- transforms
+    def train_transform(self) -> SegmentationTransform:
+        """The training pipeline built from this module's augmentation arguments.
+
+        Its seed is drawn from torch's generator, so ``seed_everything`` makes augmentations reproducible.
+        """
+        transform = build_train_transform(
+            crop_size=self.crop_size,  # type: ignore[arg-type]
+            scale_range=self.scale_range,  # type: ignore[arg-type]
+            hflip_prob=self.hflip_prob,
+            photometric=self.photometric,
+            mean=self.mean,
+            std=self.std,
+            ignore_index=self.ignore_index,
+        )
+        transform.reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        return transform
+
+    def eval_transform(self) -> SegmentationTransform:
+        """The evaluation / prediction pipeline."""
+        return build_eval_transform(self.eval_size, self.mean, self.std)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- listing
+    def list_split(self, split: str) -> tuple[list[Sample], list[Problem]]:
+        """List a split's samples and the listing problems (missing pairs...) without raising.
+
+        Raises:
+            DatasetError: when the split's directory or list file does not exist at all.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list files")
+
+    def split_is_labelled(self, split: str) -> bool:
+        """Whether ``split`` has masks (False e.g. for the Cityscapes test split)."""
+        return True
+
+    def describe_split(self, split: str) -> str:
+        """Where the split's files are expected (for error messages)."""
+        return split
+
+    def samples(self, split: str) -> list[Sample]:
+        """List a split strictly: raise DatasetError on any listing problem or when it is empty."""
+        samples, problems = self.list_split(split)
+        if problems:
+            raise DatasetError(
+                format_problems(problems, header=f"{type(self).__name__}: split {split!r} is incomplete")
+            )
+        if not samples:
+            raise DatasetError(
+                f"{type(self).__name__}: split {split!r} has no samples (expected under "
+                f"{self.describe_split(split)})"
+            )
+        return samples
+
+    def build_dataset(self, split: str, train: bool, labelled: bool = True) -> Dataset:
+        """Build the Dataset of ``split`` with the train or eval pipeline."""
+        transform = self.train_transform() if train else self.eval_transform()
+        labelled = labelled and self.split_is_labelled(split)
+        return SegmentationDataset(self.samples(split), self.label_specs, transform, labelled=labelled)
+
+    def check(self, split: str, progress: bool = True) -> CheckReport:
+        """Scan ``split`` without stopping at the first problem (backs ``hrseg data check``)."""
+        samples, problems = self.list_split(split)
+        if not samples and not problems:
+            problems = [
+                Problem(f"split {split!r}", f"no samples found (expected {self.describe_split(split)})")
+            ]
+        labelled = self.split_is_labelled(split)
+        if labelled:
+            specs = self.label_specs
+            groups: dict[str, list[Sample]] = {}
+            for s in samples:
+                groups.setdefault(getattr(s, "encoding", DEFAULT_ENCODING), []).append(s)
+            report = CheckReport(split=split, class_names=self.class_names, problems=list(problems))
+            report.histogram = np.zeros(self.num_classes, dtype=np.int64)
+            for key, group in groups.items():
+                sub = check_samples(
+                    group, specs.get(key, specs[DEFAULT_ENCODING]), split, self.class_names, (), progress
+                )
+                report.problems += sub.problems
+                report.num_samples += sub.num_samples
+                report.num_labelled += sub.num_labelled
+                report.ignored_pixels += sub.ignored_pixels
+                assert sub.histogram is not None
+                report.histogram += sub.histogram
+            return report
+        return check_samples(samples, None, split, self.class_names, problems, progress)
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs; listing problems raise here, before any training starts."""
+        if stage in ("fit", None):
+            if self.train_split is None:
+                raise DatasetError(f"{type(self).__name__}: no training split configured")
+            self.train_dataset = self.build_dataset(self.train_split, train=True)
+        if stage in ("fit", "validate", None) and self.val_split is not None:
+            self.val_dataset = self.build_dataset(self.val_split, train=False)
+        if stage in ("test", None) and self.test_split is not None:
+            self.test_dataset = self.build_dataset(self.test_split, train=False)
+        if stage in ("predict", None):
+            self.predict_dataset = self._build_predict_dataset()
+
+    def _build_predict_dataset(self) -> Dataset:
+        if self.predict_path is not None:
+            files = resolve_predict_inputs(self.predict_path)
+            samples = [Sample(p, None, p.stem) for p in files]
+            return SegmentationDataset(samples, None, self.eval_transform(), labelled=False)
+        split = self.predict_split or self.test_split or self.val_split
+        if split is None:
+            raise DatasetError(f"{type(self).__name__}: set predict_path to predict (no split to predict on)")
+        try:
+            return self.build_dataset(split, train=False, labelled=False)
+        except DatasetError as exc:
+            if self.val_split is None or split == self.val_split:
+                raise
+            # e.g. a Cityscapes download without the test images: predicting over val is the useful default
+            rank_zero_warn(
+                f"{type(self).__name__}: cannot predict over split {split!r} ({exc}); "
+                f"predicting over {self.val_split!r} instead (set predict_path to choose images)"
+            )
+            return self.build_dataset(self.val_split, train=False, labelled=False)
+
+    def _loader(self, dataset: Dataset | None, stage: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before {stage}_dataloader()")
+        drop_last = False
+        if shuffle:
+            n = len(dataset)  # type: ignore[arg-type]
+            drop_last = n >= batch_size
+            if not drop_last:
+                rank_zero_warn(
+                    f"{type(self).__name__}: only {n} training samples for batch_size={batch_size}; "
+                    "keeping the partial batch instead of dropping it"
+                )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=drop_last,
+            collate_fn=_PadCollate(self.ignore_index),
+            worker_init_fn=seed_worker if self.num_workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches of ``batch_size`` (incomplete last batch dropped)."""
+        return self._loader(self.train_dataset, "train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches of ``eval_batch_size`` (padded when sizes differ)."""
+        return self._loader(self.val_dataset, "val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches of ``eval_batch_size`` over the labelled test split."""
+        return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batch-1 ``{"image", "name", "path"}`` over ``predict_path`` or the predict split."""
+        return self._loader(self.predict_dataset, "predict", 1, shuffle=False)
+
+    # ----------------------------------------------------------------- display
+    def plot(
+        self,
+        sample: Mapping[str, Any],
+        prediction: torch.Tensor | np.ndarray | None = None,
+        show_legend: bool = True,
+        suptitle: str | None = None,
+    ) -> Any:
+        """Draw image / ground truth / prediction with the class palette.
+
+        Args:
+            sample: a dataset item or a batch (the first element is shown) with ``image`` and optionally
+                ``mask`` and ``prediction`` / ``pred``.
+            prediction: label map (H, W) or logits (C, H, W); overrides the sample's prediction.
+            show_legend: list the classes present under the panels.
+            suptitle: figure title (defaults to the sample name).
+
+        Returns:
+            matplotlib.figure.Figure (not registered with pyplot, so nothing leaks in loops).
+        """
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+
+        image = sample["image"]
+        image = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        if image.ndim == 4:  # a batch: show its first element
+            image = image[0]
+        # uint8 arrays are pictures already; anything else is a normalized (3, H, W) tensor
+        rgb = image if image.dtype == np.uint8 else denormalize(image, self.mean, self.std)
+        mask = _label_map(sample.get("mask"))
+        pred = prediction if prediction is not None else sample.get("prediction", sample.get("pred"))
+        pred = _label_map(pred)
+        panels: list[tuple[str, np.ndarray]] = [("image", rgb)]
+        present: set[int] = set()
+        for title, arr in (("ground truth", mask), ("prediction", pred)):
+            if arr is None:
+                continue
+            panels.append((title, colorize(arr, self.palette, self.ignore_index)))
+            present |= {int(v) for v in np.unique(arr) if 0 <= v < self.num_classes}
+        fig = Figure(
+            figsize=(4 * len(panels), 4 * rgb.shape[0] / max(rgb.shape[1], 1) + 1.2), layout="constrained"
+        )
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (title, img) in zip(axes, panels, strict=True):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(title)
+            ax.axis("off")
+        if show_legend and present:
+            handles = [
+                Patch(color=np.asarray(self.palette[c]) / 255.0, label=self.class_names[c])
+                for c in sorted(present)
+            ]
+            fig.legend(
+                handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small"
+            )
+        name = sample.get("name")
+        if suptitle is None and name is not None:
+            suptitle = name[0] if isinstance(name, list | tuple) else str(name)
+        if suptitle:
+            fig.suptitle(suptitle)
+        return fig
+
+
+__all__ = [
+    "ArraySegmentationDataset",
+    "SegmentationDataModule",
+    "SegmentationDataset",
+    "pad_collate",
+    "resolve_predict_inputs",
+]

@@ -1,0 +1,717 @@
+"""Generated street scenes: the demo DataModule and writers of the real Cityscapes / VOC / folder layouts.
+
+A scene is drawn back to front (sky, buildings, ground, walls and fences, trees, poles with signs and lights,
+then cars and people from far to near) and every pixel's label is the Cityscapes train id of whatever was
+drawn last there. Colours are distinct per class but jittered per instance and shaded, with texture (windows,
+tiles, lane marks, leaves) and sensor noise, so the task is not a colour lookup; shapes are consistent, so a
+small HRNet learns it in minutes on a CPU. Every scene is a pure function of (seed, split, index).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from hrseg.data.base import ArraySegmentationDataset, SegmentationDataModule
+from hrseg.data.checks import CheckReport, Problem, check_samples
+from hrseg.data.metadata import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_LABELS,
+    CITYSCAPES_NUM_CLASSES,
+    CITYSCAPES_PALETTE,
+    CITYSCAPES_TRAIN_ID,
+    IGNORE_INDEX,
+    cityscapes_train_to_label_id,
+    voc_colormap,
+)
+
+GENERATOR_VERSION = 1
+"""Bumped whenever the drawing changes, so on-disk caches of older scenes are not reused."""
+
+_T = CITYSCAPES_TRAIN_ID
+ROAD, SIDEWALK, BUILDING, WALL, FENCE = _T["road"], _T["sidewalk"], _T["building"], _T["wall"], _T["fence"]
+POLE, LIGHT, SIGN, VEGETATION, TERRAIN = (
+    _T["pole"],
+    _T["traffic light"],
+    _T["traffic sign"],
+    _T["vegetation"],
+    _T["terrain"],
+)
+SKY, PERSON, CAR = _T["sky"], _T["person"], _T["car"]
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+class _Canvas:
+    """An RGB float image and its label map, with clipped drawing primitives."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.h, self.w = height, width
+        self.rgb = np.zeros((height, width, 3), dtype=np.float32)
+        self.label = np.full((height, width), IGNORE_INDEX, dtype=np.uint8)
+
+    def _box(self, y0: float, y1: float, x0: float, x1: float) -> tuple[int, int, int, int] | None:
+        a, b = max(round(y0), 0), min(round(y1), self.h)
+        c, d = max(round(x0), 0), min(round(x1), self.w)
+        return (a, b, c, d) if a < b and c < d else None
+
+    def paint(self, box: tuple[int, int, int, int], where: np.ndarray, color: np.ndarray, label: int) -> None:
+        """Paint ``color`` (RGB or an image the size of the box) where ``where`` is true inside ``box``."""
+        a, b, c, d = box
+        region = self.rgb[a:b, c:d]
+        col = np.broadcast_to(np.asarray(color, dtype=np.float32), region.shape)
+        region[where] = col[where]
+        self.label[a:b, c:d][where] = label
+
+    def rect(self, y0: float, y1: float, x0: float, x1: float, color: Any, label: int) -> None:
+        """Fill an axis-aligned rectangle; ``color`` may be a callable (h, w) -> (h, w, 3) texture."""
+        box = self._box(y0, y1, x0, x1)
+        if box is None:
+            return
+        a, b, c, d = box
+        col = color(b - a, d - c) if callable(color) else color
+        self.paint(box, np.ones((b - a, d - c), dtype=bool), col, label)
+
+    def ellipse(self, cy: float, cx: float, ry: float, rx: float, color: Any, label: int) -> None:
+        """Fill an ellipse with centre (cy, cx) and radii (ry, rx)."""
+        box = self._box(cy - ry, cy + ry + 1, cx - rx, cx + rx + 1)
+        if box is None:
+            return
+        a, b, c, d = box
+        yy, xx = np.mgrid[a:b, c:d].astype(np.float32)
+        where = ((yy - cy) / max(ry, 0.5)) ** 2 + ((xx - cx) / max(rx, 0.5)) ** 2 <= 1.0
+        col = color(b - a, d - c) if callable(color) else color
+        self.paint(box, where, col, label)
+
+
+def _jitter(rng: np.random.Generator, base: Sequence[float], amount: float) -> np.ndarray:
+    return np.clip(np.asarray(base, dtype=np.float32) + rng.uniform(-amount, amount, 3), 0, 255)
+
+
+def _vgrad(color: np.ndarray, top: float, bottom: float) -> Callable[[int, int], np.ndarray]:
+    """Vertical shading: the colour scaled from ``top`` to ``bottom`` brightness."""
+
+    def fn(h: int, w: int) -> np.ndarray:
+        k = np.linspace(top, bottom, h, dtype=np.float32)[:, None, None]
+        return np.broadcast_to(color * k, (h, w, 3))
+
+    return fn
+
+
+def _hgrad(color: np.ndarray, left: float, right: float) -> Callable[[int, int], np.ndarray]:
+    """Horizontal shading (round poles, lit sides)."""
+
+    def fn(h: int, w: int) -> np.ndarray:
+        k = np.linspace(left, right, w, dtype=np.float32)[None, :, None]
+        return np.broadcast_to(color * k, (h, w, 3))
+
+    return fn
+
+
+def generate_scene(
+    seed: int | Sequence[int] | np.random.Generator, size: tuple[int, int] = (128, 256)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one street scene.
+
+    Args:
+        seed: an int, a sequence of ints (e.g. ``[seed, split, index]``) or a Generator.
+        size: (H, W) of the output.
+
+    Returns:
+        (image RGB uint8 (H, W, 3), mask uint8 (H, W) of Cityscapes train ids; every pixel is labelled).
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    h, w = int(size[0]), int(size[1])
+    if h < 16 or w < 16:
+        raise ValueError(f"scene size must be at least 16x16, got {h}x{w}")
+    cv = _Canvas(h, w)
+    s = w / 256.0  # object scale relative to the default width
+    horizon = h * rng.uniform(0.42, 0.55)
+
+    # --- sky: blue gradient, lighter near the horizon, with soft clouds
+    sky = _jitter(rng, (95, 150, 215), 20)
+    cv.rect(0, horizon + 1, 0, w, _vgrad(sky, 0.85, 1.15), SKY)
+    for _ in range(rng.integers(0, 4)):
+        cloud = _jitter(rng, (215, 225, 240), 12)
+        cv.ellipse(
+            rng.uniform(0, horizon * 0.5),
+            rng.uniform(0, w),
+            h * rng.uniform(0.03, 0.07),
+            w * rng.uniform(0.06, 0.15),
+            cloud,
+            SKY,
+        )
+
+    # --- buildings along the horizon, with window grids
+    x = -rng.uniform(0, 30) * s
+    while x < w:
+        bw = w * rng.uniform(0.12, 0.3)
+        if rng.random() < 0.18:  # a gap shows the sky
+            x += bw * 0.5
+            continue
+        top = horizon - h * rng.uniform(0.12, 0.42)
+        base = _jitter(
+            rng,
+            rng.choice(
+                np.array(
+                    [(150, 110, 85), (175, 160, 135), (125, 115, 110), (165, 135, 110)], dtype=np.float32
+                )
+            ),
+            18,
+        )
+        cv.rect(top, horizon + 2, x, x + bw, _vgrad(base, 1.05, 0.85), BUILDING)
+        win = _jitter(rng, (55, 65, 85), 15) if rng.random() < 0.7 else _jitter(rng, (225, 215, 150), 15)
+        step_y, step_x = max(5.0, 9 * s), max(5.0, 10 * s)
+        wy = top + step_y * 0.6
+        while wy + step_y * 0.5 < horizon - 2:
+            wx = x + step_x * 0.5
+            while wx + step_x * 0.5 < x + bw:
+                cv.rect(wy, wy + step_y * 0.5, wx, wx + step_x * 0.5, win, BUILDING)
+                wx += step_x
+            wy += step_y
+        x += bw
+
+    # --- ground: road trapezoid to a vanishing point, sidewalks, optional terrain strips
+    vx = w * rng.uniform(0.35, 0.65)
+    cx_bottom = w * rng.uniform(0.4, 0.6)
+    road_bottom = w * rng.uniform(0.32, 0.42)
+    walk_bottom = w * rng.uniform(0.18, 0.28)
+    terrain_side = [rng.random() < 0.4, rng.random() < 0.4]
+    road_col = _jitter(rng, (85, 82, 92), 10)
+    walk_col = _jitter(rng, (190, 170, 165), 14)
+    terr_col = _jitter(rng, (150, 185, 85), 15)
+    y0 = int(np.floor(horizon))
+    ys = np.arange(y0, h, dtype=np.float32)
+    t = (ys - horizon) / max(h - horizon, 1.0)
+    t = np.clip(t, 0.0, 1.0)
+    centre = vx + (cx_bottom - vx) * t
+    half_road = w * 0.02 + road_bottom * t
+    walk = w * 0.01 + walk_bottom * t
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    dist = np.abs(xx - centre[:, None])
+    left = xx < centre[:, None]
+    lab = np.where(dist <= half_road[:, None], ROAD, SIDEWALK).astype(np.uint8)
+    outer = dist > (half_road + walk)[:, None]
+    for side, is_left in ((0, True), (1, False)):
+        if terrain_side[side]:
+            lab[outer & (left if is_left else ~left)] = TERRAIN
+    shade = (0.8 + 0.35 * t)[:, None, None]
+    rgb = np.empty((len(ys), w, 3), dtype=np.float32)
+    rgb[:] = road_col
+    rgb[lab == SIDEWALK] = walk_col
+    rgb[lab == TERRAIN] = terr_col
+    # sidewalk tiles: darker grout lines
+    grout = ((xx.astype(np.int32) // max(int(6 * s), 3)) % 4 == 0) | ((ys[:, None].astype(np.int32) % 5) == 0)
+    rgb[(lab == SIDEWALK) & grout] *= 0.82
+    # dashed centre line on the road
+    dash = (dist < 0.8 + 1.2 * t[:, None]) & ((ys[:, None] * (1.5 - t[:, None])).astype(np.int32) % 8 < 4)
+    rgb[(lab == ROAD) & dash] = (225, 225, 215)
+    rgb *= shade
+    cv.rgb[y0:] = rgb
+    cv.label[y0:] = lab
+
+    def ground_span(y: float) -> tuple[float, float, float]:
+        """Centre, road half-width and sidewalk width at row ``y``."""
+        tt = float(np.clip((y - horizon) / max(h - horizon, 1.0), 0.0, 1.0))
+        return vx + (cx_bottom - vx) * tt, w * 0.02 + road_bottom * tt, w * 0.01 + walk_bottom * tt
+
+    # --- a wall or a fence along the back of the sidewalk
+    for _ in range(rng.integers(0, 3)):
+        kind = WALL if rng.random() < 0.5 else FENCE
+        fx0 = rng.uniform(-0.1, 0.8) * w
+        fw = w * rng.uniform(0.15, 0.35)
+        fh = h * rng.uniform(0.06, 0.12)
+        bottom = horizon + h * rng.uniform(0.0, 0.04)
+        if kind == WALL:
+            col = _jitter(rng, (120, 125, 165), 12)
+
+            def wall_tex(hh: int, ww: int, col: np.ndarray = col) -> np.ndarray:
+                out = np.broadcast_to(col, (hh, ww, 3)).copy()
+                out[np.arange(hh) % 4 == 0] *= 0.8
+                return out
+
+            cv.rect(bottom - fh, bottom, fx0, fx0 + fw, wall_tex, WALL)
+        else:
+            col = _jitter(rng, (205, 165, 150), 12)
+            slat = max(2, int(3 * s))
+            fy0, fy1 = bottom - fh, bottom
+            for sx in np.arange(fx0, fx0 + fw, 2 * slat):
+                cv.rect(fy0, fy1, sx, sx + slat, col, FENCE)
+            cv.rect(fy0, fy0 + max(1.5, 2 * s), fx0, fx0 + fw, col * 0.85, FENCE)
+            cv.rect(fy1 - fh * 0.45, fy1 - fh * 0.45 + max(1.5, 2 * s), fx0, fx0 + fw, col * 0.85, FENCE)
+
+    # --- trees: trunk plus a leafy crown (both vegetation), and bushes at the horizon
+    for _ in range(rng.integers(1, 5)):
+        ty = horizon + h * rng.uniform(0.0, 0.12)
+        c, half_road_y, walk_y = ground_span(ty)
+        side = -1 if rng.random() < 0.5 else 1
+        tx = c + side * (half_road_y + walk_y * rng.uniform(0.4, 1.2))
+        th = h * rng.uniform(0.2, 0.38)
+        green = _jitter(rng, (60, 115, 40), 18)
+        trunk = _jitter(rng, (85, 70, 50), 10)
+        cv.rect(ty - th * 0.6, ty, tx - 2 * s, tx + 2 * s, trunk, VEGETATION)
+
+        def leaves(hh: int, ww: int, green: np.ndarray = green) -> np.ndarray:
+            return green * rng.uniform(0.7, 1.25, (hh, ww, 1)).astype(np.float32)
+
+        cv.ellipse(ty - th * 0.7, tx, th * 0.35, th * rng.uniform(0.3, 0.5), leaves, VEGETATION)
+    for _ in range(rng.integers(0, 3)):
+        green = _jitter(rng, (70, 125, 45), 18)
+
+        def bush(hh: int, ww: int, green: np.ndarray = green) -> np.ndarray:
+            return green * rng.uniform(0.75, 1.2, (hh, ww, 1)).astype(np.float32)
+
+        cv.ellipse(
+            horizon,
+            rng.uniform(0, w),
+            h * rng.uniform(0.04, 0.08),
+            w * rng.uniform(0.05, 0.12),
+            bush,
+            VEGETATION,
+        )
+
+    # --- poles on the sidewalks, some carrying a sign or a traffic light
+    for _ in range(rng.integers(1, 4)):
+        py = horizon + (h - horizon) * rng.uniform(0.15, 0.75)
+        c, half_road_y, walk_y = ground_span(py)
+        side = -1 if rng.random() < 0.5 else 1
+        px = c + side * (half_road_y + walk_y * rng.uniform(0.3, 0.7))
+        depth = (py - horizon) / max(h - horizon, 1.0)
+        ph = h * (0.25 + 0.45 * depth)
+        pw = max(3.0, (3 + 4 * depth) * s)
+        metal = _jitter(rng, (140, 140, 135), 10)
+        cv.rect(py - ph, py, px - pw / 2, px + pw / 2, _hgrad(metal, 1.2, 0.75), POLE)
+        top = py - ph
+        what = rng.random()
+        if what < 0.4:  # traffic light: dark box with three lamps, one lit
+            bw, bh = pw * 2.2, pw * 5
+            cv.rect(top, top + bh, px - bw / 2, px + bw / 2, _jitter(rng, (35, 38, 35), 6), LIGHT)
+            lit = rng.integers(0, 3)
+            for k, lamp in enumerate(((230, 40, 30), (240, 190, 40), (40, 220, 90))):
+                col = np.array(lamp, dtype=np.float32) * (1.0 if k == lit else 0.35)
+                cv.ellipse(top + bh * (k + 0.5) / 3, px, bh / 9, bw / 3.5, col, LIGHT)
+        elif what < 0.8:  # sign: a yellow plate or a red-rimmed disc
+            r = pw * 2.2
+            if rng.random() < 0.5:
+                cv.rect(top - r * 0.2, top + r * 1.6, px - r, px + r, _jitter(rng, (235, 205, 30), 12), SIGN)
+                cv.rect(top + r * 0.2, top + r * 1.2, px - r * 0.6, px + r * 0.6, (40, 40, 40), SIGN)
+            else:
+                cv.ellipse(top + r * 0.8, px, r, r, _jitter(rng, (215, 30, 35), 12), SIGN)
+                cv.ellipse(top + r * 0.8, px, r * 0.65, r * 0.65, (240, 240, 240), SIGN)
+
+    # --- cars on the road and people on the sidewalks, far to near
+    objects: list[tuple[float, str]] = []
+    for _ in range(rng.integers(1, 5)):
+        objects.append((horizon + (h - horizon) * rng.uniform(0.1, 1.0), "car"))
+    for _ in range(rng.integers(0, 4)):
+        objects.append((horizon + (h - horizon) * rng.uniform(0.1, 0.95), "person"))
+    for oy, kind in sorted(objects):
+        c, half_road_y, walk_y = ground_span(oy)
+        depth = (oy - horizon) / max(h - horizon, 1.0)
+        if kind == "car":
+            cw = w * (0.07 + 0.22 * depth)
+            ox = c + rng.uniform(-0.8, 0.8) * max(half_road_y - cw / 2, 0)
+            ch = cw * rng.uniform(0.5, 0.65)
+            body = _jitter(
+                rng,
+                rng.choice(
+                    np.array(
+                        [
+                            (200, 30, 30),
+                            (30, 60, 170),
+                            (225, 225, 225),
+                            (40, 40, 45),
+                            (160, 165, 175),
+                            (30, 120, 60),
+                        ],
+                        dtype=np.float32,
+                    )
+                ),
+                20,
+            )
+            cv.rect(oy - ch * 0.55, oy - ch * 0.12, ox - cw / 2, ox + cw / 2, _vgrad(body, 1.15, 0.85), CAR)
+            cv.rect(oy - ch, oy - ch * 0.5, ox - cw * 0.32, ox + cw * 0.32, body * 0.95, CAR)
+            glass = _jitter(rng, (70, 95, 120), 10)
+            cv.rect(oy - ch * 0.92, oy - ch * 0.58, ox - cw * 0.27, ox + cw * 0.27, glass, CAR)
+            wheel = (25, 25, 25)
+            for wxo in (-0.3, 0.3):
+                cv.ellipse(oy - ch * 0.13, ox + wxo * cw, ch * 0.14, cw * 0.1, wheel, CAR)
+            lamp = (245, 235, 190) if rng.random() < 0.5 else (210, 40, 30)
+            cv.rect(oy - ch * 0.45, oy - ch * 0.35, ox - cw / 2, ox - cw * 0.4, lamp, CAR)
+            cv.rect(oy - ch * 0.45, oy - ch * 0.35, ox + cw * 0.4, ox + cw / 2, lamp, CAR)
+        else:
+            side = -1 if rng.random() < 0.5 else 1
+            ox = c + side * (half_road_y + walk_y * rng.uniform(0.2, 0.8))
+            ph = h * (0.12 + 0.3 * depth)
+            pw = ph * 0.28
+            skin = _jitter(rng, (215, 170, 135), 25)
+            shirt = _jitter(rng, rng.uniform(40, 230, 3), 10)
+            pants = _jitter(rng, (50, 55, 75), 15)
+            cv.rect(oy - ph * 0.48, oy, ox - pw * 0.4, ox - pw * 0.05, pants, PERSON)
+            cv.rect(oy - ph * 0.48, oy, ox + pw * 0.05, ox + pw * 0.4, pants, PERSON)
+            cv.rect(oy - ph * 0.85, oy - ph * 0.45, ox - pw / 2, ox + pw / 2, shirt, PERSON)
+            cv.ellipse(oy - ph * 0.92, ox, ph * 0.08, pw * 0.3, skin, PERSON)
+
+    # --- camera: global exposure, a colour cast and sensor noise
+    img = cv.rgb * rng.uniform(0.85, 1.15) + rng.uniform(-8, 8, 3).astype(np.float32)
+    img += rng.normal(0.0, 6.0, img.shape).astype(np.float32)
+    image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    label = cv.label
+    if (label == IGNORE_INDEX).any():  # every pixel is drawn; this guards future edits
+        label[label == IGNORE_INDEX] = SKY
+    return image, label
+
+
+def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of scene ``index`` of ``split``: independent of order, workers and other splits."""
+    return np.random.default_rng([int(seed), SPLIT_CODES.get(split, 3), int(index), GENERATOR_VERSION])
+
+
+def generate_split(
+    num: int, split: str, seed: int = 0, size: tuple[int, int] = (128, 256)
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Generate ``num`` scenes of ``split`` (deterministic by seed)."""
+    images, masks = [], []
+    for i in range(num):
+        img, msk = generate_scene(scene_rng(seed, split, i), size)
+        images.append(img)
+        masks.append(msk)
+    return images, masks
+
+
+class DemoDataModule(SegmentationDataModule):
+    """Generated street scenes labelled with the 19 Cityscapes train ids, in memory or cached as PNG.
+
+    Args:
+        num_train: training scenes.
+        num_val: validation scenes.
+        num_test: test scenes (None = ``num_val``); predictions run over them too.
+        image_size: (H, W) of the scenes.
+        crop_size: training crop (H, W); None trains on whole scenes with flips only.
+        seed: scenes are a pure function of (seed, split, index).
+        cache_dir: when set, scenes are saved there as PNG on first use and read back afterwards.
+        batch_size: training batch size.
+        num_workers: DataLoader workers.
+        scale_range: random scale when ``crop_size`` is set.
+        **kwargs: the remaining :class:`SegmentationDataModule` arguments (eval_batch_size, hflip_prob, ...).
+    """
+
+    test_split = "test"
+    predict_split = "test"
+
+    def __init__(
+        self,
+        num_train: int = 200,
+        num_val: int = 40,
+        num_test: int | None = None,
+        image_size: tuple[int, int] = (128, 256),
+        crop_size: tuple[int, int] | None = None,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        scale_range: tuple[float, float] | None = (0.5, 2.0),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            num_classes=CITYSCAPES_NUM_CLASSES,
+            class_names=CITYSCAPES_CLASSES,
+            palette=CITYSCAPES_PALETTE,
+            ignore_index=IGNORE_INDEX,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            crop_size=crop_size,
+            scale_range=scale_range,
+            **kwargs,
+        )
+        if num_train < 1 or num_val < 1:
+            raise ValueError(f"num_train and num_val must be >= 1, got {num_train}, {num_val}")
+        self.num_train = num_train
+        self.num_val = num_val
+        self.num_test = num_val if num_test is None else num_test
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.seed = seed
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._scenes: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+
+    def _count(self, split: str) -> int:
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+
+    def scenes(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The (images, masks) of ``split``, generated once (or read from / written to the cache)."""
+        if split not in self._scenes:
+            n = self._count(split)
+            if self.cache_dir is None:
+                self._scenes[split] = generate_split(n, split, self.seed, self.image_size)
+            else:
+                self._scenes[split] = self._cached(split, n)
+        return self._scenes[split]
+
+    def _cached(self, split: str, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        assert self.cache_dir is not None
+        hh, ww = self.image_size
+        folder = self.cache_dir / f"demo-v{GENERATOR_VERSION}-seed{self.seed}-{hh}x{ww}" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        images, masks = [], []
+        for i in range(n):
+            ip, mp = folder / f"{split}_{i:05d}_image.png", folder / f"{split}_{i:05d}_mask.png"
+            if ip.is_file() and mp.is_file():
+                images.append(np.asarray(Image.open(ip).convert("RGB")))
+                masks.append(np.asarray(Image.open(mp)))
+                continue
+            img, msk = generate_scene(scene_rng(self.seed, split, i), self.image_size)
+            Image.fromarray(img).save(ip)
+            Image.fromarray(msk, mode="L").save(mp)
+            images.append(img)
+            masks.append(msk)
+        return images, masks
+
+    def build_dataset(self, split: str, train: bool, labelled: bool = True) -> Dataset:
+        """In-memory dataset of generated scenes."""
+        images, masks = self.scenes(split)
+        names = [f"demo_{split}_{i:05d}" for i in range(len(images))]
+        transform = self.train_transform() if train else self.eval_transform()
+        return ArraySegmentationDataset(images, masks if labelled else None, names, transform)
+
+    def check(self, split: str, progress: bool = True) -> CheckReport:
+        """Validate the generated scenes' labels and report the class histogram."""
+        _, masks = self.scenes(split)
+        report = check_samples([], None, split, self.class_names)
+        report.num_samples = report.num_labelled = len(masks)
+        hist = np.zeros(self.num_classes, dtype=np.int64)
+        for i, m in enumerate(masks):
+            bad = (m >= self.num_classes) & (m != self.ignore_index)
+            if bad.any():
+                report.problems.append(Problem(f"demo_{split}_{i:05d}", "label values out of range"))
+            hist += np.bincount(m[m < self.num_classes].ravel(), minlength=self.num_classes)
+            report.ignored_pixels += int((m == self.ignore_index).sum())
+        report.histogram = hist
+        return report
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+LAYOUTS = ("cityscapes", "voc", "folder")
+
+_CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt",), "test": ("berlin",)}
+
+# Demo train ids -> VOC classes (everything else is background).
+_TRAIN_ID_TO_VOC = {
+    _T["person"]: 15,
+    _T["rider"]: 15,
+    _T["car"]: 7,
+    _T["truck"]: 7,
+    _T["bus"]: 6,
+    _T["train"]: 19,
+    _T["motorcycle"]: 14,
+    _T["bicycle"]: 2,
+}
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled)
+
+
+def _cityscapes_color(label_ids: np.ndarray) -> np.ndarray:
+    table = np.zeros((256, 4), dtype=np.uint8)
+    for lab in CITYSCAPES_LABELS:
+        if lab.id >= 0:
+            table[lab.id] = (*lab.color, 255)
+    return table[label_ids]
+
+
+def write_cityscapes(
+    out: str | Path,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    train_ids: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write generated scenes in the Cityscapes layout (leftImg8bit/ + gtFine/ with labelIds and colour PNGs).
+
+    A 2-pixel frame is labelled "rectification border" (id 2, ignored), like the real masks' ignored regions.
+
+    Args:
+        out: dataset root (gets ``leftImg8bit/`` and ``gtFine/``).
+        num_train: images in train (spread over two cities).
+        num_val: images in val.
+        num_test: images in test (no labels, as in the real release).
+        seed: scene seed.
+        size: (H, W).
+        train_ids: also write ``*_gtFine_labelTrainIds.png`` (as cityscapesScripts' createTrainIdLabelImgs).
+        progress: show a tqdm bar.
+    """
+    root = Path(out)
+    to_label_id = cityscapes_train_to_label_id()
+    counts = {"train": num_train, "val": num_val, "test": num_test}
+    with _progress(sum(counts.values()), "cityscapes", progress) as bar:
+        for split, n in counts.items():
+            cities = _CITIES[split]
+            for i in range(n):
+                city = cities[i % len(cities)]
+                stem = f"{city}_{i // len(cities):06d}_000019"
+                image, mask = generate_scene(scene_rng(seed, split, i), size)
+                img_dir = root / "leftImg8bit" / split / city
+                img_dir.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(img_dir / f"{stem}_leftImg8bit.png")
+                if split != "test":
+                    gt_dir = root / "gtFine" / split / city
+                    gt_dir.mkdir(parents=True, exist_ok=True)
+                    label_ids = to_label_id[mask]
+                    label_ids[:2, :] = label_ids[-2:, :] = 2
+                    label_ids[:, :2] = label_ids[:, -2:] = 2
+                    Image.fromarray(label_ids, mode="L").save(gt_dir / f"{stem}_gtFine_labelIds.png")
+                    Image.fromarray(_cityscapes_color(label_ids), mode="RGBA").save(
+                        gt_dir / f"{stem}_gtFine_color.png"
+                    )
+                    if train_ids:
+                        tid = mask.copy()
+                        tid[label_ids == 2] = IGNORE_INDEX
+                        Image.fromarray(tid, mode="L").save(gt_dir / f"{stem}_gtFine_labelTrainIds.png")
+                bar.update(1)
+    return root
+
+
+def _voc_borders(labels: np.ndarray, width: int = 1) -> np.ndarray:
+    """Mark object outlines with 255 like the VOC annotations (pixels next to a different label)."""
+    out = labels.copy()
+    edge = np.zeros(labels.shape, dtype=bool)
+    for dy, dx in ((0, 1), (1, 0)):
+        a = labels[: labels.shape[0] - dy, : labels.shape[1] - dx]
+        b = labels[dy:, dx:]
+        diff = a != b
+        edge[: labels.shape[0] - dy, : labels.shape[1] - dx] |= diff
+        edge[dy:, dx:] |= diff
+    for _ in range(width - 1):
+        grown = edge.copy()
+        grown[1:] |= edge[:-1]
+        grown[:-1] |= edge[1:]
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        edge = grown
+    out[edge] = IGNORE_INDEX
+    return out
+
+
+def _to_voc(mask: np.ndarray) -> np.ndarray:
+    lut = np.zeros(256, dtype=np.uint8)
+    for tid, voc in _TRAIN_ID_TO_VOC.items():
+        lut[tid] = voc
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    return lut[mask]
+
+
+def _save_palette_png(indices: np.ndarray, path: Path) -> None:
+    img = Image.fromarray(indices.astype(np.uint8), mode="P")
+    img.putpalette([c for rgb in voc_colormap(256) for c in rgb])
+    img.save(path)
+
+
+def write_voc(
+    out: str | Path,
+    num_train: int,
+    num_val: int,
+    num_aug: int,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    progress: bool = True,
+) -> Path:
+    """Write generated scenes in the PASCAL VOC 2012 layout, plus the SBD "aug" extension.
+
+    Layout: ``VOCdevkit/VOC2012/`` with ``JPEGImages``, ``SegmentationClass``, ``SegmentationClassAug`` and
+    ``ImageSets/Segmentation``.
+    SegmentationClass masks are palette PNGs with 255 outlines; SegmentationClassAug masks are greyscale
+    (train, val and ``num_aug`` extra images); lists train / val / trainval / trainaug / aug.
+    Scene classes map to VOC: person, car, bus, ...; everything else is background.
+    """
+    voc = Path(out) / "VOCdevkit" / "VOC2012"
+    dirs = {k: voc / k for k in ("JPEGImages", "SegmentationClass", "SegmentationClassAug")}
+    lists_dir = voc / "ImageSets" / "Segmentation"
+    for d in [*dirs.values(), lists_dir]:
+        d.mkdir(parents=True, exist_ok=True)
+    ids: dict[str, list[str]] = {"train": [], "val": [], "aug": []}
+    counts = {"train": num_train, "val": num_val, "aug": num_aug}
+    year = {"train": 2007, "val": 2008, "aug": 2011}
+    with _progress(sum(counts.values()), "voc", progress) as bar:
+        for split, n in counts.items():
+            for i in range(n):
+                image_id = f"{year[split]}_{i + 1:06d}"
+                image, mask = generate_scene(scene_rng(seed, "test" if split == "aug" else split, i), size)
+                voc_mask = _to_voc(mask)
+                Image.fromarray(image).save(dirs["JPEGImages"] / f"{image_id}.jpg", quality=92)
+                if split != "aug":
+                    _save_palette_png(_voc_borders(voc_mask), dirs["SegmentationClass"] / f"{image_id}.png")
+                Image.fromarray(voc_mask, mode="L").save(dirs["SegmentationClassAug"] / f"{image_id}.png")
+                ids[split].append(image_id)
+                bar.update(1)
+
+    def write_list(name: str, items: list[str]) -> None:
+        (lists_dir / name).write_text("".join(f"{x}\n" for x in items))
+
+    write_list("train.txt", ids["train"])
+    write_list("val.txt", ids["val"])
+    write_list("trainval.txt", ids["train"] + ids["val"])
+    write_list("aug.txt", ids["aug"])
+    write_list("trainaug.txt", ids["train"] + ids["aug"])
+    return Path(out)
+
+
+def write_folder(
+    out: str | Path,
+    num_train: int,
+    num_val: int,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    progress: bool = True,
+) -> Path:
+    """Write generated scenes as a plain folder dataset: ``images/``, ``masks/`` (train-id PNGs), lists.
+
+    Also writes ``train.txt`` / ``val.txt`` (stems) and ``classes.json`` (names + palette) for
+    :class:`~hrseg.data.folder.FolderDataModule`.
+    """
+    root = Path(out)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    stems: dict[str, list[str]] = {"train": [], "val": []}
+    with _progress(num_train + num_val, "folder", progress) as bar:
+        for split, n in (("train", num_train), ("val", num_val)):
+            for i in range(n):
+                stem = f"{split}_{i:05d}"
+                image, mask = generate_scene(scene_rng(seed, split, i), size)
+                Image.fromarray(image).save(root / "images" / f"{stem}.png")
+                Image.fromarray(mask, mode="L").save(root / "masks" / f"{stem}.png")
+                stems[split].append(stem)
+                bar.update(1)
+    for split, items in stems.items():
+        (root / f"{split}.txt").write_text("".join(f"{x}\n" for x in items))
+    meta = {
+        "num_classes": CITYSCAPES_NUM_CLASSES,
+        "class_names": CITYSCAPES_CLASSES,
+        "palette": [list(c) for c in CITYSCAPES_PALETTE],
+        "ignore_index": IGNORE_INDEX,
+    }
+    (root / "classes.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return root
+
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "LAYOUTS",
+    "DemoDataModule",
+    "generate_scene",
+    "generate_split",
+    "scene_rng",
+    "write_cityscapes",
+    "write_folder",
+    "write_voc",
+]

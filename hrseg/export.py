@@ -1,0 +1,480 @@
+"""Export a trained model to ONNX, torch.export (``.pt2``) or a safetensors bundle, each checked vs eager.
+
+Every export is loaded back (ONNX Runtime ``InferenceSession``; ``torch.export.load``; safetensors into a
+fresh ``build_model``) and run on an input whose batch size and height/width differ from the export
+example; the maximum absolute difference to the eager model is printed and the command fails above the
+tolerance. A graph that silently specialised to the example size therefore cannot pass.
+
+Which ONNX exporter, and why: the default is the dynamo exporter, fed with a ``torch.export`` program that
+was traced with *strict* ``torch.export.Dim`` ranges for batch, height and width. Strict dims make any size
+arithmetic that would freeze a dimension an export-time error instead of a wrong file: with torch 2.14 here,
+the TorchScript exporter traced HRNetV2's ``int(size)`` head resize into constants and produced a graph that
+failed in ONNX Runtime at any other size, and ``torch.onnx.export(module, dynamo=True, dynamic_shapes=...)``
+relaxed the dims and silently wrote a static-shape graph. The same strict program also yields the ``.pt2``.
+The TorchScript exporter is kept behind ``--exporter torchscript`` (it exports several times faster, and is
+correct here thanks to the export wrapper below), but it is deprecated upstream. Both graphs ran at the same
+speed in ONNX Runtime.
+
+The exported graph is the inference graph: conv+BN pairs are folded (``fold_bn``), and HRNetV2's head is
+re-expressed with resizes to symbolic sizes (:class:`ExportWrapper`) so batch, height and width stay dynamic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hrseg.inference import CONFIG_METADATA_KEY, ModelMeta, load_checkpoint, prepare_for_inference
+from hrseg.models import HRNetV2, upsample_logits
+
+__all__ = ["FORMATS", "ExportResult", "ExportWrapper", "export", "main"]
+
+Format = Literal["onnx", "pt2", "safetensors"]
+FORMATS: tuple[str, ...] = ("onnx", "pt2", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
+
+#: HRNet's smallest branch is 1/32 of the input; at <= 32 pixels it is 1x1 and torch.export would have to
+#: specialise a broadcast, so the dynamic range starts above that.
+HRNET_MIN_SIZE = 33
+
+
+class ExportWrapper(nn.Module):
+    """The network as an export-friendly module with one input ``image`` and one output ``logits``.
+
+    For HRNetV2 the head is recomputed from ``forward_features`` and ``last_layer`` with ``F.interpolate`` to
+    the symbolic size of the first branch (numerically identical to ``HRNetV2.forward``): the shared
+    ``upsample_logits`` helper converts sizes with ``int()`` and compares shapes, which tracing turns into
+    constants or guards. Other models are called as they are.
+
+    Args:
+        net: the (BN-folded) network.
+        upsample: also resize the logits to the input size inside the graph.
+        align_corners: for the resizes (defaults to the network's attribute).
+    """
+
+    def __init__(self, net: nn.Module, upsample: bool = False, align_corners: bool | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.upsample = upsample
+        self.align_corners = (
+            bool(getattr(net, "align_corners", False)) if align_corners is None else align_corners
+        )
+        self.num_classes = getattr(net, "num_classes", None)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Logits at 1/4 resolution (HRNetV2), or at the input size with ``upsample``."""
+        net = self.net
+        if isinstance(net, HRNetV2):
+            feats = net.forward_features(image)
+            size = feats[0].shape[-2:]
+            parts = [feats[0]] + [
+                F.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners)
+                for f in feats[1:]
+            ]
+            out = net.last_layer(torch.cat(parts, dim=1))
+        else:
+            out = net(image)
+        if self.upsample:
+            out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        return out
+
+
+@dataclass
+class ExportResult:
+    """Outcome of one export and its parity check."""
+
+    format: str
+    path: Path
+    files: list[Path]
+    max_abs_diff: float
+    logit_range: float
+    tolerance: float
+    check_shape: tuple[int, ...]
+    export_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when the loaded export matches eager within the tolerance."""
+        return self.max_abs_diff <= self.tolerance
+
+    def summary(self) -> str:
+        """One human-readable line (printed by the command)."""
+        size_mb = sum(f.stat().st_size for f in self.files if f.exists()) / 1e6
+        status = "OK" if self.passed else "FAILED"
+        shape = "x".join(str(s) for s in self.check_shape)
+        return (
+            f"{self.format}: {self.path} ({size_mb:.1f} MB, {self.export_seconds:.1f} s); "
+            f"max |{self.format} - eager| = {self.max_abs_diff:.3g} at {shape} "
+            f"(logits up to {self.logit_range:.3g}, tolerance {self.tolerance:.3g}) {status}"
+        )
+
+
+def _check_image(meta: ModelMeta, shape: tuple[int, int, int, int], path: str | Path | None) -> Tensor:
+    """A normalized, image-like check input: a real image if given, else a deterministic street-like scene.
+
+    Random noise exercises networks unlike real data (BN statistics, saturated ReLUs); a smooth scene with
+    edges gives realistic logits.
+    """
+    b, c, h, w = shape
+    if path is not None:
+        from hrseg.inference import to_image_tensor
+
+        x, _ = to_image_tensor(path, c)
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).expand(b, -1, -1, -1)
+    else:
+        gen = torch.Generator().manual_seed(1234)
+        yy = torch.linspace(0, 1, h).view(h, 1).expand(h, w)
+        xx = torch.linspace(0, 1, w).view(1, w).expand(h, w)
+        sky = torch.stack([0.4 + 0.2 * yy, 0.6 + 0.1 * yy, 0.9 - 0.1 * yy])
+        road = torch.stack([0.35 + 0.05 * xx, 0.3 + 0.05 * xx, 0.35 + 0.0 * xx])
+        img = torch.where((yy > 0.55).unsqueeze(0), road, sky)
+        for _ in range(6):
+            y0, x0 = torch.rand(2, generator=gen).tolist()
+            hh, ww = (0.1 + 0.3 * torch.rand(2, generator=gen)).tolist()
+            color = torch.rand(3, 1, 1, generator=gen)
+            box = (yy >= y0) & (yy < y0 + hh) & (xx >= x0) & (xx < x0 + ww)
+            img = torch.where(box.unsqueeze(0), color.expand(3, h, w), img)
+        img = (img + 0.03 * torch.randn(3, h, w, generator=gen)).clamp(0, 1)
+        x = torch.stack([img] * b)[:, :c]
+    mean = torch.tensor(meta.mean[:c]).view(1, c, 1, 1)
+    std = torch.tensor(meta.std[:c]).view(1, c, 1, 1)
+    if float(mean.max()) > 1.0:
+        mean, std = mean / 255.0, std / 255.0
+    return ((x - mean) / std).contiguous()
+
+
+def _dims(model: nn.Module, height: int, width: int) -> tuple[dict[int, Any], int]:
+    """Strict dynamic dims for (batch, height, width) and the spatial multiple the model needs."""
+    Dim = torch.export.Dim
+    if isinstance(model, HRNetV2):
+        for name, value in (("height", height), ("width", width)):
+            if value < HRNET_MIN_SIZE:
+                raise ValueError(f"export {name} must be >= {HRNET_MIN_SIZE} for HRNetV2, got {value}")
+        h = Dim("height", min=HRNET_MIN_SIZE)
+        w = Dim("width", min=HRNET_MIN_SIZE)
+        multiple = 1
+    else:
+        # Encoder-decoder baselines (smp) need sizes divisible by their output stride.
+        multiple = 32
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"export height/width must be multiples of {multiple} for {type(model).__name__}"
+            )
+        h = multiple * Dim("height_blocks", min=1)
+        w = multiple * Dim("width_blocks", min=1)
+    return {0: Dim("batch", min=1, max=4096), 2: h, 3: w}, multiple
+
+
+def _torch_export(wrapper: nn.Module, example: Tensor, dims: dict[int, Any]) -> torch.export.ExportedProgram:
+    """Trace with strict dims: any specialisation of batch / height / width raises here, not at deployment."""
+    with torch.no_grad():
+        return torch.export.export(wrapper, (example,), dynamic_shapes={"image": dims}, strict=False)
+
+
+def _rename_onnx_dims(model: Any) -> None:
+    """Give ONNX inputs/outputs readable dim names (batch, height, width) instead of exporter symbols."""
+    graph = model.graph
+    names = {0: "batch", 2: "height", 3: "width"}
+    mapping: dict[str, str] = {}
+    for inp in graph.input:
+        for i, dim in enumerate(inp.type.tensor_type.shape.dim):
+            if dim.dim_param and i in names:
+                mapping[dim.dim_param] = names[i]
+    # Replace longest symbols first so "s1" does not clobber part of "s17".
+    order = sorted(mapping, key=len, reverse=True)
+    for value in [*graph.input, *graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                text = dim.dim_param
+                for sym in order:
+                    text = text.replace(sym, mapping[sym])
+                dim.dim_param = text
+
+
+def _export_onnx(
+    wrapper: nn.Module,
+    example: Tensor,
+    dims: dict[int, Any],
+    out: Path,
+    meta: ModelMeta,
+    exporter: str,
+    opset: int | None,
+) -> None:
+    import onnx
+
+    if exporter == "dynamo":
+        program = _torch_export(wrapper, example, dims)
+        onnx_program = torch.onnx.export(
+            program,
+            dynamo=True,
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=opset,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+        assert onnx_program is not None
+        onnx_program.save(str(out), external_data=False)
+    elif exporter == "torchscript":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(out),
+                dynamo=False,
+                input_names=["image"],
+                output_names=["logits"],
+                opset_version=opset or 17,
+                dynamic_axes={
+                    "image": {0: "batch", 2: "height", 3: "width"},
+                    "logits": {0: "batch", 2: "h", 3: "w"},
+                },
+                do_constant_folding=True,
+            )
+    else:
+        raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
+    model = onnx.load(str(out))
+    if exporter == "dynamo":
+        _rename_onnx_dims(model)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONFIG_METADATA_KEY, meta.to_json()
+    onnx.save(model, str(out))
+
+
+def _run_onnx(path: Path, x: Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+def _write_bundle(model: nn.Module, meta: ModelMeta, out: Path) -> list[Path]:
+    """Official-key fp32 weights (not BN-folded, so they also fine-tune and load with load_pretrained)."""
+    from safetensors.torch import save_file
+
+    if out.suffix == ".safetensors":
+        weights, config = out, out.with_suffix(".json")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        weights, config = out / "model.safetensors", out / "config.json"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights), metadata={CONFIG_METADATA_KEY: meta.to_json(), "format": "pt"})
+    config.write_text(meta.to_json() + "\n")
+    return [weights, config]
+
+
+def default_check_size(height: int, width: int) -> tuple[int, int]:
+    """A check size unlike the example: odd, and neither a multiple of 4 nor equal to the example."""
+    return max(HRNET_MIN_SIZE + 4, height // 2 + 13), width + 29
+
+
+def export(
+    checkpoint: str | Path | nn.Module,
+    format: Format = "onnx",
+    out: str | Path | None = None,
+    height: int = 256,
+    width: int = 256,
+    tolerance: float | None = None,
+    fold_bn: bool = True,
+    exporter: Literal["dynamo", "torchscript"] = "dynamo",
+    opset: int | None = None,
+    upsample: bool = False,
+    meta: ModelMeta | None = None,
+    check_size: tuple[int, int] | None = None,
+    check_image: str | Path | None = None,
+    trusted: bool = False,
+) -> ExportResult:
+    """Export one format, load it back and compare it with the eager model at another input size.
+
+    Args:
+        checkpoint: Lightning ``.ckpt`` / safetensors bundle path, or an ``nn.Module`` together with ``meta``.
+        format: ``"onnx"``, ``"pt2"`` or ``"safetensors"``.
+        out: output file (``.onnx`` / ``.pt2`` / ``.safetensors``; a folder for a safetensors bundle).
+            Default: next to the checkpoint with the format's suffix.
+        height: export example height (the graph stays dynamic; HRNetV2 accepts any size >= 33).
+        width: export example width.
+        tolerance: allowed max abs difference; default ``1e-4 * max(1, max |eager logits|)`` (fp32 reordering
+            and BN folding give ~1e-6 relative).
+        fold_bn: fold conv+BN in the exported graph (ONNX / pt2).
+        exporter: ONNX exporter (see the module docstring).
+        opset: ONNX opset (default: the exporter's).
+        upsample: put the resize of the logits to the input size into the graph.
+        meta: model metadata when ``checkpoint`` is a module.
+        check_size: (H, W) of the parity input (default :func:`default_check_size`).
+        check_image: an image file for the parity input (default: a generated scene).
+        trusted: allow pickled objects in a ``.ckpt``.
+
+    Returns:
+        :class:`ExportResult`; check ``.passed``.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if isinstance(checkpoint, nn.Module):
+        if meta is None:
+            raise ValueError("pass meta=ModelMeta(...) when exporting a module")
+        model = checkpoint.eval()
+        default_out = Path(f"model{SUFFIXES[format]}")
+    else:
+        model, meta = load_checkpoint(checkpoint, trusted=trusted)
+        default_out = Path(checkpoint).with_suffix(SUFFIXES[format])
+    out_path = Path(out) if out is not None else default_out
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    in_ch = int(getattr(model, "in_channels", 3) or 3)
+    dims, multiple = _dims(model, height, width)
+    ch, cw = check_size or default_check_size(height, width)
+    if multiple > 1 and check_size is None:
+        ch, cw = (height // multiple + 1) * multiple, (width // multiple + 2) * multiple
+    if ch % multiple or cw % multiple:
+        raise ValueError(f"check size ({ch}, {cw}) must be a multiple of {multiple} for this model")
+    check = _check_image(meta, (1, in_ch, ch, cw), check_image)
+    with torch.inference_mode():
+        reference = model(check)
+        if upsample:
+            reference = upsample_logits(reference, (ch, cw), meta.align_corners)
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if format == "safetensors":
+        files = _write_bundle(model, meta, out_path)
+        export_seconds = time.perf_counter() - start
+        fresh, _ = load_checkpoint(files[0])
+        with torch.inference_mode():
+            got = fresh(check)
+            if upsample:
+                got = upsample_logits(got, (ch, cw), meta.align_corners)
+        result = got.numpy()
+    else:
+        net = prepare_for_inference(model, fold_bn=fold_bn, channels_last=False)
+        wrapper = ExportWrapper(net, upsample=upsample, align_corners=meta.align_corners).eval()
+        example = _check_image(meta, (2, in_ch, height, width), None)
+        if format == "onnx":
+            _export_onnx(wrapper, example, dims, out_path, meta, exporter, opset)
+            export_seconds = time.perf_counter() - start
+            result = _run_onnx(out_path, check)
+            extra["exporter"] = exporter
+        else:
+            program = _torch_export(wrapper, example, dims)
+            torch.export.save(
+                program, str(out_path), extra_files={f"{CONFIG_METADATA_KEY}.json": meta.to_json()}
+            )
+            export_seconds = time.perf_counter() - start
+            loaded = torch.export.load(str(out_path)).module()
+            with torch.inference_mode():
+                result = loaded(check).numpy()
+            extra["dynamic"] = {str(k): str(v) for k, v in program.range_constraints.items()}
+        files = [out_path]
+    ref = reference.numpy()
+    if result.shape != ref.shape:
+        raise RuntimeError(
+            f"{format} export returned shape {result.shape} for input {tuple(check.shape)}, eager {ref.shape}"
+        )
+    diff = float(np.abs(result - ref).max())
+    logit_range = float(np.abs(ref).max())
+    tol = tolerance if tolerance is not None else 1e-4 * max(1.0, logit_range)
+    return ExportResult(
+        format=format,
+        path=out_path,
+        files=files,
+        max_abs_diff=diff,
+        logit_range=logit_range,
+        tolerance=tol,
+        check_shape=tuple(check.shape),
+        export_seconds=export_seconds,
+        extra=extra,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hrseg export",
+        description=(
+            "Export a checkpoint to ONNX (dynamic batch/height/width), torch.export .pt2 or a "
+            "self-describing safetensors bundle; each export is loaded back and compared with the eager "
+            "model at another input size."
+        ),
+    )
+    p.add_argument("--ckpt", required=True, help="Lightning .ckpt or safetensors bundle to export")
+    p.add_argument("--format", default="onnx", choices=[*FORMATS, "all"], help="export format (default onnx)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output file (a folder with --format all or for a safetensors bundle); default next to --ckpt",
+    )
+    p.add_argument("--height", type=int, default=256, help="export example height (graph stays dynamic)")
+    p.add_argument("--width", type=int, default=256, help="export example width (graph stays dynamic)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="max allowed |export - eager| on the logits (default 1e-4 x max(1, max |logit|))",
+    )
+    p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"], help="ONNX exporter")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
+    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers in the exported graph")
+    p.add_argument("--upsample", action="store_true", help="resize logits to the input size inside the graph")
+    p.add_argument("--check-image", default=None, help="image file for the parity check (default: generated)")
+    p.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the .ckpt")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``hrseg export``: returns 0 when every export matches eager within the tolerance, else 1."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    formats: list[str] = list(FORMATS) if args.format == "all" else [args.format]
+    ckpt = Path(args.ckpt)
+    status = 0
+    for fmt in formats:
+        if args.format == "all":
+            base = Path(args.out) if args.out else ckpt.with_suffix("")
+            out: Path | None = base / (f"model{SUFFIXES[fmt]}" if fmt != "safetensors" else "bundle")
+        else:
+            out = Path(args.out) if args.out else None
+        try:
+            result = export(
+                ckpt,
+                format=fmt,  # type: ignore[arg-type]
+                out=out,
+                height=args.height,
+                width=args.width,
+                tolerance=args.tolerance,
+                fold_bn=not args.no_fold_bn,
+                exporter=args.exporter,
+                opset=args.opset,
+                upsample=args.upsample,
+                check_image=args.check_image,
+                trusted=args.trusted,
+            )
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            print(f"hrseg export: {fmt}: {err}", file=sys.stderr)
+            status = 1
+            continue
+        print(result.summary())
+        if not result.passed:
+            print(
+                f"hrseg export: {fmt}: the exported model differs from eager by {result.max_abs_diff:.3g} "
+                f"> {result.tolerance:.3g}; the file is kept for inspection",
+                file=sys.stderr,
+            )
+            status = 1
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

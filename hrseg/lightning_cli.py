@@ -1,0 +1,223 @@
+"""LightningCLI for ``hrseg fit|validate|test|predict``: defaults, argument links and config-name lookup.
+
+What this adds to plain LightningCLI:
+
+- the DataModule's class metadata (``num_classes``, ``ignore_index``, ``class_names``, ``palette``, ``mean``,
+  ``std``) flows into :class:`~hrseg.task.SegmentationTask`, so no config repeats (or contradicts) it;
+- default callbacks that fit segmentation: best-``val/mIoU`` checkpoint plus ``last.ckpt``
+  (``--checkpoint.*``), a learning-rate monitor (``--lr_monitor.*``) and Lightning's rich progress bar;
+- ``--config demo`` or ``--config cityscapes/hrnetv2_w48`` find the configs shipped inside the package, so an
+  installed ``hrseg`` works outside a checkout;
+- ``--ckpt_path last`` finds the newest ``last.ckpt`` of earlier runs (Lightning alone only looks in the
+  new run's version directory, where there is none yet) and resumes optimizer, schedule and step from it;
+- OmegaConf interpolation (``${...}``) inside config files; a fixed default seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks.progress import ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from hrseg.data.base import SegmentationDataModule
+from hrseg.task import SegmentationTask
+
+__all__ = [
+    "CONFIG_DIR",
+    "HRSegCLI",
+    "find_last_checkpoint",
+    "list_configs",
+    "resolve_config",
+    "run_lightning_cli",
+]
+
+log = logging.getLogger(__name__)
+
+#: Shipped configs (the repository's top-level ``configs`` is a symlink to this folder).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: DataModule attributes linked into the task's hyper-parameters.
+LINKED_METADATA = ("num_classes", "ignore_index", "class_names", "palette", "mean", "std")
+
+DEFAULT_SEED = 42
+
+
+def list_configs() -> list[str]:
+    """Names of the shipped configs, e.g. ``demo``, ``cityscapes/hrnetv2_w48``."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config(value: str) -> str:
+    """Map a config argument to a file: an existing path wins, else a shipped config name.
+
+    ``demo``, ``demo.yaml``, ``cityscapes/hrnetv2_w48`` and ``configs/demo.yaml`` (from any working
+    directory) all resolve to files under :data:`CONFIG_DIR`. Unknown names are returned unchanged so the
+    parser reports the missing file itself.
+    """
+    if Path(value).expanduser().exists():
+        return value
+    name = value.removeprefix("./").removeprefix("configs/").removeprefix("hrseg/configs/")
+    for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return str(candidate)
+    return value
+
+
+def _resolve_config_args(argv: Sequence[str]) -> list[str]:
+    """Rewrite every ``--config``/``-c`` value with :func:`resolve_config`."""
+    out: list[str] = []
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            out.append(resolve_config(arg))
+            expect_value = False
+        elif arg in ("--config", "-c"):
+            out.append(arg)
+            expect_value = True
+        elif arg.startswith("--config="):
+            out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
+        else:
+            out.append(arg)
+    return out
+
+
+def find_last_checkpoint(trainer: Trainer) -> str | None:
+    """Newest ``last*.ckpt`` written by earlier runs of this configuration (None when there is none).
+
+    Looks in every ``ModelCheckpoint.dirpath``, in all version directories of each logger
+    (``<save_dir>/<name>/*/checkpoints``) and in ``<default_root_dir>/checkpoints``.
+    """
+    folders: list[Path] = []
+    for callback in trainer.checkpoint_callbacks:
+        dirpath = getattr(callback, "dirpath", None)
+        if dirpath:
+            folders.append(Path(dirpath))
+    root = Path(trainer.default_root_dir)
+    for logger in trainer.loggers:
+        save_dir = Path(logger.save_dir) if logger.save_dir is not None else root
+        base = save_dir / str(logger.name) if logger.name else save_dir
+        folders.extend(p / "checkpoints" for p in base.glob("*") if p.is_dir())
+    folders.append(root / "checkpoints")
+    found = [p for folder in folders if folder.is_dir() for p in folder.glob("last*.ckpt") if p.is_file()]
+    if not found:
+        return None
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+class HRSegCLI(LightningCLI):
+    """LightningCLI with hrseg's links, callbacks and checkpoint lookup."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Default callbacks as configurable groups and the DataModule -> task metadata links."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/mIoU",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        for name in LINKED_METADATA:
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Add Lightning's rich progress bar unless the config disables or replaces the progress bar."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks")
+        callbacks = (
+            [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        )
+        wants_bar = config.get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+            kwargs.setdefault("callbacks", [*callbacks, RichProgressBar()])
+        return super().instantiate_trainer(**kwargs)
+
+    def _resolve_last(self) -> None:
+        """Turn ``ckpt_path: last`` into the newest ``last.ckpt`` of earlier runs."""
+        if self.subcommand is None:
+            return
+        sub = self.config_init[self.subcommand]
+        if sub.get("ckpt_path") != "last":
+            return
+        path = find_last_checkpoint(self.trainer)
+        if path is None:
+            log.warning("ckpt_path=last: no last.ckpt from an earlier run was found; starting from scratch")
+            sub["ckpt_path"] = None
+        else:
+            log.info("ckpt_path=last resolved to %s", path)
+            self.trainer.print(f"Resuming from {path}")
+            sub["ckpt_path"] = path
+
+    def before_fit(self) -> None:
+        """Resolve ``--ckpt_path last`` before training; start the clock for the summary."""
+        self._resolve_last()
+        self._fit_started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        """Print what a newcomer looks for: duration, final and best val mIoU, where the checkpoints are."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        elapsed = time.perf_counter() - getattr(self, "_fit_started", time.perf_counter())
+        lines = [f"fit finished in {elapsed / 60:.1f} min ({elapsed:.0f} s), {trainer.global_step} steps"]
+        last = trainer.callback_metrics.get("val/mIoU")
+        if last is not None:
+            lines.append(f"val/mIoU (last epoch): {float(last):.4f}")
+        ckpt = trainer.checkpoint_callback
+        if isinstance(ckpt, ModelCheckpoint):
+            if ckpt.best_model_score is not None:
+                lines.append(
+                    f"best {ckpt.monitor}: {float(ckpt.best_model_score):.4f} -> {ckpt.best_model_path}"
+                )
+            if ckpt.last_model_path:
+                lines.append(f"last checkpoint: {ckpt.last_model_path}")
+        if trainer.log_dir:
+            lines.append(f"logs: {trainer.log_dir} (tensorboard --logdir {trainer.log_dir})")
+        trainer.print("\n".join(lines))
+
+    def before_validate(self) -> None:
+        """Resolve ``--ckpt_path last`` before validating."""
+        self._resolve_last()
+
+    def before_test(self) -> None:
+        """Resolve ``--ckpt_path last`` before testing."""
+        self._resolve_last()
+
+    def before_predict(self) -> None:
+        """Resolve ``--ckpt_path last`` before predicting."""
+        self._resolve_last()
+
+
+def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HRSegCLI:
+    """Run ``hrseg fit|validate|test|predict`` on ``argv`` (e.g. ``["fit", "--config", "demo"]``)."""
+    args = _resolve_config_args(list(argv) if argv is not None else [])
+    # `hrseg` always passes its (rewritten) argv explicitly; Lightning would warn that sys.argv is also set.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
+    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf"}
+    if run:
+        for sub in ("fit", "validate", "test", "predict"):
+            parser_kwargs[sub] = {"parser_mode": "omegaconf"}
+    return HRSegCLI(
+        model_class=SegmentationTask,
+        datamodule_class=SegmentationDataModule,
+        subclass_mode_data=True,
+        seed_everything_default=DEFAULT_SEED,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"accelerator": "auto"},
+        parser_kwargs=parser_kwargs,
+        args=args,
+        run=run,
+    )

@@ -1,0 +1,277 @@
+"""Segmentation losses: (class-weighted) cross-entropy, OHEM cross-entropy, smp losses, weighted sums.
+
+A loss is described by a small spec that reads naturally in YAML, so LightningCLI can carry it:
+
+.. code-block:: yaml
+
+    loss: ce                      # one name: ce | ohem | dice | focal | lovasz
+    loss:                         # or a weighted sum; extra keys are options of that term
+      - {name: ohem, weight: 1.0, thresh: 0.7}
+      - {name: dice, weight: 0.5}
+
+Every loss takes full-resolution logits ``(B, C, H, W)`` and an int64 mask ``(B, H, W)`` in which
+``ignore_index`` marks pixels that never contribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CITYSCAPES_CLASS_WEIGHTS",
+    "LOSS_NAMES",
+    "CrossEntropy",
+    "OhemCrossEntropy",
+    "WeightedSum",
+    "build_loss",
+    "normalize_loss_spec",
+    "resolve_class_weights",
+]
+
+#: Official HRNet Cityscapes class weights in trainId order (REFERENCE.md section 3).
+CITYSCAPES_CLASS_WEIGHTS: tuple[float, ...] = (
+    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
+    0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
+)  # fmt: skip
+
+#: Names accepted in a loss spec.
+LOSS_NAMES = ("ce", "ohem", "dice", "focal", "lovasz")
+
+_NAMED_WEIGHTS: dict[str, tuple[float, ...]] = {"cityscapes": CITYSCAPES_CLASS_WEIGHTS}
+
+LossSpec = str | Sequence[Mapping[str, Any]]
+
+
+def resolve_class_weights(weights: str | Sequence[float] | None, num_classes: int) -> Tensor | None:
+    """Turn ``None``, a named table (``"cityscapes"``) or a list into a ``(num_classes,)`` float tensor.
+
+    Raises:
+        ValueError: unknown name, or a length that does not match ``num_classes`` (a silent mismatch would
+            weight the wrong classes).
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        key = weights.lower()
+        if key not in _NAMED_WEIGHTS:
+            known = ", ".join(sorted(_NAMED_WEIGHTS))
+            raise ValueError(f"unknown class-weight table {weights!r}; use a list or one of: {known}")
+        values: Sequence[float] = _NAMED_WEIGHTS[key]
+    else:
+        values = list(weights)
+    if len(values) != num_classes:
+        raise ValueError(f"class weights have {len(values)} entries, the dataset has {num_classes} classes")
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float32)
+    if (tensor < 0).any():
+        raise ValueError("class weights must be non-negative")
+    return tensor
+
+
+class CrossEntropy(nn.Module):
+    """Pixel-wise cross-entropy with ``ignore_index`` and optional per-class weights.
+
+    With weights the mean is normalised by the summed weights of the labelled pixels (PyTorch semantics),
+    matching the official HRNet weighted CE. A batch with no labelled pixel gives a zero loss that still
+    carries gradients, instead of PyTorch's NaN.
+    """
+
+    def __init__(self, ignore_index: int = 255, class_weights: Tensor | None = None) -> None:
+        """Store the ignore label; weights become a buffer so they follow the module's device."""
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Mean loss over labelled pixels."""
+        per_pixel = F.cross_entropy(
+            logits, target, weight=self.class_weights, ignore_index=self.ignore_index, reduction="none"
+        )
+        valid = target != self.ignore_index
+        if self.class_weights is None:
+            return per_pixel.sum() / valid.sum().clamp(min=1)
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        denom = (self.class_weights[safe_target] * valid).sum()
+        return per_pixel.sum() / denom.clamp(min=1e-12)
+
+
+class OhemCrossEntropy(nn.Module):
+    """Online hard example mining cross-entropy (HRNet's Cityscapes OHEM variant).
+
+    Per batch, the pixels whose predicted probability of the ground-truth class is below ``thresh`` are
+    kept; when fewer than ``min_kept`` pixels qualify, the ``min_kept`` lowest-probability labelled pixels
+    are kept instead (all of them when fewer are labelled). Ignored pixels are never kept. The loss is the
+    mean of the (optionally class-weighted) per-pixel CE over the kept pixels, as in the official code.
+    Everything stays on the device: the selection uses a rank computed by sorting, not ``.item()``.
+    """
+
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        thresh: float = 0.9,
+        min_kept: int = 131072,
+        class_weights: Tensor | None = None,
+    ) -> None:
+        """Validate the selection parameters."""
+        super().__init__()
+        if not 0.0 < thresh <= 1.0:
+            raise ValueError(f"OHEM thresh must be in (0, 1], got {thresh}")
+        if min_kept < 0:
+            raise ValueError(f"OHEM min_kept must be >= 0, got {min_kept}")
+        self.ignore_index = ignore_index
+        self.thresh = float(thresh)
+        self.min_kept = int(min_kept)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    @torch.no_grad()
+    def select(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Boolean mask ``(B, H, W)`` of the pixels that enter the loss."""
+        valid = target != self.ignore_index
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        prob = logits.float().softmax(dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)
+        prob = torch.where(valid, prob, torch.full_like(prob, float("inf")))  # ignored pixels rank last
+        flat = prob.flatten()
+        below = (flat < self.thresh) & valid.flatten()
+        num_kept = torch.clamp(valid.sum(), max=self.min_kept)
+        rank = torch.empty_like(flat, dtype=torch.long)
+        order = torch.argsort(flat, stable=True)
+        rank[order] = torch.arange(flat.numel(), device=flat.device)
+        lowest = rank < num_kept
+        keep = torch.where(below.sum() >= num_kept, below, lowest)
+        return keep.view_as(target)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Mean CE over the kept pixels."""
+        keep = self.select(logits, target)
+        per_pixel = F.cross_entropy(
+            logits, target, weight=self.class_weights, ignore_index=self.ignore_index, reduction="none"
+        )
+        return (per_pixel * keep).sum() / keep.sum().clamp(min=1)
+
+
+class WeightedSum(nn.Module):
+    """``sum_i weight_i * loss_i(logits, target)``; logits are cast to float32 once for stable losses."""
+
+    def __init__(self, terms: Mapping[str, nn.Module], weights: Mapping[str, float]) -> None:
+        """Keep terms in order under unique names (``ce``, ``dice``, ``dice_1`` ...)."""
+        super().__init__()
+        if not terms:
+            raise ValueError("a loss needs at least one term")
+        self.terms = nn.ModuleDict(dict(terms))
+        self.weights = dict(weights)
+
+    def components(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Each unweighted term, for logging."""
+        logits = logits.float()
+        return {name: term(logits, target) for name, term in self.terms.items()}
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The weighted total."""
+        parts = self.components(logits, target)
+        names = list(parts)
+        total = self.weights[names[0]] * parts[names[0]]
+        for name in names[1:]:
+            total = total + self.weights[name] * parts[name]
+        return total
+
+
+def normalize_loss_spec(spec: LossSpec) -> list[dict[str, Any]]:
+    """Canonical form ``[{"name": ..., "weight": ..., **options}, ...]`` of a loss spec.
+
+    Accepts a single name (``"ce"``), a ``+``-joined string (``"ce+dice"``, unit weights) or a list of
+    mappings with ``name`` and optional ``weight`` (default 1.0).
+
+    Raises:
+        ValueError: an empty spec, a term without a name, or an unknown loss name.
+    """
+    items: list[dict[str, Any]]
+    if isinstance(spec, str):
+        names = [part.strip() for part in spec.split("+") if part.strip()]
+        items = [{"name": n, "weight": 1.0} for n in names]
+    else:
+        items = []
+        for i, term in enumerate(spec):
+            if not isinstance(term, Mapping) or "name" not in term:
+                raise ValueError(f"loss term {i} must be a mapping with a 'name' key, got {term!r}")
+            item = dict(term)
+            item["weight"] = float(item.get("weight", 1.0))
+            items.append(item)
+    if not items:
+        raise ValueError("empty loss spec; use e.g. 'ce', 'ohem' or [{name: ce, weight: 1.0}]")
+    for item in items:
+        item["name"] = str(item["name"]).lower()
+        if item["name"] not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {item['name']!r}; choose from {', '.join(LOSS_NAMES)}")
+    return items
+
+
+def _build_term(
+    name: str,
+    options: dict[str, Any],
+    ignore_index: int,
+    class_weights: Tensor | None,
+    ohem_thresh: float,
+    ohem_min_kept: int,
+) -> nn.Module:
+    """One loss term; smp is imported lazily because only its losses need it here."""
+    if name in ("ce", "ohem"):
+        allowed = {"thresh", "min_kept"} if name == "ohem" else set()
+        unknown = set(options) - allowed
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)} for loss {name!r}; valid: {sorted(allowed)}")
+        if name == "ce":
+            return CrossEntropy(ignore_index=ignore_index, class_weights=class_weights)
+        return OhemCrossEntropy(
+            ignore_index=ignore_index,
+            thresh=float(options.get("thresh", ohem_thresh)),
+            min_kept=int(options.get("min_kept", ohem_min_kept)),
+            class_weights=class_weights,
+        )
+    from segmentation_models_pytorch import losses as smp_losses
+
+    if name == "dice":
+        return smp_losses.DiceLoss(mode="multiclass", ignore_index=ignore_index, **options)
+    if name == "focal":
+        return smp_losses.FocalLoss(mode="multiclass", ignore_index=ignore_index, **options)
+    return smp_losses.LovaszLoss(mode="multiclass", ignore_index=ignore_index, **options)
+
+
+def build_loss(
+    spec: LossSpec = "ce",
+    num_classes: int = 19,
+    ignore_index: int = 255,
+    class_weights: str | Sequence[float] | None = None,
+    ohem_thresh: float = 0.9,
+    ohem_min_kept: int = 131072,
+) -> WeightedSum:
+    """Build the criterion described by ``spec``.
+
+    Args:
+        spec: see :func:`normalize_loss_spec`. Options in a term override the defaults below for that term
+            (``thresh`` / ``min_kept`` for ``ohem``; any smp keyword for ``dice`` / ``focal`` / ``lovasz``).
+        num_classes: number of classes (checks the class-weight length).
+        ignore_index: label value that never contributes.
+        class_weights: per-class weights for ``ce`` and ``ohem``: a list or ``"cityscapes"``.
+        ohem_thresh: OHEM probability threshold.
+        ohem_min_kept: OHEM minimum kept pixels per batch.
+
+    Returns:
+        A :class:`WeightedSum` (also for a single term, so callers can always log ``components``).
+    """
+    weights = resolve_class_weights(class_weights, num_classes)
+    terms: dict[str, nn.Module] = {}
+    term_weights: dict[str, float] = {}
+    for item in normalize_loss_spec(spec):
+        options = {k: v for k, v in item.items() if k not in ("name", "weight")}
+        name = item["name"]
+        key, n = name, 1
+        while key in terms:
+            key, n = f"{name}_{n}", n + 1
+        term = _build_term(name, options, ignore_index, weights, ohem_thresh, ohem_min_kept)
+        terms[key] = term
+        term_weights[key] = item["weight"]
+    return WeightedSum(terms, term_weights)

@@ -1,0 +1,421 @@
+"""``SegmentationTask``: the LightningModule that trains and evaluates any hrseg model.
+
+Every hyper-parameter is an explicit typed argument, so LightningCLI turns each into a documented option and
+checkpoints carry everything needed to rebuild the network (``model``, ``model_options``, ``num_classes``,
+class metadata). The task knows nothing about files: batches come from a DataModule as
+``{"image", "mask", "name"}``; predictions leave as ``{"pred", "name", "path"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from hrseg.losses import LossSpec, build_loss
+from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
+from hrseg.models import build_model, load_pretrained, upsample_logits
+
+__all__ = ["SegmentationTask", "poly_warmup_factor"]
+
+log = logging.getLogger(__name__)
+
+#: Attribute names of segmentation heads that get ``head_lr_mult`` (HRNetV2 and smp models).
+HEAD_MODULE_NAMES = ("last_layer", "segmentation_head")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def poly_warmup_factor(step: int, max_steps: int, power: float = 0.9, warmup_iters: int = 0) -> float:
+    """Learning-rate factor at ``step``: linear warmup then ``(1 - step / max_steps) ** power``.
+
+    The poly decay is the official HRNet schedule (per iteration); the warmup ramps linearly from
+    ``1 / warmup_iters`` to 1 over the first ``warmup_iters`` steps and multiplies the poly factor.
+    """
+    progress = min(max(step, 0) / max(max_steps, 1), 1.0)
+    factor = (1.0 - progress) ** power
+    if warmup_iters > 0 and step < warmup_iters:
+        factor *= (step + 1) / warmup_iters
+    return factor
+
+
+class SegmentationTask(L.LightningModule):
+    """Semantic segmentation with HRNetV2 (or an smp baseline): loss, optimizer, schedule, metrics, plots.
+
+    Args:
+        model: network name for :func:`hrseg.build_model` (``hrnetv2_w48``, ``smp:Unet:resnet18``, ...).
+        model_options: extra ``build_model`` keywords (``fuse_mode``, ``bn_momentum``, ``spec``...).
+        num_classes: output classes (linked from the DataModule by the CLI).
+        ignore_index: label skipped by the loss and the metrics (linked from the DataModule).
+        class_names: class names, used as metric keys (``val/iou_road``) and in plots (linked).
+        palette: RGB colour per class for plots (linked).
+        mean: normalization mean of the inputs, to draw images (linked).
+        std: normalization std of the inputs (linked).
+        weights: pretrained weights to initialise from (official / timm ImageNet / safetensors / Lightning;
+            see :func:`hrseg.load_pretrained`). Loaded when training or evaluating starts without a Lightning
+            ``ckpt_path``, so a run resumed or evaluated from a checkpoint does not need this file.
+        weights_ignore_head: skip the checkpoint's ``last_layer`` (fine-tuning to another class count).
+        align_corners: ``align_corners`` of every bilinear resize (model fusion/head and logits upsampling).
+        loss: ``"ce"``, ``"ohem"``, ``"dice"``, ``"focal"``, ``"lovasz"``, ``"ce+dice"`` or a list of
+            ``{name, weight, **options}`` mappings (a weighted sum), see :mod:`hrseg.losses`.
+        class_weights: per-class CE/OHEM weights: a list, or ``"cityscapes"`` for the official table.
+        ohem_thresh: OHEM keeps pixels whose ground-truth-class probability is below this.
+        ohem_min_kept: OHEM keeps at least this many pixels per batch.
+        optimizer: ``"sgd"`` (official recipe) or ``"adamw"``.
+        lr: base learning rate.
+        momentum: SGD momentum (AdamW: beta1).
+        weight_decay: weight decay of all parameters (official recipe: 5e-4 with SGD).
+        nesterov: Nesterov momentum for SGD.
+        head_lr_mult: lr multiplier of the segmentation head (``last_layer`` / ``segmentation_head``).
+        warmup_iters: linear warmup steps before the poly decay (0: none, as in the official recipe).
+        poly_power: exponent of the per-iteration poly decay over ``trainer.estimated_stepping_batches``.
+        eval_mode: ``"whole"`` image, sliding window ``"slide"``, or ``"multiscale"`` (uses
+            :func:`hrseg.inference.infer`).
+        eval_window: sliding-window size (H, W) for ``slide`` / large images in ``multiscale``.
+        eval_stride: sliding-window stride (H, W); None = 2/3 of the window.
+        eval_scales: scales for ``multiscale``.
+        eval_flip: average with the horizontally flipped input.
+        log_images: image / ground truth / prediction panels logged per validation epoch (0 disables).
+    """
+
+    def __init__(
+        self,
+        model: str = "hrnetv2_w18_small_v1",
+        model_options: dict[str, Any] | None = None,
+        num_classes: int = 19,
+        ignore_index: int = 255,
+        class_names: list[str] | None = None,
+        palette: list[tuple[int, int, int]] | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        weights: str | None = None,
+        weights_ignore_head: bool = False,
+        align_corners: bool = False,
+        loss: str | list[dict[str, Any]] = "ce",
+        class_weights: str | list[float] | None = None,
+        ohem_thresh: float = 0.9,
+        ohem_min_kept: int = 131072,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = False,
+        head_lr_mult: float = 1.0,
+        warmup_iters: int = 0,
+        poly_power: float = 0.9,
+        eval_mode: Literal["whole", "slide", "multiscale"] = "whole",
+        eval_window: tuple[int, int] | None = None,
+        eval_stride: tuple[int, int] | None = None,
+        eval_scales: list[float] | None = None,
+        eval_flip: bool = False,
+        log_images: int = 4,
+    ) -> None:
+        """Save hyper-parameters, then build the network, the loss and the metrics."""
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
+        if palette is not None and len(palette) != num_classes:
+            raise ValueError(f"{len(palette)} palette colours for num_classes={num_classes}")
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        if eval_mode not in ("whole", "slide", "multiscale"):
+            raise ValueError(f"eval_mode must be 'whole', 'slide' or 'multiscale', got {eval_mode!r}")
+        self.save_hyperparameters()
+        self._pretrained_done = False
+        self._panels: list[tuple[Tensor, Tensor, Tensor, str]] = []
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # ------------------------------------------------------------------ construction
+    def configure_models(self) -> None:
+        """Build ``self.model`` (checkpoint keys are ``model.<official key>``)."""
+        hp = self.hparams
+        options = dict(hp.model_options or {})
+        if not hp.model.startswith("smp:"):
+            options.setdefault("align_corners", hp.align_corners)
+        self.model: nn.Module = build_model(hp.model, num_classes=hp.num_classes, **options)
+
+    def configure_losses(self) -> None:
+        """Build ``self.criterion`` from the loss spec."""
+        hp = self.hparams
+        spec: LossSpec = hp.loss
+        self.criterion = build_loss(
+            spec,
+            num_classes=hp.num_classes,
+            ignore_index=hp.ignore_index,
+            class_weights=hp.class_weights,
+            ohem_thresh=hp.ohem_thresh,
+            ohem_min_kept=hp.ohem_min_kept,
+        )
+
+    def configure_metrics(self) -> None:
+        """One confusion-matrix metric per evaluation split (states sum across processes)."""
+        hp = self.hparams
+        self.val_metrics = SegmentationMetrics(hp.num_classes, hp.ignore_index)
+        self.test_metrics = SegmentationMetrics(hp.num_classes, hp.ignore_index)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names (``class_<i>`` when the DataModule gave none)."""
+        names = self.hparams.class_names
+        return list(names) if names is not None else [f"class_{i}" for i in range(self.hparams.num_classes)]
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        """Class colours (the VOC colour map when the DataModule gave none)."""
+        if self.hparams.palette is not None:
+            return [tuple(int(v) for v in c) for c in self.hparams.palette]  # type: ignore[misc]
+        from hrseg.viz import fallback_palette
+
+        return fallback_palette(self.hparams.num_classes)
+
+    def load_pretrained_weights(self) -> None:
+        """Load ``weights`` into the network now (the CLI path calls this from :meth:`setup`)."""
+        if self.hparams.weights is None:
+            return
+        report = load_pretrained(
+            self.model, self.hparams.weights, ignore_head=self.hparams.weights_ignore_head
+        )
+        log.info("pretrained weights: %s", report)
+        self._pretrained_done = True
+
+    def setup(self, stage: str) -> None:
+        """Initialise from ``weights`` unless a Lightning checkpoint is about to restore the network."""
+        if self.hparams.weights is None or self._pretrained_done:
+            return
+        trainer = self._trainer
+        if trainer is not None and trainer.ckpt_path:
+            return
+        self.load_pretrained_weights()
+
+    # ------------------------------------------------------------------ forward / inference
+    def forward(self, image: Tensor) -> Tensor:
+        """Raw network logits (HRNetV2: 1/4 resolution)."""
+        return self.model(image)
+
+    def _infer_fn(self) -> Callable[..., Tensor] | None:
+        """``hrseg.inference.infer`` when slide / multi-scale / flip evaluation is asked for, else None."""
+        hp = self.hparams
+        if hp.eval_mode == "whole" and not hp.eval_flip:
+            return None
+        try:
+            from hrseg.inference import infer
+        except ImportError as err:  # pragma: no cover - only while the inference module is missing
+            raise RuntimeError(
+                f"eval_mode={hp.eval_mode!r} / eval_flip={hp.eval_flip} need hrseg.inference.infer"
+            ) from err
+        return infer
+
+    def predict_logits(self, image: Tensor, size: Sequence[int] | None = None) -> Tensor:
+        """Evaluation logits at ``size`` (default: the input size) with the configured inference mode."""
+        hp = self.hparams
+        out_size = tuple(size) if size is not None else tuple(image.shape[-2:])
+        infer = self._infer_fn()
+        if infer is None:
+            return upsample_logits(self.model(image), out_size, hp.align_corners)
+        kwargs: dict[str, Any] = {
+            "mode": hp.eval_mode,
+            "flip": hp.eval_flip,
+            "align_corners": hp.align_corners,
+            "num_classes": hp.num_classes,
+        }
+        if hp.eval_window is not None:
+            kwargs["window"] = tuple(hp.eval_window)
+        if hp.eval_stride is not None:
+            kwargs["stride"] = tuple(hp.eval_stride)
+        if hp.eval_scales is not None:
+            kwargs["scales"] = list(hp.eval_scales)
+        logits = infer(self.model, image, **kwargs)
+        return upsample_logits(logits, out_size, hp.align_corners)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Forward, upsample logits to the mask, loss; logs ``train/loss`` and ``train/lr``."""
+        image, mask = batch["image"], batch["mask"]
+        logits = upsample_logits(self.model(image), mask.shape[-2:], self.hparams.align_corners)
+        loss = self.criterion(logits, mask)
+        batch_size = image.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log(
+                "train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), batch_size=batch_size
+            )
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, split: str) -> Tensor:
+        """Shared validation / test step: logits at mask size, loss, confusion-matrix update."""
+        image, mask = batch["image"], batch["mask"]
+        logits = self.predict_logits(image, mask.shape[-2:])
+        loss = self.criterion(logits, mask)
+        self.log(
+            f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=image.shape[0]
+        )
+        preds = logits.argmax(dim=1)
+        metrics.update(preds, mask)
+        return preds
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate validation metrics; keep a few samples for the epoch's panels."""
+        preds = self._eval_step(batch, self.val_metrics, "val")
+        self._collect_panels(batch, preds)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate test metrics."""
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Label maps ``(B, H, W)`` int64 at the input size, with the batch's names and paths."""
+        logits = self.predict_logits(batch["image"])
+        names = batch.get("name")
+        return {"pred": logits.argmax(dim=1), "name": names, "path": batch.get("path", names)}
+
+    # ------------------------------------------------------------------ epoch ends
+    def _log_scores(self, metrics: SegmentationMetrics, split: str) -> dict[str, Tensor]:
+        """Compute (synced across processes), log and reset one split's metrics."""
+        scores = metrics.compute()
+        self.log_dict(scores_to_log_dict(scores, split, self.class_names), sync_dist=False)
+        metrics.reset()
+        return scores
+
+    def on_validation_epoch_start(self) -> None:
+        """Start a fresh set of panels."""
+        self._panels = []
+
+    def on_validation_epoch_end(self) -> None:
+        """Log mIoU, per-class IoU, pixel and mean accuracy; draw the panels."""
+        self._log_scores(self.val_metrics, "val")
+        self._log_panels()
+
+    def on_test_epoch_end(self) -> None:
+        """Log the scores, print a per-class table and save the confusion matrix / IoU plots."""
+        scores = self._log_scores(self.test_metrics, "test")
+        self.test_scores = {k: v.detach().cpu() for k, v in scores.items()}
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._print_table(self.test_scores, "test")
+            out_dir = self._report_dir()
+            if out_dir is not None:
+                from hrseg.viz import save_evaluation_plots
+
+                paths = save_evaluation_plots(
+                    out_dir, scores["confmat"].cpu(), scores["iou"].cpu(), self.class_names, self.palette
+                )
+                log.info("saved %s", ", ".join(str(p) for p in paths))
+                self.print(f"saved plots: {', '.join(str(p) for p in paths)}")
+
+    # ------------------------------------------------------------------ reporting helpers
+    def _report_dir(self) -> Path | None:
+        """Where evaluation figures go: the logger's run directory, else the trainer's root directory."""
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        log_dir = trainer.log_dir
+        return Path(log_dir) if log_dir else Path(trainer.default_root_dir)
+
+    def _print_table(self, scores: dict[str, Tensor], split: str) -> None:
+        """Per-class IoU / accuracy table on the console (rich)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{split}: per-class IoU ({self.hparams.model})")
+        table.add_column("class")
+        table.add_column("IoU", justify="right")
+        table.add_column("acc", justify="right")
+        for name, iou, acc in zip(
+            self.class_names, scores["iou"].tolist(), scores["acc"].tolist(), strict=True
+        ):
+            table.add_row(name, f"{iou:.4f}", f"{acc:.4f}")
+        table.add_section()
+        table.add_row("mIoU", f"{float(scores['mIoU']):.4f}", f"{float(scores['mean_acc']):.4f}")
+        table.add_row("pixel acc", "", f"{float(scores['pixel_acc']):.4f}")
+        Console().print(table)
+
+    def _collect_panels(self, batch: dict[str, Any], preds: Tensor) -> None:
+        """Keep the first ``log_images`` validation samples (on the CPU) for the epoch's figure."""
+        wanted = self.hparams.log_images
+        trainer = self._trainer
+        if wanted <= 0 or len(self._panels) >= wanted or trainer is None or trainer.sanity_checking:
+            return
+        if not trainer.is_global_zero:
+            return
+        image, mask = batch["image"], batch["mask"]
+        if image.shape[-2:] != mask.shape[-2:]:
+            image = torch.nn.functional.interpolate(image.float(), size=mask.shape[-2:], mode="bilinear")
+        names = batch.get("name") or [str(i) for i in range(image.shape[0])]
+        for i in range(image.shape[0]):
+            if len(self._panels) >= wanted:
+                break
+            self._panels.append(
+                (image[i].detach().cpu(), mask[i].detach().cpu(), preds[i].detach().cpu(), names[i])
+            )
+
+    def _log_panels(self) -> None:
+        """Draw the collected panels and send them to every logger that takes images."""
+        panels, self._panels = self._panels, []
+        trainer = self._trainer
+        if not panels or trainer is None:
+            return
+        targets = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+        if not targets:
+            return
+        from hrseg.viz import denormalize_image, figure_to_array, plot_panels
+
+        images = [denormalize_image(p[0], self.hparams.mean, self.hparams.std) for p in panels]
+        fig = plot_panels(
+            images,
+            [p[1] for p in panels],
+            [p[2] for p in panels],
+            self.palette,
+            self.hparams.ignore_index,
+            names=[p[3] for p in panels],
+            class_names=self.class_names,
+        )
+        array = figure_to_array(fig)
+        for experiment in targets:
+            experiment.add_image("val/predictions", array, global_step=self.global_step, dataformats="HWC")
+
+    # ------------------------------------------------------------------ optimization
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Head parameters (``last_layer`` / ``segmentation_head``) get ``lr * head_lr_mult``."""
+        hp = self.hparams
+        head, body = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (head if name.split(".")[0] in HEAD_MODULE_NAMES else body).append(param)
+        if hp.head_lr_mult == 1.0 or not head:
+            return [{"params": body + head, "lr": hp.lr}]
+        return [{"params": body, "lr": hp.lr}, {"params": head, "lr": hp.lr * hp.head_lr_mult}]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD or AdamW with a per-iteration poly schedule (and optional warmup)."""
+        hp = self.hparams
+        groups = self.parameter_groups()
+        if hp.optimizer == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+            )
+        else:
+            optimizer = torch.optim.AdamW(
+                groups, lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay
+            )
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError(
+                "the poly schedule needs a finite step count: set trainer.max_steps or trainer.max_epochs"
+            )
+        max_steps = int(total)
+        power, warmup = hp.poly_power, hp.warmup_iters
+
+        def factor(step: int) -> float:
+            return poly_warmup_factor(step, max_steps, power, warmup)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,130 @@
+"""Shared fixtures: a tiny trained Lightning checkpoint and a folder of mixed test images.
+
+The checkpoint is produced once per test session by the real CLI (``hrseg fit`` on generated demo scenes for two
+steps) and shared between pytest-xdist workers through a file lock, so every test that needs "a checkpoint a
+user would have" gets the same one cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def _limit_threads() -> None:
+    """Under pytest-xdist, give each worker its share of the cores (oversubscribed OpenMP threads crawl)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+_limit_threads()
+
+TINY_FIT_ARGS = [
+    "--trainer.max_steps",
+    "2",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.num_sanity_val_steps",
+    "0",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--model.log_images",
+    "0",
+    "--data.init_args.num_train",
+    "4",
+    "--data.init_args.num_val",
+    "2",
+    "--data.init_args.batch_size",
+    "2",
+    "--data.init_args.eval_batch_size",
+    "2",
+    "--data.init_args.image_size",
+    "[64, 96]",
+]
+
+
+def make_tiny_checkpoint(root: Path) -> Path:
+    """Train the demo config for two steps under ``root``; return its ``last.ckpt``."""
+    from hrseg.cli import main
+
+    root.mkdir(parents=True, exist_ok=True)
+    main(
+        [
+            "fit",
+            "--config",
+            "demo",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.logger",
+            "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir",
+            str(root),
+            *TINY_FIT_ARGS,
+        ]
+    )
+    found = sorted(root.rglob("last.ckpt"))
+    if not found:
+        raise RuntimeError(f"the tiny fit wrote no last.ckpt under {root}")
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Lightning checkpoint of ``hrnetv2_w18_small_v1`` (19 Cityscapes classes) trained two steps via the CLI."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # common to all xdist workers of this run
+    root = shared / "tiny_checkpoint"
+    with FileLock(str(shared / "tiny_checkpoint.lock")):
+        done = root / "PATH"
+        if done.is_file() and Path(done.read_text()).is_file():
+            return Path(done.read_text())
+        ckpt = make_tiny_checkpoint(root)
+        done.write_text(str(ckpt))
+        return ckpt
+
+
+def write_mixed_images(folder: Path) -> dict[str, Path]:
+    """Write images of mixed sizes and modes: RGB / L / RGBA / P PNGs and an RGB JPEG; returns name -> path."""
+    from hrseg.data import generate_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = {
+        "rgb_odd": ((67, 101), "RGB", ".png"),
+        "grey": ((48, 80), "L", ".png"),
+        "rgba": ((64, 64), "RGBA", ".png"),
+        "palette": ((40, 72), "P", ".png"),
+        "photo": ((90, 120), "RGB", ".jpg"),
+    }
+    out: dict[str, Path] = {}
+    for i, (name, (size, mode, suffix)) in enumerate(specs.items()):
+        rgb, _ = generate_scene(i, size=(max(size[0], 16), max(size[1], 16)))
+        img = Image.fromarray(rgb)
+        if mode == "RGBA":
+            alpha = np.full(rgb.shape[:2], 200, dtype=np.uint8)
+            img = Image.fromarray(np.dstack([rgb, alpha]))
+        elif mode != "RGB":
+            img = img.convert(mode)
+        path = folder / f"{name}{suffix}"
+        img.save(path)
+        out[name] = path
+    return out
+
+
+@pytest.fixture
+def demo_images_dir(tmp_path: Path) -> Path:
+    """A folder of five demo scenes of mixed sizes and modes (RGB, L, RGBA, P PNGs and a JPEG)."""
+    folder = tmp_path / "images"
+    write_mixed_images(folder)
+    return folder

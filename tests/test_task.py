@@ -1,0 +1,145 @@
+"""SegmentationTask without the CLI: schedule, parameter groups, steps, logging, panels, pretrained weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from hrseg.data import DemoDataModule
+from hrseg.task import SegmentationTask, poly_warmup_factor
+
+SMALL = {"num_train": 4, "num_val": 2, "image_size": (48, 96), "batch_size": 2, "eval_batch_size": 2}
+
+
+def _task(**kwargs) -> SegmentationTask:
+    dm = DemoDataModule(**SMALL)
+    defaults = dict(
+        num_classes=dm.num_classes,
+        ignore_index=dm.ignore_index,
+        class_names=dm.class_names,
+        palette=dm.palette,
+        ohem_min_kept=100,
+    )
+    defaults.update(kwargs)
+    return SegmentationTask(**defaults)
+
+
+def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    opts = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=TensorBoardLogger(tmp_path, name="tb"),
+        default_root_dir=tmp_path,
+        log_every_n_steps=1,
+    )
+    opts.update(kwargs)
+    return L.Trainer(**opts)
+
+
+def test_poly_schedule_with_warmup():
+    assert poly_warmup_factor(0, 100) == 1.0
+    assert poly_warmup_factor(50, 100, power=0.9) == pytest.approx(0.5**0.9)
+    assert poly_warmup_factor(100, 100) == 0.0
+    assert poly_warmup_factor(0, 100, warmup_iters=10) == pytest.approx(0.1)
+    assert poly_warmup_factor(9, 100, warmup_iters=10) == pytest.approx(1.0 * (1 - 9 / 100) ** 0.9)
+    assert poly_warmup_factor(150, 100) == 0.0  # never negative past the end
+
+
+def test_head_lr_multiplier_groups():
+    task = _task(head_lr_mult=10.0, lr=0.01)
+    groups = task.parameter_groups()
+    assert [g["lr"] for g in groups] == [0.01, 0.1]
+    head_ids = {id(p) for p in task.model.last_layer.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == head_ids
+    n_params = sum(1 for _ in task.model.parameters())
+    assert sum(len(g["params"]) for g in groups) == n_params
+    assert len(_task(head_lr_mult=1.0).parameter_groups()) == 1
+
+
+def test_invalid_metadata_fails_early():
+    with pytest.raises(ValueError, match="class names"):
+        SegmentationTask(num_classes=3, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="unknown loss"):
+        SegmentationTask(num_classes=3, loss="nope")
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "loss"),
+    [
+        ("sgd", "ce"),
+        ("adamw", "ohem"),
+        ("sgd", [{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 0.5}]),
+    ],
+)
+def test_fit_steps_log_loss_lr_and_val_metrics(tmp_path, optimizer, loss):
+    task = _task(optimizer=optimizer, loss=loss, class_weights="cityscapes", warmup_iters=1, log_images=2)
+    trainer = _trainer(tmp_path)
+    trainer.fit(task, datamodule=DemoDataModule(**SMALL))
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "train/lr", "val/loss", "val/mIoU", "val/pixel_acc", "val/mean_acc"):
+        assert key in metrics, key
+    assert "val/iou_road" in metrics and "val/iou_traffic_light" in metrics
+    assert math.isfinite(float(metrics["train/loss"]))
+    # the scheduler stepped per iteration: after 2 of 2 steps the poly factor is 0
+    assert trainer.lr_scheduler_configs[0].interval == "step"
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+def test_validation_panels_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    task = _task(log_images=2)
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(task, datamodule=DemoDataModule(**SMALL))
+    events = list(Path(trainer.logger.log_dir).glob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    assert "val/predictions" in acc.Tags()["images"]
+
+
+def test_predict_step_returns_label_maps():
+    task = _task().eval()
+    image = torch.randn(2, 3, 40, 72)
+    with torch.no_grad():
+        out = task.predict_step({"image": image, "name": ["a", "b"], "path": ["a.png", "b.png"]}, 0)
+    assert out["pred"].dtype == torch.int64 and out["pred"].shape == (2, 40, 72)
+    assert out["name"] == ["a", "b"] and out["path"] == ["a.png", "b.png"]
+    assert int(out["pred"].max()) < 19
+
+
+def test_flip_eval_goes_through_inference_module():
+    task = _task(eval_flip=True).eval()
+    image = torch.randn(1, 3, 32, 64)
+    with torch.no_grad():
+        flipped = task.predict_logits(image)
+        plain = task.model(image)
+        manual = plain + torch.flip(task.model(torch.flip(image, dims=[3])), dims=[3])
+    from hrseg.models import upsample_logits
+
+    ref = upsample_logits(manual / 2, (32, 64))
+    assert flipped.shape == (1, 19, 32, 64)
+    torch.testing.assert_close(flipped, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_pretrained_weights_load_at_setup_and_missing_file_fails(tmp_path):
+    source = _task()
+    path = tmp_path / "weights.pth"
+    torch.save(source.model.state_dict(), path)
+    task = _task(weights=str(path))
+    assert not torch.equal(task.model.last_layer[3].weight, source.model.last_layer[3].weight)
+    task.setup("fit")  # no trainer: no Lightning checkpoint will overwrite, so the weights load
+    assert torch.equal(task.model.last_layer[3].weight, source.model.last_layer[3].weight)
+    with pytest.raises(FileNotFoundError):
+        _task(weights=str(tmp_path / "missing.pth")).setup("fit")
