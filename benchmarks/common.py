@@ -306,7 +306,8 @@ def describe_machine(info: Mapping[str, Any]) -> str:
     load = info.get("load_avg")
     return (
         f"{info.get('cpu')} ({info.get('cores')} cores, {info.get('threads')} threads, "
-        f"{info.get('cpu_capability')}){gpu}; torch {info.get('torch')}, onnxruntime {info.get('onnxruntime')}; "
+        f"{info.get('cpu_capability')}){gpu}; torch {info.get('torch')}, "
+        f"onnxruntime {info.get('onnxruntime')}; "
         f"load avg at start {load[0] if load else '?'}"
     )
 
@@ -324,9 +325,9 @@ class Column:
 
 
 def fmt_value(value: Any, fmt: str = "{:.3g}") -> str:
-    """Cell text: numbers formatted, None as an en dash, booleans as yes/no."""
+    """Cell text: numbers formatted, None as "-", booleans as yes/no."""
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
@@ -338,7 +339,7 @@ def fmt_value(value: Any, fmt: str = "{:.3g}") -> str:
 
 
 def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -> str:
-    """GitHub markdown table of ``rows`` (missing keys show as an en dash)."""
+    """GitHub markdown table of ``rows`` (missing keys show as "-")."""
     lines = [
         "| " + " | ".join(c.header for c in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",

@@ -1,11 +1,11 @@
 """Cityscapes training data pipeline: decode a 1024x2048 PNG pair + the training augmentation, in samples/s.
 
-One command: ``python -m benchmarks.run --only data``. Scenes are generated once in the real Cityscapes layout
-(``hrseg.data.synthetic.write_cityscapes``) and read through ``CityscapesDataModule``'s training dataset and
-loader, so the numbers include file decoding, label mapping and validation, the albumentations pipeline (random
-scale 0.5-2, pad, 512x1024 crop, flip, normalize) and collation. The per-worker rate is measured in this process
-with one torch thread (what a DataLoader worker gets); the loader rate uses the DataModule's default
-``num_workers``. Both are set next to the model's training throughput from the same run.
+One command: ``python -m benchmarks.run --only data``. Scenes are generated once in the real Cityscapes
+layout (``hrseg.data.synthetic.write_cityscapes``) and read through ``CityscapesDataModule``'s training
+dataset and loader, so the numbers include file decoding, label mapping and validation, the albumentations
+pipeline (random scale 0.5-2, pad, 512x1024 crop, flip, normalize) and collation. The per-worker rate is
+measured in this process with one torch thread (what a DataLoader worker gets); the loader rate uses the
+DataModule's default ``num_workers``. Both are set next to the model's training throughput from the same run.
 """
 
 from __future__ import annotations

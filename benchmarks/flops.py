@@ -46,7 +46,7 @@ def matmul_peak(sizes: tuple[int, ...], iters: int) -> dict[str, Any]:
 
 
 def conv_probes(scale: float, iters: int) -> list[dict[str, Any]]:
-    """3x3 convs of HRNet-like widths, NCHW vs channels_last: achieved GFLOP/s shows the thin-channel penalty."""
+    """HRNet-like convs, NCHW vs channels_last: achieved GFLOP/s shows the thin-channel penalty."""
     shapes = [(18, 128, 256), (48, 128, 256), (144, 16, 32), (384, 16, 32), (270, 128, 256)]
     rows = []
     for c, h, w in shapes:
@@ -61,7 +61,9 @@ def conv_probes(scale: float, iters: int) -> list[dict[str, Any]]:
                 xi = x.contiguous(memory_format=torch.channels_last)
                 wi = wt.contiguous(memory_format=torch.channels_last)
             with torch.no_grad():
-                t = time_callable(lambda xi=xi, wi=wi: F.conv2d(xi, wi, padding=k // 2), warmup=2, iters=iters)
+                t = time_callable(
+                    lambda xi=xi, wi=wi, p=k // 2: F.conv2d(xi, wi, padding=p), warmup=2, iters=iters
+                )
             rows.append(
                 {
                     "conv": f"{k}x{k} {c}->{c} @ {h}x{w}",
@@ -105,7 +107,7 @@ def _forward_rows(cfg: Any, forward_report: Report | None) -> list[dict[str, Any
 
 
 def run(cfg: Any, forward_report: Report | None = None, peak: dict[str, Any] | None = None) -> Report:
-    """FLOPs per (variant, size), the matmul peak, and achieved GFLOP/s per forward path as a fraction of it."""
+    """FLOPs per (variant, size), the matmul peak, and each forward path's GFLOP/s as a fraction of it."""
     setup_torch(cfg.threads)
     if peak is None:
         log("flops: matmul peak")

@@ -1,4 +1,4 @@
-"""The timm-based reference: timm's ``hrnet_*`` backbone (``features_only``) + the HRNetV2 head in plain PyTorch.
+"""The timm-based reference: timm's ``hrnet_*`` features + the HRNetV2 head, in plain PyTorch.
 
 This is what a user would write without hrseg. timm's backbone uses exactly the official state-dict key names
 for everything it shares with hrseg, so hrseg weights load into it unchanged (prefixed ``backbone.``) and the
@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TimmHRNetV2", "hrseg_to_reference_state"]
+__all__ = ["TimmHRNetV2", "hrseg_to_reference_state", "timm_name"]
+
+#: hrseg variants whose timm name is not simply ``hrnet_<variant>``
+_TIMM_NAMES = {"w18_small_v1": "hrnet_w18_small"}
+
+
+def timm_name(variant: str) -> str:
+    """timm model name of an hrseg variant (``w18_small_v1`` is timm's ``hrnet_w18_small``)."""
+    return _TIMM_NAMES.get(variant, f"hrnet_{variant}")
 
 
 class TimmHRNetV2(nn.Module):
@@ -31,7 +39,7 @@ class TimmHRNetV2(nn.Module):
         import timm
 
         self.backbone = timm.create_model(
-            f"hrnet_{variant}",
+            timm_name(variant),
             pretrained=False,
             features_only=True,
             feature_location="",  # raw stage-4 branches, as HRNetV2 uses them

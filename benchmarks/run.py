@@ -1,4 +1,4 @@
-"""Run the hrseg benchmark suite: ``python -m benchmarks.run [--quick] [--only forward,train,...] [--out DIR]``.
+"""Run the hrseg benchmark suite: ``python -m benchmarks.run [--quick] [--only forward,...] [--out DIR]``.
 
 Each selected benchmark writes ``<name>.json`` and ``<name>.md`` into the output folder; ``summary.md`` /
 ``summary.json`` hold the issue-6 target ratios, all measured in this one run on this machine. The full run
@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     Column,
     Report,
     describe_machine,
@@ -32,6 +30,9 @@ from benchmarks.common import (  # noqa: E402
     num_cores,
     setup_torch,
 )
+from benchmarks.forward import FAST_PATHS
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 BENCHMARKS = ("forward", "train", "data", "slide", "flops", "investigate")
 DEFAULT_ONLY = ("forward", "train", "data", "slide", "flops")
@@ -83,6 +84,7 @@ class SuiteConfig:
     tta_size: tuple[int, int] = (512, 1024)
     tta_iters: int = 1
     tta_batch_windows: int = 4
+    tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # official multi-scale test
     matmul_sizes: tuple[int, ...] = (1024, 2048, 4096)
     matmul_iters: int = 3
     probe_scale: float = 1.0
@@ -95,11 +97,14 @@ class SuiteConfig:
         """Tiny inputs, one iteration, in-process: seconds, for smoke tests; the numbers mean nothing."""
         self.quick = True
         self.isolate = False
-        self.variants = ("w18_small_v2",)
+        # one thread: on a busy machine every OpenMP region of a tiny op waits a scheduler slice for the
+        # second thread (measured: 30 ms per 3x3 conv at 16x32 under load 8), so 2 threads is 20x slower
+        self.threads = 1
+        self.variants = ("w18_small_v1",)  # the smallest variant: the smoke test must stay in seconds
         self.sizes = ((64, 128),)
         self.iters = self.iters_big = 1
         self.max_seconds = 5.0
-        self.train_variants = ("w18_small_v2",)
+        self.train_variants = ("w18_small_v1",)
         self.train_size = (64, 128)
         self.train_iters = 1
         self.data_source_size = (128, 256)
@@ -107,11 +112,13 @@ class SuiteConfig:
         self.data_samples = 2
         self.data_batches = 1
         self.data_workers = ()
+        self.tta_variant = "w18_small_v1"
         self.tta_size = (64, 128)
+        self.tta_scales = (0.5, 1.0, 1.5)
         self.matmul_sizes = (256,)
         self.matmul_iters = 2
         self.probe_scale = 1 / 16
-        self.investigate_variant = "w18_small_v2"
+        self.investigate_variant = "w18_small_v1"
         self.investigate_size = (64, 128)
 
 
@@ -134,15 +141,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     p.add_argument("--variants", default=None, help="forward variants, e.g. w18_small_v2,w18,w48")
     p.add_argument("--sizes", default=None, help="forward input sizes HxW, e.g. 512x1024,1024x2048")
-    p.add_argument("--paths", default=None, help="forward paths: eager,fast,fast_nchw,compile,compile_frozen,...")
+    p.add_argument(
+        "--paths", default=None, help="forward paths, e.g. eager,fast,fast_nchw,reference,ort,compile"
+    )
     p.add_argument("--train-variants", default=None, help="training variants, e.g. w18_small_v2,w18")
     p.add_argument("--iters", type=int, default=None, help="timed iterations per forward case")
     p.add_argument("--compile", action="store_true", help="add the torch.compile paths (minutes per case)")
-    p.add_argument("--fuse-mode", choices=("nearest", "bilinear"), default="nearest",
-                   help="hrseg fusion upsampling; nearest = timm's, required for the parity check")
+    p.add_argument(
+        "--fuse-mode",
+        choices=("nearest", "bilinear"),
+        default="nearest",
+        help="hrseg fusion upsampling; nearest = timm's, required for the parity check",
+    )
     iso = p.add_mutually_exclusive_group()
-    iso.add_argument("--isolate", dest="isolate", action="store_true", default=None,
-                     help="one process per case (default for the full suite)")
+    iso.add_argument(
+        "--isolate",
+        dest="isolate",
+        action="store_true",
+        default=None,
+        help="one process per case (default for the full suite)",
+    )
     iso.add_argument("--no-isolate", dest="isolate", action="store_false", help="run cases in-process")
     p.add_argument("--cache", type=Path, default=None, help="keep weights / ONNX files here (default: temp)")
     p.add_argument("--update-readme", action="store_true", help="copy summary.md into benchmarks/README.md")
@@ -205,42 +223,71 @@ def targets(reports: dict[str, Report]) -> list[dict[str, Any]]:
             goal = FAST_OVER_REFERENCE_TARGET.get(r["variant"], 1.5)
             rows.append(_target("hrseg fast / timm reference", r["fast_over_reference"], goal, where))
             rows.append(
-                _target("hrseg best / ONNX Runtime", r["best_over_ort"], BEST_OVER_ORT_TARGET, where,
-                        f"best = {r['best_path']}")
+                _target(
+                    "hrseg best / ONNX Runtime",
+                    r["best_over_ort"],
+                    BEST_OVER_ORT_TARGET,
+                    where,
+                    f"best = {r['best_path']}",
+                )
             )
-            for key, label in (("fast_equal_eager", "fast == eager"), ("reference_equal_eager",
-                                                                         "reference == eager")):
+            for key, label in (
+                ("fast_equal_eager", "fast == eager"),
+                ("reference_equal_eager", "reference == eager"),
+            ):
                 if r.get(key) is not None:
                     rows.append(
-                        {"target": f"{label} (max abs diff <= 1e-4)", "where": where, "measured": r[key],
-                         "goal": True, "met": r[key], "note": ""}
+                        {
+                            "target": f"{label} (max abs diff <= 1e-4)",
+                            "where": where,
+                            "measured": r[key],
+                            "goal": True,
+                            "met": r[key],
+                            "note": "",
+                        }
                     )
     fl = reports.get("flops")
     if fl is not None:
         for size in dict.fromkeys(r["size"] for r in fl.results if r["variant"] == "w48"):
             fast = [
-                r for r in fl.results
-                if r["variant"] == "w48" and r["size"] == size and r["path"] not in ("eager", "reference", "ort")
+                r
+                for r in fl.results
+                if r["variant"] == "w48" and r["size"] == size and r["path"] in FAST_PATHS
             ]
             if fast:
                 best = max(fast, key=lambda r: r["fraction_of_peak"] or 0)
                 rows.append(
-                    _target("W48 fast path fraction of matmul peak", best["fraction_of_peak"],
-                            W48_PEAK_FRACTION_TARGET, f"w48 {size}", f"path {best['path']}")
+                    _target(
+                        "W48 fast path fraction of matmul peak",
+                        best["fraction_of_peak"],
+                        W48_PEAK_FRACTION_TARGET,
+                        f"w48 {size}",
+                        f"path {best['path']}",
+                    )
                 )
     tr = reports.get("train")
     if tr is not None:
         for r in tr.extra.get("ratios", []):
             rows.append(
-                _target("training step hrseg best / reference", r["best_over_reference"],
-                        TRAIN_OVER_REFERENCE_TARGET, r["variant"], f"best = {r['best_path']}")
+                _target(
+                    "training step hrseg best / reference",
+                    r["best_over_reference"],
+                    TRAIN_OVER_REFERENCE_TARGET,
+                    r["variant"],
+                    f"best = {r['best_path']}",
+                )
             )
     da = reports.get("data")
     if da is not None:
         for r in da.results:
             rows.append(
-                _target("data loader / training throughput", r["loader_over_train"], DATA_OVER_TRAIN_TARGET,
-                        r["variant"], f"num_workers={r['default_workers']} (default)")
+                _target(
+                    "data loader / training throughput",
+                    r["loader_over_train"],
+                    DATA_OVER_TRAIN_TARGET,
+                    r["variant"],
+                    f"num_workers={r['default_workers']} (default)",
+                )
             )
     return rows
 
@@ -307,7 +354,7 @@ def update_readme(summary_md: str, readme: Path = README) -> bool:
 # Main
 # --------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected benchmarks; returns 0 even when targets are missed (they are reported, not enforced)."""
+    """Run the selected benchmarks; missed targets are reported, not enforced (exit code 0)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     only = [b.strip() for b in args.only.split(",") if b.strip()]

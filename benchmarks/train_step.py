@@ -74,7 +74,9 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     setup_s = time.perf_counter() - t0
     with PeakMemory(device) as mem:
-        timing = time_callable(step, spec["warmup"], spec["iters"], spec.get("max_seconds"), synchronizer(device))
+        timing = time_callable(
+            step, spec["warmup"], spec["iters"], spec.get("max_seconds"), synchronizer(device)
+        )
     return {
         **timing.as_dict(),
         "samples_per_s": b / timing.median_s,
@@ -163,9 +165,7 @@ def train_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per variant: does channels_last win, and hrseg's best path over the reference (samples/s)."""
     out = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
-        tp = {
-            r["path"]: r["samples_per_s"] for r in rows if r["variant"] == variant and "error" not in r
-        }
+        tp = {r["path"]: r["samples_per_s"] for r in rows if r["variant"] == variant and "error" not in r}
         hrseg = {p: tp[p] for p in ("hrseg", "hrseg_cl") if p in tp}
         best = max(hrseg, key=lambda p: hrseg[p]) if hrseg else None
         cl = ratio(tp.get("hrseg_cl"), tp.get("hrseg"))

@@ -1,9 +1,9 @@
-"""Cost of sliding-window and multi-scale + flip inference against a single forward (``hrseg.inference.infer``).
+"""Cost of sliding-window and multi-scale + flip inference against one forward (``hrseg.inference.infer``).
 
 One command: ``python -m benchmarks.run --only slide``. The model runs through hrseg's fast path, as the
-``Segmenter`` uses it. By default the image is 512x1024 and the window 512x1024: the official Cityscapes protocol
-(1024x2048 image, 1024x2048 window, scales 0.5-1.75, flip) at half resolution, which keeps the ratios and
-costs a quarter of the time. ``slide`` uses a half-width window with the default 2/3 stride.
+``Segmenter`` uses it. By default the image is 512x1024 and the window 512x1024: the official Cityscapes
+protocol (1024x2048 image, 1024x2048 window, scales 0.5-1.75, flip) at half resolution, which keeps the
+ratios and costs a quarter of the time. ``slide`` uses a half-width window with the default 2/3 stride.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from benchmarks.models import build_hrseg, make_weights, seeded_input
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
-def modes(h: int, w: int) -> dict[str, dict[str, Any]]:
+def modes(h: int, w: int, scales: tuple[float, ...] = OFFICIAL_SCALES) -> dict[str, dict[str, Any]]:
     """The compared protocols as ``infer`` keyword arguments."""
     full = (h, w)
     return {
         "whole": {"mode": "whole"},
         "flip": {"mode": "whole", "flip": True},
         "slide": {"mode": "slide", "window": (h, w // 2)},
-        "multiscale": {"mode": "multiscale", "scales": OFFICIAL_SCALES, "window": full},
-        "multiscale_flip": {"mode": "multiscale", "scales": OFFICIAL_SCALES, "window": full, "flip": True},
+        "multiscale": {"mode": "multiscale", "scales": scales, "window": full},
+        "multiscale_flip": {"mode": "multiscale", "scales": scales, "window": full, "flip": True},
     }
 
 
@@ -43,7 +43,7 @@ def run(cfg: Any) -> Report:
     x = seeded_input(1, h, w).to(cfg.device)
     sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else None
     rows: list[dict[str, Any]] = []
-    for name, kwargs in modes(h, w).items():
+    for name, kwargs in modes(h, w, tuple(cfg.tta_scales)).items():
         log(f"slide: {cfg.tta_variant} {h}x{w} {name}")
 
         def fn(kwargs: dict[str, Any] = kwargs) -> None:
@@ -57,7 +57,7 @@ def run(cfg: Any) -> Report:
         row["cost_vs_whole"] = ratio(row["median_s"], whole)
     md = (
         f"{cfg.tta_variant}, image {h}x{w}, hrseg fast path, threads {threads}, "
-        f"scales {list(OFFICIAL_SCALES)}, batch_windows {cfg.tta_batch_windows}.\n\n"
+        f"scales {list(cfg.tta_scales)}, batch_windows {cfg.tta_batch_windows}.\n\n"
         + markdown_table(
             rows,
             [
@@ -72,7 +72,7 @@ def run(cfg: Any) -> Report:
     config = {
         "variant": cfg.tta_variant,
         "size": [h, w],
-        "scales": list(OFFICIAL_SCALES),
+        "scales": list(cfg.tta_scales),
         "batch_windows": cfg.tta_batch_windows,
         "iters": cfg.tta_iters,
         "device": cfg.device,

@@ -17,9 +17,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 def _cases() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
     from benchmarks.forward import forward_case
+    from benchmarks.investigate import investigate_case
     from benchmarks.train_step import train_case
 
-    return {"forward": forward_case, "train": train_case}
+    return {"forward": forward_case, "train": train_case, "investigate": investigate_case}
 
 
 def run_kind(kind: str, spec: dict[str, Any]) -> dict[str, Any]:

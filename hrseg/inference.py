@@ -710,7 +710,7 @@ def to_image_tensor(image: ImageInput, in_channels: int = 3) -> tuple[Tensor, bo
         if image.ndim == 2:
             image = image[..., None]
         if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
-            raise ValueError(f"numpy images must be HxW or HxWxC with C in 1..4, got shape {image.shape}")
+            raise ValueError(f"numpy images must be HxW or HxWxC with 1 to 4 channels, got shape {image.shape}")
         t = torch.from_numpy(np.ascontiguousarray(_array_to_unit(image))).permute(2, 0, 1)[None]
     elif isinstance(image, Tensor):
         t = image.detach()

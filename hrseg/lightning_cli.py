@@ -6,6 +6,8 @@ What this adds to plain LightningCLI:
   ``std``) flows into :class:`~hrseg.task.SegmentationTask`, so no config repeats (or contradicts) it;
 - default callbacks that fit segmentation: best-``val/mIoU`` checkpoint plus ``last.ckpt``
   (``--checkpoint.*``), a learning-rate monitor (``--lr_monitor.*``) and Lightning's rich progress bar;
+- ``hrseg predict`` writes PNGs (:class:`hrseg.callbacks.PredictionWriter`) to
+  ``<default_root_dir>/predictions`` unless the config brings its own prediction writer;
 - ``--config demo`` or ``--config cityscapes/hrnetv2_w48`` find the configs shipped inside the package, so an
   installed ``hrseg`` works outside a checkout;
 - ``--ckpt_path last`` finds the newest ``last.ckpt`` of earlier runs (Lightning alone only looks in the
@@ -23,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -134,16 +142,30 @@ class HRSegCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Add Lightning's rich progress bar unless the config disables or replaces the progress bar."""
+        """Add the rich progress bar (unless disabled or replaced) and, for predict, a prediction writer."""
         config = self._get(self.config_init, "trainer", default={})
-        callbacks = config.get("callbacks")
-        callbacks = (
-            [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        )
-        wants_bar = config.get("enable_progress_bar") is not False
-        if wants_bar and not any(isinstance(cb, ProgressBar) for cb in callbacks):
-            kwargs.setdefault("callbacks", [*callbacks, RichProgressBar()])
+        given = config.get("callbacks")
+        callbacks = list(given) if isinstance(given, list) else [] if given is None else [given]
+        extra: list[Callback] = []
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(cb, ProgressBar) for cb in callbacks
+        ):
+            extra.append(RichProgressBar())
+        if self.subcommand == "predict" and not any(isinstance(cb, BasePredictionWriter) for cb in callbacks):
+            extra.append(self._default_prediction_writer(config))
+        if extra:
+            kwargs.setdefault("callbacks", [*callbacks, *extra])
         return super().instantiate_trainer(**kwargs)
+
+    @staticmethod
+    def _default_prediction_writer(config: dict[str, Any]) -> Callback:
+        """``hrseg predict`` writes PNGs to ``<default_root_dir>/predictions`` unless configured otherwise."""
+        from hrseg.callbacks import PredictionWriter
+
+        root = Path(config.get("default_root_dir") or ".")
+        out = root / "predictions"
+        log.info("predictions will be written to %s", out)
+        return PredictionWriter(output_dir=str(out))
 
     def _resolve_last(self) -> None:
         """Turn ``ckpt_path: last`` into the newest ``last.ckpt`` of earlier runs."""

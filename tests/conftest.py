@@ -1,8 +1,8 @@
 """Shared fixtures: a tiny trained Lightning checkpoint and a folder of mixed test images.
 
-The checkpoint is produced once per test session by the real CLI (``hrseg fit`` on generated demo scenes for two
-steps) and shared between pytest-xdist workers through a file lock, so every test that needs "a checkpoint a
-user would have" gets the same one cheaply.
+The checkpoint is produced once per test session by the real CLI (``hrseg fit`` on generated demo scenes
+for two steps) and shared between pytest-xdist workers through a file lock, so every test that needs "a
+checkpoint a user would have" gets the same one cheaply.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def make_tiny_checkpoint(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Lightning checkpoint of ``hrnetv2_w18_small_v1`` (19 Cityscapes classes) trained two steps via the CLI."""
+    """A Lightning ``.ckpt`` of ``hrnetv2_w18_small_v1`` (19 Cityscapes classes), two CLI training steps."""
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp().parent  # common to all xdist workers of this run
@@ -96,7 +96,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_mixed_images(folder: Path) -> dict[str, Path]:
-    """Write images of mixed sizes and modes: RGB / L / RGBA / P PNGs and an RGB JPEG; returns name -> path."""
+    """Write images of mixed sizes and modes (RGB / L / RGBA / P PNGs, an RGB JPEG); returns name -> path."""
     from hrseg.data import generate_scene
 
     folder.mkdir(parents=True, exist_ok=True)

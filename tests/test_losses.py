@@ -127,7 +127,7 @@ def test_spec_validation():
         normalize_loss_spec("bce")
     with pytest.raises(ValueError, match="name"):
         normalize_loss_spec([{"weight": 1.0}])
-    with pytest.raises(ValueError, match="19 classes|classes"):
+    with pytest.raises(ValueError, match="classes"):
         resolve_class_weights("cityscapes", 21)
     with pytest.raises(ValueError, match="unknown option"):
         build_loss([{"name": "ce", "thresh": 0.7}], num_classes=5)

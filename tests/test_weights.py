@@ -287,3 +287,13 @@ def test_official_training_checkpoint(tmp_path: Path, source_model: HRNetV2) -> 
     assert report.source == "official-seg"
     assert report.dropped == ["loss.criterion.weight"]
     _assert_same(fresh, source_model)
+
+
+def test_real_lightning_checkpoint(tiny_checkpoint: Path) -> None:
+    """A checkpoint written by the real CLI loads with weights_only (no pickled objects in it)."""
+    model = build_model("hrnetv2_w18_small_v1", num_classes=19)
+    report = load_pretrained(model, tiny_checkpoint)
+    assert report.source == "lightning"
+    assert report.missing == []
+    assert len(report.loaded) == len(model.state_dict())
+    assert all(not k.startswith("model.") for k in report.dropped)

@@ -71,8 +71,7 @@ class SegmentationDataset(Dataset):
 
     def spec_for(self, sample: Sample) -> LabelSpec:
         """Return the label rules of ``sample`` (by its encoding key)."""
-        key = getattr(sample, "encoding", DEFAULT_ENCODING)
-        return self.specs.get(key) or self.specs[DEFAULT_ENCODING]
+        return self.specs.get(sample.encoding) or self.specs[DEFAULT_ENCODING]
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str]:
         """Decode sample ``index`` without transforms: RGB uint8 image, train-id mask (or None), name."""
@@ -383,7 +382,7 @@ class SegmentationDataModule(L.LightningDataModule):
             specs = self.label_specs
             groups: dict[str, list[Sample]] = {}
             for s in samples:
-                groups.setdefault(getattr(s, "encoding", DEFAULT_ENCODING), []).append(s)
+                groups.setdefault(s.encoding, []).append(s)
             report = CheckReport(split=split, class_names=self.class_names, problems=list(problems))
             report.histogram = np.zeros(self.num_classes, dtype=np.int64)
             for key, group in groups.items():

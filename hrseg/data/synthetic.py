@@ -31,7 +31,7 @@ from hrseg.data.metadata import (
     voc_colormap,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the drawing changes, so on-disk caches of older scenes are not reused."""
 
 _T = CITYSCAPES_TRAIN_ID
@@ -225,11 +225,11 @@ def generate_scene(
     for _ in range(rng.integers(0, 3)):
         kind = WALL if rng.random() < 0.5 else FENCE
         fx0 = rng.uniform(-0.1, 0.8) * w
-        fw = w * rng.uniform(0.15, 0.35)
-        fh = h * rng.uniform(0.06, 0.12)
+        fw = w * rng.uniform(0.2, 0.4)
+        fh = h * rng.uniform(0.1, 0.18)
         bottom = horizon + h * rng.uniform(0.0, 0.04)
         if kind == WALL:
-            col = _jitter(rng, (120, 125, 165), 12)
+            col = _jitter(rng, (75, 145, 140), 12)
 
             def wall_tex(hh: int, ww: int, col: np.ndarray = col) -> np.ndarray:
                 out = np.broadcast_to(col, (hh, ww, 3)).copy()
@@ -238,9 +238,11 @@ def generate_scene(
 
             cv.rect(bottom - fh, bottom, fx0, fx0 + fw, wall_tex, WALL)
         else:
-            col = _jitter(rng, (205, 165, 150), 12)
+            # the whole panel is fence (as in Cityscapes polygons); slats and rails are its texture
+            col = _jitter(rng, (230, 228, 215), 10)
             slat = max(2, int(3 * s))
             fy0, fy1 = bottom - fh, bottom
+            cv.rect(fy0, fy1, fx0, fx0 + fw, col * 0.35, FENCE)
             for sx in np.arange(fx0, fx0 + fw, 2 * slat):
                 cv.rect(fy0, fy1, sx, sx + slat, col, FENCE)
             cv.rect(fy0, fy0 + max(1.5, 2 * s), fx0, fx0 + fw, col * 0.85, FENCE)
@@ -278,26 +280,27 @@ def generate_scene(
 
     # --- poles on the sidewalks, some carrying a sign or a traffic light
     for _ in range(rng.integers(1, 4)):
-        py = horizon + (h - horizon) * rng.uniform(0.15, 0.75)
+        py = horizon + (h - horizon) * rng.uniform(0.3, 0.85)
         c, half_road_y, walk_y = ground_span(py)
         side = -1 if rng.random() < 0.5 else 1
         px = c + side * (half_road_y + walk_y * rng.uniform(0.3, 0.7))
         depth = (py - horizon) / max(h - horizon, 1.0)
         ph = h * (0.25 + 0.45 * depth)
-        pw = max(3.0, (3 + 4 * depth) * s)
-        metal = _jitter(rng, (140, 140, 135), 10)
+        pw = max(5.0, (7 + 6 * depth) * s)
+        metal = _jitter(rng, (120, 135, 150), 10)
         cv.rect(py - ph, py, px - pw / 2, px + pw / 2, _hgrad(metal, 1.2, 0.75), POLE)
         top = py - ph
         what = rng.random()
         if what < 0.4:  # traffic light: dark box with three lamps, one lit
-            bw, bh = pw * 2.2, pw * 5
+            bw = pw * 1.8
+            bh = bw * 2.4
             cv.rect(top, top + bh, px - bw / 2, px + bw / 2, _jitter(rng, (35, 38, 35), 6), LIGHT)
             lit = rng.integers(0, 3)
             for k, lamp in enumerate(((230, 40, 30), (240, 190, 40), (40, 220, 90))):
                 col = np.array(lamp, dtype=np.float32) * (1.0 if k == lit else 0.35)
                 cv.ellipse(top + bh * (k + 0.5) / 3, px, bh / 9, bw / 3.5, col, LIGHT)
         elif what < 0.8:  # sign: a yellow plate or a red-rimmed disc
-            r = pw * 2.2
+            r = pw * 1.5 + 1.5 * s
             if rng.random() < 0.5:
                 cv.rect(top - r * 0.2, top + r * 1.6, px - r, px + r, _jitter(rng, (235, 205, 30), 12), SIGN)
                 cv.rect(top + r * 0.2, top + r * 1.2, px - r * 0.6, px + r * 0.6, (40, 40, 40), SIGN)
@@ -310,7 +313,7 @@ def generate_scene(
     for _ in range(rng.integers(1, 5)):
         objects.append((horizon + (h - horizon) * rng.uniform(0.1, 1.0), "car"))
     for _ in range(rng.integers(0, 4)):
-        objects.append((horizon + (h - horizon) * rng.uniform(0.1, 0.95), "person"))
+        objects.append((horizon + (h - horizon) * rng.uniform(0.25, 0.95), "person"))
     for oy, kind in sorted(objects):
         c, half_road_y, walk_y = ground_span(oy)
         depth = (oy - horizon) / max(h - horizon, 1.0)
@@ -348,13 +351,13 @@ def generate_scene(
         else:
             side = -1 if rng.random() < 0.5 else 1
             ox = c + side * (half_road_y + walk_y * rng.uniform(0.2, 0.8))
-            ph = h * (0.12 + 0.3 * depth)
-            pw = ph * 0.28
+            ph = h * (0.16 + 0.3 * depth)
+            pw = max(ph * 0.4, 5.0)
             skin = _jitter(rng, (215, 170, 135), 25)
             shirt = _jitter(rng, rng.uniform(40, 230, 3), 10)
             pants = _jitter(rng, (50, 55, 75), 15)
-            cv.rect(oy - ph * 0.48, oy, ox - pw * 0.4, ox - pw * 0.05, pants, PERSON)
-            cv.rect(oy - ph * 0.48, oy, ox + pw * 0.05, ox + pw * 0.4, pants, PERSON)
+            cv.rect(oy - ph * 0.48, oy, ox - pw * 0.42, ox + pw * 0.42, pants, PERSON)
+            cv.rect(oy - ph * 0.3, oy, ox - pw * 0.04, ox + pw * 0.04, pants * 0.6, PERSON)
             cv.rect(oy - ph * 0.85, oy - ph * 0.45, ox - pw / 2, ox + pw / 2, shirt, PERSON)
             cv.ellipse(oy - ph * 0.92, ox, ph * 0.08, pw * 0.3, skin, PERSON)
 

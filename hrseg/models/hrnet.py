@@ -520,4 +520,3 @@ class HRNet(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """Backbone forward: same as :meth:`forward_features`."""
         return self.forward_features(x)
-

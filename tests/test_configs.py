@@ -1,0 +1,90 @@
+"""Every shipped config parses (``--print_config``) and builds its model, DataModule and Trainer on generated
+data written in the real Cityscapes / VOC layouts by ``hrseg data synth``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+
+from hrseg.cli import main
+from hrseg.lightning_cli import CONFIG_DIR, list_configs, run_lightning_cli
+
+CONFIGS = list_configs()
+EXPECTED = {
+    "demo": ("hrnetv2_w18_small_v1", "DemoDataModule", 19),
+    "cityscapes/hrnetv2_w48": ("hrnetv2_w48", "CityscapesDataModule", 19),
+    "cityscapes/hrnetv2_w48_ohem": ("hrnetv2_w48", "CityscapesDataModule", 19),
+    "cityscapes/hrnetv2_w18": ("hrnetv2_w18", "CityscapesDataModule", 19),
+    "cityscapes/hrnetv2_w18_small_v2": ("hrnetv2_w18_small_v2", "CityscapesDataModule", 19),
+    "cityscapes/hrnetv2_w18_small_v1": ("hrnetv2_w18_small_v1", "CityscapesDataModule", 19),
+    "voc/hrnetv2_w48": ("hrnetv2_w48", "VOCDataModule", 21),
+    "voc/hrnetv2_w18": ("hrnetv2_w18", "VOCDataModule", 21),
+}
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory) -> dict[str, Path]:
+    """Tiny Cityscapes and VOC(+aug) trees in their real layouts."""
+    base = tmp_path_factory.mktemp("synth")
+    common = ["--num", "3", "--num-val", "2", "--size", "64x128", "--no-progress"]
+    cs, voc = base / "cityscapes", base / "voc"
+    assert main(["data", "synth", "--layout", "cityscapes", "--out", str(cs), *common]) == 0
+    assert main(["data", "synth", "--layout", "voc", "--out", str(voc), *common]) == 0
+    return {"cityscapes": cs, "voc": voc}
+
+
+def _overrides(name: str, roots: dict[str, Path]) -> list[str]:
+    family = name.split("/")[0]
+    if family in roots:
+        return [f"--data.init_args.root={roots[family]}", "--data.init_args.num_workers=0"]
+    return [
+        "--data.init_args.num_train=2",
+        "--data.init_args.num_val=2",
+        "--data.init_args.image_size=[64, 128]",
+    ]
+
+
+def test_every_shipped_config_is_covered():
+    assert set(CONFIGS) == set(EXPECTED)
+    assert (CONFIG_DIR.parent.parent / "configs").resolve() == CONFIG_DIR  # the top-level symlink
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_prints(name, roots, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", name, *_overrides(name, roots), "--print_config"])
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert f"model: {EXPECTED[name][0]}" in out
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_builds_model_data_and_trainer(name, roots):
+    model_name, dm_name, num_classes = EXPECTED[name]
+    cli = run_lightning_cli(["--config", name, *_overrides(name, roots)], run=False)
+    task, dm, trainer = cli.model, cli.datamodule, cli.trainer
+    assert type(dm).__name__ == dm_name
+    assert task.hparams.model == model_name
+    assert task.hparams.num_classes == dm.num_classes == num_classes  # linked, not repeated in the YAML
+    assert task.hparams.class_names == dm.class_names
+    if name != "demo":  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
+        assert isinstance(trainer.strategy, DDPStrategy)
+        assert trainer.max_steps in (40000, 120000)
+        assert task.hparams.optimizer == "sgd" and task.hparams.lr == 0.01
+        assert task.hparams.weights is not None
+        with pytest.raises(FileNotFoundError):  # a missing pretrained file fails loudly, never silently
+            task.setup("fit")
+    if name.startswith("cityscapes/"):
+        assert task.hparams.class_weights == "cityscapes"
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
+    crop = dm.crop_size or batch["image"].shape[-2:]
+    assert tuple(batch["image"].shape[-2:]) == tuple(crop)
+    task.eval()
+    with torch.no_grad():
+        logits = task(batch["image"][:1, :, :64, :128])
+    assert logits.shape == (1, num_classes, 16, 32)
