@@ -221,6 +221,19 @@ def run_case(kind: str, spec: Mapping[str, Any], isolate: bool, timeout: float =
     return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
 
 
+def run_budgeted(kind: str, spec: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
+    """:func:`run_case` under the suite's soft time budget: no new case starts once it is used up.
+
+    torch.compile cases always get their own process: in-process, dynamo's cache would let a second
+    compiled path reuse the first one's code and report a meaningless compile time.
+    """
+    left = cfg.time_left()
+    if left is not None and left <= 0:
+        return {"error": "skipped: suite time budget (--budget-min) used up"}
+    isolate = cfg.isolate or str(spec.get("path", "")).startswith("compile")
+    return run_case(kind, spec, isolate, timeout=cfg.case_timeout)
+
+
 # --------------------------------------------------------------------------------------------------
 # Machine description
 # --------------------------------------------------------------------------------------------------

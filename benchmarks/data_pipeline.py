@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import Column, Report, log, markdown_table, ratio, run_case
+from benchmarks.common import Column, Report, log, markdown_table, ratio, run_budgeted
 from benchmarks.models import make_weights
 
 
@@ -124,7 +124,7 @@ def _train_throughput(cfg: Any, train_report: Report | None) -> list[dict[str, A
         "max_seconds": cfg.max_seconds,
     }
     log(f"data: measuring the training throughput of {variant} (train benchmark not in this run)")
-    res = run_case("train", spec, cfg.isolate, timeout=cfg.case_timeout)
+    res = run_budgeted("train", spec, cfg)
     if "error" in res:
         return []
     return [{"variant": variant, "path": "hrseg", "samples_per_s": res["samples_per_s"]}]

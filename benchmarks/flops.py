@@ -15,7 +15,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Column, Report, log, markdown_table, ratio, run_case, setup_torch, time_callable
+from benchmarks.common import (
+    Column,
+    Report,
+    log,
+    markdown_table,
+    ratio,
+    run_budgeted,
+    setup_torch,
+    time_callable,
+)
 from benchmarks.models import make_weights
 
 
@@ -100,7 +109,7 @@ def _forward_rows(cfg: Any, forward_report: Report | None) -> list[dict[str, Any
             "max_seconds": cfg.max_seconds,
         }
         log(f"flops: timing {variant} {h}x{w} {path} (forward benchmark not in this run)")
-        res = run_case("forward", spec, cfg.isolate, timeout=cfg.case_timeout)
+        res = run_budgeted("forward", spec, cfg)
         if "error" not in res:
             rows.append({"variant": variant, "size": f"{h}x{w}", "path": path, **res})
     return rows

@@ -20,7 +20,7 @@ from benchmarks.common import (
     log,
     markdown_table,
     ratio,
-    run_case,
+    run_budgeted,
     setup_torch,
     synchronizer,
     time_callable,
@@ -167,11 +167,14 @@ def run(cfg: Any) -> Report:
     rows: list[dict[str, Any]] = []
     out_dir = Path(cfg.cache) / "outputs"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for variant in cfg.variants:
-        weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
-        for h, w in cfg.sizes:
-            big = h * w >= 1024 * 2048
+    # size-major, smallest first: the 1024x2048 sweep (W48 last) is what a used-up time budget skips
+    for h, w in sorted(cfg.sizes, key=lambda s: s[0] * s[1]):
+        big = h * w >= 1024 * 2048
+        for variant in cfg.variants:
+            weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
             for path in cfg.paths:
+                if big and path in cfg.skip_big:
+                    continue
                 spec = {
                     "variant": variant,
                     "size": [h, w],
@@ -190,7 +193,7 @@ def run(cfg: Any) -> Report:
                     "output_path": str(out_dir / f"{variant}-{h}x{w}-{path}.pt"),
                 }
                 log(f"forward {variant} {h}x{w} {path}")
-                res = run_case("forward", spec, cfg.isolate, timeout=cfg.case_timeout)
+                res = run_budgeted("forward", spec, cfg)
                 row = {"variant": variant, "size": f"{h}x{w}", "path": path, **res}
                 if "error" in res:
                     log(f"  error: {res['error']}")

@@ -21,7 +21,7 @@ from benchmarks.common import (
     log,
     markdown_table,
     ratio,
-    run_case,
+    run_budgeted,
     setup_torch,
     time_callable,
 )
@@ -140,7 +140,7 @@ def run(cfg: Any) -> Report:
             "max_seconds": cfg.max_seconds,
         }
         log(f"investigate {variant} {size[0]}x{size[1]} {name}")
-        res = run_case("investigate", spec, cfg.isolate, timeout=cfg.case_timeout)
+        res = run_budgeted("investigate", spec, cfg)
         row = {"config": name, **res}
         for cat, share in (res.get("breakdown") or {}).items():
             row[f"share_{cat}"] = share

@@ -50,9 +50,17 @@ def make_weights(
     model = _hrseg(variant, num_classes, fuse_mode)
     gen = torch.Generator().manual_seed(seed + 1)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    # the BN closing each residual branch gets a small scale, as in trained ResNets / HRNets (and the common
+    # zero-init-residual practice); with unit scales a random 300-conv network amplifies fp32 rounding ~1000x
+    # and any reordering of the arithmetic (BN folding, channels_last) moves the logits by ~5e-5
+    from hrseg.models.hrnet import BasicBlock, Bottleneck
+
+    last_bns = {id(m.bn3) for m in model.modules() if isinstance(m, Bottleneck)}
+    last_bns |= {id(m.bn2) for m in model.modules() if isinstance(m, BasicBlock)}
     with torch.no_grad():
         for bn in bns:
-            bn.weight.copy_(0.75 + 0.5 * torch.rand(bn.weight.shape, generator=gen))
+            lo, span = (0.1, 0.2) if id(bn) in last_bns else (0.75, 0.5)
+            bn.weight.copy_(lo + span * torch.rand(bn.weight.shape, generator=gen))
             bn.bias.copy_(0.1 * torch.randn(bn.bias.shape, generator=gen))
             bn.momentum = 1.0  # running stats := this batch's stats
         model.train()

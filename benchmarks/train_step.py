@@ -21,7 +21,7 @@ from benchmarks.common import (
     log,
     markdown_table,
     ratio,
-    run_case,
+    run_budgeted,
     setup_torch,
     synchronizer,
     time_callable,
@@ -111,7 +111,7 @@ def run(cfg: Any) -> Report:
                 "max_seconds": cfg.max_seconds,
             }
             log(f"train {variant} {path}")
-            res = run_case("train", spec, cfg.isolate, timeout=cfg.case_timeout)
+            res = run_budgeted("train", spec, cfg)
             if "error" in res:
                 log(f"  error: {res['error']}")
             else:

@@ -168,20 +168,26 @@ class HRSegCLI(LightningCLI):
         return PredictionWriter(output_dir=str(out))
 
     def _resolve_last(self) -> None:
-        """Turn ``ckpt_path: last`` into the newest ``last.ckpt`` of earlier runs."""
+        """Turn ``ckpt_path: last`` into the newest ``last.ckpt`` of earlier runs.
+
+        When a checkpoint will be restored, the task skips its ``weights`` file (the checkpoint replaces
+        the whole network), so resuming or evaluating does not need the pretrained file.
+        """
         if self.subcommand is None:
             return
         sub = self.config_init[self.subcommand]
-        if sub.get("ckpt_path") != "last":
-            return
-        path = find_last_checkpoint(self.trainer)
-        if path is None:
-            log.warning("ckpt_path=last: no last.ckpt from an earlier run was found; starting from scratch")
-            sub["ckpt_path"] = None
-        else:
-            log.info("ckpt_path=last resolved to %s", path)
-            self.trainer.print(f"Resuming from {path}")
+        if sub.get("ckpt_path") == "last":
+            path = find_last_checkpoint(self.trainer)
+            if path is None:
+                log.warning(
+                    "ckpt_path=last: no last.ckpt from an earlier run was found; starting from scratch"
+                )
+            else:
+                log.info("ckpt_path=last resolved to %s", path)
+                self.trainer.print(f"Resuming from {path}")
             sub["ckpt_path"] = path
+        if sub.get("ckpt_path") and isinstance(self.model, SegmentationTask):
+            self.model.skip_pretrained_weights()
 
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path last`` before training; start the clock for the summary."""
@@ -196,8 +202,12 @@ class HRSegCLI(LightningCLI):
         elapsed = time.perf_counter() - getattr(self, "_fit_started", time.perf_counter())
         lines = [f"fit finished in {elapsed / 60:.1f} min ({elapsed:.0f} s), {trainer.global_step} steps"]
         last = trainer.callback_metrics.get("val/mIoU")
+        present = trainer.callback_metrics.get("val/mIoU_present")
         if last is not None:
-            lines.append(f"val/mIoU (last epoch): {float(last):.4f}")
+            line = f"val/mIoU (last epoch): {float(last):.4f}"
+            if present is not None and abs(float(present) - float(last)) > 1e-6:
+                line += f" (over the classes present in val: {float(present):.4f})"
+            lines.append(line)
         ckpt = trainer.checkpoint_callback
         if isinstance(ckpt, ModelCheckpoint):
             if ckpt.best_model_score is not None:

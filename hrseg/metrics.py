@@ -29,7 +29,10 @@ def confusion_matrix_scores(confmat: Tensor) -> dict[str, Tensor]:
 
     Returns:
         ``iou`` (C,), ``acc`` (C,) per-class recall, ``mIoU``, ``pixel_acc``, ``mean_acc`` (scalars).
-        Classes with an empty denominator score 0, as in the official evaluation.
+        Classes with an empty denominator score 0, as in the official evaluation. Also ``mIoU_present``:
+        the mean over classes seen in the ground truth or the predictions only (how cityscapesScripts
+        averages, skipping classes with an empty union); it equals ``mIoU`` whenever every class occurs,
+        and is informative on data that lacks some classes (e.g. the demo scenes).
     """
     cm = confmat.double()
     tp = cm.diagonal()
@@ -38,10 +41,12 @@ def confusion_matrix_scores(confmat: Tensor) -> dict[str, Tensor]:
     union = gt + pred - tp
     iou = tp / union.clamp(min=1)
     acc = tp / gt.clamp(min=1)
+    present = (union > 0).double()
     return {
         "iou": iou.float(),
         "acc": acc.float(),
         "mIoU": iou.mean().float(),
+        "mIoU_present": ((iou * present).sum() / present.sum().clamp(min=1)).float(),
         "pixel_acc": (tp.sum() / gt.sum().clamp(min=1)).float(),
         "mean_acc": acc.mean().float(),
     }
@@ -127,6 +132,7 @@ def scores_to_log_dict(
     """Flatten scores into scalar entries ``{prefix}/mIoU``, ``{prefix}/iou_<class>`` ... for ``log_dict``."""
     out = {
         f"{prefix}/mIoU": scores["mIoU"],
+        f"{prefix}/mIoU_present": scores["mIoU_present"],
         f"{prefix}/pixel_acc": scores["pixel_acc"],
         f"{prefix}/mean_acc": scores["mean_acc"],
     }

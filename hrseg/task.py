@@ -59,8 +59,8 @@ class SegmentationTask(L.LightningModule):
         mean: normalization mean of the inputs, to draw images (linked).
         std: normalization std of the inputs (linked).
         weights: pretrained weights to initialise from (official / timm ImageNet / safetensors / Lightning;
-            see :func:`hrseg.load_pretrained`). Loaded when training or evaluating starts without a Lightning
-            ``ckpt_path``, so a run resumed or evaluated from a checkpoint does not need this file.
+            see :func:`hrseg.load_pretrained`). Loaded in :meth:`setup`, i.e. when training or evaluation
+            starts; skipped when the CLI restores a ``--ckpt_path``, so resuming does not need this file.
         weights_ignore_head: skip the checkpoint's ``last_layer`` (fine-tuning to another class count).
         align_corners: ``align_corners`` of every bilinear resize (model fusion/head and logits upsampling).
         loss: ``"ce"``, ``"ohem"``, ``"dice"``, ``"focal"``, ``"lovasz"``, ``"ce+dice"`` or a list of
@@ -187,8 +187,16 @@ class SegmentationTask(L.LightningModule):
         log.info("pretrained weights: %s", report)
         self._pretrained_done = True
 
+    def skip_pretrained_weights(self) -> None:
+        """Do not load ``weights``: a Lightning checkpoint will restore the whole network anyway.
+
+        The CLI calls this whenever ``--ckpt_path`` is given, so resuming or evaluating a checkpoint on a
+        machine without the (ImageNet) pretrained file works.
+        """
+        self._pretrained_done = True
+
     def setup(self, stage: str) -> None:
-        """Initialise from ``weights`` unless a Lightning checkpoint is about to restore the network."""
+        """Initialise from ``weights`` (once) unless a checkpoint is known to restore the network."""
         if self.hparams.weights is None or self._pretrained_done:
             return
         trainer = self._trainer
@@ -334,6 +342,7 @@ class SegmentationTask(L.LightningModule):
             table.add_row(name, f"{iou:.4f}", f"{acc:.4f}")
         table.add_section()
         table.add_row("mIoU", f"{float(scores['mIoU']):.4f}", f"{float(scores['mean_acc']):.4f}")
+        table.add_row("mIoU (classes present)", f"{float(scores['mIoU_present']):.4f}", "")
         table.add_row("pixel acc", "", f"{float(scores['pixel_acc']):.4f}")
         Console().print(table)
 

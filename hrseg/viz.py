@@ -20,10 +20,14 @@ __all__ = [
     "denormalize_image",
     "fallback_palette",
     "figure_to_array",
+    "main",
     "overlay",
     "plot_confusion_matrix",
+    "plot_learning_curve",
     "plot_panels",
     "plot_per_class_iou",
+    "read_scalars",
+    "run_report",
     "save_evaluation_plots",
 ]
 
@@ -253,3 +257,142 @@ def save_evaluation_plots(
     plot_confusion_matrix(confmat, class_names).savefig(paths[0], dpi=120)
     plot_per_class_iou(iou, class_names, palette, title=f"{prefix} per-class IoU").savefig(paths[1], dpi=120)
     return paths
+
+
+# ---------------------------------------------------------------------------------------------- run reports
+def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Logged scalars of one run directory: TensorBoard event files or a CSVLogger ``metrics.csv``."""
+    run = Path(run_dir)
+    series: dict[str, list[tuple[int, float]]] = {}
+    events = sorted(run.glob("events.out.tfevents.*"))
+    if events:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        for path in events:
+            acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+            acc.Reload()
+            for tag in acc.Tags().get("scalars", []):
+                series.setdefault(tag, []).extend((e.step, float(e.value)) for e in acc.Scalars(tag))
+    elif (run / "metrics.csv").is_file():
+        import csv
+
+        with open(run / "metrics.csv") as fh:
+            for row in csv.DictReader(fh):
+                for key, value in row.items():
+                    if key not in ("step", "epoch") and value:
+                        series.setdefault(key, []).append((int(row["step"]), float(value)))
+    else:
+        raise FileNotFoundError(f"{run}: no TensorBoard events and no metrics.csv")
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def plot_learning_curve(scalars: dict[str, list[tuple[int, float]]], title: str | None = None) -> Figure:
+    """Training loss and validation mIoU / pixel accuracy against the optimizer step."""
+    fig = Figure(figsize=(7.5, 3.6))
+    ax = fig.add_subplot()
+    if "train/loss" in scalars:
+        steps, values = zip(*scalars["train/loss"], strict=True)
+        ax.plot(steps, values, color="tab:gray", linewidth=1.0, label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
+    ax2 = ax.twinx()
+    for key, color in (("val/mIoU", "tab:blue"), ("val/pixel_acc", "tab:green")):
+        if key in scalars:
+            steps, values = zip(*scalars[key], strict=True)
+            ax2.plot(steps, values, marker="o", markersize=3, color=color, label=key)
+    ax2.set_ylim(0.0, 1.0)
+    ax2.set_ylabel("validation")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax2.legend(handles, labels, loc="center right", fontsize="small")
+    if "val/mIoU" in scalars:
+        final = scalars["val/mIoU"][-1][1]
+        ax.set_title(title or f"learning curve (final val mIoU {final:.3f})")
+    elif title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def _pick_checkpoint(run: Path) -> Path:
+    """The run's best checkpoint (``best-*.ckpt``), else ``last.ckpt``."""
+    folder = run / "checkpoints"
+    best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if best:
+        return best[-1]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise FileNotFoundError(f"{folder}: no best-*.ckpt or last.ckpt")
+
+
+def run_report(
+    run_dir: str | Path, out_dir: str | Path, num_images: int = 4, checkpoint: str | Path | None = None
+) -> list[Path]:
+    """Figures of a finished ``hrseg fit`` run: validation panels and the learning curve.
+
+    Reads the run's ``config.yaml`` (saved by the CLI) to rebuild its DataModule, predicts the first
+    ``num_images`` validation images with the best checkpoint and writes ``predictions.png`` and
+    ``learning_curve.png`` into ``out_dir``.
+    """
+    import importlib
+
+    import yaml
+
+    from hrseg.task import SegmentationTask
+
+    run = Path(run_dir)
+    config_path = run / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: not found (is {run} a run directory of `hrseg fit`?)")
+    data_cfg = yaml.safe_load(config_path.read_text())["data"]
+    module_name, _, class_name = data_cfg["class_path"].rpartition(".")
+    dm = getattr(importlib.import_module(module_name), class_name)(**(data_cfg.get("init_args") or {}))
+    dm.setup("validate")
+    ckpt = Path(checkpoint) if checkpoint is not None else _pick_checkpoint(run)
+    task = SegmentationTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    items = [dm.val_dataset[i] for i in range(min(num_images, len(dm.val_dataset)))]
+    images, masks, preds, names = [], [], [], []
+    with torch.no_grad():
+        for item in items:
+            mask = item["mask"]
+            logits = task.predict_logits(item["image"].unsqueeze(0), mask.shape[-2:])
+            image = item["image"]
+            if image.shape[-2:] != mask.shape[-2:]:
+                image = torch.nn.functional.interpolate(image[None], size=mask.shape[-2:], mode="bilinear")[0]
+            images.append(denormalize_image(image, task.hparams.mean, task.hparams.std))
+            masks.append(mask)
+            preds.append(logits.argmax(1)[0])
+            names.append(str(item.get("name", "")))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    panels = plot_panels(
+        images, masks, preds, task.palette, task.hparams.ignore_index, names, task.class_names
+    )
+    paths = [out / "predictions.png", out / "learning_curve.png"]
+    panels.savefig(paths[0], dpi=110)
+    plot_learning_curve(read_scalars(run)).savefig(paths[1], dpi=110)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hrseg.viz RUN_DIR [--out DIR]``: write the README figures of a demo (or any) run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hrseg.viz",
+        description="Draw validation predictions (image / ground truth / prediction) and the learning curve "
+        "of a finished `hrseg fit` run, e.g. runs/demo/lightning_logs/version_0.",
+    )
+    parser.add_argument("run_dir", help="the run's log directory (holds config.yaml and checkpoints/)")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/figures)")
+    parser.add_argument("--num-images", type=int, default=4, help="validation images to show")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint (default: best, else last)")
+    args = parser.parse_args(argv)
+    out = args.out or str(Path(args.run_dir) / "figures")
+    for path in run_report(args.run_dir, out, args.num_images, args.checkpoint):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("timm")
 
-from benchmarks import run as bench_run  # noqa: E402
-from benchmarks.common import PAYLOAD_KEYS, markdown_table, time_callable  # noqa: E402
+from benchmarks import run as bench_run
+from benchmarks.common import PAYLOAD_KEYS, markdown_table, time_callable
 
 BENCHES = ("forward", "train", "data", "slide", "flops")
 
@@ -52,7 +52,14 @@ def test_forward_schema_and_parity(quick_results: Path) -> None:
     paths = {r["path"]: r for r in payload["results"]}
     assert set(paths) == {"eager", "fast", "reference"}
     for row in paths.values():
-        for key in ("median_s", "img_per_s", "times_s", "peak_mem_mb", "max_abs_diff_vs_eager", "output_shape"):
+        for key in (
+            "median_s",
+            "img_per_s",
+            "times_s",
+            "peak_mem_mb",
+            "max_abs_diff_vs_eager",
+            "output_shape",
+        ):
             assert key in row, key
         assert row["img_per_s"] > 0
     # the fast path (BN folded, channels_last) and the timm reference (same weights) equal plain eager
@@ -71,7 +78,7 @@ def test_other_benchmarks_schema(quick_results: Path) -> None:
     assert data["results"][0]["loader_over_train"] > 0
     assert data["per_worker"]["samples_per_s"] > 0
     slide = _load(quick_results, "slide")
-    assert [r["protocol"] for r in slide["results"]][0] == "whole"
+    assert slide["results"][0]["protocol"] == "whole"
     flops = _load(quick_results, "flops")
     assert flops["peak"]["peak_gflops"] > 0
     assert all(r["gflop"] > 0 for r in flops["results"])
@@ -81,7 +88,9 @@ def test_timing_and_table_helpers() -> None:
     calls = []
     t = time_callable(lambda: calls.append(1), warmup=2, iters=3)
     assert len(calls) == 5 and len(t.times_s) == 3 and t.min_s <= t.median_s
-    table = markdown_table([{"a": 1.23456, "b": None}], [bench_run.Column("a", "A"), bench_run.Column("b", "B")])
+    table = markdown_table(
+        [{"a": 1.23456, "b": None}], [bench_run.Column("a", "A"), bench_run.Column("b", "B")]
+    )
     assert table.splitlines()[2] == "| 1.23 | - |"
 
 

@@ -79,12 +79,10 @@ def test_config_builds_model_data_and_trainer(name, roots):
             task.setup("fit")
     if name.startswith("cityscapes/"):
         assert task.hparams.class_weights == "cityscapes"
+    assert task.model.num_classes == num_classes
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
     crop = dm.crop_size or batch["image"].shape[-2:]
     assert tuple(batch["image"].shape[-2:]) == tuple(crop)
-    task.eval()
-    with torch.no_grad():
-        logits = task(batch["image"][:1, :, :64, :128])
-    assert logits.shape == (1, num_classes, 16, 32)
+    assert batch["image"].shape[0] == min(dm.batch_size, len(dm.train_dataset))

@@ -32,6 +32,7 @@ def test_known_predictions_against_hand_computed_matrix():
     iou = torch.tensor([2 / (3 + 3 - 2), 2 / (2 + 3 - 2), 1 / (2 + 1 - 1), 0.0])
     torch.testing.assert_close(out["iou"], iou)
     torch.testing.assert_close(out["mIoU"], iou.mean())  # absent class 3 pulls the mean down
+    torch.testing.assert_close(out["mIoU_present"], iou[:3].mean())  # cityscapesScripts-style average
     torch.testing.assert_close(out["pixel_acc"], torch.tensor(5 / 7))
     torch.testing.assert_close(out["mean_acc"], torch.tensor((2 / 3 + 1.0 + 0.5 + 0.0) / 4))
 
@@ -81,6 +82,7 @@ def test_log_dict_keys_use_class_names():
     logged = scores_to_log_dict(scores, "val", ["road", "traffic light", "sky"])
     assert set(logged) == {
         "val/mIoU",
+        "val/mIoU_present",
         "val/pixel_acc",
         "val/mean_acc",
         "val/iou_road",

@@ -134,7 +134,6 @@ def test_prediction_writer_drops_finished_samples_in_setup(tmp_path: Path) -> No
     assert printed and "1 of 2" in printed[0]
 
 
-@pytest.mark.slow
 def test_lightning_cli_predict_with_writer(
     tiny_checkpoint: Path, demo_images_dir: Path, tmp_path: Path
 ) -> None:
