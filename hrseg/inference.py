@@ -82,10 +82,25 @@ def sliding_window_starts(length: int, window: int, stride: int) -> list[int]:
 
 
 def _flip_forward(
-    model: Callable[[Tensor], Tensor], x: Tensor, size: tuple[int, int], align_corners: bool, output: Output
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    size: tuple[int, int],
+    align_corners: bool,
+    output: Output,
+    divisor: int = 1,
 ) -> Tensor:
-    """One network pass resized to ``size``; the logits are resized before the softmax (mmseg, official)."""
-    out = upsample_logits(model(x), size, align_corners)
+    """One network pass resized to ``size``; the logits are resized before the softmax (mmseg, official).
+
+    With ``divisor > 1`` the input is zero-padded (bottom/right) to a multiple of it for networks needing one
+    (encoder-decoders with stride 32) and the padded border is cropped off the output.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % divisor, (-w) % divisor
+    if ph or pw:
+        out = upsample_logits(model(F.pad(x, (0, pw, 0, ph))), (h + ph, w + pw), align_corners)[..., :h, :w]
+        out = upsample_logits(out, size, align_corners)
+    else:
+        out = upsample_logits(model(x), size, align_corners)
     return out.softmax(dim=1) if output == "probs" else out
 
 
@@ -96,11 +111,12 @@ def _passes(
     align_corners: bool,
     output: Output,
     flip: bool,
+    divisor: int = 1,
 ) -> Tensor:
     """Sum over the plain pass and (with ``flip``) the mirrored pass mapped back; callers divide."""
-    out = _flip_forward(model, x, size, align_corners, output)
+    out = _flip_forward(model, x, size, align_corners, output, divisor)
     if flip:
-        out = out + _flip_forward(model, x.flip(-1), size, align_corners, output).flip(-1)
+        out = out + _flip_forward(model, x.flip(-1), size, align_corners, output, divisor).flip(-1)
     return out
 
 
@@ -120,6 +136,7 @@ def _slide(
     flip: bool,
     pad_to_window: bool,
     num_classes: int | None,
+    divisor: int = 1,
 ) -> Tensor:
     """Sliding-window pass over ``x`` (B, C, H, W) -> summed outputs / (count x flips) at (H, W).
 
@@ -145,7 +162,7 @@ def _slide(
         crops = torch.cat([x[:, :, y : y + ch, x0 : x0 + cw] for y, x0 in chunk], dim=0)
         if ph or pw:
             crops = F.pad(crops, (0, pw, 0, ph))
-        out = _passes(model, crops, (ch + ph, cw + pw), align_corners, output, flip)[:, :, :ch, :cw]
+        out = _passes(model, crops, (ch + ph, cw + pw), align_corners, output, flip, divisor)[:, :, :ch, :cw]
         _check_channels(out, num_classes)
         if acc is None:
             acc = torch.zeros((b, out.shape[1], h, w), dtype=out.dtype, device=out.device)
@@ -169,6 +186,7 @@ def infer(
     align_corners: bool | None = None,
     output: Output = "logits",
     pad_to_window: bool = False,
+    size_divisor: int = 1,
 ) -> Tensor:
     """Run a segmentation network on normalized images with the official evaluation protocol.
 
@@ -188,6 +206,8 @@ def infer(
         align_corners: for resizing logits; default ``model.align_corners`` (False when absent).
         output: accumulate ``"logits"`` or softmax ``"probs"`` (mmseg style TTA).
         pad_to_window: pad windows smaller than ``window`` up to it (fixed shapes for static graphs).
+        size_divisor: zero-pad every network input to a multiple of this (smp encoder-decoders need 32;
+            HRNetV2 takes any size) and crop the output back.
 
     Returns:
         ``(B, C, H, W)`` averaged logits or probabilities. With one scale of 1.0, no flip and an image that
@@ -207,8 +227,8 @@ def infer(
         strd = (max(1, win[0] * 2 // 3), max(1, win[1] * 2 // 3))
     if not scales or any(float(s) <= 0 for s in scales):
         raise ValueError(f"scales must be a non-empty list of positive factors, got {scales!r}")
-    if batch_windows < 1:
-        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
+    if batch_windows < 1 or size_divisor < 1:
+        raise ValueError(f"batch_windows and size_divisor must be >= 1, got {batch_windows}, {size_divisor}")
     ac = bool(getattr(model, "align_corners", False)) if align_corners is None else align_corners
     h, w = image.shape[-2:]
     size = (int(h), int(w))
@@ -224,13 +244,25 @@ def infer(
             fits = win is None or (sh <= win[0] and sw <= win[1])
             if mode == "whole" or (fits and not pad_to_window):
                 # One resize straight from the network's resolution to the input size (no double resampling).
-                out = _passes(model, x, size, ac, output, flip)
+                out = _passes(model, x, size, ac, output, flip, size_divisor)
                 _check_channels(out, num_classes)
                 if flip:
                     out = out / 2
             else:
                 assert win is not None and strd is not None
-                out = _slide(model, x, win, strd, batch_windows, ac, output, flip, pad_to_window, num_classes)
+                out = _slide(
+                    model,
+                    x,
+                    win,
+                    strd,
+                    batch_windows,
+                    ac,
+                    output,
+                    flip,
+                    pad_to_window,
+                    num_classes,
+                    size_divisor,
+                )
                 out = upsample_logits(out, size, ac)
             total = out if total is None else total + out
     assert total is not None
@@ -358,10 +390,11 @@ def prepare_for_inference(
         channels_last: NHWC activations. None = on for CPU and CUDA: measured on a 2-core AVX2 CPU with
             torch 2.14, HRNetV2-W18-Small-v2 at 512x1024 ran 1.8x faster and W18 2x faster than NCHW
             (oneDNN convolutions run natively in NHWC and skip per-layer reorders).
-        compile: wrap with ``torch.compile`` (inductor, static shapes). Compiling takes about a minute per
-            input size for W18-Small on 2 CPU cores, then runs ~2x faster than the eager fast path; every new
-            input size compiles again, so use it for fixed-size inputs (a camera, ``pad_to_window`` sliding
-            windows). :class:`Segmenter` reports the first call's time as ``compile_seconds``.
+        compile: wrap with ``torch.compile`` (inductor, static shapes). Compiling W18-Small-v1 took 50-90 s
+            per input size on 2 CPU cores; the steady-state gain over this eager fast path was not consistent
+            there (0.5x-2x in interleaved runs on a busy machine), so it is opt-in. Every new input size
+            compiles again: use it for fixed-size inputs (a camera, ``pad_to_window`` sliding windows).
+            :class:`Segmenter` reports the first call's time as ``compile_seconds``.
         inplace: modify ``model`` itself instead of a deep copy (saves memory for big models).
 
     Returns:
@@ -795,6 +828,8 @@ class Segmenter:
             raise ValueError("mode='slide' needs window=(h, w)")
         model = model.to(self.device).eval()
         self.in_channels = int(getattr(model, "in_channels", 3) or 3)
+        # smp encoder-decoders need inputs divisible by their output stride; HRNetV2 takes any size.
+        self.size_divisor = 32 if meta.model.startswith("smp:") else 1
         self.compile_seconds: float | None = None
         self.model: nn.Module = model
         if (fast or compile) and not getattr(model, "exported", False):
@@ -859,6 +894,7 @@ class Segmenter:
             num_classes=self.num_classes,
             align_corners=self.meta.align_corners,
             output="probs",
+            size_divisor=self.size_divisor,
         )
 
     def predict(self, image: ImageInput, return_probs: bool = False) -> Any:

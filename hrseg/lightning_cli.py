@@ -197,6 +197,7 @@ class HRSegCLI(LightningCLI):
     def after_fit(self) -> None:
         """Print what a newcomer looks for: duration, final and best val mIoU, where the checkpoints are."""
         trainer = self.trainer
+        log_dir = trainer.log_dir  # a collective call under DDP: every process must make it
         if not trainer.is_global_zero:
             return
         elapsed = time.perf_counter() - getattr(self, "_fit_started", time.perf_counter())
@@ -216,8 +217,8 @@ class HRSegCLI(LightningCLI):
                 )
             if ckpt.last_model_path:
                 lines.append(f"last checkpoint: {ckpt.last_model_path}")
-        if trainer.log_dir:
-            lines.append(f"logs: {trainer.log_dir} (tensorboard --logdir {trainer.log_dir})")
+        if log_dir:
+            lines.append(f"logs: {log_dir} (tensorboard --logdir {log_dir})")
         trainer.print("\n".join(lines))
 
     def before_validate(self) -> None:

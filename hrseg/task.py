@@ -306,16 +306,15 @@ class SegmentationTask(L.LightningModule):
         """Log the scores, print a per-class table and save the confusion matrix / IoU plots."""
         scores = self._log_scores(self.test_metrics, "test")
         self.test_scores = {k: v.detach().cpu() for k, v in scores.items()}
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        out_dir = self._report_dir()  # collective under DDP (trainer.log_dir broadcasts): call on every rank
+        if self.trainer.is_global_zero:
             self._print_table(self.test_scores, "test")
-            out_dir = self._report_dir()
             if out_dir is not None:
                 from hrseg.viz import save_evaluation_plots
 
                 paths = save_evaluation_plots(
                     out_dir, scores["confmat"].cpu(), scores["iou"].cpu(), self.class_names, self.palette
                 )
-                log.info("saved %s", ", ".join(str(p) for p in paths))
                 self.print(f"saved plots: {', '.join(str(p) for p in paths)}")
 
     # ------------------------------------------------------------------ reporting helpers

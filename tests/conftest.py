@@ -79,12 +79,24 @@ def make_tiny_checkpoint(root: Path) -> Path:
     return found[-1]
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary folder common to all xdist workers of this run (the run's own folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def shared_tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by all xdist workers of this run, for expensive artefacts built once (use a lock)."""
+    return shared_tmp(tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Lightning ``.ckpt`` of ``hrnetv2_w18_small_v1`` (19 Cityscapes classes), two CLI training steps."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent  # common to all xdist workers of this run
+    shared = shared_tmp(tmp_path_factory)
     root = shared / "tiny_checkpoint"
     with FileLock(str(shared / "tiny_checkpoint.lock")):
         done = root / "PATH"

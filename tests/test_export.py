@@ -16,28 +16,36 @@ from hrseg.inference import Segmenter, load_checkpoint
 EXPORT_SIZE = (64, 96)
 
 
-@pytest.fixture(scope="session")
-def exports(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ExportResult]:
-    """Each format exported once per test session at 64x96 (batch 2) and checked at another size (batch 1).
+class _Exports(dict):
+    """Exports made on first use, once per test session and format, shared between xdist workers.
 
-    Exporting takes a while on 2 cores, so the results are shared between xdist workers like the checkpoint.
+    Exporting takes a while on 2 cores; one lock per format lets two workers export two formats at once.
     """
-    from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent
-    out = shared / "exports"
-    record = out / "results.pkl"
-    with FileLock(str(shared / "exports.lock")):
-        if record.is_file():
-            return pickle.loads(record.read_bytes())
-        out.mkdir(parents=True, exist_ok=True)
-        targets = {"onnx": out / "m.onnx", "pt2": out / "m.pt2", "safetensors": out / "bundle"}
-        results = {
-            fmt: export(tiny_checkpoint, fmt, path, height=EXPORT_SIZE[0], width=EXPORT_SIZE[1])  # type: ignore[arg-type]
-            for fmt, path in targets.items()
-        }
-        record.write_bytes(pickle.dumps(results))
-        return results
+    def __init__(self, checkpoint: Path, root: Path) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.root = root
+
+    def __missing__(self, fmt: str) -> ExportResult:
+        from filelock import FileLock
+
+        record = self.root / f"{fmt}.pkl"
+        with FileLock(str(self.root / f"{fmt}.lock")):
+            if not record.is_file():
+                target = self.root / {"onnx": "m.onnx", "pt2": "m.pt2", "safetensors": "bundle"}[fmt]
+                result = export(self.checkpoint, fmt, target, height=EXPORT_SIZE[0], width=EXPORT_SIZE[1])  # type: ignore[arg-type]
+                record.write_bytes(pickle.dumps(result))
+        self[fmt] = pickle.loads(record.read_bytes())
+        return self[fmt]
+
+
+@pytest.fixture(scope="session")
+def exports(tiny_checkpoint: Path, shared_tmp_dir: Path) -> dict[str, ExportResult]:
+    """Each format exported at 64x96 (batch 2) and checked at another size (batch 1), on first use."""
+    root = shared_tmp_dir / "exports"
+    root.mkdir(parents=True, exist_ok=True)
+    return _Exports(tiny_checkpoint, root)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2", "safetensors"])

@@ -232,3 +232,14 @@ def test_fold_batchnorm_needs_eval_mode(hrnet: nn.Module) -> None:
 
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(copy.deepcopy(hrnet).train())
+
+
+def test_size_divisor_pads_network_inputs_and_crops_back() -> None:
+    rec = Recorder(PerPixel()).eval()
+    x = torch.randn(1, 3, 45, 70)
+    out = infer(rec, x, size_divisor=32, flip=True)
+    assert all(s[2] % 32 == 0 and s[3] % 32 == 0 for s in rec.shapes)
+    torch.testing.assert_close(out, infer(PerPixel().eval(), x), rtol=0, atol=1e-5)
+    rec.shapes.clear()
+    infer(rec, x, mode="slide", window=(40, 40), size_divisor=32)
+    assert rec.shapes and all(s[2] % 32 == 0 and s[3] % 32 == 0 for s in rec.shapes)
