@@ -42,36 +42,51 @@ def count_flops(variant: str, size: tuple[int, int], num_classes: int, fuse_mode
     return int(counter.get_total_flops())
 
 
-def matmul_peak(sizes: tuple[int, ...], iters: int) -> dict[str, Any]:
-    """fp32 ``torch.mm`` GFLOP/s at a few square sizes; the best median is the machine's practical peak."""
+def matmul_peak(
+    sizes: tuple[int, ...], iters: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
+    """``torch.mm`` GFLOP/s at a few square sizes; the best median is the machine's practical peak.
+
+    fp32 on CPU; on CUDA the dtype the forward runs in (bf16 under autocast).
+    """
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
     results = []
     for n in sizes:
-        a = torch.randn(n, n)
-        b = torch.randn(n, n)
-        t = time_callable(lambda a=a, b=b: torch.mm(a, b), warmup=2, iters=iters)
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        t = time_callable(lambda a=a, b=b: torch.mm(a, b), warmup=2, iters=iters, sync=sync)
         results.append({"n": n, "median_s": t.median_s, "gflops": 2 * n**3 / t.median_s / 1e9})
     best = max(results, key=lambda r: r["gflops"])
-    return {"peak_gflops": best["gflops"], "by_size": results}
+    return {"peak_gflops": best["gflops"], "by_size": results, "device": device, "dtype": str(dtype)}
 
 
-def conv_probes(scale: float, iters: int) -> list[dict[str, Any]]:
+def peak_dtype(cfg: Any) -> torch.dtype:
+    """The dtype the forward paths compute in: fp32 on CPU, bf16 under CUDA autocast."""
+    return torch.bfloat16 if cfg.device.startswith("cuda") and cfg.amp == "bf16" else torch.float32
+
+
+def conv_probes(scale: float, iters: int, device: str = "cpu") -> list[dict[str, Any]]:
     """HRNet-like convs, NCHW vs channels_last: achieved GFLOP/s shows the thin-channel penalty."""
     shapes = [(18, 128, 256), (48, 128, 256), (144, 16, 32), (384, 16, 32), (270, 128, 256)]
     rows = []
     for c, h, w in shapes:
         h, w = max(8, int(h * scale)), max(8, int(w * scale))
         k = 1 if c == 270 else 3  # 270 = W18's head input: the 1x1 conv of last_layer
-        x = torch.randn(1, c, h, w)
-        wt = torch.randn(c, c, k, k) * 0.01
+        x = torch.randn(1, c, h, w, device=device)
+        wt = torch.randn(c, c, k, k, device=device) * 0.01
         flops = 2 * c * c * k * k * h * w
         for fmt in ("nchw", "channels_last"):
             xi, wi = x, wt
             if fmt == "channels_last":
                 xi = x.contiguous(memory_format=torch.channels_last)
                 wi = wt.contiguous(memory_format=torch.channels_last)
+            sync = torch.cuda.synchronize if device.startswith("cuda") else None
             with torch.no_grad():
                 t = time_callable(
-                    lambda xi=xi, wi=wi, p=k // 2: F.conv2d(xi, wi, padding=p), warmup=2, iters=iters
+                    lambda xi=xi, wi=wi, p=k // 2: F.conv2d(xi, wi, padding=p),
+                    warmup=2,
+                    iters=iters,
+                    sync=sync,
                 )
             rows.append(
                 {
@@ -120,9 +135,9 @@ def run(cfg: Any, forward_report: Report | None = None, peak: dict[str, Any] | N
     setup_torch(cfg.threads)
     if peak is None:
         log("flops: matmul peak")
-        peak = matmul_peak(cfg.matmul_sizes, cfg.matmul_iters)
+        peak = matmul_peak(cfg.matmul_sizes, cfg.matmul_iters, cfg.device, peak_dtype(cfg))
     log("flops: conv probes")
-    probes = conv_probes(cfg.probe_scale, cfg.matmul_iters)
+    probes = conv_probes(cfg.probe_scale, cfg.matmul_iters, cfg.device)
     fwd = _forward_rows(cfg, forward_report)
     flops: dict[tuple[str, str], int] = {}
     for r in fwd:
@@ -148,8 +163,10 @@ def run(cfg: Any, forward_report: Report | None = None, peak: dict[str, Any] | N
         )
     for p in probes:
         p["fraction_of_peak"] = ratio(p["gflops"], peak["peak_gflops"])
+    dtype = str(peak.get("dtype", "torch.float32")).removeprefix("torch.")
     md = (
-        f"fp32 matmul peak: **{peak['peak_gflops']:.1f} GFLOP/s** (best median of torch.mm at "
+        f"{dtype} matmul peak on {peak.get('device', 'cpu')}: "
+        f"**{peak['peak_gflops']:.1f} GFLOP/s** (best median of torch.mm at "
         f"{', '.join(str(r['n']) for r in peak['by_size'])}).\n\n"
         + markdown_table(
             rows,

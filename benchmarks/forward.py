@@ -51,17 +51,18 @@ def _prepare_hrseg(model: torch.nn.Module, path: str) -> torch.nn.Module:
 
     if path == "eager":
         return model
-    if path == "compile_frozen":
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True
-    return prepare_for_inference(
+    net = prepare_for_inference(
         model,
         fold_bn=True,
         channels_last=False if path == "fast_nchw" else None,
-        compile=path.startswith("compile"),
+        compile=path == "compile",
         inplace=True,
     )
+    if path == "compile_frozen":
+        # what prepare_for_inference(compile=True) would do with inductor freezing (weights as constants:
+        # prepacked oneDNN convolutions with fused post-ops); see benchmarks/README.md, finding 5
+        net = torch.compile(net, dynamic=False, options={"freezing": True})
+    return net
 
 
 def _ort_session(spec: dict[str, Any], threads: int) -> tuple[Any, dict[str, Any]]:

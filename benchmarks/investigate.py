@@ -94,10 +94,7 @@ def investigate_case(spec: dict[str, Any]) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if conf.get("compile"):
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True
-        model = torch.compile(model, dynamic=False)
+        model = torch.compile(model, dynamic=False, options={"freezing": True})
 
     def fn() -> None:
         with torch.inference_mode():

@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = None
         if "flops" in only:  # the machine's peak first, before anything else warms it up
             log("matmul peak")
-            peak = flops.matmul_peak(cfg.matmul_sizes, cfg.matmul_iters)
+            peak = flops.matmul_peak(cfg.matmul_sizes, cfg.matmul_iters, cfg.device, flops.peak_dtype(cfg))
         # cheap benchmarks first, the long forward sweep last (biggest cases at its end): if the soft time
         # budget runs out, only the slowest forward cases are skipped
         if "train" in only:

@@ -20,12 +20,20 @@ commands:
   fit         train a model (LightningCLI), e.g. hrseg fit --config configs/demo.yaml
   validate    evaluate a checkpoint on the validation split
   test        evaluate a checkpoint on the test split (per-class IoU table and plots)
-  predict     write label / colour PNGs for a folder or glob of images
+  predict     write label / colour PNGs for a folder or glob of images:
+                hrseg predict --ckpt best.ckpt --input images/ --output out/ [--overlay] (resumable), or
+                hrseg predict --config X.yaml --ckpt_path best.ckpt --data.predict_path images/ (LightningCLI)
   export      export a checkpoint to ONNX, torch.export (.pt2) or safetensors, verified against eager
   data        generate demo data in real dataset layouts (synth) or validate a dataset (check)
 
 Run `hrseg COMMAND --help` for the options of one command.
 """
+
+
+def _is_standalone_predict(argv: Sequence[str]) -> bool:
+    """``hrseg predict --ckpt X --input DIR`` needs no config: the checkpoint carries model and classes."""
+    has_config = any(a in ("--config", "-c") or a.startswith("--config=") for a in argv)
+    return not has_config and any(a == "--input" or a.startswith("--input=") for a in argv)
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -48,6 +56,10 @@ def main(args: Sequence[str] | None = None) -> int:
         from hrseg.data.commands import main as data_main
 
         return data_main(argv[1:])
+    if command == "predict" and _is_standalone_predict(argv[1:]):
+        from hrseg.callbacks import main as predict_main
+
+        return predict_main(argv[1:])
     if command in TRAINER_COMMANDS:
         from hrseg.lightning_cli import run_lightning_cli
 

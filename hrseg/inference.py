@@ -836,15 +836,18 @@ class Segmenter:
             self.model = prepare_for_inference(
                 model, fold_bn=fast, channels_last=None if fast else False, compile=compile
             )
-        self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._std = torch.tensor(meta.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        c = self.in_channels if len(meta.mean) >= self.in_channels else len(meta.mean)
+        self._mean = torch.tensor(meta.mean[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(meta.std[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         if float(self._mean.max()) > 1.0:  # 0..255 units in some configs
             self._mean, self._std = self._mean / 255.0, self._std / 255.0
         self._time_first_call = compile
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, trusted: bool = False, **kwargs: Any) -> Segmenter:
-        """Load a Lightning ``.ckpt`` or an exported safetensors bundle (see :func:`load_checkpoint`).
+        """Load a Lightning ``.ckpt``, a safetensors bundle or an exported ``.onnx`` / ``.pt2``.
+
+        See :func:`load_checkpoint` for the accepted paths.
 
         ``kwargs`` go to the constructor (device, mode, window, stride, scales, flip, ...).
         """
@@ -872,16 +875,23 @@ class Segmenter:
 
     def probabilities(self, image: ImageInput) -> Tensor:
         """Class probabilities ``(B, C, H, W)`` for any supported input (always batched)."""
+        return self._run(image, "probs")
+
+    def _single_pass(self) -> bool:
+        """One forward per image: no scales, flips or overlapping windows to average."""
+        return self.mode == "whole" and not self.flip and self.scales == (1.0,)
+
+    def _run(self, image: ImageInput, output: Output) -> Tensor:
         x, _ = to_image_tensor(image, self.in_channels)
         if self._time_first_call:  # torch.compile compiles on the first call: report how long that took
             self._time_first_call = False
             start = time.perf_counter()
-            out = self._infer(x)
+            out = self._infer(x, output)
             self.compile_seconds = time.perf_counter() - start
             return out
-        return self._infer(x)
+        return self._infer(x, output)
 
-    def _infer(self, x: Tensor) -> Tensor:
+    def _infer(self, x: Tensor, output: Output) -> Tensor:
         return infer(
             self.model,
             self.normalize(x),
@@ -893,7 +903,7 @@ class Segmenter:
             batch_windows=self.batch_windows,
             num_classes=self.num_classes,
             align_corners=self.meta.align_corners,
-            output="probs",
+            output=output,
             size_divisor=self.size_divisor,
         )
 
@@ -908,7 +918,9 @@ class Segmenter:
             ``(H, W)`` int64 train ids: a numpy array, or a tensor when the input was a tensor (``(B, H, W)``
             for a ``BxCxHxW`` tensor); with ``return_probs`` a ``(mask, probs)`` pair.
         """
-        probs = self.probabilities(image)
+        # Passes are averaged as probabilities; a single pass needs no full-resolution softmax for the argmax.
+        output: Output = "logits" if self._single_pass() and not return_probs else "probs"
+        probs = self._run(image, output)
         mask = probs.argmax(dim=1)
         if not (isinstance(image, Tensor) and image.ndim == 4):
             mask, probs = mask[0], probs[0]

@@ -167,7 +167,7 @@ class HRSegCLI(LightningCLI):
         log.info("predictions will be written to %s", out)
         return PredictionWriter(output_dir=str(out))
 
-    def _resolve_last(self) -> None:
+    def _prepare_checkpoint(self) -> None:
         """Turn ``ckpt_path: last`` into the newest ``last.ckpt`` of earlier runs.
 
         When a checkpoint will be restored, the task skips its ``weights`` file (the checkpoint replaces
@@ -191,7 +191,7 @@ class HRSegCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path last`` before training; start the clock for the summary."""
-        self._resolve_last()
+        self._prepare_checkpoint()
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:
@@ -223,15 +223,15 @@ class HRSegCLI(LightningCLI):
 
     def before_validate(self) -> None:
         """Resolve ``--ckpt_path last`` before validating."""
-        self._resolve_last()
+        self._prepare_checkpoint()
 
     def before_test(self) -> None:
         """Resolve ``--ckpt_path last`` before testing."""
-        self._resolve_last()
+        self._prepare_checkpoint()
 
     def before_predict(self) -> None:
         """Resolve ``--ckpt_path last`` before predicting."""
-        self._resolve_last()
+        self._prepare_checkpoint()
 
 
 def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HRSegCLI:

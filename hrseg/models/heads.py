@@ -26,9 +26,10 @@ def upsample_logits(logits: Tensor, size: Sequence[int], align_corners: bool = F
 def concat_upsample(features: Sequence[Tensor], align_corners: bool = False) -> Tensor:
     """HRNetV2 aggregation: upsample every branch to the first (highest-resolution) one and concatenate.
 
-    The explicit target size (not a scale factor) keeps odd input sizes working.
+    The explicit target size (not a scale factor) keeps odd input sizes working; the size is taken from the
+    tensor as is (no ``int()``) so tracing exporters keep it symbolic.
     """
     size = features[0].shape[-2:]
     parts = [features[0]]
-    parts += [upsample_logits(f, size, align_corners) for f in features[1:]]
+    parts += [F.interpolate(f, size=size, mode="bilinear", align_corners=align_corners) for f in features[1:]]
     return torch.cat(parts, dim=1)
