@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.common import (
     Column,
     Report,
@@ -389,16 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown benchmark(s) {sorted(unknown)}; choose from {','.join(BENCHMARKS)}", file=sys.stderr)
         return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device available", file=sys.stderr)
+        return 2
     own_cache = args.cache is None
     cache = Path(tempfile.mkdtemp(prefix="hrseg-bench-")) if own_cache else args.cache
     cache.mkdir(parents=True, exist_ok=True)
     cfg = build_config(args, cache)
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            print("--device cuda: no CUDA device available", file=sys.stderr)
-            return 2
+    threads_before = torch.get_num_threads()
     setup_torch(cfg.threads)
     cfg.machine = machine_info(cfg.device, cfg.threads)
     load = cfg.machine.get("load_avg")
@@ -438,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.update_readme:
             log("README updated" if update_readme(summary) else "README markers not found; not updated")
     finally:
+        torch.set_num_threads(threads_before)  # callers in the same process (tests) keep their setting
         if own_cache:
             shutil.rmtree(cache, ignore_errors=True)
     return 0

@@ -296,7 +296,8 @@ def plot_learning_curve(scalars: dict[str, list[tuple[int, float]]], title: str 
     ax.set_xlabel("step")
     ax.set_ylabel("train loss")
     ax2 = ax.twinx()
-    for key, color in (("val/mIoU", "tab:blue"), ("val/pixel_acc", "tab:green")):
+    curves = (("val/mIoU", "tab:blue"), ("val/mIoU_present", "tab:orange"), ("val/pixel_acc", "tab:green"))
+    for key, color in curves:
         if key in scalars:
             steps, values = zip(*scalars[key], strict=True)
             ax2.plot(steps, values, marker="o", markersize=3, color=color, label=key)
@@ -306,8 +307,10 @@ def plot_learning_curve(scalars: dict[str, list[tuple[int, float]]], title: str 
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
     ax2.legend(handles, labels, loc="center right", fontsize="small")
     if "val/mIoU" in scalars:
-        final = scalars["val/mIoU"][-1][1]
-        ax.set_title(title or f"learning curve (final val mIoU {final:.3f})")
+        final = f"final val mIoU {scalars['val/mIoU'][-1][1]:.3f}"
+        if "val/mIoU_present" in scalars:
+            final += f", over the classes present {scalars['val/mIoU_present'][-1][1]:.3f}"
+        ax.set_title(title or f"learning curve ({final})")
     elif title:
         ax.set_title(title)
     fig.tight_layout()

@@ -20,36 +20,34 @@ from benchmarks.common import PAYLOAD_KEYS, markdown_table, time_callable
 BENCHES = ("forward", "train", "data", "slide", "flops")
 
 
-@pytest.fixture(scope="module")
-def quick_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One quick run of every default benchmark (ONNX export left out: it alone takes ~10 s)."""
-    out = tmp_path_factory.mktemp("bench")
-    argv = ["--quick", "--out", str(out), "--only", ",".join(BENCHES), "--paths", "eager,fast,reference"]
-    assert bench_run.main(argv) == 0
-    return out
-
-
 def _load(out: Path, name: str) -> dict:
     return json.loads((out / f"{name}.json").read_text())
 
 
-def test_every_benchmark_writes_json_and_markdown(quick_results: Path) -> None:
+def test_quick_suite(tmp_path: Path) -> None:
+    """One quick run of every default benchmark (ONNX export left out: it alone takes ~10 s).
+
+    A single test on purpose: under pytest-xdist a module-scoped fixture would run once per worker.
+    """
+    argv = ["--quick", "--out", str(tmp_path), "--only", ",".join(BENCHES), "--paths", "eager,fast,reference"]
+    assert bench_run.main(argv) == 0
+
     for name in BENCHES:
-        payload = _load(quick_results, name)
+        payload = _load(tmp_path, name)
         assert set(PAYLOAD_KEYS) <= set(payload), name
         assert payload["benchmark"] == name
         assert payload["machine"]["cores"] >= 1
         assert payload["results"], name
         assert not [r for r in payload["results"] if "error" in r], name
-        assert (quick_results / f"{name}.md").read_text().count("|") > 4
-    summary = json.loads((quick_results / "summary.json").read_text())
+        assert (tmp_path / f"{name}.md").read_text().count("|") > 4
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["quick"] is True
     assert {"target", "measured", "goal", "met"} <= set(summary["targets"][0])
 
-
-def test_forward_schema_and_parity(quick_results: Path) -> None:
-    payload = _load(quick_results, "forward")
-    paths = {r["path"]: r for r in payload["results"]}
+    # forward: schema and parity. The fast path (BN folded, channels_last) and the timm reference (same
+    # weights) must compute the plain model's logits.
+    forward = _load(tmp_path, "forward")
+    paths = {r["path"]: r for r in forward["results"]}
     assert set(paths) == {"eager", "fast", "reference"}
     for row in paths.values():
         for key in (
@@ -62,24 +60,21 @@ def test_forward_schema_and_parity(quick_results: Path) -> None:
         ):
             assert key in row, key
         assert row["img_per_s"] > 0
-    # the fast path (BN folded, channels_last) and the timm reference (same weights) equal plain eager
     assert paths["fast"]["max_abs_diff_vs_eager"] <= 1e-4
     assert paths["reference"]["max_abs_diff_vs_eager"] <= 1e-4
-    (ratios,) = payload["ratios"]
+    (ratios,) = forward["ratios"]
     assert ratios["fast_equal_eager"] is True and ratios["reference_equal_eager"] is True
     assert ratios["fast_over_reference"] > 0
 
-
-def test_other_benchmarks_schema(quick_results: Path) -> None:
-    train = _load(quick_results, "train")
+    train = _load(tmp_path, "train")
     assert {r["path"] for r in train["results"]} == {"hrseg", "hrseg_cl", "reference"}
     assert all(r["samples_per_s"] > 0 for r in train["results"])
-    data = _load(quick_results, "data")
+    data = _load(tmp_path, "data")
     assert data["results"][0]["loader_over_train"] > 0
     assert data["per_worker"]["samples_per_s"] > 0
-    slide = _load(quick_results, "slide")
+    slide = _load(tmp_path, "slide")
     assert slide["results"][0]["protocol"] == "whole"
-    flops = _load(quick_results, "flops")
+    flops = _load(tmp_path, "flops")
     assert flops["peak"]["peak_gflops"] > 0
     assert all(r["gflop"] > 0 for r in flops["results"])
 
