@@ -44,17 +44,21 @@ def run(cfg: Any) -> Report:
     sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else None
     rows: list[dict[str, Any]] = []
     for name, kwargs in modes(h, w, tuple(cfg.tta_scales)).items():
+        shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+        left = cfg.time_left()
+        if left is not None and left <= 0:
+            rows.append({"protocol": name, "infer_kwargs": shown, "error": "skipped: time budget used up"})
+            continue
         log(f"slide: {cfg.tta_variant} {h}x{w} {name}")
 
         def fn(kwargs: dict[str, Any] = kwargs) -> None:
             infer(model, x, batch_windows=cfg.tta_batch_windows, **kwargs)
 
         timing = time_callable(fn, cfg.warmup, cfg.tta_iters, cfg.max_seconds * 2, sync)
-        shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
         rows.append({"protocol": name, "infer_kwargs": shown, **timing.as_dict()})
-    whole = rows[0]["median_s"]
+    whole = rows[0].get("median_s")
     for row in rows:
-        row["cost_vs_whole"] = ratio(row["median_s"], whole)
+        row["cost_vs_whole"] = ratio(row.get("median_s"), whole)
     md = (
         f"{cfg.tta_variant}, image {h}x{w}, hrseg fast path, threads {threads}, "
         f"scales {list(cfg.tta_scales)}, batch_windows {cfg.tta_batch_windows}.\n\n"
@@ -65,6 +69,7 @@ def run(cfg: Any) -> Report:
                 Column("infer_kwargs", "infer(...)"),
                 Column("median_s", "s / img"),
                 Column("cost_vs_whole", "cost vs whole", "{:.2f}x"),
+                Column("error", "error"),
             ],
         )
         + "\n"

@@ -4,8 +4,9 @@ What this adds to plain LightningCLI:
 
 - the DataModule's class metadata (``num_classes``, ``ignore_index``, ``class_names``, ``palette``, ``mean``,
   ``std``) flows into :class:`~hrseg.task.SegmentationTask`, so no config repeats (or contradicts) it;
-- default callbacks that fit segmentation: best-``val/mIoU`` checkpoint plus ``last.ckpt``
-  (``--checkpoint.*``), a learning-rate monitor (``--lr_monitor.*``) and Lightning's rich progress bar;
+- default callbacks that fit segmentation: the best-``val/mIoU`` checkpoint (``--checkpoint.*``),
+  ``last.ckpt`` rewritten at every save (``--last_checkpoint.*``), a learning-rate monitor
+  (``--lr_monitor.*``) and Lightning's rich progress bar;
 - ``hrseg predict`` writes PNGs (:class:`hrseg.callbacks.PredictionWriter`) to
   ``<default_root_dir>/predictions`` unless the config brings its own prediction writer;
 - ``--config demo`` or ``--config cityscapes/hrnetv2_w48`` find the configs shipped inside the package, so an
@@ -130,10 +131,21 @@ class HRSegCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/mIoU",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",
                 "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # `last.ckpt` comes from a second, unmonitored checkpoint that overwrites itself at every save: since
+        # Lightning 2.6, `save_last=True` on the monitored one only writes last.ckpt when the best improves.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.save_last": False,
             }
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -209,12 +221,14 @@ class HRSegCLI(LightningCLI):
             if present is not None and abs(float(present) - float(last)) > 1e-6:
                 line += f" (over the classes present in val: {float(present):.4f})"
             lines.append(line)
-        ckpt = trainer.checkpoint_callback
-        if isinstance(ckpt, ModelCheckpoint):
-            if ckpt.best_model_score is not None:
-                lines.append(
-                    f"best {ckpt.monitor}: {float(ckpt.best_model_score):.4f} -> {ckpt.best_model_path}"
-                )
+        for ckpt in trainer.checkpoint_callbacks:
+            if not isinstance(ckpt, ModelCheckpoint):
+                continue
+            if ckpt.monitor is not None and ckpt.best_model_score is not None:
+                score = float(ckpt.best_model_score)
+                lines.append(f"best {ckpt.monitor}: {score:.4f} -> {ckpt.best_model_path}")
+            elif ckpt.monitor is None and ckpt.best_model_path:
+                lines.append(f"last checkpoint: {ckpt.best_model_path}")
             if ckpt.last_model_path:
                 lines.append(f"last checkpoint: {ckpt.last_model_path}")
         if log_dir:

@@ -68,7 +68,7 @@ def test_print_config_shows_links_and_defaults(capsys):
     out = capsys.readouterr().out
     assert "model: hrnetv2_w18_small_v1" in out
     assert "class_path: hrseg.data.DemoDataModule" in out
-    assert "monitor: val/mIoU" in out and "save_last: true" in out
+    assert "monitor: val/mIoU" in out and "filename: last" in out
 
 
 @pytest.mark.slow
