@@ -231,7 +231,10 @@ def run_budgeted(kind: str, spec: Mapping[str, Any], cfg: Any) -> dict[str, Any]
     if left is not None and left <= 0:
         return {"error": "skipped: suite time budget (--budget-min) used up"}
     isolate = cfg.isolate or str(spec.get("path", "")).startswith("compile")
-    return run_case(kind, spec, isolate, timeout=cfg.case_timeout)
+    load = load_average()
+    result = run_case(kind, spec, isolate, timeout=cfg.case_timeout)
+    result["load_1m"] = load[0] if load else None  # judge each number by the load it was taken under
+    return result
 
 
 # --------------------------------------------------------------------------------------------------

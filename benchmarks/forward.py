@@ -163,13 +163,13 @@ def _max_abs_diff(a_path: Path, b_path: Path) -> float | None:
     return float((a - b).abs().max())
 
 
-def run(cfg: Any) -> Report:
-    """All (variant, size, path) cases; ratios fast/reference and best/ONNX Runtime per (variant, size)."""
+def measure(cfg: Any, sizes: Any) -> list[dict[str, Any]]:
+    """All (size, variant, path) cases for ``sizes``; each row gets its max abs difference to eager."""
     rows: list[dict[str, Any]] = []
     out_dir = Path(cfg.cache) / "outputs"
     out_dir.mkdir(parents=True, exist_ok=True)
     # size-major, smallest first: the 1024x2048 sweep (W48 last) is what a used-up time budget skips
-    for h, w in sorted(cfg.sizes, key=lambda s: s[0] * s[1]):
+    for h, w in sorted(sizes, key=lambda s: s[0] * s[1]):
         big = h * w >= 1024 * 2048
         for variant in cfg.variants:
             weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
@@ -206,6 +206,13 @@ def run(cfg: Any) -> Report:
                 if row["variant"] == variant and row["size"] == f"{h}x{w}" and "error" not in row:
                     other = out_dir / f"{variant}-{h}x{w}-{row['path']}.pt"
                     row["max_abs_diff_vs_eager"] = _max_abs_diff(eager_out, other)
+    return rows
+
+
+def run(cfg: Any, rows: list[dict[str, Any]] | None = None) -> Report:
+    """The forward report; measures every configured size unless ``rows`` were measured already."""
+    if rows is None:
+        rows = measure(cfg, cfg.sizes)
     ratios = forward_ratios(rows, cfg.tolerance)
     table = markdown_table(
         rows,
@@ -218,6 +225,7 @@ def run(cfg: Any) -> Report:
             Column("peak_mem_mb", "peak MiB", "{:.0f}"),
             Column("max_abs_diff_vs_eager", "max abs diff vs eager", "{:.1e}"),
             Column("setup_s", "setup s", "{:.1f}"),
+            Column("load_1m", "load", "{:.1f}"),
             Column("error", "error"),
         ],
     )

@@ -325,11 +325,22 @@ def write_summary(cfg: SuiteConfig, reports: dict[str, Report], argv: list[str],
     rows = targets(reports)
     command = "python -m benchmarks.run " + " ".join(argv)
     load_end = load_average()
+    loads = [v[0] for v in (cfg.machine.get("load_avg"), load_end) if v]
+    busy = max(loads, default=0.0) > 0.5 * cfg.threads and not cfg.quick
     md = [
         f"Command: `{command.strip()}`  ",
         f"Machine: {describe_machine(cfg.machine)}; load avg at end {load_end[0] if load_end else '?'}  ",
         f"Commit: {cfg.machine.get('git')}; total time {elapsed / 60:.1f} min"
         + (" (**--quick: tiny inputs, numbers meaningless**)" if cfg.quick else ""),
+        *(
+            [
+                "",
+                f"**Warning: load average up to {max(loads):.1f} on {cfg.threads} threads during this run: "
+                "other processes competed for the cores and the timings (and ratios) are unreliable.**",
+            ]
+            if busy
+            else []
+        ),
         "",
         "### Targets (issue 6), measured in this run",
         "",
@@ -414,8 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         if "flops" in only:  # the machine's peak first, before anything else warms it up
             log("matmul peak")
             peak = flops.matmul_peak(cfg.matmul_sizes, cfg.matmul_iters, cfg.device, flops.peak_dtype(cfg))
-        # cheap benchmarks first, the long forward sweep last (biggest cases at its end): if the soft time
-        # budget runs out, only the slowest forward cases are skipped
+        # forward at the smaller sizes first (the headline ratios), then the cheaper benchmarks, then the
+        # slow >= 1024x2048 forward cases: if the soft time budget runs out, only those are skipped
+        small = [s for s in cfg.sizes if s[0] * s[1] < 1024 * 2048]
+        big = [s for s in cfg.sizes if s[0] * s[1] >= 1024 * 2048]
+        forward_rows = forward.measure(cfg, small) if "forward" in only else []
         if "train" in only:
             reports["train"] = train_step.run(cfg)
         if "data" in only:
@@ -423,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         if "slide" in only:
             reports["slide"] = tta.run(cfg)
         if "forward" in only:
-            reports["forward"] = forward.run(cfg)
+            reports["forward"] = forward.run(cfg, forward_rows + forward.measure(cfg, big))
         if "flops" in only:
             reports["flops"] = flops.run(cfg, reports.get("forward"), peak)
         if "investigate" in only:

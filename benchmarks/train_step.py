@@ -132,6 +132,7 @@ def run(cfg: Any) -> Report:
                 Column("samples_per_s", "samples/s"),
                 Column("peak_mem_mb", "peak MiB", "{:.0f}"),
                 Column("amp", "precision"),
+                Column("load_1m", "load", "{:.1f}"),
                 Column("error", "error"),
             ],
         )
