@@ -25,6 +25,7 @@ SCHEMA_VERSION = 1
 RESULT_MARKER = "@@HRSEG_BENCH_RESULT@@"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 #: keys every benchmark JSON file carries (checked by tests/test_benchmarks.py)
 PAYLOAD_KEYS = ("schema", "benchmark", "created", "machine", "config", "results")
 
@@ -303,6 +304,8 @@ def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, A
         "device": device,
         "load_avg": load_average(),
         "git": git_commit(),
+        # threading knobs change the numbers (OMP_WAIT_POLICY=PASSIVE matters on a shared machine)
+        "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
     }
     mem_kb = None
     try:
@@ -319,10 +322,11 @@ def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, A
 def describe_machine(info: Mapping[str, Any]) -> str:
     """One line for tables: CPU, cores/threads, torch version, load."""
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
+    env = "".join(f", {k}={v}" for k, v in (info.get("env") or {}).items())
     load = info.get("load_avg")
     return (
         f"{info.get('cpu')} ({info.get('cores')} cores, {info.get('threads')} threads, "
-        f"{info.get('cpu_capability')}){gpu}; torch {info.get('torch')}, "
+        f"{info.get('cpu_capability')}{env}){gpu}; torch {info.get('torch')}, "
         f"onnxruntime {info.get('onnxruntime')}; "
         f"load avg at start {load[0] if load else '?'}"
     )

@@ -414,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg.machine = machine_info(cfg.device, cfg.threads)
     load = cfg.machine.get("load_avg")
     if load and load[0] > 0.5 * cfg.threads and not cfg.quick:
-        log(f"WARNING: load average {load[0]} on {cfg.machine['cores']} cores: timings will be noisy")
+        log(
+            f"WARNING: load average {load[0]} on {cfg.machine['cores']} cores: timings will be noisy; with "
+            "more busy threads than cores, OpenMP barriers stall (export OMP_WAIT_POLICY=PASSIVE to limit it)"
+        )
     start = time.perf_counter()
     cfg.started = time.monotonic()
     reports: dict[str, Report] = {}
