@@ -390,10 +390,11 @@ def prepare_for_inference(
         channels_last: NHWC activations. None = on for CPU and CUDA: measured on a 2-core AVX2 CPU with
             torch 2.14, HRNetV2-W18-Small-v2 at 512x1024 ran 1.8x faster and W18 2x faster than NCHW
             (oneDNN convolutions run natively in NHWC and skip per-layer reorders).
-        compile: wrap with ``torch.compile`` (inductor, static shapes). Compiling W18-Small-v1 took 50-90 s
-            per input size on 2 CPU cores; the steady-state gain over this eager fast path was not consistent
-            there (0.5x-2x in interleaved runs on a busy machine), so it is opt-in. Every new input size
-            compiles again: use it for fixed-size inputs (a camera, ``pad_to_window`` sliding windows).
+        compile: wrap with ``torch.compile`` (inductor, static shapes; on CPU with inductor freezing, so the
+            weights become constants and oneDNN convolutions are prepacked with fused post-ops: without
+            freezing the compiled W18 ran 0.68x this eager path, with it 1.49x, see benchmarks/README.md).
+            Compiling takes 1-2 minutes per input size on 2 CPU cores, so it is opt-in: use it for fixed-size
+            inputs (a camera, ``pad_to_window`` sliding windows).
             :class:`Segmenter` reports the first call's time as ``compile_seconds``.
         inplace: modify ``model`` itself instead of a deep copy (saves memory for big models).
 
@@ -412,7 +413,8 @@ def prepare_for_inference(
     if use_cl:
         net = _ChannelsLast(net.to(memory_format=torch.channels_last))
     if compile:
-        compiled = torch.compile(net, dynamic=False)
+        options = {"freezing": True} if device_type == "cpu" else None
+        compiled = torch.compile(net, dynamic=False, options=options)
         for attr in ("num_classes", "align_corners", "in_channels"):
             if hasattr(net, attr):
                 setattr(compiled, attr, getattr(net, attr))
