@@ -2,8 +2,8 @@
 
 Each selected benchmark writes ``<name>.json`` and ``<name>.md`` into the output folder; ``summary.md`` /
 ``summary.json`` hold the issue-6 target ratios, all measured in this one run on this machine. The full run
-is bounded (about 10-13 minutes on 2 cores: every timed loop has a time cap); ``--quick`` runs tiny inputs
-in-process in seconds (smoke test, numbers meaningless).
+is bounded by a soft 13-minute budget (``--budget-min``; each timed loop also has a time cap); ``--quick``
+runs tiny inputs in-process in seconds (smoke test, numbers meaningless).
 """
 
 from __future__ import annotations
