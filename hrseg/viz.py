@@ -305,7 +305,7 @@ def plot_learning_curve(scalars: dict[str, list[tuple[int, float]]], title: str 
     ax2.set_ylabel("validation")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-    ax2.legend(handles, labels, loc="center right", fontsize="small")
+    ax2.legend(handles, labels, loc="lower right", bbox_to_anchor=(0.99, 0.12), fontsize="small")
     if "val/mIoU" in scalars:
         final = f"final val mIoU {scalars['val/mIoU'][-1][1]:.3f}"
         if "val/mIoU_present" in scalars:

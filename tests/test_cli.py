@@ -109,6 +109,13 @@ def test_demo_fit_then_validate_test_predict(tmp_path, capsys):
     written = sorted((root / "predictions").glob("*_trainIds.png"))
     assert len(written) == 4
 
+    # the README figures of a run: validation panels and the learning curve
+    from hrseg.viz import main as viz_main
+
+    assert viz_main([str(root / "csv" / "version_0"), "--out", str(tmp_path / "figures")]) == 0
+    for name in ("predictions.png", "learning_curve.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
+
 
 @pytest.mark.slow
 def test_resume_from_last_continues_step_optimizer_and_schedule(tmp_path, capsys):

@@ -36,8 +36,11 @@ def roots(tmp_path_factory) -> dict[str, Path]:
     return {"cityscapes": cs, "voc": voc}
 
 
-def _overrides(name: str, roots: dict[str, Path]) -> list[str]:
+def _overrides(name: str, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> list[str]:
     family = name.split("/")[0]
+    if family == "cityscapes":  # through the config's ${oc.env:CITYSCAPES_ROOT,...} interpolation
+        monkeypatch.setenv("CITYSCAPES_ROOT", str(roots[family]))
+        return ["--data.init_args.num_workers=0"]
     if family in roots:
         return [f"--data.init_args.root={roots[family]}", "--data.init_args.num_workers=0"]
     return [
@@ -53,24 +56,25 @@ def test_every_shipped_config_is_covered():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_prints(name, roots, capsys):
+def test_config_prints(name, roots, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", name, *_overrides(name, roots), "--print_config"])
+        main(["fit", "--config", name, *_overrides(name, roots, monkeypatch), "--print_config"])
     assert exc.value.code in (0, None)
     out = capsys.readouterr().out
     assert f"model: {EXPECTED[name][0]}" in out
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_builds_model_data_and_trainer(name, roots):
+def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     model_name, dm_name, num_classes = EXPECTED[name]
-    cli = run_lightning_cli(["--config", name, *_overrides(name, roots)], run=False)
+    cli = run_lightning_cli(["--config", name, *_overrides(name, roots, monkeypatch)], run=False)
     task, dm, trainer = cli.model, cli.datamodule, cli.trainer
     assert type(dm).__name__ == dm_name
     assert task.hparams.model == model_name
     assert task.hparams.num_classes == dm.num_classes == num_classes  # linked, not repeated in the YAML
     assert task.hparams.class_names == dm.class_names
     if name != "demo":  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
+        assert model_name in str(trainer.default_root_dir)  # ${model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)
         assert trainer.max_steps in (40000, 120000)
         assert task.hparams.optimizer == "sgd" and task.hparams.lr == 0.01

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -133,3 +134,33 @@ def test_pretrained_weights_load_at_setup_and_missing_file_fails(tmp_path):
     assert torch.equal(task.model.last_layer[3].weight, source.model.last_layer[3].weight)
     with pytest.raises(FileNotFoundError):
         _task(weights=str(tmp_path / "missing.pth")).setup("fit")
+
+
+def test_viz_helpers_colour_overlay_and_figures():
+    from hrseg.viz import colorize, figure_to_array, overlay, plot_confusion_matrix, plot_per_class_iou
+
+    palette = [(10, 20, 30), (200, 100, 0)]
+    mask = np.array([[0, 1], [255, 7]])
+    rgb = colorize(mask, palette)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert tuple(rgb[0, 0]) == (10, 20, 30) and tuple(rgb[0, 1]) == (200, 100, 0)
+    assert tuple(rgb[1, 0]) == (0, 0, 0) and tuple(rgb[1, 1]) == (0, 0, 0)  # ignore and out of range
+    image = np.full((2, 2, 3), 100, dtype=np.uint8)
+    blended = overlay(image, mask, palette, alpha=0.5)
+    assert tuple(blended[0, 1]) == (150, 100, 50) and tuple(blended[1, 0]) == (100, 100, 100)
+    cm = torch.tensor([[3, 1], [0, 4]])
+    for fig in (
+        plot_confusion_matrix(cm, ["a", "b"]),
+        plot_per_class_iou(torch.tensor([0.75, 0.8]), ["a", "b"]),
+    ):
+        arr = figure_to_array(fig)
+        assert arr.ndim == 3 and arr.shape[-1] == 3
+
+
+def test_smp_baseline_head_group_and_full_size_logits():
+    task = _task(model="smp:FPN:resnet18", head_lr_mult=10.0).eval()
+    head_ids = {id(p) for p in task.model.segmentation_head.parameters()}
+    assert {id(p) for p in task.parameter_groups()[1]["params"]} == head_ids
+    with torch.no_grad():
+        out = task.predict_step({"image": torch.randn(1, 3, 64, 96), "name": ["x"]}, 0)
+    assert out["pred"].shape == (1, 64, 96) and out["path"] == ["x"]
