@@ -29,6 +29,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from hrseg.models import build_model, upsample_logits
+from hrseg.palette import voc_colormap
 
 __all__ = [
     "CONFIG_METADATA_KEY",
@@ -489,18 +490,8 @@ class ModelMeta:
 
 
 def _default_palette(n: int) -> list[list[int]]:
-    """VOC bit-interleaved colours (the same rule as hrseg.data.metadata, kept local: no data import)."""
-    out = []
-    for k in range(n):
-        r = g = b = 0
-        c = k
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append([r, g, b])
-    return out
+    """VOC bit-interleaved colours for checkpoints that carry no palette."""
+    return [list(c) for c in voc_colormap(n)]
 
 
 def _strip_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

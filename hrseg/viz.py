@@ -15,6 +15,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hrseg.palette import voc_colormap
+
 __all__ = [
     "colorize",
     "denormalize_image",
@@ -43,17 +45,7 @@ def _numpy(x: ArrayLike) -> np.ndarray:
 
 def fallback_palette(num_classes: int) -> list[tuple[int, int, int]]:
     """The PASCAL VOC bit-interleaved colour map: distinct colours for datasets that bring none."""
-    colors = []
-    for k in range(num_classes):
-        r = g = b = 0
-        c = k
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colors.append((r, g, b))
-    return colors
+    return voc_colormap(num_classes)
 
 
 def colorize(

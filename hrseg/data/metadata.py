@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hrseg.palette import voc_colormap
+
 IGNORE_INDEX = 255
 """Label value that losses and metrics skip (Cityscapes and VOC convention)."""
 
@@ -132,24 +134,6 @@ VOC_CLASSES: list[str] = [
     "tvmonitor",
 ]
 VOC_NUM_CLASSES = 21
-
-
-def voc_colormap(n: int = 256) -> list[Color]:
-    """Return the PASCAL VOC bit-interleaved colour map (k=1 -> (128,0,0), ..., 255 -> (224,224,192)).
-
-    The three lowest bits of the index feed the top bit of R, G and B, the next three the next bit, and so on.
-    """
-    colors: list[Color] = []
-    for k in range(n):
-        r = g = b = 0
-        c = k
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colors.append((r, g, b))
-    return colors
 
 
 VOC_PALETTE: list[Color] = voc_colormap(VOC_NUM_CLASSES)
