@@ -241,6 +241,38 @@ def run_budgeted(kind: str, spec: Mapping[str, Any], cfg: Any) -> dict[str, Any]
 # --------------------------------------------------------------------------------------------------
 # Machine description
 # --------------------------------------------------------------------------------------------------
+
+
+def case_spec(
+    cfg: Any,
+    variant: str,
+    size: Sequence[int],
+    batch: int,
+    path: str,
+    weights: Any,
+    warmup: int,
+    iters: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON spec one worker case runs from: the run-wide settings of ``cfg`` plus this case's own."""
+    return {
+        "variant": variant,
+        "size": list(size),
+        "batch": batch,
+        "path": path,
+        "device": cfg.device,
+        "amp": cfg.amp,
+        "threads": cfg.threads,
+        "weights": str(weights),
+        "num_classes": cfg.num_classes,
+        "fuse_mode": cfg.fuse_mode,
+        "warmup": warmup,
+        "iters": iters,
+        "max_seconds": cfg.max_seconds,
+        **extra,
+    }
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import Column, Report, log, markdown_table, ratio, run_budgeted
+from benchmarks.common import Column, Report, case_spec, log, markdown_table, ratio, run_budgeted
 from benchmarks.models import make_weights
 
 
@@ -108,21 +108,9 @@ def _train_throughput(cfg: Any, train_report: Report | None) -> list[dict[str, A
             return got
     variant = cfg.train_variants[0]
     weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
-    spec = {
-        "variant": variant,
-        "size": list(cfg.train_size),
-        "batch": cfg.train_batch,
-        "path": "hrseg",
-        "device": cfg.device,
-        "amp": cfg.amp,
-        "threads": cfg.threads,
-        "weights": str(weights),
-        "num_classes": cfg.num_classes,
-        "fuse_mode": cfg.fuse_mode,
-        "warmup": cfg.train_warmup,
-        "iters": cfg.train_iters,
-        "max_seconds": cfg.max_seconds,
-    }
+    spec = case_spec(
+        cfg, variant, cfg.train_size, cfg.train_batch, "hrseg", weights, cfg.train_warmup, cfg.train_iters
+    )
     log(f"data: measuring the training throughput of {variant} (train benchmark not in this run)")
     res = run_budgeted("train", spec, cfg)
     if "error" in res:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from benchmarks.common import (
     Column,
     Report,
+    case_spec,
     log,
     markdown_table,
     ratio,
@@ -107,22 +108,9 @@ def _forward_rows(cfg: Any, forward_report: Report | None) -> list[dict[str, Any
     weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
     rows = []
     for path in ("eager", "fast"):
-        spec = {
-            "variant": variant,
-            "size": [h, w],
-            "batch": 1,
-            "path": path,
-            "device": cfg.device,
-            "amp": cfg.amp,
-            "threads": cfg.threads,
-            "weights": str(weights),
-            "num_classes": cfg.num_classes,
-            "fuse_mode": cfg.fuse_mode,
-            "cache_dir": str(cfg.cache),
-            "warmup": cfg.warmup,
-            "iters": cfg.iters,
-            "max_seconds": cfg.max_seconds,
-        }
+        spec = case_spec(
+            cfg, variant, (h, w), 1, path, weights, cfg.warmup, cfg.iters, cache_dir=str(cfg.cache)
+        )
         log(f"flops: timing {variant} {h}x{w} {path} (forward benchmark not in this run)")
         res = run_budgeted("forward", spec, cfg)
         if "error" not in res:

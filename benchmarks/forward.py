@@ -17,6 +17,7 @@ from benchmarks.common import (
     Column,
     PeakMemory,
     Report,
+    case_spec,
     log,
     markdown_table,
     ratio,
@@ -176,23 +177,18 @@ def measure(cfg: Any, sizes: Any) -> list[dict[str, Any]]:
             for path in cfg.paths:
                 if big and path in cfg.skip_big:
                     continue
-                spec = {
-                    "variant": variant,
-                    "size": [h, w],
-                    "batch": 1,
-                    "path": path,
-                    "device": cfg.device,
-                    "amp": cfg.amp,
-                    "threads": cfg.threads,
-                    "weights": str(weights),
-                    "num_classes": cfg.num_classes,
-                    "fuse_mode": cfg.fuse_mode,
-                    "cache_dir": str(cfg.cache),
-                    "warmup": cfg.warmup,
-                    "iters": cfg.iters_big if big else cfg.iters,
-                    "max_seconds": cfg.max_seconds,
-                    "output_path": str(out_dir / f"{variant}-{h}x{w}-{path}.pt"),
-                }
+                spec = case_spec(
+                    cfg,
+                    variant,
+                    (h, w),
+                    1,
+                    path,
+                    weights,
+                    cfg.warmup,
+                    cfg.iters_big if big else cfg.iters,
+                    cache_dir=str(cfg.cache),
+                    output_path=str(out_dir / f"{variant}-{h}x{w}-{path}.pt"),
+                )
                 log(f"forward {variant} {h}x{w} {path}")
                 res = run_budgeted("forward", spec, cfg)
                 row = {"variant": variant, "size": f"{h}x{w}", "path": path, **res}

@@ -18,6 +18,7 @@ from benchmarks.common import (
     Column,
     PeakMemory,
     Report,
+    case_spec,
     log,
     markdown_table,
     ratio,
@@ -95,21 +96,16 @@ def run(cfg: Any) -> Report:
     for variant in cfg.train_variants:
         weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
         for path in PATHS:
-            spec = {
-                "variant": variant,
-                "size": list(cfg.train_size),
-                "batch": cfg.train_batch,
-                "path": path,
-                "device": cfg.device,
-                "amp": cfg.amp,
-                "threads": cfg.threads,
-                "weights": str(weights),
-                "num_classes": cfg.num_classes,
-                "fuse_mode": cfg.fuse_mode,
-                "warmup": cfg.train_warmup,
-                "iters": cfg.train_iters,
-                "max_seconds": cfg.max_seconds,
-            }
+            spec = case_spec(
+                cfg,
+                variant,
+                cfg.train_size,
+                cfg.train_batch,
+                path,
+                weights,
+                cfg.train_warmup,
+                cfg.train_iters,
+            )
             log(f"train {variant} {path}")
             res = run_budgeted("train", spec, cfg)
             if "error" in res:
