@@ -98,12 +98,9 @@ def test_error_survives_dataloader_worker(folder_dirs: tuple[Path, Path]) -> Non
     assert str(bad) in str(err.value) and "label values out of range" in str(err.value)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_data_check_catches(folder_dirs: tuple[Path, Path], case: str, capsys: pytest.CaptureFixture) -> None:
-    breaker, pattern, _ = CASES[case]
-    bad = breaker(*folder_dirs)
-    images, masks = folder_dirs
-    args = [
+def _folder_check_args(images: Path, masks: Path) -> list[str]:
+    """``hrseg data check`` arguments for the 4-class folder dataset under test."""
+    return [
         "check",
         "--datamodule",
         "folder",
@@ -115,6 +112,14 @@ def test_data_check_catches(folder_dirs: tuple[Path, Path], case: str, capsys: p
         "4",
         "--no-progress",
     ]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_data_check_catches(folder_dirs: tuple[Path, Path], case: str, capsys: pytest.CaptureFixture) -> None:
+    breaker, pattern, _ = CASES[case]
+    bad = breaker(*folder_dirs)
+    images, masks = folder_dirs
+    args = _folder_check_args(images, masks)
     assert data_main(args) == 1
     out = capsys.readouterr().out
     assert str(bad) in out and re.search(pattern, out), out
@@ -123,18 +128,7 @@ def test_data_check_catches(folder_dirs: tuple[Path, Path], case: str, capsys: p
 
 def test_data_check_clean_folder(folder_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     images, masks = folder_dirs
-    args = [
-        "check",
-        "--datamodule",
-        "folder",
-        "--images-dir",
-        str(images),
-        "--masks-dir",
-        str(masks),
-        "--num-classes",
-        "4",
-        "--no-progress",
-    ]
+    args = _folder_check_args(images, masks)
     assert data_main(args) == 0
     out = capsys.readouterr().out
     assert "per-class pixel histogram" in out and "class_3" in out and "OK" in out
