@@ -41,13 +41,28 @@ def num_cores() -> int:
         return os.cpu_count() or 1
 
 
-def setup_torch(threads: int | None = None) -> int:
-    """Pin intra-op threads to the core count (torch's default can oversubscribe with SMT or cgroups)."""
+def setup_torch(threads: int | None = None, device: str = "cpu") -> int:
+    """Pin intra-op threads to the core count (torch's default can oversubscribe with SMT or cgroups).
+
+    On CUDA, cuDNN autotuning is on: every case runs one fixed shape, as training at a fixed crop does.
+    """
     import torch
 
     n = int(threads) if threads else num_cores()
     torch.set_num_threads(n)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
     return n
+
+
+#: seconds of warm-up per case on a GPU: clocks ramp up from idle and cuDNN autotunes each new shape, which
+#: three ~30 ms calls do not cover (on an H200 the first case of a run came out up to 20 % slow without it)
+GPU_WARMUP_S = 2.0
+
+
+def warmup_seconds(device: str) -> float:
+    """Minimum warm-up time per case: :data:`GPU_WARMUP_S` on CUDA, none on CPU."""
+    return GPU_WARMUP_S if device.startswith("cuda") else 0.0
 
 
 def synchronizer(device: str) -> Callable[[], None]:
@@ -84,20 +99,29 @@ def time_callable(
     iters: int = 3,
     max_seconds: float | None = None,
     sync: Callable[[], None] | None = None,
+    min_warmup_s: float = 0.0,
+    after_warmup: Callable[[], None] | None = None,
 ) -> Timing:
-    """Median wall time of ``fn`` after ``warmup`` calls.
+    """Median wall time of ``fn`` after ``warmup`` calls (and at least ``min_warmup_s`` of warm-up).
 
     ``max_seconds`` bounds the timed loop (at least one timed call always runs): the loop stops when the next
     call would likely overrun it, which keeps the slow cases (W48 at 1024x2048 on 2 cores) within budget.
+    ``min_warmup_s`` is for GPUs, whose clocks ramp up under load: a few 20 ms calls are not enough.
+    ``after_warmup`` runs between warm-up and timed calls (e.g. :meth:`PeakMemory.restart`).
     """
     sync = sync or (lambda: None)
     first: float | None = None
-    for i in range(max(0, warmup)):
+    done = 0
+    warm_start = time.perf_counter()
+    while done < max(0, warmup) or (done and time.perf_counter() - warm_start < min_warmup_s):
         t0 = time.perf_counter()
         fn()
         sync()
-        if i == 0:
+        if done == 0:
             first = time.perf_counter() - t0
+        done += 1
+    if after_warmup is not None:
+        after_warmup()
     times: list[float] = []
     start = time.perf_counter()
     for _ in range(max(1, iters)):
@@ -113,7 +137,7 @@ def time_callable(
         min_s=min(times),
         mean_s=statistics.fmean(times),
         times_s=times,
-        warmup=max(0, warmup),
+        warmup=done,
         first_s=first,
     )
 
@@ -173,6 +197,19 @@ class PeakMemory:
             self._base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             self.method = "ru_maxrss delta"
         return self
+
+    def restart(self) -> None:
+        """CUDA: measure from here (after warm-up), so one-time cuDNN autotuning workspaces do not count.
+
+        A no-op on CPU: the RSS high-water mark cannot see memory that the allocator already holds.
+        """
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            self.method = "torch.cuda.max_memory_allocated after warm-up"
 
     def __exit__(self, *exc: object) -> None:
         if self.device.startswith("cuda"):

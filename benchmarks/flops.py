@@ -120,7 +120,7 @@ def _forward_rows(cfg: Any, forward_report: Report | None) -> list[dict[str, Any
 
 def run(cfg: Any, forward_report: Report | None = None, peak: dict[str, Any] | None = None) -> Report:
     """FLOPs per (variant, size), the matmul peak, and each forward path's GFLOP/s as a fraction of it."""
-    setup_torch(cfg.threads)
+    setup_torch(cfg.threads, cfg.device)
     log("flops: matmul peak")
     end = matmul_peak(cfg.matmul_sizes, cfg.matmul_iters, cfg.device, peak_dtype(cfg))
     if peak is not None:

@@ -25,6 +25,7 @@ from benchmarks.common import (
     setup_torch,
     synchronizer,
     time_callable,
+    warmup_seconds,
 )
 from benchmarks.models import build_hrseg, build_reference, export_onnx, make_weights, seeded_input
 
@@ -97,7 +98,7 @@ def _ort_session(spec: dict[str, Any], threads: int) -> tuple[Any, dict[str, Any
 
 def forward_case(spec: dict[str, Any]) -> dict[str, Any]:
     """Time one (variant, size, path); save its output for the parity check; report peak memory."""
-    threads = setup_torch(spec.get("threads"))
+    threads = setup_torch(spec.get("threads"), spec["device"])
     device = spec["device"]
     path = spec["path"]
     b, h, w = spec["batch"], spec["size"][0], spec["size"][1]
@@ -133,7 +134,13 @@ def forward_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     with PeakMemory(device) as mem:
         timing = time_callable(
-            fn, spec["warmup"], spec["iters"], spec.get("max_seconds"), synchronizer(device)
+            fn,
+            spec["warmup"],
+            spec["iters"],
+            spec.get("max_seconds"),
+            synchronizer(device),
+            min_warmup_s=warmup_seconds(device),
+            after_warmup=mem.restart,
         )
     if path.startswith("compile"):
         info["compile_s"] = timing.first_s  # first call = dynamo trace + inductor codegen + one run

@@ -26,6 +26,7 @@ from benchmarks.common import (
     setup_torch,
     synchronizer,
     time_callable,
+    warmup_seconds,
 )
 from benchmarks.models import build_hrseg, build_reference, make_weights, seeded_input
 
@@ -39,7 +40,7 @@ IGNORE_INDEX = 255
 
 def train_case(spec: dict[str, Any]) -> dict[str, Any]:
     """Time one training configuration; report samples/s and the peak memory of the steps."""
-    threads = setup_torch(spec.get("threads"))
+    threads = setup_torch(spec.get("threads"), spec["device"])
     device = spec["device"]
     path = spec["path"]
     b, h, w = spec["batch"], spec["size"][0], spec["size"][1]
@@ -76,7 +77,13 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
     setup_s = time.perf_counter() - t0
     with PeakMemory(device) as mem:
         timing = time_callable(
-            step, spec["warmup"], spec["iters"], spec.get("max_seconds"), synchronizer(device)
+            step,
+            spec["warmup"],
+            spec["iters"],
+            spec.get("max_seconds"),
+            synchronizer(device),
+            min_warmup_s=warmup_seconds(device),
+            after_warmup=mem.restart,
         )
     return {
         **timing.as_dict(),

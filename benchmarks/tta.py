@@ -13,7 +13,16 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import Column, Report, log, markdown_table, ratio, setup_torch, time_callable
+from benchmarks.common import (
+    Column,
+    Report,
+    log,
+    markdown_table,
+    ratio,
+    setup_torch,
+    time_callable,
+    warmup_seconds,
+)
 from benchmarks.models import build_hrseg, make_weights, seeded_input
 
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -35,7 +44,7 @@ def run(cfg: Any) -> Report:
     """Time each protocol (fast path model) and divide by the whole-image forward."""
     from hrseg.inference import infer, prepare_for_inference
 
-    threads = setup_torch(cfg.threads)
+    threads = setup_torch(cfg.threads, cfg.device)
     h, w = cfg.tta_size
     weights = make_weights(cfg.tta_variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
     model = build_hrseg(cfg.tta_variant, weights, cfg.num_classes, cfg.fuse_mode).to(cfg.device)
@@ -54,7 +63,9 @@ def run(cfg: Any) -> Report:
         def fn(kwargs: dict[str, Any] = kwargs) -> None:
             infer(model, x, batch_windows=cfg.tta_batch_windows, **kwargs)
 
-        timing = time_callable(fn, cfg.warmup, cfg.tta_iters, cfg.max_seconds * 2, sync)
+        timing = time_callable(
+            fn, cfg.warmup, cfg.tta_iters, cfg.max_seconds * 2, sync, min_warmup_s=warmup_seconds(cfg.device)
+        )
         rows.append({"protocol": name, "infer_kwargs": shown, **timing.as_dict()})
     whole = rows[0].get("median_s")
     for row in rows:

@@ -13,11 +13,12 @@ argmax is the same, and a single pass returns the plain forward bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -327,6 +328,18 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+@contextlib.contextmanager
+def _exact_fp32() -> Iterator[None]:
+    """Turn TF32 off for the folding probe: with it (cuDNN's default on Ampere+), two fp32 runs of a
+    300-conv network differ by ~1e-2, which would hide nothing but trip the structural check."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def fold_batchnorm(model: nn.Module, probe_size: tuple[int, int] = (64, 64)) -> int:
     """Fold every eval-mode BatchNorm2d into the Conv2d that feeds it, in place; returns the pair count.
 
@@ -340,7 +353,8 @@ def fold_batchnorm(model: nn.Module, probe_size: tuple[int, int] = (64, 64)) -> 
     in_ch = int(getattr(model, "in_channels", 3) or 3)
     gen = torch.Generator().manual_seed(0)
     probe = torch.randn((1, in_ch, *probe_size), generator=gen).to(device)
-    pairs, reference = _find_conv_bn_pairs(model, probe)
+    with _exact_fp32():
+        pairs, reference = _find_conv_bn_pairs(model, probe)
     originals = []
     for conv_name, bn_name in pairs:
         conv = model.get_submodule(conv_name)
@@ -351,7 +365,7 @@ def fold_batchnorm(model: nn.Module, probe_size: tuple[int, int] = (64, 64)) -> 
         _set_submodule(model, bn_name, nn.Identity())
     if isinstance(reference, Tensor) and pairs:
         # Guard against a conv output that also feeds something besides its BN: check the probe, undo if off.
-        with torch.no_grad():
+        with torch.no_grad(), _exact_fp32():
             folded = model(probe)
         scale = max(1.0, float(reference.abs().max()))
         if float((folded - reference).abs().max()) > 1e-3 * scale:

@@ -33,6 +33,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: give a 4-D image batch the channels_last layout of the weights (one copy)."""
+    if args and isinstance(args[0], Tensor) and args[0].dim() == 4:
+        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    return args
+
+
 def poly_warmup_factor(step: int, max_steps: int, power: float = 0.9, warmup_iters: int = 0) -> float:
     """Learning-rate factor at ``step``: linear warmup then ``(1 - step / max_steps) ** power``.
 
@@ -83,6 +90,9 @@ class SegmentationTask(L.LightningModule):
         eval_scales: scales for ``multiscale``.
         eval_flip: average with the horizontally flipped input.
         log_images: image / ground truth / prediction panels logged per validation epoch (0 disables).
+        channels_last: run the network and its inputs in channels_last (NHWC) memory format. None (auto):
+            on for CUDA, where cuDNN's NHWC convolutions (tensor cores under bf16-mixed) are the fast ones,
+            off on CPU, where it did not speed up training (``benchmarks/README.md``, finding 7).
     """
 
     def __init__(
@@ -116,6 +126,7 @@ class SegmentationTask(L.LightningModule):
         eval_scales: list[float] | None = None,
         eval_flip: bool = False,
         log_images: int = 4,
+        channels_last: bool | None = None,
     ) -> None:
         """Save hyper-parameters, then build the network, the loss and the metrics."""
         super().__init__()
@@ -129,6 +140,7 @@ class SegmentationTask(L.LightningModule):
             raise ValueError(f"eval_mode must be 'whole', 'slide' or 'multiscale', got {eval_mode!r}")
         self.save_hyperparameters()
         self._pretrained_done = False
+        self._channels_last = False
         self._panels: list[tuple[Tensor, Tensor, Tensor, str]] = []
         self.configure_models()
         self.configure_losses()
@@ -196,13 +208,28 @@ class SegmentationTask(L.LightningModule):
         self._pretrained_done = True
 
     def setup(self, stage: str) -> None:
-        """Initialise from ``weights`` (once) unless a checkpoint is known to restore the network."""
+        """Pick the memory format; initialise from ``weights`` (once) unless a checkpoint restores the net."""
+        self._setup_memory_format()
         if self.hparams.weights is None or self._pretrained_done:
             return
         trainer = self._trainer
         if trainer is not None and trainer.ckpt_path:
             return
         self.load_pretrained_weights()
+
+    def _setup_memory_format(self) -> None:
+        """Resolve ``channels_last`` (auto: CUDA only); convert the weights and, by a hook, every input."""
+        wanted = self.hparams.channels_last
+        if wanted is None:
+            trainer = self._trainer
+            wanted = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        if not wanted or self._channels_last:
+            return
+        self._channels_last = True
+        self.model.to(memory_format=torch.channels_last)
+        # a pre-hook, not on_after_batch_transfer: it also covers sliding-window crops and predict_logits,
+        # and Lightning warns about batch-transfer hooks on a LightningModule trained from a DataModule
+        self.model.register_forward_pre_hook(_inputs_to_channels_last)
 
     # ------------------------------------------------------------------ forward / inference
     def forward(self, image: Tensor) -> Tensor:

@@ -100,6 +100,21 @@ def test_fit_logs_loss_lr_metrics_and_panels(tmp_path, optimizer, loss):
     assert "val/predictions" in acc.Tags()["images"]
 
 
+@pytest.mark.parametrize("channels_last", [None, True])
+def test_channels_last_option_sets_weight_and_input_layout(tmp_path, channels_last):
+    task = _task(channels_last=channels_last)
+    layouts: list[bool] = []
+    task.model.conv1.register_forward_pre_hook(
+        lambda mod, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, datamodule=DemoDataModule(**SMALL))
+    expected = bool(channels_last)  # auto (None) means off on CPU
+    assert task.model.conv1.weight.is_contiguous(memory_format=torch.channels_last) is expected
+    assert layouts == [expected]
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+
+
 def test_predict_step_returns_label_maps():
     task = _task().eval()
     image = torch.randn(2, 3, 40, 72)
