@@ -34,12 +34,13 @@ def _dataset_root(cache: Path, size: tuple[int, int], n_train: int) -> Path:
     return root
 
 
-def default_num_workers() -> int:
-    """The ``num_workers`` default of CityscapesDataModule (what a user gets without configuring it)."""
-    from hrseg.data import CityscapesDataModule
+def default_num_workers(device: str) -> int:
+    """The workers CityscapesDataModule picks without configuration on ``device`` (one device process)."""
+    from hrseg.data import CityscapesDataModule, auto_num_workers
 
     param = inspect.signature(CityscapesDataModule.__init__).parameters.get("num_workers")
-    return int(param.default) if param is not None and isinstance(param.default, int) else 0
+    default = param.default if param is not None else None
+    return int(default) if isinstance(default, int) else auto_num_workers(device.split(":")[0])
 
 
 def _per_worker(ds: Any, n: int) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def run(cfg: Any, train_report: Report | None = None) -> Report:
     files = [Path(s.image).stat().st_size for s in ds.samples]
     log(f"data: per-worker rate on {len(ds)} generated {src[0]}x{src[1]} pairs")
     per_worker = _per_worker(ds, cfg.data_samples)
-    n_default = default_num_workers()
+    n_default = default_num_workers(cfg.device)
     loaders = []
     for workers in dict.fromkeys([n_default, *cfg.data_workers]):
         log(f"data: loader with num_workers={workers}")

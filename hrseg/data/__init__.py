@@ -14,6 +14,7 @@ from hrseg.data.base import (
     ArraySegmentationDataset,
     SegmentationDataModule,
     SegmentationDataset,
+    auto_num_workers,
     pad_collate,
 )
 from hrseg.data.checks import CheckReport, DatasetError, LabelSpec, Sample
@@ -57,6 +58,7 @@ __all__ = [
     "SegmentationDataModule",
     "SegmentationDataset",
     "VOCDataModule",
+    "auto_num_workers",
     "build_eval_transform",
     "build_train_transform",
     "generate_scene",

@@ -7,6 +7,7 @@ values become train ids; loaders, transforms, prediction inputs and plots live h
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,26 @@ def _label_map(value: Any) -> np.ndarray | None:
     return t.long().numpy()
 
 
+#: upper bound of :func:`auto_num_workers` per device process
+MAX_AUTO_WORKERS = 8
+
+
+def auto_num_workers(device_type: str, processes_per_node: int = 1) -> int:
+    """DataLoader workers for ``num_workers=None``: 0 on CPU, else the cores per device process, at most 8.
+
+    On CPU the workers would compete with the training threads for the same cores (on the 2-core dev machine
+    two workers were slower than loading in-process). On a GPU one worker decodes and augments ~11 Cityscapes
+    samples/s while an H200 trains HRNetV2 at 18-40 samples/s (see benchmarks/README.md): several are needed.
+    """
+    if device_type == "cpu":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_WORKERS, cores // max(1, processes_per_node)))
+
+
 class SegmentationDataModule(L.LightningDataModule):
     """Base class of the hrseg DataModules: loaders, transforms, metadata and ``plot``.
 
@@ -232,7 +253,8 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: mask value skipped by losses and metrics.
         batch_size: training batch size.
         eval_batch_size: validation / test batch size (eval images may differ in size; they are padded).
-        num_workers: DataLoader worker processes (persistent when > 0).
+        num_workers: DataLoader worker processes (persistent when > 0); None = :func:`auto_num_workers`:
+            none on CPU, the cores per device process (at most 8) on an accelerator.
         pin_memory: pin host memory; None = only when CUDA is available.
         crop_size: (H, W) training crop; None trains on whole images (no random scale).
         scale_range: training random-scale factor range.
@@ -257,7 +279,7 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: int = IGNORE_INDEX,
         batch_size: int = 8,
         eval_batch_size: int = 1,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         crop_size: tuple[int, int] | None = (512, 1024),
         scale_range: tuple[float, float] | None = (0.5, 2.0),
@@ -287,6 +309,8 @@ class SegmentationDataModule(L.LightningDataModule):
             raise ValueError(f"palette must hold {num_classes} RGB triples, got {len(colors)} entries")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 or None (auto), got {num_workers}")
         self.num_classes = int(num_classes)
         self.class_names: list[str] = names
         self.palette: list[Color] = colors  # type: ignore[assignment]
@@ -432,6 +456,17 @@ class SegmentationDataModule(L.LightningDataModule):
             )
             return self.build_dataset(self.val_split, train=False, labelled=False)
 
+    @property
+    def loader_workers(self) -> int:
+        """The worker count the loaders use: ``num_workers``, or :func:`auto_num_workers` for the trainer's
+        device (without a trainer: CUDA if available) and its processes per node."""
+        if self.num_workers is not None:
+            return int(self.num_workers)
+        trainer = self.trainer
+        if trainer is not None:
+            return auto_num_workers(trainer.strategy.root_device.type, trainer.num_devices)
+        return auto_num_workers("cuda" if torch.cuda.is_available() else "cpu")
+
     def _loader(self, dataset: Dataset | None, stage: str, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before {stage}_dataloader()")
@@ -444,16 +479,17 @@ class SegmentationDataModule(L.LightningDataModule):
                     f"{type(self).__name__}: only {n} training samples for batch_size={batch_size}; "
                     "keeping the partial batch instead of dropping it"
                 )
+        workers = self.loader_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
             drop_last=drop_last,
             collate_fn=_PadCollate(self.ignore_index),
-            worker_init_fn=seed_worker if self.num_workers > 0 else None,
+            worker_init_fn=seed_worker if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -539,6 +575,7 @@ __all__ = [
     "ArraySegmentationDataset",
     "SegmentationDataModule",
     "SegmentationDataset",
+    "auto_num_workers",
     "pad_collate",
     "resolve_predict_inputs",
 ]

@@ -69,10 +69,13 @@ def open_image_file(path: Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
+    img: Image.Image | None = None
     try:
         img = Image.open(path)
-        img.load()
+        img.load()  # decodes and, for single-frame files, closes the file
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if img is not None:
+            img.close()  # a truncated file fails in load(), after open() took a handle
         raise DatasetError(f"{path}: unreadable or corrupt image file ({exc})") from None
     return img
 

@@ -31,7 +31,7 @@ class CityscapesDataModule(SegmentationDataModule):
     Args:
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
         batch_size: training batch size.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU up to 8).
         crop_size: training crop (H, W); the official recipe uses 512x1024.
         train_split: ``train`` or ``trainval`` (train + val, for test-server submissions).
         val_split: split used for validation.
@@ -46,7 +46,7 @@ class CityscapesDataModule(SegmentationDataModule):
         self,
         root: str,
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         crop_size: tuple[int, int] | None = (512, 1024),
         train_split: Literal["train", "trainval"] = "train",
         val_split: Literal["train", "val"] = "val",

@@ -54,7 +54,7 @@ class FolderDataModule(SegmentationDataModule):
         seed: seed of that random split.
         mask_suffix: text after the image stem in mask names (``a.jpg`` <-> ``a_mask.png`` with ``_mask``).
         batch_size: training batch size.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU up to 8).
         crop_size: training crop (H, W); None trains on whole images.
         **kwargs: the remaining :class:`SegmentationDataModule` arguments.
     """
@@ -74,7 +74,7 @@ class FolderDataModule(SegmentationDataModule):
         seed: int = 0,
         mask_suffix: str = "",
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         crop_size: tuple[int, int] | None = (512, 512),
         **kwargs: Any,
     ) -> None:

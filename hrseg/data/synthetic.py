@@ -400,7 +400,7 @@ class DemoDataModule(SegmentationDataModule):
         seed: scenes are a pure function of (seed, split, index).
         cache_dir: when set, scenes are saved there as PNG on first use and read back afterwards.
         batch_size: training batch size.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (default 0: the scenes are in memory, workers only add start-up).
         scale_range: random scale when ``crop_size`` is set.
         **kwargs: the remaining :class:`SegmentationDataModule` arguments (eval_batch_size, hflip_prob, ...).
     """

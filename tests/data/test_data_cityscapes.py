@@ -106,3 +106,26 @@ def test_predict_falls_back_to_val_without_test_images(cityscapes_root: Path) ->
         dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
     assert "/val/" in batch["path"][0] and set(batch) == {"image", "name", "path"}
+
+
+def test_num_workers_auto_follows_the_device(cityscapes_root: Path, monkeypatch) -> None:
+    import os
+
+    import hrseg.data.base as base
+    from hrseg.data import auto_num_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert auto_num_workers("cpu") == 0  # workers would compete with the training threads
+    assert auto_num_workers("cuda") == base.MAX_AUTO_WORKERS
+    assert auto_num_workers("cuda", processes_per_node=4) == 4
+    assert auto_num_workers("cuda", processes_per_node=32) == 1
+
+    dm = CityscapesDataModule(root=str(cityscapes_root), batch_size=2, crop_size=(32, 64))
+    assert dm.num_workers is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    dm.setup("fit")
+    assert dm.loader_workers == 0 and dm.train_dataloader().num_workers == 0
+    explicit = CityscapesDataModule(root=str(cityscapes_root), num_workers=3)
+    assert explicit.loader_workers == 3
+    with pytest.raises(ValueError, match="num_workers"):
+        CityscapesDataModule(root=str(cityscapes_root), num_workers=-1)

@@ -55,7 +55,9 @@ def test_synth_voc(tmp_path: Path) -> None:
     _synth("voc", tmp_path)
     voc = tmp_path / "VOCdevkit/VOC2012"
     masks = sorted((voc / "SegmentationClass").glob("*.png"))
-    assert masks and Image.open(masks[0]).mode == "P"
+    assert masks
+    with Image.open(masks[0]) as first:
+        assert first.mode == "P"
     assert (voc / "ImageSets/Segmentation/trainaug.txt").is_file()
     dm = VOCDataModule(str(tmp_path), aug=True, crop_size=(32, 32), batch_size=2)
     dm.setup("fit")
