@@ -8,6 +8,7 @@ the same logits as the plain model.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,34 @@ def test_timing_and_table_helpers() -> None:
         [{"a": 1.23456, "b": None}], [bench_run.Column("a", "A"), bench_run.Column("b", "B")]
     )
     assert table.splitlines()[2] == "| 1.23 | - |"
+
+
+def test_warmup_lasts_its_minimum_and_hook_runs_before_timing() -> None:
+    calls: list[str] = []
+
+    def call() -> None:
+        time.sleep(0.005)
+        calls.append("call")
+
+    t = time_callable(
+        call,
+        warmup=1,
+        iters=2,
+        min_warmup_s=0.02,
+        after_warmup=lambda: calls.append("hook"),
+    )
+    hook = calls.index("hook")
+    assert hook >= 4 and t.warmup == hook  # 20 ms of 5 ms calls, all before the hook
+    assert calls[hook + 1 :] == ["call", "call"] and len(t.times_s) == 2
+
+
+def test_cuda_config_needs_no_gpu_to_build(tmp_path: Path) -> None:
+    args = bench_run.parse_args(["--device", "cuda", "--train-batch", "4"])
+    cfg = bench_run.build_config(args, tmp_path)
+    assert cfg.amp == "bf16" and cfg.tolerance == bench_run.BF16_TOLERANCE
+    assert cfg.train_batch == 4 and cfg.warmup >= 3 and cfg.iters >= 10
+    fp32 = bench_run.build_config(bench_run.parse_args(["--device", "cuda", "--precision", "fp32"]), tmp_path)
+    assert fp32.amp is None and fp32.tolerance == 1e-4
 
 
 def test_unknown_benchmark_is_rejected(tmp_path: Path) -> None:
