@@ -337,6 +337,29 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
+    """Share of all cores busy during ``seconds`` while this process sleeps: what other processes take.
+
+    Used instead of the load average to judge a run: the load average counts this suite's own threads for
+    minutes after they stop, and on this project's VM an idle kernel thread keeps it near 1 (while vmstat
+    shows 100 % idle).
+    """
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:9]]  # user .. steal (guest is inside user)
+        return sum(ticks), ticks[3] + ticks[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return None if total <= 0 else round(1.0 - (idle1 - idle0) / total, 3)
+
+
 def git_commit() -> str | None:
     """Short commit of the working tree (read-only ``git rev-parse``), with ``+dirty`` when modified."""
     try:
@@ -372,6 +395,7 @@ def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, A
         "onnxruntime": _version("onnxruntime"),
         "device": device,
         "load_avg": load_average(),
+        "cpu_busy": cpu_busy_fraction(),
         "git": git_commit(),
         # threading knobs change the numbers (OMP_WAIT_POLICY=PASSIVE matters on a shared machine)
         "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
@@ -393,11 +417,13 @@ def describe_machine(info: Mapping[str, Any]) -> str:
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
     env = "".join(f", {k}={v}" for k, v in (info.get("env") or {}).items())
     load = info.get("load_avg")
+    busy = info.get("cpu_busy")
     return (
         f"{info.get('cpu')} ({info.get('cores')} cores, {info.get('threads')} threads, "
         f"{info.get('cpu_capability')}{env}){gpu}; torch {info.get('torch')}, "
         f"onnxruntime {info.get('onnxruntime')}; "
-        f"load avg at start {load[0] if load else '?'}"
+        f"load avg at start {load[0] if load else '?'}; "
+        f"CPU busy before the run {'?' if busy is None else f'{busy:.0%}'}"
     )
 
 

@@ -24,6 +24,7 @@ import torch
 from benchmarks.common import (
     Column,
     Report,
+    cpu_busy_fraction,
     describe_machine,
     load_average,
     log,
@@ -48,6 +49,8 @@ W48_PEAK_FRACTION_TARGET = 0.85
 BEST_OVER_ORT_TARGET = 1.0
 TRAIN_OVER_REFERENCE_TARGET = 1.1
 DATA_OVER_TRAIN_TARGET = 2.0
+#: share of the CPU that other processes may keep busy (sampled before and after the run) before a warning
+BUSY_WARNING = 0.2
 #: output parity under CUDA bf16 autocast (fp32 runs keep the 1e-4 of SuiteConfig.tolerance)
 BF16_TOLERANCE = 0.1
 
@@ -345,19 +348,20 @@ def write_summary(cfg: SuiteConfig, reports: dict[str, Report], argv: list[str],
     """summary.json + summary.md (targets, then each benchmark's table); returns the markdown."""
     rows = targets(reports)
     command = "python -m benchmarks.run " + " ".join(argv)
-    load_end = load_average()
-    loads = [v[0] for v in (cfg.machine.get("load_avg"), load_end) if v]
-    busy = max(loads, default=0.0) > 0.5 * cfg.threads and not cfg.quick
+    busy_end = None if cfg.quick else cpu_busy_fraction()
+    samples = [b for b in (cfg.machine.get("cpu_busy"), busy_end) if b is not None]
+    busy = max(samples, default=0.0) > BUSY_WARNING and not cfg.quick
     md = [
         f"Command: `{command.strip()}`  ",
-        f"Machine: {describe_machine(cfg.machine)}; load avg at end {load_end[0] if load_end else '?'}  ",
+        f"Machine: {describe_machine(cfg.machine)}, after it "
+        f"{'?' if busy_end is None else f'{busy_end:.0%}'}  ",
         f"Commit: {cfg.machine.get('git')}; total time {elapsed / 60:.1f} min"
         + (" (**--quick: tiny inputs, numbers meaningless**)" if cfg.quick else ""),
         *(
             [
                 "",
-                f"**Warning: load average up to {max(loads):.1f} on {cfg.threads} threads during this run: "
-                "other processes competed for the cores and the timings (and ratios) are unreliable.**",
+                f"**Warning: other processes kept {max(samples):.0%} of the CPU busy around this run: they "
+                "competed for the cores and the timings (and ratios) are unreliable.**",
             ]
             if busy
             else []
@@ -387,7 +391,8 @@ def write_summary(cfg: SuiteConfig, reports: dict[str, Report], argv: list[str],
         "benchmark": "summary",
         "command": command.strip(),
         "machine": cfg.machine,
-        "load_avg_end": load_end,
+        "load_avg_end": load_average(),
+        "cpu_busy_end": busy_end,
         "elapsed_s": elapsed,
         "quick": cfg.quick,
         "targets": rows,
@@ -433,11 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     threads_before = torch.get_num_threads()
     setup_torch(cfg.threads, cfg.device)
     cfg.machine = machine_info(cfg.device, cfg.threads)
-    load = cfg.machine.get("load_avg")
-    if load and load[0] > 0.5 * cfg.threads and not cfg.quick:
+    busy = cfg.machine.get("cpu_busy")
+    if busy is not None and busy > BUSY_WARNING and not cfg.quick:
         log(
-            f"WARNING: load average {load[0]} on {cfg.machine['cores']} cores: timings will be noisy; with "
-            "more busy threads than cores, OpenMP barriers stall (export OMP_WAIT_POLICY=PASSIVE to limit it)"
+            f"WARNING: other processes keep {busy:.0%} of the CPU busy: timings will be noisy; with more "
+            "busy threads than cores, OpenMP barriers stall (export OMP_WAIT_POLICY=PASSIVE to limit it)"
         )
     start = time.perf_counter()
     cfg.started = time.monotonic()
