@@ -77,7 +77,7 @@ class SuiteConfig:
     iters_big: int = 2
     max_seconds: float = 20.0
     case_timeout: float = 300.0
-    budget_s: float | None = 13 * 60.0  # soft: no new case starts after it (one case may run over)
+    budget_s: float | None = 17 * 60.0  # soft: no new case starts after it (one case may run over)
     started: float = field(default_factory=time.monotonic)
     tolerance: float = 1e-4
     amp: str | None = None
@@ -180,7 +180,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--budget-min",
         type=float,
         default=None,
-        help="soft time budget in minutes: no new case starts after it (default 13; 0 = unlimited)",
+        help="soft time budget in minutes: no new case starts after it (default 17; 0 = unlimited)",
     )
     p.add_argument(
         "--fuse-mode",

@@ -114,7 +114,8 @@ print("checkpoint:", CKPT)""",
         "code",
         """import csv
 
-rows = list(csv.DictReader(open(version_dir / "metrics.csv")))
+with open(version_dir / "metrics.csv", newline="") as fh:
+    rows = list(csv.DictReader(fh))
 
 def series(key, x="step"):
     pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
@@ -143,12 +144,13 @@ arrays or tensors of any size.""",
 seg = hrseg.Segmenter.from_checkpoint(CKPT)
 scenes = [generate_scene([99, i], size=IMAGE_SIZE) for i in range(NUM_SHOW)]
 fig, axes = plt.subplots(NUM_SHOW, 3, figsize=(11, 2.2 * NUM_SHOW), squeeze=False)
-for row, (image, truth) in zip(axes, scenes):
+for row, (image, truth) in zip(axes, scenes, strict=True):
     pred = seg.predict(image)
     for ax, picture, title in zip(
         row,
         [image, seg.colorize(truth), seg.overlay(image, pred)],
         ["image", "ground truth", "prediction overlay"],
+        strict=True,
     ):
         ax.imshow(picture)
         ax.set_title(title)
@@ -276,7 +278,7 @@ for name, kwargs in settings.items():
 fig, axes = plt.subplots(1, 4, figsize=(16, 3))
 axes[0].imshow(image)
 axes[0].set_title("image")
-for ax, (name, (mask, _)) in zip(axes[1:], results.items()):
+for ax, (name, (mask, _)) in zip(axes[1:], results.items(), strict=True):
     ax.imshow(seg.colorize(mask))
     ax.set_title(name)
 for ax in axes:
