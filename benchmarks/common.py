@@ -229,6 +229,23 @@ class PeakMemory:
         return None if self.peak_bytes is None else self.peak_bytes / 2**20
 
 
+def time_case(fn: Callable[[], Any], spec: Mapping[str, Any]) -> tuple[Timing, PeakMemory]:
+    """Time one worker case as the suite does: the spec's warm-up / iterations / time cap, the device's
+    synchronisation and GPU warm-up, and the peak memory of the timed calls (on CUDA from after warm-up)."""
+    device = spec["device"]
+    with PeakMemory(device) as mem:
+        timing = time_callable(
+            fn,
+            spec["warmup"],
+            spec["iters"],
+            spec.get("max_seconds"),
+            synchronizer(device),
+            min_warmup_s=warmup_seconds(device),
+            after_warmup=mem.restart,
+        )
+    return timing, mem
+
+
 # --------------------------------------------------------------------------------------------------
 # Isolated cases
 # --------------------------------------------------------------------------------------------------

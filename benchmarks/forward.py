@@ -15,7 +15,6 @@ import torch
 
 from benchmarks.common import (
     Column,
-    PeakMemory,
     Report,
     case_spec,
     log,
@@ -23,9 +22,7 @@ from benchmarks.common import (
     ratio,
     run_budgeted,
     setup_torch,
-    synchronizer,
-    time_callable,
-    warmup_seconds,
+    time_case,
 )
 from benchmarks.models import build_hrseg, build_reference, export_onnx, make_weights, seeded_input
 
@@ -132,16 +129,7 @@ def forward_case(spec: dict[str, Any]) -> dict[str, Any]:
     def fn() -> None:
         last[:] = [call()]
 
-    with PeakMemory(device) as mem:
-        timing = time_callable(
-            fn,
-            spec["warmup"],
-            spec["iters"],
-            spec.get("max_seconds"),
-            synchronizer(device),
-            min_warmup_s=warmup_seconds(device),
-            after_warmup=mem.restart,
-        )
+    timing, mem = time_case(fn, spec)
     if path.startswith("compile"):
         info["compile_s"] = timing.first_s  # first call = dynamo trace + inductor codegen + one run
     out = last[0].detach().float().cpu()

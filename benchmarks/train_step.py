@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from benchmarks.common import (
     Column,
-    PeakMemory,
     Report,
     case_spec,
     log,
@@ -24,9 +23,7 @@ from benchmarks.common import (
     ratio,
     run_budgeted,
     setup_torch,
-    synchronizer,
-    time_callable,
-    warmup_seconds,
+    time_case,
 )
 from benchmarks.models import build_hrseg, build_reference, make_weights, seeded_input
 
@@ -75,16 +72,7 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
         losses.append(float(loss.detach()))
 
     setup_s = time.perf_counter() - t0
-    with PeakMemory(device) as mem:
-        timing = time_callable(
-            step,
-            spec["warmup"],
-            spec["iters"],
-            spec.get("max_seconds"),
-            synchronizer(device),
-            min_warmup_s=warmup_seconds(device),
-            after_warmup=mem.restart,
-        )
+    timing, mem = time_case(step, spec)
     return {
         **timing.as_dict(),
         "samples_per_s": b / timing.median_s,
