@@ -1,10 +1,11 @@
 """Generated street scenes: the demo DataModule and writers of the real Cityscapes / VOC / folder layouts.
 
 A scene is drawn back to front (sky, buildings, ground, walls and fences, trees, poles with signs and lights,
-then cars and people from far to near) and every pixel's label is the Cityscapes train id of whatever was
-drawn last there. Colours are distinct per class but jittered per instance and shaded, with texture (windows,
-tiles, lane marks, leaves) and sensor noise, so the task is not a colour lookup; shapes are consistent, so a
-small HRNet learns it in minutes on a CPU. Every scene is a pure function of (seed, split, index).
+then vehicles, riders and people from far to near) and every pixel's label is the Cityscapes train id of
+whatever was drawn last there, so all 19 classes occur. Colours are distinct per class but jittered per
+instance and shaded, with texture (windows, tiles, lane marks, leaves) and sensor noise, so the task is not a
+colour lookup; shapes are consistent, so a small HRNet learns it in minutes on a CPU. Every scene is a pure
+function of (seed, split, index).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hrseg.data.metadata import (
     voc_colormap,
 )
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the drawing changes, so on-disk caches of older scenes are not reused."""
 
 _T = CITYSCAPES_TRAIN_ID
@@ -43,7 +44,10 @@ POLE, LIGHT, SIGN, VEGETATION, TERRAIN = (
     _T["vegetation"],
     _T["terrain"],
 )
-SKY, PERSON, CAR = _T["sky"], _T["person"], _T["car"]
+SKY, PERSON, RIDER, CAR = _T["sky"], _T["person"], _T["rider"], _T["car"]
+TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = _T["truck"], _T["bus"], _T["train"], _T["motorcycle"], _T["bicycle"]
+#: road objects and how often each is drawn: every Cityscapes class occurs in the demo, cars most often
+ROAD_OBJECTS = {"car": 0.46, "truck": 0.12, "bus": 0.12, "train": 0.06, "bicycle": 0.12, "motorcycle": 0.12}
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -112,6 +116,119 @@ def _hgrad(color: np.ndarray, left: float, right: float) -> Callable[[int, int],
         return np.broadcast_to(color * k, (h, w, 3))
 
     return fn
+
+
+def _wheels(
+    cv: _Canvas, oy: float, ox: float, cw: float, ch: float, label: int, at: Sequence[float] = (-0.3, 0.3)
+) -> None:
+    """Dark wheels at the given fractions of the width."""
+    for wxo in at:
+        cv.ellipse(oy - ch * 0.13, ox + wxo * cw, ch * 0.14, cw * 0.1, (25, 25, 25), label)
+
+
+def _draw_car(cv: _Canvas, rng: np.random.Generator, oy: float, ox: float, cw: float) -> None:
+    """A car seen from behind or the front: body, cabin, windows, wheels and lamps."""
+    ch = cw * rng.uniform(0.5, 0.65)
+    palette = [(200, 30, 30), (30, 60, 170), (225, 225, 225), (40, 40, 45), (160, 165, 175), (30, 120, 60)]
+    body = _jitter(rng, rng.choice(np.array(palette, dtype=np.float32)), 20)
+    cv.rect(oy - ch * 0.55, oy - ch * 0.12, ox - cw / 2, ox + cw / 2, _vgrad(body, 1.15, 0.85), CAR)
+    cv.rect(oy - ch, oy - ch * 0.5, ox - cw * 0.32, ox + cw * 0.32, body * 0.95, CAR)
+    glass = _jitter(rng, (70, 95, 120), 10)
+    cv.rect(oy - ch * 0.92, oy - ch * 0.58, ox - cw * 0.27, ox + cw * 0.27, glass, CAR)
+    _wheels(cv, oy, ox, cw, ch, CAR)
+    lamp = (245, 235, 190) if rng.random() < 0.5 else (210, 40, 30)
+    cv.rect(oy - ch * 0.45, oy - ch * 0.35, ox - cw / 2, ox - cw * 0.4, lamp, CAR)
+    cv.rect(oy - ch * 0.45, oy - ch * 0.35, ox + cw * 0.4, ox + cw / 2, lamp, CAR)
+
+
+def _draw_truck(cv: _Canvas, rng: np.random.Generator, oy: float, ox: float, cw: float) -> None:
+    """A box truck from the side: a tall cargo box and a lower cab with a windscreen."""
+    ch = cw * rng.uniform(0.7, 0.85)
+    box_col = _jitter(rng, (215, 215, 205) if rng.random() < 0.6 else (60, 95, 150), 15)
+    cab_col = _jitter(rng, (190, 60, 40), 20)
+    cab = 1 if rng.random() < 0.5 else -1  # cab at the right or the left end
+    x0, x1 = ox - cw / 2, ox + cw / 2
+    split = ox + cab * cw * 0.22
+    bx0, bx1 = (x0, split) if cab > 0 else (split, x1)
+    cx0, cx1 = (split, x1) if cab > 0 else (x0, split)
+    cv.rect(oy - ch, oy - ch * 0.15, bx0, bx1, _vgrad(box_col, 1.05, 0.9), TRUCK)
+    cv.rect(oy - ch * 0.62, oy - ch * 0.15, cx0, cx1, cab_col, TRUCK)
+    cv.rect(oy - ch * 0.58, oy - ch * 0.38, cx0 + cw * 0.03, cx1 - cw * 0.03, (70, 95, 120), TRUCK)
+    cv.rect(oy - ch * 0.2, oy - ch * 0.1, x0, x1, (45, 45, 45), TRUCK)  # chassis
+    _wheels(cv, oy, ox, cw, ch * 0.8, TRUCK, at=(-0.35, 0.05, 0.35))
+
+
+def _draw_bus(cv: _Canvas, rng: np.random.Generator, oy: float, ox: float, cw: float) -> None:
+    """A city bus from the side: a long body with a band of windows, a door and three wheels."""
+    ch = cw * rng.uniform(0.42, 0.5)
+    body = _jitter(rng, [(235, 190, 40), (200, 40, 40), (40, 110, 190)][int(rng.integers(0, 3))], 15)
+    cv.rect(oy - ch, oy - ch * 0.1, ox - cw / 2, ox + cw / 2, _vgrad(body, 1.1, 0.9), BUS)
+    glass = _jitter(rng, (60, 80, 100), 10)
+    n = 6
+    for k in range(n):
+        wx = ox - cw / 2 + cw * (k + 0.15) / n
+        cv.rect(oy - ch * 0.85, oy - ch * 0.5, wx, wx + cw * 0.7 / n, glass, BUS)
+    cv.rect(oy - ch * 0.8, oy - ch * 0.12, ox - cw * 0.05, ox + cw * 0.05, glass * 0.8, BUS)  # door
+    _wheels(cv, oy, ox, cw, ch, BUS, at=(-0.35, 0.0, 0.35))
+
+
+def _draw_train(cv: _Canvas, rng: np.random.Generator, oy: float, ox: float, cw: float) -> None:
+    """A tram on the road: a very long, low body with a coloured stripe, windows and bogies."""
+    ch = cw * rng.uniform(0.22, 0.28)
+    body = _jitter(rng, (235, 235, 230), 10)
+    stripe = _jitter(rng, (190, 30, 40) if rng.random() < 0.5 else (30, 130, 90), 15)
+    cv.rect(oy - ch, oy - ch * 0.12, ox - cw / 2, ox + cw / 2, body, TRAIN)
+    cv.rect(oy - ch * 0.4, oy - ch * 0.28, ox - cw / 2, ox + cw / 2, stripe, TRAIN)
+    glass = _jitter(rng, (55, 75, 95), 10)
+    n = 9
+    for k in range(n):
+        wx = ox - cw / 2 + cw * (k + 0.2) / n
+        cv.rect(oy - ch * 0.85, oy - ch * 0.5, wx, wx + cw * 0.6 / n, glass, TRAIN)
+    cv.rect(oy - ch * 0.14, oy, ox - cw * 0.45, ox + cw * 0.45, (40, 40, 40), TRAIN)  # bogies
+
+
+def _draw_person(
+    cv: _Canvas, rng: np.random.Generator, oy: float, ox: float, ph: float, label: int, legs: bool = True
+) -> None:
+    """A standing person (or, with ``legs=False`` and ``label=RIDER``, the upper body of a rider)."""
+    pw = max(ph * 0.4, 5.0)
+    skin = _jitter(rng, (215, 170, 135), 25)
+    shirt = _jitter(rng, rng.uniform(40, 230, 3), 10)
+    pants = _jitter(rng, (50, 55, 75), 15)
+    if legs:
+        cv.rect(oy - ph * 0.48, oy, ox - pw * 0.42, ox + pw * 0.42, pants, label)
+        cv.rect(oy - ph * 0.3, oy, ox - pw * 0.04, ox + pw * 0.04, pants * 0.6, label)
+    cv.rect(oy - ph * 0.85, oy - ph * 0.45, ox - pw / 2, ox + pw / 2, shirt, label)
+    cv.ellipse(oy - ph * 0.92, ox, ph * 0.08, pw * 0.3, skin, label)
+
+
+def _draw_two_wheeler(
+    cv: _Canvas, rng: np.random.Generator, oy: float, ox: float, cw: float, label: int
+) -> None:
+    """A bicycle (thin frame) or motorcycle (engine block) from the side, ridden by a rider."""
+    r = cw * 0.22
+    for wx in (ox - cw * 0.3, ox + cw * 0.3):
+        cv.ellipse(oy - r, wx, r, r, (20, 20, 20), label)
+        cv.ellipse(oy - r, wx, r * 0.6, r * 0.6, _jitter(rng, (120, 120, 115), 10), label)
+    frame = _jitter(rng, rng.uniform(60, 220, 3), 10)
+    if label == MOTORCYCLE:
+        cv.rect(oy - r * 2.0, oy - r * 0.7, ox - cw * 0.28, ox + cw * 0.25, frame, label)
+        cv.rect(oy - r * 1.5, oy - r * 0.8, ox - cw * 0.1, ox + cw * 0.1, (60, 60, 65), label)  # engine
+    else:
+        cv.rect(oy - r * 1.9, oy - r * 1.6, ox - cw * 0.3, ox + cw * 0.25, frame, label)
+        cv.rect(oy - r * 1.9, oy - r, ox - cw * 0.03, ox + cw * 0.03, frame, label)
+    ph = cw * 1.1  # seated: the torso (0.45-0.85 of ph above the base) starts at the frame
+    _draw_person(cv, rng, oy - r * 1.8 + ph * 0.45, ox - cw * 0.05, ph, RIDER, legs=False)
+
+
+DRAW_VEHICLE: dict[str, Callable[[_Canvas, np.random.Generator, float, float, float], None]] = {
+    "car": _draw_car,
+    "truck": _draw_truck,
+    "bus": _draw_bus,
+    "train": _draw_train,
+    "bicycle": lambda cv, rng, oy, ox, cw: _draw_two_wheeler(cv, rng, oy, ox, cw, BICYCLE),
+    "motorcycle": lambda cv, rng, oy, ox, cw: _draw_two_wheeler(cv, rng, oy, ox, cw, MOTORCYCLE),
+}
 
 
 def generate_scene(
@@ -308,58 +425,27 @@ def generate_scene(
                 cv.ellipse(top + r * 0.8, px, r, r, _jitter(rng, (215, 30, 35), 12), SIGN)
                 cv.ellipse(top + r * 0.8, px, r * 0.65, r * 0.65, (240, 240, 240), SIGN)
 
-    # --- cars on the road and people on the sidewalks, far to near
+    # --- vehicles (and riders) on the road, people on the sidewalks, far to near
     objects: list[tuple[float, str]] = []
+    kinds, weights = list(ROAD_OBJECTS), np.array(list(ROAD_OBJECTS.values()))
     for _ in range(rng.integers(1, 5)):
-        objects.append((horizon + (h - horizon) * rng.uniform(0.1, 1.0), "car"))
+        kind = str(rng.choice(kinds, p=weights / weights.sum()))
+        objects.append((horizon + (h - horizon) * rng.uniform(0.1, 1.0), kind))
     for _ in range(rng.integers(0, 4)):
         objects.append((horizon + (h - horizon) * rng.uniform(0.25, 0.95), "person"))
     for oy, kind in sorted(objects):
         c, half_road_y, walk_y = ground_span(oy)
         depth = (oy - horizon) / max(h - horizon, 1.0)
-        if kind == "car":
-            cw = w * (0.07 + 0.22 * depth)
-            ox = c + rng.uniform(-0.8, 0.8) * max(half_road_y - cw / 2, 0)
-            ch = cw * rng.uniform(0.5, 0.65)
-            body = _jitter(
-                rng,
-                rng.choice(
-                    np.array(
-                        [
-                            (200, 30, 30),
-                            (30, 60, 170),
-                            (225, 225, 225),
-                            (40, 40, 45),
-                            (160, 165, 175),
-                            (30, 120, 60),
-                        ],
-                        dtype=np.float32,
-                    )
-                ),
-                20,
-            )
-            cv.rect(oy - ch * 0.55, oy - ch * 0.12, ox - cw / 2, ox + cw / 2, _vgrad(body, 1.15, 0.85), CAR)
-            cv.rect(oy - ch, oy - ch * 0.5, ox - cw * 0.32, ox + cw * 0.32, body * 0.95, CAR)
-            glass = _jitter(rng, (70, 95, 120), 10)
-            cv.rect(oy - ch * 0.92, oy - ch * 0.58, ox - cw * 0.27, ox + cw * 0.27, glass, CAR)
-            wheel = (25, 25, 25)
-            for wxo in (-0.3, 0.3):
-                cv.ellipse(oy - ch * 0.13, ox + wxo * cw, ch * 0.14, cw * 0.1, wheel, CAR)
-            lamp = (245, 235, 190) if rng.random() < 0.5 else (210, 40, 30)
-            cv.rect(oy - ch * 0.45, oy - ch * 0.35, ox - cw / 2, ox - cw * 0.4, lamp, CAR)
-            cv.rect(oy - ch * 0.45, oy - ch * 0.35, ox + cw * 0.4, ox + cw / 2, lamp, CAR)
-        else:
+        if kind == "person":
             side = -1 if rng.random() < 0.5 else 1
             ox = c + side * (half_road_y + walk_y * rng.uniform(0.2, 0.8))
-            ph = h * (0.16 + 0.3 * depth)
-            pw = max(ph * 0.4, 5.0)
-            skin = _jitter(rng, (215, 170, 135), 25)
-            shirt = _jitter(rng, rng.uniform(40, 230, 3), 10)
-            pants = _jitter(rng, (50, 55, 75), 15)
-            cv.rect(oy - ph * 0.48, oy, ox - pw * 0.42, ox + pw * 0.42, pants, PERSON)
-            cv.rect(oy - ph * 0.3, oy, ox - pw * 0.04, ox + pw * 0.04, pants * 0.6, PERSON)
-            cv.rect(oy - ph * 0.85, oy - ph * 0.45, ox - pw / 2, ox + pw / 2, shirt, PERSON)
-            cv.ellipse(oy - ph * 0.92, ox, ph * 0.08, pw * 0.3, skin, PERSON)
+            _draw_person(cv, rng, oy, ox, h * (0.16 + 0.3 * depth), PERSON)
+            continue
+        width = w * (0.07 + 0.22 * depth) * {"truck": 1.3, "bus": 1.6, "train": 2.4}.get(kind, 1.0)
+        if kind in ("bicycle", "motorcycle"):
+            width = w * (0.07 + 0.2 * depth)
+        ox = c + rng.uniform(-0.8, 0.8) * max(half_road_y - width / 2, 0)
+        DRAW_VEHICLE[kind](cv, rng, oy, ox, width)
 
     # --- camera: global exposure, a colour cast and sensor noise
     img = cv.rgb * rng.uniform(0.85, 1.15) + rng.uniform(-8, 8, 3).astype(np.float32)
