@@ -34,6 +34,7 @@ from benchmarks.common import (
     setup_torch,
 )
 from benchmarks.forward import FAST_PATHS
+from benchmarks.plots import plot_forward
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -476,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         for rep in reports.values():
             json_path, _ = rep.write(cfg.out)
             log(f"wrote {json_path}")
+        if "forward" in reports:
+            title = f"forward, batch 1: {describe_machine(cfg.machine).split(';')[0]}"
+            png = plot_forward(
+                reports["forward"].results, cfg.out / "forward.png", title, FAST_OVER_REFERENCE_TARGET
+            )
+            if png is not None:
+                log(f"wrote {png}")
         summary = write_summary(cfg, reports, argv, time.perf_counter() - start)
         log(f"wrote {cfg.out / 'summary.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
         if args.update_readme:

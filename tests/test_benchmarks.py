@@ -41,6 +41,7 @@ def test_quick_suite(tmp_path: Path) -> None:
         assert payload["results"], name
         assert not [r for r in payload["results"] if "error" in r], name
         assert (tmp_path / f"{name}.md").read_text().count("|") > 4
+    assert (tmp_path / "forward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the ratio plot
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["quick"] is True
     assert {"target", "measured", "goal", "met"} <= set(summary["targets"][0])
