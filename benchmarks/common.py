@@ -56,7 +56,7 @@ def setup_torch(threads: int | None = None, device: str = "cpu") -> int:
 
 
 #: seconds of warm-up per case on a GPU: clocks ramp up from idle and cuDNN autotunes each new shape, which
-#: three ~30 ms calls do not cover (on an H200 the first case of a run came out up to 20 % slow without it)
+#: three ~30 ms calls do not cover (on an H200 a run's first case came out 20-75 % slower without it)
 GPU_WARMUP_S = 2.0
 
 

@@ -244,7 +244,7 @@ def build_config(args: argparse.Namespace, cache: Path) -> SuiteConfig:
             cfg.tta_iters = 5
         if cfg.amp:
             # bf16 keeps 8 mantissa bits: through ~300 convolutions the logits of two op orders differ by
-            # ~1e-2, so the parity check can only catch real mismatches (wrong weights give O(1) errors)
+            # 0.01-0.1 (H200), so the parity check can only catch real mismatches (wrong weights: O(1))
             cfg.tolerance = BF16_TOLERANCE
         cfg.data_workers = (*cfg.data_workers, min(8, num_cores()))
     elif not cfg.quick:
