@@ -24,6 +24,7 @@ from benchmarks.common import (
     ratio,
     run_budgeted,
     setup_torch,
+    synchronizer,
     time_callable,
 )
 from benchmarks.models import make_weights
@@ -50,7 +51,7 @@ def matmul_peak(
 
     fp32 on CPU; on CUDA the dtype the forward runs in (bf16 under autocast).
     """
-    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    sync = synchronizer(device)
     results = []
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
@@ -81,7 +82,7 @@ def conv_probes(scale: float, iters: int, device: str = "cpu") -> list[dict[str,
             if fmt == "channels_last":
                 xi = x.contiguous(memory_format=torch.channels_last)
                 wi = wt.contiguous(memory_format=torch.channels_last)
-            sync = torch.cuda.synchronize if device.startswith("cuda") else None
+            sync = synchronizer(device)
             with torch.no_grad():
                 t = time_callable(
                     lambda xi=xi, wi=wi, p=k // 2: F.conv2d(xi, wi, padding=p),

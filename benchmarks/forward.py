@@ -58,8 +58,8 @@ def _prepare_hrseg(model: torch.nn.Module, path: str) -> torch.nn.Module:
         inplace=True,
     )
     if path == "compile_frozen":
-        # what prepare_for_inference(compile=True) would do with inductor freezing (weights as constants:
-        # prepacked oneDNN convolutions with fused post-ops); see benchmarks/README.md, finding 5
+        # inductor freezing on every device (weights as constants: prepacked oneDNN convolutions with fused
+        # post-ops); on CPU prepare_for_inference(compile=True), i.e. `compile`, already does this
         net = torch.compile(net, dynamic=False, options={"freezing": True})
     return net
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.common import num_cores, setup_torch
+from benchmarks.common import num_cores, setup_torch, time_callable
 from benchmarks.models import build_hrseg, export_onnx, make_weights, seeded_input
 
 #: (kernel, in, out channels, height, width): W18 branch convs, W48 widths, the head's and fusion 1x1s
@@ -39,14 +38,7 @@ PROBES: tuple[tuple[int, int, int, int, int], ...] = (
 
 
 def _median_s(fn: Callable[[], object], iters: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return time_callable(fn, warmup=2, iters=iters).median_s
 
 
 def probe(kernel: int, cin: int, cout: int, h: int, w: int, threads: int, iters: int) -> dict[str, float]:

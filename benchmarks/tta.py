@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks.common import (
     Column,
     Report,
@@ -20,6 +18,7 @@ from benchmarks.common import (
     markdown_table,
     ratio,
     setup_torch,
+    synchronizer,
     time_callable,
     warmup_seconds,
 )
@@ -50,7 +49,7 @@ def run(cfg: Any) -> Report:
     model = build_hrseg(cfg.tta_variant, weights, cfg.num_classes, cfg.fuse_mode).to(cfg.device)
     model = prepare_for_inference(model, inplace=True)
     x = seeded_input(1, h, w).to(cfg.device)
-    sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else None
+    sync = synchronizer(cfg.device)
     rows: list[dict[str, Any]] = []
     for name, kwargs in modes(h, w, tuple(cfg.tta_scales)).items():
         shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}

@@ -329,9 +329,8 @@ def run_report(
     ``num_images`` validation images with the best checkpoint and writes ``predictions.png`` and
     ``learning_curve.png`` into ``out_dir``.
     """
-    import importlib
-
     import yaml
+    from lightning.pytorch.cli import instantiate_class
 
     from hrseg.task import SegmentationTask
 
@@ -340,8 +339,9 @@ def run_report(
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not found (is {run} a run directory of `hrseg fit`?)")
     data_cfg = yaml.safe_load(config_path.read_text())["data"]
-    module_name, _, class_name = data_cfg["class_path"].rpartition(".")
-    dm = getattr(importlib.import_module(module_name), class_name)(**(data_cfg.get("init_args") or {}))
+    dm = instantiate_class(
+        (), {"class_path": data_cfg["class_path"], "init_args": data_cfg.get("init_args") or {}}
+    )
     dm.setup("validate")
     ckpt = Path(checkpoint) if checkpoint is not None else _pick_checkpoint(run)
     task = SegmentationTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()

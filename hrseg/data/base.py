@@ -7,7 +7,6 @@ values become train ids; loaders, transforms, prediction inputs and plots live h
 from __future__ import annotations
 
 import glob
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.data import suggested_max_num_workers
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
@@ -225,19 +225,16 @@ MAX_AUTO_WORKERS = 8
 
 
 def auto_num_workers(device_type: str, processes_per_node: int = 1) -> int:
-    """DataLoader workers for ``num_workers=None``: 0 on CPU, else the cores per device process, at most 8.
+    """DataLoader workers for ``num_workers=None``: 0 on CPU, else Lightning's suggestion, at most 8.
 
-    On CPU the workers would compete with the training threads for the same cores (on the 2-core dev machine
-    two workers were slower than loading in-process). On a GPU one worker decodes and augments ~11 Cityscapes
-    samples/s while an H200 trains HRNetV2 at 18-40 samples/s (see benchmarks/README.md): several are needed.
+    Lightning's ``suggested_max_num_workers`` gives the cores per device process minus one (for the process
+    itself). On CPU the workers would compete with the training threads for the same cores (on the 2-core dev
+    machine two workers were slower than loading in-process). On a GPU one worker decodes and augments ~11
+    Cityscapes samples/s while an H200 trains HRNetV2 at 18-40 samples/s (see benchmarks/README.md).
     """
     if device_type == "cpu":
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_AUTO_WORKERS, cores // max(1, processes_per_node)))
+    return min(MAX_AUTO_WORKERS, suggested_max_num_workers(max(1, processes_per_node)))
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -254,7 +251,7 @@ class SegmentationDataModule(L.LightningDataModule):
         batch_size: training batch size.
         eval_batch_size: validation / test batch size (eval images may differ in size; they are padded).
         num_workers: DataLoader worker processes (persistent when > 0); None = :func:`auto_num_workers`:
-            none on CPU, the cores per device process (at most 8) on an accelerator.
+            none on CPU, the cores per device process less one (at most 8) on an accelerator.
         pin_memory: pin host memory; None = only when CUDA is available.
         crop_size: (H, W) training crop; None trains on whole images (no random scale).
         scale_range: training random-scale factor range.

@@ -31,7 +31,7 @@ class CityscapesDataModule(SegmentationDataModule):
     Args:
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
         batch_size: training batch size.
-        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU up to 8).
+        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU less one, up to 8).
         crop_size: training crop (H, W); the official recipe uses 512x1024.
         train_split: ``train`` or ``trainval`` (train + val, for test-server submissions).
         val_split: split used for validation.

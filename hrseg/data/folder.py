@@ -54,7 +54,7 @@ class FolderDataModule(SegmentationDataModule):
         seed: seed of that random split.
         mask_suffix: text after the image stem in mask names (``a.jpg`` <-> ``a_mask.png`` with ``_mask``).
         batch_size: training batch size.
-        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU up to 8).
+        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU less one, up to 8).
         crop_size: training crop (H, W); None trains on whole images.
         **kwargs: the remaining :class:`SegmentationDataModule` arguments.
     """

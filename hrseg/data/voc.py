@@ -68,7 +68,7 @@ class VOCDataModule(SegmentationDataModule):
         root: the folder holding ``VOCdevkit``, or ``VOCdevkit``, or ``VOCdevkit/VOC2012`` itself.
         aug: train on ``SegmentationClassAug`` with ``trainaug.txt`` (or ``train.txt`` + ``aug.txt``).
         batch_size: training batch size.
-        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU up to 8).
+        num_workers: DataLoader workers; None = auto (0 on CPU, cores per GPU less one, up to 8).
         crop_size: training crop (H, W); 512x512 is the usual recipe.
         train_split: list name under ``ImageSets/Segmentation`` used when ``aug`` is False.
         val_split: list used for validation (and test, and prediction when no ``predict_path``).

@@ -117,7 +117,7 @@ def test_num_workers_auto_follows_the_device(cityscapes_root: Path, monkeypatch)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert auto_num_workers("cpu") == 0  # workers would compete with the training threads
     assert auto_num_workers("cuda") == base.MAX_AUTO_WORKERS
-    assert auto_num_workers("cuda", processes_per_node=4) == 4
+    assert auto_num_workers("cuda", processes_per_node=4) == 3  # one core per process left to the process
     assert auto_num_workers("cuda", processes_per_node=32) == 1
 
     dm = CityscapesDataModule(root=str(cityscapes_root), batch_size=2, crop_size=(32, 64))
