@@ -27,13 +27,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/hrseg fit --config configs/demo.yaml
 
-test: $(STAMP)
-	$(BIN)/ruff check hrseg tests benchmarks
+# lint (ruff rules incl. Google-style docstrings, formatting, mypy on hrseg/) gates the test run.
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 -m "not slow or slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check hrseg tests benchmarks
 	$(BIN)/ruff format --check hrseg tests benchmarks
+	$(BIN)/mypy hrseg
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -15,16 +15,14 @@ The TorchScript exporter is kept behind ``--exporter torchscript`` (it exports s
 correct here thanks to the export wrapper below), but it is deprecated upstream. Both graphs ran at the same
 speed in ONNX Runtime.
 
-The exported graph is the inference graph: conv+BN pairs are folded (``fold_bn``), and HRNetV2's head is
-re-expressed with resizes to symbolic sizes (:class:`ExportWrapper`) so batch, height and width stay dynamic.
+The exported graph is the inference graph: conv+BN pairs are folded (``fold_bn``); the model's own forward
+resizes to symbolic sizes, so batch, height and width stay dynamic. The ``hrseg export`` command is
+:mod:`hrseg.commands.export`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,57 +32,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hrseg.inference import CONFIG_METADATA_KEY, ModelMeta, load_checkpoint, prepare_for_inference
-from hrseg.models import HRNetV2, upsample_logits
+from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
+from hrseg.images import to_image_tensor
+from hrseg.inference.loading import load_checkpoint
+from hrseg.inference.optimize import copy_capabilities, prepare_for_inference
+from hrseg.models import upsample_logits
 
-__all__ = ["FORMATS", "ExportResult", "ExportWrapper", "export", "main"]
+__all__ = ["FORMATS", "SUFFIXES", "ExportResult", "ExportWrapper", "default_check_size", "export"]
 
 Format = Literal["onnx", "pt2", "safetensors"]
 FORMATS: tuple[str, ...] = ("onnx", "pt2", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 
-#: HRNet's smallest branch is 1/32 of the input; at <= 32 pixels it is 1x1 and torch.export would have to
-#: specialise a broadcast, so the dynamic range starts above that.
-HRNET_MIN_SIZE = 33
-
 
 class ExportWrapper(nn.Module):
-    """The network as an export-friendly module with one input ``image`` and one output ``logits``.
+    """The network as an export graph with one input ``image`` and one output ``logits``.
 
-    For HRNetV2 the head is recomputed from ``forward_features`` and ``last_layer`` with ``F.interpolate`` to
-    the symbolic size of the first branch (numerically identical to ``HRNetV2.forward``): the shared
-    ``upsample_logits`` helper converts sizes with ``int()`` and compares shapes, which tracing turns into
-    constants or guards. Other models are called as they are.
+    The network's own forward exports with symbolic sizes (HRNetV2 resizes its branches to the first branch's
+    symbolic size); the wrapper names the input for ``dynamic_shapes`` and can put the final resize of the
+    logits to the input size into the graph.
 
     Args:
         net: the (BN-folded) network.
         upsample: also resize the logits to the input size inside the graph.
-        align_corners: for the resizes (defaults to the network's attribute).
+        align_corners: for that resize (defaults to the network's attribute).
     """
 
     def __init__(self, net: nn.Module, upsample: bool = False, align_corners: bool | None = None) -> None:
+        """Wrap ``net``; see the class docstring."""
         super().__init__()
         self.net = net
         self.upsample = upsample
         self.align_corners = (
             bool(getattr(net, "align_corners", False)) if align_corners is None else align_corners
         )
-        self.num_classes = getattr(net, "num_classes", None)
+        copy_capabilities(net, self)
 
     def forward(self, image: Tensor) -> Tensor:
-        """Logits at 1/4 resolution (HRNetV2), or at the input size with ``upsample``."""
-        net = self.net
-        if isinstance(net, HRNetV2):
-            feats = net.forward_features(image)
-            size = feats[0].shape[-2:]
-            parts = [feats[0]] + [
-                F.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners)
-                for f in feats[1:]
-            ]
-            out = net.last_layer(torch.cat(parts, dim=1))
-        else:
-            out = net(image)
+        """Logits at the network's output stride, or at the input size with ``upsample``."""
+        out = self.net(image)
         if self.upsample:
+            # F.interpolate, not upsample_logits: its int() sizes and shape test would become constants
             out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         return out
 
@@ -128,8 +116,6 @@ def _check_image(meta: ModelMeta, shape: tuple[int, int, int, int], path: str | 
     """
     b, c, h, w = shape
     if path is not None:
-        from hrseg.inference import to_image_tensor
-
         x, _ = to_image_tensor(path, c)
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).expand(b, -1, -1, -1)
     else:
@@ -155,24 +141,25 @@ def _check_image(meta: ModelMeta, shape: tuple[int, int, int, int], path: str | 
 
 
 def _dims(model: nn.Module, height: int, width: int) -> tuple[dict[int, Any], int]:
-    """Strict dynamic dims for (batch, height, width) and the spatial multiple the model needs."""
+    """Strict dynamic dims for (batch, height, width) and the spatial multiple the model needs.
+
+    Read from the model's capabilities (``size_divisor``, ``min_export_size``): HRNetV2 takes any size from
+    33 up, encoder-decoder baselines multiples of their output stride.
+    """
     Dim = torch.export.Dim
-    if isinstance(model, HRNetV2):
-        for name, value in (("height", height), ("width", width)):
-            if value < HRNET_MIN_SIZE:
-                raise ValueError(f"export {name} must be >= {HRNET_MIN_SIZE} for HRNetV2, got {value}")
-        h = Dim("height", min=HRNET_MIN_SIZE)
-        w = Dim("width", min=HRNET_MIN_SIZE)
-        multiple = 1
+    multiple = int(getattr(model, "size_divisor", 1))
+    smallest = int(getattr(model, "min_export_size", multiple))
+    for name, value in (("height", height), ("width", width)):
+        if value < smallest:
+            raise ValueError(f"export {name} must be >= {smallest} for {type(model).__name__}, got {value}")
+        if value % multiple:
+            raise ValueError(f"export {name} must be a multiple of {multiple} for {type(model).__name__}")
+    if multiple > 1:
+        h = multiple * Dim("height_blocks", min=max(1, smallest // multiple))
+        w = multiple * Dim("width_blocks", min=max(1, smallest // multiple))
     else:
-        # Encoder-decoder baselines (smp) need sizes divisible by their output stride.
-        multiple = 32
-        if height % multiple or width % multiple:
-            raise ValueError(
-                f"export height/width must be multiples of {multiple} for {type(model).__name__}"
-            )
-        h = multiple * Dim("height_blocks", min=1)
-        w = multiple * Dim("width_blocks", min=1)
+        h = Dim("height", min=smallest)
+        w = Dim("width", min=smallest)
     return {0: Dim("batch", min=1, max=4096), 2: h, 3: w}, multiple
 
 
@@ -281,9 +268,9 @@ def _write_bundle(model: nn.Module, meta: ModelMeta, out: Path) -> list[Path]:
     return [weights, config]
 
 
-def default_check_size(height: int, width: int) -> tuple[int, int]:
+def default_check_size(height: int, width: int, min_size: int = 33) -> tuple[int, int]:
     """A check size unlike the example: odd, and neither a multiple of 4 nor equal to the example."""
-    return max(HRNET_MIN_SIZE + 4, height // 2 + 13), width + 29
+    return max(min_size + 4, height // 2 + 13), width + 29
 
 
 def export(
@@ -339,7 +326,7 @@ def export(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     in_ch = int(getattr(model, "in_channels", 3) or 3)
     dims, multiple = _dims(model, height, width)
-    ch, cw = check_size or default_check_size(height, width)
+    ch, cw = check_size or default_check_size(height, width, int(getattr(model, "min_export_size", 1)))
     if multiple > 1 and check_size is None:
         ch, cw = (height // multiple + 1) * multiple, (width // multiple + 2) * multiple
     if ch % multiple or cw % multiple:
@@ -399,82 +386,3 @@ def export(
         export_seconds=export_seconds,
         extra=extra,
     )
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="hrseg export",
-        description=(
-            "Export a checkpoint to ONNX (dynamic batch/height/width), torch.export .pt2 or a "
-            "self-describing safetensors bundle; each export is loaded back and compared with the eager "
-            "model at another input size."
-        ),
-    )
-    p.add_argument("--ckpt", required=True, help="Lightning .ckpt or safetensors bundle to export")
-    p.add_argument("--format", default="onnx", choices=[*FORMATS, "all"], help="export format (default onnx)")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="output file (a folder with --format all or for a safetensors bundle); default next to --ckpt",
-    )
-    p.add_argument("--height", type=int, default=256, help="export example height (graph stays dynamic)")
-    p.add_argument("--width", type=int, default=256, help="export example width (graph stays dynamic)")
-    p.add_argument(
-        "--tolerance",
-        type=float,
-        default=None,
-        help="max allowed |export - eager| on the logits (default 1e-4 x max(1, max |logit|))",
-    )
-    p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"], help="ONNX exporter")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
-    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers in the exported graph")
-    p.add_argument("--upsample", action="store_true", help="resize logits to the input size inside the graph")
-    p.add_argument("--check-image", default=None, help="image file for the parity check (default: generated)")
-    p.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the .ckpt")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``hrseg export``: returns 0 when every export matches eager within the tolerance, else 1."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    formats: list[str] = list(FORMATS) if args.format == "all" else [args.format]
-    ckpt = Path(args.ckpt)
-    status = 0
-    for fmt in formats:
-        if args.format == "all":
-            base = Path(args.out) if args.out else ckpt.with_suffix("")
-            out: Path | None = base / (f"model{SUFFIXES[fmt]}" if fmt != "safetensors" else "bundle")
-        else:
-            out = Path(args.out) if args.out else None
-        try:
-            result = export(
-                ckpt,
-                format=fmt,  # type: ignore[arg-type]
-                out=out,
-                height=args.height,
-                width=args.width,
-                tolerance=args.tolerance,
-                fold_bn=not args.no_fold_bn,
-                exporter=args.exporter,
-                opset=args.opset,
-                upsample=args.upsample,
-                check_image=args.check_image,
-                trusted=args.trusted,
-            )
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
-            print(f"hrseg export: {fmt}: {err}", file=sys.stderr)
-            status = 1
-            continue
-        print(result.summary())
-        if not result.passed:
-            print(
-                f"hrseg export: {fmt}: the exported model differs from eager by {result.max_abs_diff:.3g} "
-                f"> {result.tolerance:.3g}; the file is kept for inspection",
-                file=sys.stderr,
-            )
-            status = 1
-    return status
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

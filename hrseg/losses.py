@@ -33,7 +33,7 @@ __all__ = [
     "resolve_class_weights",
 ]
 
-#: Official HRNet Cityscapes class weights in trainId order (REFERENCE.md section 3).
+#: Official HRNet Cityscapes class weights in trainId order (docs/reference/recipes.md).
 CITYSCAPES_CLASS_WEIGHTS: tuple[float, ...] = (
     0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
     0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
@@ -80,6 +80,8 @@ class CrossEntropy(nn.Module):
     carries gradients, instead of PyTorch's NaN.
     """
 
+    class_weights: Tensor | None  # non-persistent buffer, declared for type checkers
+
     def __init__(self, ignore_index: int = 255, class_weights: Tensor | None = None) -> None:
         """Store the ignore label; weights become a buffer so they follow the module's device."""
         super().__init__()
@@ -108,6 +110,8 @@ class OhemCrossEntropy(nn.Module):
     mean of the (optionally class-weighted) per-pixel CE over the kept pixels, as in the official code.
     Everything stays on the device: the selection uses a rank computed by sorting, not ``.item()``.
     """
+
+    class_weights: Tensor | None  # non-persistent buffer, declared for type checkers
 
     def __init__(
         self,

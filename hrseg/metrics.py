@@ -1,6 +1,6 @@
 """Segmentation metrics from one confusion matrix accumulated over the whole split.
 
-The official protocol (REFERENCE.md section 4) sums a confusion matrix over every image of the split, drops
+The official protocol (docs/reference/protocol.md) sums a confusion matrix over all images of the split, drops
 ignore pixels, and averages per-class IoU over ALL classes: a class absent from both the predictions and the
 ground truth has ``TP + FP + FN = 0`` and counts as IoU 0 (the official code divides by ``max(1, union)``).
 That is torchmetrics' ``MulticlassJaccardIndex(average=None, zero_division=0)`` followed by a plain mean;

@@ -8,29 +8,27 @@ class metadata). The task knows nothing about files: batches come from a DataMod
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette, denormalize
+from hrseg.inference.protocol import infer
 from hrseg.losses import LossSpec, build_loss
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
 from hrseg.models import build_model, load_pretrained, upsample_logits
+from hrseg.viz import figure_to_array, plot_panels, save_evaluation_plots
 
 __all__ = ["SegmentationTask", "poly_warmup_factor"]
 
-log = logging.getLogger(__name__)
-
 #: Attribute names of segmentation heads that get ``head_lr_mult`` (HRNetV2 and smp models).
 HEAD_MODULE_NAMES = ("last_layer", "segmentation_head")
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -151,8 +149,7 @@ class SegmentationTask(L.LightningModule):
         """Build ``self.model`` (checkpoint keys are ``model.<official key>``)."""
         hp = self.hparams
         options = dict(hp.model_options or {})
-        if not hp.model.startswith("smp:"):
-            options.setdefault("align_corners", hp.align_corners)
+        options.setdefault("align_corners", hp.align_corners)
         self.model: nn.Module = build_model(hp.model, num_classes=hp.num_classes, **options)
 
     def configure_losses(self) -> None:
@@ -173,6 +170,11 @@ class SegmentationTask(L.LightningModule):
         hp = self.hparams
         self.val_metrics = SegmentationMetrics(hp.num_classes, hp.ignore_index)
         self.test_metrics = SegmentationMetrics(hp.num_classes, hp.ignore_index)
+        # eval loss: mean over images of the per-image loss, summed across processes (exact under DDP)
+        from torchmetrics import MeanMetric
+
+        self.val_loss = MeanMetric(nan_strategy="ignore")
+        self.test_loss = MeanMetric(nan_strategy="ignore")
 
     @property
     def class_names(self) -> list[str]:
@@ -185,9 +187,7 @@ class SegmentationTask(L.LightningModule):
         """Class colours (the VOC colour map when the DataModule gave none)."""
         if self.hparams.palette is not None:
             return [tuple(int(v) for v in c) for c in self.hparams.palette]  # type: ignore[misc]
-        from hrseg.viz import fallback_palette
-
-        return fallback_palette(self.hparams.num_classes)
+        return default_palette(self.hparams.num_classes)
 
     def load_pretrained_weights(self) -> None:
         """Load ``weights`` into the network now (the CLI path calls this from :meth:`setup`)."""
@@ -196,7 +196,7 @@ class SegmentationTask(L.LightningModule):
         report = load_pretrained(
             self.model, self.hparams.weights, ignore_head=self.hparams.weights_ignore_head
         )
-        log.info("pretrained weights: %s", report)
+        rank_zero_info(f"pretrained weights: {report}")
         self._pretrained_done = True
 
     def skip_pretrained_weights(self) -> None:
@@ -227,7 +227,7 @@ class SegmentationTask(L.LightningModule):
             return
         self._channels_last = True
         self.model.to(memory_format=torch.channels_last)
-        # a pre-hook, not on_after_batch_transfer: it also covers sliding-window crops and predict_logits,
+        # a pre-hook, not on_after_batch_transfer: it also covers sliding-window crops and evaluate_logits,
         # and Lightning warns about batch-transfer hooks on a LightningModule trained from a DataModule
         self.model.register_forward_pre_hook(_inputs_to_channels_last)
 
@@ -236,31 +236,29 @@ class SegmentationTask(L.LightningModule):
         """Raw network logits (HRNetV2: 1/4 resolution)."""
         return self.model(image)
 
-    def _infer_fn(self) -> Callable[..., Tensor] | None:
-        """``hrseg.inference.infer`` when slide / multi-scale / flip evaluation is asked for, else None."""
+    def _single_pass(self) -> bool:
+        """Whether evaluation is one whole-image forward (no windows, scales or flip to average)."""
         hp = self.hparams
-        if hp.eval_mode == "whole" and not hp.eval_flip:
-            return None
-        try:
-            from hrseg.inference import infer
-        except ImportError as err:  # pragma: no cover - only while the inference module is missing
-            raise RuntimeError(
-                f"eval_mode={hp.eval_mode!r} / eval_flip={hp.eval_flip} need hrseg.inference.infer"
-            ) from err
-        return infer
+        scales = list(hp.eval_scales) if hp.eval_scales is not None else [1.0]
+        return hp.eval_mode == "whole" and not hp.eval_flip and scales == [1.0]
 
-    def predict_logits(self, image: Tensor, size: Sequence[int] | None = None) -> Tensor:
-        """Evaluation logits at ``size`` (default: the input size) with the configured inference mode."""
+    def evaluate_logits(self, image: Tensor, size: Sequence[int] | None = None) -> Tensor:
+        """Evaluation logits at ``size`` (default: the input size) with the configured protocol.
+
+        The path of validation, test and predict: :func:`hrseg.inference.infer` with ``eval_mode``,
+        ``eval_window``, ``eval_stride``, ``eval_scales`` and ``eval_flip`` (the same function and options as
+        ``hrseg predict``), or a plain forward when that is one whole-image pass.
+        """
         hp = self.hparams
         out_size = tuple(size) if size is not None else tuple(image.shape[-2:])
-        infer = self._infer_fn()
-        if infer is None:
+        if self._single_pass():
             return upsample_logits(self.model(image), out_size, hp.align_corners)
         kwargs: dict[str, Any] = {
             "mode": hp.eval_mode,
             "flip": hp.eval_flip,
             "align_corners": hp.align_corners,
             "num_classes": hp.num_classes,
+            "size_divisor": int(getattr(self.model, "size_divisor", 1)),
         }
         if hp.eval_window is not None:
             kwargs["window"] = tuple(hp.eval_window)
@@ -288,11 +286,12 @@ class SegmentationTask(L.LightningModule):
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, split: str) -> Tensor:
         """Shared validation / test step: logits at mask size, loss, confusion-matrix update."""
         image, mask = batch["image"], batch["mask"]
-        logits = self.predict_logits(image, mask.shape[-2:])
-        loss = self.criterion(logits, mask)
-        self.log(
-            f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=image.shape[0]
-        )
+        logits = self.evaluate_logits(image, mask.shape[-2:])
+        # one loss per image, so the epoch mean depends neither on the batching nor on the process count
+        loss = torch.stack([self.criterion(logits[i : i + 1], mask[i : i + 1]) for i in range(len(mask))])
+        mean_loss = self.val_loss if split == "val" else self.test_loss
+        mean_loss.update(loss.detach())
+        self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True, batch_size=image.shape[0])
         preds = logits.argmax(dim=1)
         metrics.update(preds, mask)
         return preds
@@ -308,7 +307,7 @@ class SegmentationTask(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Label maps ``(B, H, W)`` int64 at the input size, with the batch's names and paths."""
-        logits = self.predict_logits(batch["image"])
+        logits = self.evaluate_logits(batch["image"])
         names = batch.get("name")
         return {"pred": logits.argmax(dim=1), "name": names, "path": batch.get("path", names)}
 
@@ -337,8 +336,6 @@ class SegmentationTask(L.LightningModule):
         if self.trainer.is_global_zero:
             self._print_table(self.test_scores, "test")
             if out_dir is not None:
-                from hrseg.viz import save_evaluation_plots
-
                 paths = save_evaluation_plots(
                     out_dir, scores["confmat"].cpu(), scores["iou"].cpu(), self.class_names, self.palette
                 )
@@ -400,9 +397,7 @@ class SegmentationTask(L.LightningModule):
         targets = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
         if not targets:
             return
-        from hrseg.viz import denormalize_image, figure_to_array, plot_panels
-
-        images = [denormalize_image(p[0], self.hparams.mean, self.hparams.std) for p in panels]
+        images = [denormalize(p[0], self.hparams.mean, self.hparams.std) for p in panels]
         fig = plot_panels(
             images,
             [p[1] for p in panels],

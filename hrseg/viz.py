@@ -1,7 +1,9 @@
-"""Plots for segmentation: palette colouring, overlays, image/GT/prediction panels, evaluation figures.
+"""Figures for segmentation: image / ground truth / prediction panels, evaluation plots, learning curves.
 
-Figures are built with :class:`matplotlib.figure.Figure` on the Agg canvas, never through pyplot, so they work
-headless, in loops and in DataLoader-free callbacks without leaking global state.
+The one place hrseg draws with matplotlib (the DataModules' ``plot``, the task's TensorBoard panels, the test
+plots and ``hrseg report`` all call it). Colours come from :mod:`hrseg.colors`. Figures are built with
+:class:`matplotlib.figure.Figure` on the Agg canvas, never through pyplot, so they work headless, in loops and
+in callbacks without leaking global state.
 """
 
 from __future__ import annotations
@@ -11,94 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hrseg.palette import voc_colormap
+from hrseg.colors import IGNORE_INDEX, colorize
 
 __all__ = [
-    "colorize",
-    "denormalize_image",
-    "fallback_palette",
     "figure_to_array",
-    "main",
-    "overlay",
     "plot_confusion_matrix",
     "plot_learning_curve",
     "plot_panels",
     "plot_per_class_iou",
     "read_scalars",
-    "run_report",
     "save_evaluation_plots",
 ]
 
-ArrayLike = np.ndarray | torch.Tensor
 
-
-def _numpy(x: ArrayLike) -> np.ndarray:
-    """Detach a tensor to a CPU numpy array (arrays pass through)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def fallback_palette(num_classes: int) -> list[tuple[int, int, int]]:
-    """The PASCAL VOC bit-interleaved colour map: distinct colours for datasets that bring none."""
-    return voc_colormap(num_classes)
-
-
-def colorize(
-    mask: ArrayLike,
-    palette: Sequence[Sequence[int]],
-    ignore_index: int | None = 255,
-    ignore_color: Sequence[int] = (0, 0, 0),
-) -> np.ndarray:
-    """Label map ``(H, W)`` -> RGB uint8 ``(H, W, 3)``; ignore / out-of-range labels get ``ignore_color``."""
-    labels = _numpy(mask).astype(np.int64)
-    table = np.zeros((len(palette) + 1, 3), dtype=np.uint8)
-    if len(palette):
-        table[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    table[-1] = np.asarray(ignore_color, dtype=np.uint8)
-    bad = (labels < 0) | (labels >= len(palette))
-    if ignore_index is not None:
-        bad |= labels == ignore_index
-    return table[np.where(bad, len(palette), labels)]
-
-
-def denormalize_image(
-    image: ArrayLike, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
-) -> np.ndarray:
-    """Normalized ``(3, H, W)`` float image -> RGB uint8 ``(H, W, 3)`` (ImageNet statistics by default)."""
-    arr = _numpy(image).astype(np.float32)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    m = np.asarray(mean if mean is not None else (0.485, 0.456, 0.406), dtype=np.float32)
-    s = np.asarray(std if std is not None else (0.229, 0.224, 0.225), dtype=np.float32)
-    return (np.clip(arr * s + m, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def overlay(
-    image: np.ndarray,
-    mask: ArrayLike,
-    palette: Sequence[Sequence[int]],
-    alpha: float = 0.5,
-    ignore_index: int | None = 255,
-) -> np.ndarray:
-    """Blend the coloured mask over an RGB uint8 image; ignore pixels show the image unchanged."""
-    labels = _numpy(mask)
-    color = colorize(labels, palette, ignore_index).astype(np.float32)
-    base = np.asarray(image, dtype=np.float32)
-    if base.shape[:2] != labels.shape:
-        raise ValueError(f"image {base.shape[:2]} and mask {labels.shape} differ in size")
-    blend = (1.0 - alpha) * base + alpha * color
-    keep = (labels < 0) | (labels >= len(palette))
-    if ignore_index is not None:
-        keep |= labels == ignore_index
-    blend[keep] = base[keep]
-    return (blend + 0.5).clip(0, 255).astype(np.uint8)
+def _numpy(x: Any) -> np.ndarray:
+    """A CPU numpy array from an array or a tensor."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:
@@ -110,31 +43,47 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 
 def plot_panels(
     images: Sequence[np.ndarray],
-    masks: Sequence[ArrayLike | None],
-    preds: Sequence[ArrayLike],
+    masks: Sequence[Any | None] | None,
+    preds: Sequence[Any | None] | None,
     palette: Sequence[Sequence[int]],
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     names: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     panel_size: float = 3.0,
+    title: str | None = None,
 ) -> Figure:
-    """One row per sample: image, ground truth (when given), prediction, coloured with ``palette``.
+    """Draw one row per sample: the image, its ground truth and its prediction, coloured with ``palette``.
+
+    A column is drawn when any row has an entry for it (``None`` entries leave that cell empty).
 
     Args:
-        images: RGB uint8 ``(H, W, 3)`` arrays (see :func:`denormalize_image`).
-        masks: ground-truth label maps or ``None`` entries (prediction-only rows).
-        preds: predicted label maps.
+        images: RGB uint8 ``(H, W, 3)`` arrays (see :func:`hrseg.colors.denormalize`).
+        masks: ground-truth label maps (or ``None``: no ground-truth column).
+        preds: predicted label maps (or ``None``: no prediction column).
         palette: one RGB colour per class.
         ignore_index: label drawn black.
         names: optional row titles.
         class_names: when given, a legend of the classes present is added.
         panel_size: inches per panel.
+        title: figure title.
+
+    Returns:
+        The figure (not registered with pyplot).
+
+    Raises:
+        ValueError: no images, or the lists differ in length.
     """
     rows = len(images)
     if rows == 0:
         raise ValueError("plot_panels needs at least one image")
-    has_gt = any(m is not None for m in masks)
-    cols = 3 if has_gt else 2
+    columns: list[tuple[str, Sequence[Any | None]]] = []
+    for label, maps in (("ground truth", masks), ("prediction", preds)):
+        if maps is None or all(m is None for m in maps):
+            continue
+        if len(maps) != rows:
+            raise ValueError(f"{len(maps)} {label} maps for {rows} images")
+        columns.append((label, maps))
+    cols = 1 + len(columns)
     h, w = np.asarray(images[0]).shape[:2]
     fig = Figure(
         figsize=(panel_size * cols, panel_size * rows * h / max(w, 1) + (0.6 if class_names else 0.2))
@@ -143,21 +92,20 @@ def plot_panels(
     present: set[int] = set()
     for r in range(rows):
         cells: list[tuple[str, np.ndarray | None]] = [("image", np.asarray(images[r]))]
-        if has_gt:
-            gt = masks[r]
-            cells.append(("ground truth", colorize(gt, palette, ignore_index) if gt is not None else None))
-            if gt is not None:
-                present |= {int(v) for v in np.unique(_numpy(gt)) if 0 <= v < len(palette)}
-        pred = _numpy(preds[r])
-        present |= {int(v) for v in np.unique(pred) if 0 <= v < len(palette)}
-        cells.append(("prediction", colorize(pred, palette, ignore_index)))
-        for c, (title, img) in enumerate(cells):
+        for label, maps in columns:
+            labels = maps[r]
+            if labels is None:
+                cells.append((label, None))
+                continue
+            arr = _numpy(labels)
+            present |= {int(v) for v in np.unique(arr) if 0 <= v < len(palette) and v != ignore_index}
+            cells.append((label, colorize(arr, palette, ignore_index)))
+        for c, (label, img) in enumerate(cells):
             ax = axes[r, c]
             ax.axis("off")
             if img is not None:
                 ax.imshow(img, interpolation="nearest")
-            label = title if names is None else f"{names[r]}: {title}" if c == 0 else title
-            ax.set_title(label, fontsize="small")
+            ax.set_title(f"{names[r]}: {label}" if names is not None and c == 0 else label, fontsize="small")
     if class_names and present:
         from matplotlib.patches import Patch
 
@@ -166,12 +114,14 @@ def plot_panels(
             for c in sorted(present)
         ]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize="x-small")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 if class_names else 0, 1, 1))
     return fig
 
 
 def plot_confusion_matrix(
-    confmat: ArrayLike, class_names: Sequence[str] | None = None, normalize: bool = True
+    confmat: Any, class_names: Sequence[str] | None = None, normalize: bool = True
 ) -> Figure:
     """Confusion matrix heat map (rows: ground truth, columns: prediction), row-normalized by default."""
     cm = _numpy(confmat).astype(np.float64)
@@ -202,7 +152,7 @@ def plot_confusion_matrix(
 
 
 def plot_per_class_iou(
-    iou: ArrayLike,
+    iou: Any,
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     title: str | None = None,
@@ -236,8 +186,8 @@ def plot_per_class_iou(
 
 def save_evaluation_plots(
     out_dir: str | Path,
-    confmat: ArrayLike,
-    iou: ArrayLike,
+    confmat: Any,
+    iou: Any,
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     prefix: str = "test",
@@ -251,7 +201,7 @@ def save_evaluation_plots(
     return paths
 
 
-# ---------------------------------------------------------------------------------------------- run reports
+# ---------------------------------------------------------------------------------------------- run curves
 def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Logged scalars of one run directory: TensorBoard event files or a CSVLogger ``metrics.csv``."""
     run = Path(run_dir)
@@ -307,87 +257,3 @@ def plot_learning_curve(scalars: dict[str, list[tuple[int, float]]], title: str 
         ax.set_title(title)
     fig.tight_layout()
     return fig
-
-
-def _pick_checkpoint(run: Path) -> Path:
-    """The run's best checkpoint (``best-*.ckpt``), else ``last.ckpt``."""
-    folder = run / "checkpoints"
-    best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if best:
-        return best[-1]
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    raise FileNotFoundError(f"{folder}: no best-*.ckpt or last.ckpt")
-
-
-def run_report(
-    run_dir: str | Path, out_dir: str | Path, num_images: int = 4, checkpoint: str | Path | None = None
-) -> list[Path]:
-    """Figures of a finished ``hrseg fit`` run: validation panels and the learning curve.
-
-    Reads the run's ``config.yaml`` (saved by the CLI) to rebuild its DataModule, predicts the first
-    ``num_images`` validation images with the best checkpoint and writes ``predictions.png`` and
-    ``learning_curve.png`` into ``out_dir``.
-    """
-    import yaml
-    from lightning.pytorch.cli import instantiate_class
-
-    from hrseg.task import SegmentationTask
-
-    run = Path(run_dir)
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: not found (is {run} a run directory of `hrseg fit`?)")
-    data_cfg = yaml.safe_load(config_path.read_text())["data"]
-    dm = instantiate_class(
-        (), {"class_path": data_cfg["class_path"], "init_args": data_cfg.get("init_args") or {}}
-    )
-    dm.setup("validate")
-    ckpt = Path(checkpoint) if checkpoint is not None else _pick_checkpoint(run)
-    task = SegmentationTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
-    items = [dm.val_dataset[i] for i in range(min(num_images, len(dm.val_dataset)))]
-    images, masks, preds, names = [], [], [], []
-    with torch.no_grad():
-        for item in items:
-            mask = item["mask"]
-            logits = task.predict_logits(item["image"].unsqueeze(0), mask.shape[-2:])
-            image = item["image"]
-            if image.shape[-2:] != mask.shape[-2:]:
-                image = torch.nn.functional.interpolate(image[None], size=mask.shape[-2:], mode="bilinear")[0]
-            images.append(denormalize_image(image, task.hparams.mean, task.hparams.std))
-            masks.append(mask)
-            preds.append(logits.argmax(1)[0])
-            names.append(str(item.get("name", "")))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    panels = plot_panels(
-        images, masks, preds, task.palette, task.hparams.ignore_index, names, task.class_names
-    )
-    paths = [out / "predictions.png", out / "learning_curve.png"]
-    panels.savefig(paths[0], dpi=110)
-    plot_learning_curve(read_scalars(run)).savefig(paths[1], dpi=110)
-    return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hrseg.viz RUN_DIR [--out DIR]``: write the README figures of a demo (or any) run."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m hrseg.viz",
-        description="Draw validation predictions (image / ground truth / prediction) and the learning curve "
-        "of a finished `hrseg fit` run, e.g. runs/demo/lightning_logs/version_0.",
-    )
-    parser.add_argument("run_dir", help="the run's log directory (holds config.yaml and checkpoints/)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/figures)")
-    parser.add_argument("--num-images", type=int, default=4, help="validation images to show")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint (default: best, else last)")
-    args = parser.parse_args(argv)
-    out = args.out or str(Path(args.run_dir) / "figures")
-    for path in run_report(args.run_dir, out, args.num_images, args.checkpoint):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -85,7 +85,7 @@ read back below (TensorBoard works too: `--trainer.logger lightning.pytorch.logg
     ),
     (
         "code",
-        """from hrseg.cli import main as hrseg_cli
+        """from hrseg.commands import main as hrseg_cli
 
 args = [
     "fit", "--config", "demo",
@@ -213,7 +213,7 @@ print(f"FAST={FAST}, outputs in {WORKDIR}")""",
     ),
     (
         "code",
-        """from hrseg.cli import main as hrseg_cli
+        """from hrseg.commands import main as hrseg_cli
 
 if CKPT is None:
     runs = Path("runs")

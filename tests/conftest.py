@@ -56,7 +56,7 @@ TINY_FIT_ARGS = [
 
 def make_tiny_checkpoint(root: Path) -> Path:
     """Train the demo config for two steps under ``root``; return its ``last.ckpt``."""
-    from hrseg.cli import main
+    from hrseg.commands import main
 
     root.mkdir(parents=True, exist_ok=True)
     main(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrseg.cli import main
-from hrseg.lightning_cli import CONFIG_DIR, list_configs, resolve_config
+from hrseg.commands import main
+from hrseg.commands.lightning import CONFIG_DIR, list_configs, resolve_config
 from hrseg.task import poly_warmup_factor
 
 # Tiny demo data: every CLI test overrides the shipped demo config with these.
@@ -110,7 +110,7 @@ def test_demo_fit_then_validate_test_predict(tmp_path, capsys):
     assert len(written) == 4
 
     # the README figures of a run: validation panels and the learning curve
-    from hrseg.viz import main as viz_main
+    from hrseg.commands.report import main as viz_main
 
     assert viz_main([str(root / "csv" / "version_0"), "--out", str(tmp_path / "figures")]) == 0
     for name in ("predictions.png", "learning_curve.png"):

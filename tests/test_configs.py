@@ -9,8 +9,8 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
-from hrseg.cli import main
-from hrseg.lightning_cli import CONFIG_DIR, list_configs, run_lightning_cli
+from hrseg.commands import main
+from hrseg.commands.lightning import CONFIG_DIR, list_configs, run_lightning_cli
 
 CONFIGS = list_configs()
 EXPECTED = {

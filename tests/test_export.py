@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from hrseg.commands.export import main
 from hrseg.data import generate_scene
-from hrseg.export import ExportResult, ExportWrapper, default_check_size, export, main
+from hrseg.export import ExportResult, ExportWrapper, default_check_size, export
 from hrseg.inference import Segmenter, load_checkpoint
 
 EXPORT_SIZE = (64, 96)

@@ -24,7 +24,7 @@ from hrseg.models.hrnet import BasicBlock
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "hrseg" / "models"
 
-# Published sizes (REFERENCE.md, official implementation, 19 classes), in thousands.
+# Published sizes (docs/reference/models.md, official implementation, 19 classes), in thousands.
 PUBLISHED_K = {
     "w18_small_v1": 1541,
     "w18_small_v2": 3940,

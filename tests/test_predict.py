@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from hrseg.callbacks import PredictionWriter, main, output_paths, predict_folder, write_prediction
-from hrseg.inference import Segmenter, colorize_mask
+from hrseg.callbacks import PredictionWriter
+from hrseg.colors import colorize
+from hrseg.commands.predict import main
+from hrseg.inference import Segmenter, output_paths, predict_folder, write_prediction
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def _check_outputs(images: Path, out: Path, palette: list[list[int]], overlay: b
         ids = np.asarray(labels)
         assert ids.max() < 19
         color = np.asarray(Image.open(paths["color"]).convert("RGB"))
-        np.testing.assert_array_equal(color, colorize_mask(ids, palette))
+        np.testing.assert_array_equal(color, colorize(ids, palette))
         if overlay:
             assert Image.open(paths["overlay"]).size == size
         else:
@@ -134,32 +136,44 @@ def test_prediction_writer_drops_finished_samples_in_setup(tmp_path: Path) -> No
     assert printed and "1 of 2" in printed[0]
 
 
-def test_lightning_cli_predict_with_writer(
-    tiny_checkpoint: Path, demo_images_dir: Path, tmp_path: Path
+def test_one_predict_command_with_and_without_config(
+    tiny_checkpoint: Path,
+    demo_images_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``hrseg predict --config demo --ckpt_path ... --data.predict_path DIR`` with the writer callback."""
-    from hrseg.cli import main as hrseg_main
+    """``hrseg predict`` takes one syntax; ``--config`` switches to the DataModule + Trainer engine."""
+    from hrseg.commands import main as hrseg_main
 
-    out = tmp_path / "lightning"
+    common = ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(demo_images_dir), "--overlay"]
+    bare, configured = tmp_path / "bare", tmp_path / "config"
+    assert hrseg_main([*common, "--output", str(bare), "--no-progress"]) == 0
     argv = [
-        "predict",
+        *common,
+        "--output",
+        str(configured),
         "--config",
         "demo",
-        "--ckpt_path",
-        str(tiny_checkpoint),
-        "--data.predict_path",
-        str(demo_images_dir),
-        "--trainer.callbacks+=hrseg.callbacks.PredictionWriter",
-        f"--trainer.callbacks.output_dir={out}",
-        "--trainer.callbacks.write_overlay=true",
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}",
-        "--return_predictions=false",
     ]
     assert hrseg_main(argv) == 0
     seg = Segmenter.from_checkpoint(tiny_checkpoint)
-    _check_outputs(demo_images_dir, out, seg.palette, overlay=True)
-    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    for out in (bare, configured):
+        _check_outputs(demo_images_dir, out, seg.palette, overlay=True)
+    for src in sorted(demo_images_dir.iterdir()):
+        a = np.asarray(Image.open(bare / f"{src.stem}_trainIds.png"))
+        b = np.asarray(Image.open(configured / f"{src.stem}_trainIds.png"))
+        assert (a == b).mean() > 0.999, src.name  # BN folding in the bare form: ties may flip
+    stamps = {p: p.stat().st_mtime_ns for p in configured.iterdir()}
     assert hrseg_main(argv) == 0  # resumed: nothing left to do
-    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert {p: p.stat().st_mtime_ns for p in configured.iterdir()} == stamps
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        hrseg_main(["predict", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--ckpt" in help_text and "--config" in help_text and "--trainer.devices" in help_text
+    with pytest.raises(SystemExit):  # LightningCLI options need --config
+        hrseg_main([*common, "--output", str(bare), "--trainer.devices=2"])

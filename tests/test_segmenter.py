@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from hrseg.data import generate_scene
-from hrseg.inference import ModelMeta, Segmenter, load_checkpoint, to_image_tensor
+from hrseg.inference import ModelMeta, Segmenter, build_from_meta, load_checkpoint, to_image_tensor
 
 NUM_CLASSES = 19
 
@@ -163,4 +163,4 @@ def test_model_meta_round_trip() -> None:
     again = ModelMeta.from_dict(__import__("json").loads(meta.to_json()))
     assert again == meta
     assert again.class_names == ["class_0", "class_1", "class_2"] and len(again.palette or []) == 3
-    assert again.build().fuse_mode == "nearest"
+    assert build_from_meta(again).fuse_mode == "nearest"

@@ -129,7 +129,7 @@ def test_flip_eval_goes_through_inference_module():
     task = _task(eval_flip=True).eval()
     image = torch.randn(1, 3, 32, 64)
     with torch.no_grad():
-        flipped = task.predict_logits(image)
+        flipped = task.evaluate_logits(image)
         plain = task.model(image)
         manual = plain + torch.flip(task.model(torch.flip(image, dims=[3])), dims=[3])
     from hrseg.models import upsample_logits
@@ -152,7 +152,8 @@ def test_pretrained_weights_load_at_setup_and_missing_file_fails(tmp_path):
 
 
 def test_viz_helpers_colour_overlay_and_figures():
-    from hrseg.viz import colorize, figure_to_array, overlay, plot_confusion_matrix, plot_per_class_iou
+    from hrseg.colors import colorize, overlay
+    from hrseg.viz import figure_to_array, plot_confusion_matrix, plot_per_class_iou
 
     palette = [(10, 20, 30), (200, 100, 0)]
     mask = np.array([[0, 1], [255, 7]])

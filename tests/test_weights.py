@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from hrseg.checkpoint import CheckpointError
 from hrseg.models import HRNetV2, LoadReport, build_model, load_pretrained
-from hrseg.models.weights import CheckpointError
 
 HEAD_KEYS = sorted(
     f"last_layer.{k}"

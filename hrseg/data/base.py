@@ -7,7 +7,8 @@ values become train ids; loaders, transforms, prediction inputs and plots live h
 from __future__ import annotations
 
 import glob
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.data import suggested_max_num_workers
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, default_palette, denormalize
 from hrseg.data.checks import (
     IMAGE_EXTENSIONS,
     CheckReport,
@@ -31,15 +34,158 @@ from hrseg.data.checks import (
     load_sample,
     read_image,
 )
-from hrseg.data.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, colorize
 from hrseg.data.transforms import (
     SegmentationTransform,
     build_eval_transform,
     build_train_transform,
-    denormalize,
 )
 
 DEFAULT_ENCODING = "default"
+
+
+# ------------------------------------------------------------------------------------------- exact resume
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded with ``seed``.
+
+    A pure function of the three numbers (NumPy's ``SeedSequence`` mixes them), so the augmentation of
+    every sample is the same whichever process, worker, batch position or resumed run draws it.
+    """
+    state = np.random.SeedSequence([int(seed) % 2**32, int(epoch), int(index)]).generate_state(1)
+    return int(state[0])
+
+
+def _apply_sample_seed(transform: Any, key: int | tuple[int, int]) -> int:
+    """Dataset key -> index; an ``(index, seed)`` key (from :class:`ResumableSampler`) reseeds ``transform``."""
+    if isinstance(key, tuple | list):
+        index, seed = int(key[0]), int(key[1])
+        if hasattr(transform, "reseed"):
+            transform.reseed(seed)
+        return index
+    return int(key)
+
+
+def global_seed(default: int = 0) -> int:
+    """The run's seed: ``PL_GLOBAL_SEED`` (set by ``seed_everything`` on every rank), else ``default``."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    return int(value) if value not in (None, "") else int(default)
+
+
+class ResumableSampler(DistributedSampler):
+    """Training order and augmentation seeds as a pure function of (seed, epoch), sharded over processes.
+
+    A :class:`~torch.utils.data.DistributedSampler` (so Lightning keeps it as is and calls ``set_epoch``)
+    that yields ``(index, sample_seed(seed, epoch, index))`` keys: the datasets reseed their augmentation
+    pipeline from the key, so neither the worker count nor a restart changes what a sample looks like.
+    :meth:`skip` starts the next iteration part-way into an epoch (mid-epoch resume).
+
+    Args:
+        dataset: the training dataset.
+        num_replicas: processes sharing the epoch (1 without DDP).
+        rank: this process's rank.
+        seed: base seed of the permutation and of the augmentations (the same on every rank).
+        shuffle: permute the indices every epoch.
+    """
+
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self._skip = 0
+
+    def skip(self, epoch: int, samples: int) -> None:
+        """Make the next iteration run ``epoch`` from its ``samples``-th element of this rank's share.
+
+        Idempotent: the same position requested again (the DataModule and Lightning's loop may both
+        restore it) is applied once.
+        """
+        position = (int(epoch), max(0, int(samples)))
+        if position == getattr(self, "_restored", None):
+            return
+        self._restored = position
+        self.epoch, self._skip = position
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        indices = list(super().__iter__())
+        skip, self._skip = self._skip, 0
+        return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices[skip:]])
+
+
+def _fit_position(trainer: Any) -> tuple[int, int] | None:
+    """(epoch, training batches consumed in it) from the trainer's progress counters, or None.
+
+    Counted by the loops rather than by the loader: Lightning fetches one batch ahead, so the loader has
+    always produced one batch more than the training loop has used when a checkpoint is written.
+    """
+    fit_loop = getattr(trainer, "fit_loop", None)
+    if fit_loop is None or getattr(getattr(trainer, "state", None), "fn", None) != "fit":
+        return None
+    epochs = fit_loop.epoch_progress.current
+    epoch = max(int(epochs.started) - 1, 0)
+    if epochs.started == 0 or epochs.processed >= epochs.started:
+        return int(epochs.processed), 0  # between epochs: the next one starts from its beginning
+    return epoch, int(fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader whose position Lightning saves in checkpoints and restores on resume.
+
+    Lightning calls ``state_dict`` when it writes a checkpoint and ``load_state_dict`` before the first
+    ``iter`` of a resumed fit (any loader with both methods counts as stateful). The state is the sampler's
+    seed, the epoch and how many batches of it the training loop had consumed; on load, the sampler skips
+    those batches, so the resumed run sees exactly the batches (and augmentations) the interrupted run would
+    have seen. Requires a :class:`ResumableSampler` and ``batch_size`` batching.
+
+    Args:
+        *args: :class:`~torch.utils.data.DataLoader` arguments.
+        position: returns (epoch, batches consumed) of the current fit (the trainer's progress), or None to
+            count the batches this loader's iterators yielded.
+        **kwargs: :class:`~torch.utils.data.DataLoader` arguments.
+    """
+
+    def __init__(
+        self, *args: Any, position: Callable[[], tuple[int, int] | None] | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler) or self.batch_size is None:
+            raise TypeError("ResumableDataLoader needs a ResumableSampler and a batch_size")
+        self.position = position
+        self._yielded = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self.sampler.epoch  # type: ignore[attr-defined]
+        self._yielded = self.sampler._skip // self.batch_size  # type: ignore[attr-defined,operator]
+        self._epoch = epoch
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"seed", "epoch", "batches", "batch_size"}``: where the next batch of this fit comes from."""
+        sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
+        pos = self.position() if self.position is not None else None
+        if pos is None:
+            pos = (getattr(self, "_epoch", sampler.epoch), self._yielded)
+        epoch, batches = pos
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        return {
+            "seed": int(sampler.seed),
+            "epoch": int(epoch),
+            "batches": int(batches),
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`: same seed, same epoch, its consumed batches skipped."""
+        sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
+        sampler.seed = int(state.get("seed", sampler.seed))
+        batch_size = int(state.get("batch_size", self.batch_size))
+        if batch_size != self.batch_size:
+            rank_zero_warn(
+                f"resuming with batch_size={self.batch_size} from a checkpoint written with {batch_size}: "
+                "the rest of the interrupted epoch is approximated"
+            )
+        sampler.skip(int(state.get("epoch", 0)), int(state.get("batches", 0)) * batch_size)
 
 
 class SegmentationDataset(Dataset):
@@ -84,7 +230,8 @@ class SegmentationDataset(Dataset):
         image, mask = load_sample(sample, self.spec_for(sample))
         return image, mask, sample.name
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index = _apply_sample_seed(self.transform, key)
         image, mask, name = self.load(index)
         img_t, mask_t = self.transform(image, mask)
         if not self.labelled:
@@ -124,7 +271,8 @@ class ArraySegmentationDataset(Dataset):
         mask = self.masks[index] if self.masks is not None else None
         return self.images[index], mask, self.names[index]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index = _apply_sample_seed(self.transform, key)
         image, mask, name = self.load(index)
         img_t, mask_t = self.transform(image, mask)
         if mask_t is None:
@@ -288,8 +436,6 @@ class SegmentationDataModule(L.LightningDataModule):
         predict_path: str | None = None,
     ) -> None:
         super().__init__()
-        from hrseg.data.metadata import default_palette
-
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if 0 <= ignore_index < num_classes:
@@ -328,6 +474,8 @@ class SegmentationDataModule(L.LightningDataModule):
             DEFAULT_ENCODING: LabelSpec(num_classes=self.num_classes, ignore_index=self.ignore_index)
         }
         self.train_dataset: Dataset | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, Any] | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
@@ -464,41 +612,89 @@ class SegmentationDataModule(L.LightningDataModule):
             return auto_num_workers(trainer.strategy.root_device.type, trainer.num_devices)
         return auto_num_workers("cuda" if torch.cuda.is_available() else "cpu")
 
+    def _distributed_kwargs(self) -> dict[str, int] | None:
+        """``num_replicas`` / ``rank`` when the trainer shards data over processes, else None."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if not getattr(connector, "use_distributed_sampler", True):
+            return None  # the user shards the data themselves
+        kwargs = trainer.distributed_sampler_kwargs
+        return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"])} if kwargs else None
+
     def _loader(self, dataset: Dataset | None, stage: str, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before {stage}_dataloader()")
-        drop_last = False
+        workers = self.loader_workers
+        common: dict[str, Any] = {
+            "batch_size": batch_size,
+            "num_workers": workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": workers > 0,
+            "collate_fn": _PadCollate(self.ignore_index),
+            "worker_init_fn": seed_worker if workers > 0 else None,
+        }
+        dist = self._distributed_kwargs()
         if shuffle:
-            n = len(dataset)  # type: ignore[arg-type]
+            # Exact resume: the order is a function of (seed, epoch), each sample's augmentation of
+            # (seed, epoch, index), and the position inside the epoch is saved in checkpoints.
+            sampler = ResumableSampler(dataset, seed=global_seed(), **(dist or {}))
+            n = sampler.num_samples
             drop_last = n >= batch_size
             if not drop_last:
                 rank_zero_warn(
-                    f"{type(self).__name__}: only {n} training samples for batch_size={batch_size}; "
+                    f"{type(self).__name__}: only {n} training samples per process for batch_size={batch_size}; "
                     "keeping the partial batch instead of dropping it"
                 )
-        workers = self.loader_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=workers > 0,
-            drop_last=drop_last,
-            collate_fn=_PadCollate(self.ignore_index),
-            worker_init_fn=seed_worker if workers > 0 else None,
-        )
+            loader = ResumableDataLoader(
+                dataset, sampler=sampler, drop_last=drop_last, position=self._fit_position, **common
+            )
+            if self._train_loader_state is not None:
+                loader.load_state_dict(self._train_loader_state)
+                self._train_loader_state = None
+            self._train_loader = loader
+            return loader
+        sampler = None
+        if dist is not None and stage in ("val", "test"):
+            # Lightning would pad the split with repeated images so every process runs as many batches;
+            # the unrepeated sampler gives each image to exactly one process (shares differ by at most one),
+            # so the summed confusion matrix counts every image once: metrics equal those of one process.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **dist)
+        return DataLoader(dataset, sampler=sampler, shuffle=False, drop_last=False, **common)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointed state: the training loader's position (seed, epoch, batches consumed)."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training loader's position (applied to the next ``train_dataloader()``).
+
+        Lightning restores the DataModule before it first builds the training loader, whereas its own
+        loader-state restore comes too late when the task asks for ``estimated_stepping_batches`` (which
+        builds and starts the loader while the optimizers are configured).
+        """
+        self._train_loader_state = dict(state_dict.get("train_loader") or {}) or None
+
+    def _fit_position(self) -> tuple[int, int] | None:
+        return _fit_position(self.trainer) if self.trainer is not None else None
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches of ``batch_size`` (incomplete last batch dropped)."""
+        """Shuffled, resumable training batches of ``batch_size`` (incomplete last batch dropped).
+
+        The order depends on (seed, epoch) only and each sample's augmentation on (seed, epoch, index)
+        (:class:`ResumableSampler`, seed from ``seed_everything``); Lightning saves the loader's position in
+        every checkpoint and resumes mid-epoch exactly (:class:`ResumableDataLoader`).
+        """
         return self._loader(self.train_dataset, "train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches of ``eval_batch_size`` (padded when sizes differ)."""
+        """Validation batches of ``eval_batch_size`` (padded when sizes differ); under DDP each image goes
+        to exactly one process, so the synced metrics equal those of one process."""
         return self._loader(self.val_dataset, "val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        """Test batches of ``eval_batch_size`` over the labelled test split."""
+        """Test batches of ``eval_batch_size`` over the labelled test split (unrepeated under DDP)."""
         return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
@@ -513,7 +709,7 @@ class SegmentationDataModule(L.LightningDataModule):
         show_legend: bool = True,
         suptitle: str | None = None,
     ) -> Any:
-        """Draw image / ground truth / prediction with the class palette.
+        """Draw image / ground truth / prediction with the class palette (:func:`hrseg.viz.plot_panels`).
 
         Args:
             sample: a dataset item or a batch (the first element is shown) with ``image`` and optionally
@@ -525,8 +721,7 @@ class SegmentationDataModule(L.LightningDataModule):
         Returns:
             matplotlib.figure.Figure (not registered with pyplot, so nothing leaks in loops).
         """
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
+        from hrseg.viz import plot_panels
 
         image = sample["image"]
         image = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
@@ -534,45 +729,31 @@ class SegmentationDataModule(L.LightningDataModule):
             image = image[0]
         # uint8 arrays are pictures already; anything else is a normalized (3, H, W) tensor
         rgb = image if image.dtype == np.uint8 else denormalize(image, self.mean, self.std)
-        mask = _label_map(sample.get("mask"))
         pred = prediction if prediction is not None else sample.get("prediction", sample.get("pred"))
-        pred = _label_map(pred)
-        panels: list[tuple[str, np.ndarray]] = [("image", rgb)]
-        present: set[int] = set()
-        for title, arr in (("ground truth", mask), ("prediction", pred)):
-            if arr is None:
-                continue
-            panels.append((title, colorize(arr, self.palette, self.ignore_index)))
-            present |= {int(v) for v in np.unique(arr) if 0 <= v < self.num_classes}
-        fig = Figure(
-            figsize=(4 * len(panels), 4 * rgb.shape[0] / max(rgb.shape[1], 1) + 1.2), layout="constrained"
-        )
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
-        for ax, (title, img) in zip(axes, panels, strict=True):
-            ax.imshow(img, interpolation="nearest")
-            ax.set_title(title)
-            ax.axis("off")
-        if show_legend and present:
-            handles = [
-                Patch(color=np.asarray(self.palette[c]) / 255.0, label=self.class_names[c])
-                for c in sorted(present)
-            ]
-            fig.legend(
-                handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small"
-            )
         name = sample.get("name")
         if suptitle is None and name is not None:
             suptitle = name[0] if isinstance(name, list | tuple) else str(name)
-        if suptitle:
-            fig.suptitle(suptitle)
-        return fig
+        return plot_panels(
+            [rgb],
+            [_label_map(sample.get("mask"))],
+            [_label_map(pred)],
+            self.palette,
+            self.ignore_index,
+            class_names=self.class_names if show_legend else None,
+            panel_size=4.0,
+            title=suptitle,
+        )
 
 
 __all__ = [
     "ArraySegmentationDataset",
+    "ResumableDataLoader",
+    "ResumableSampler",
     "SegmentationDataModule",
     "SegmentationDataset",
     "auto_num_workers",
+    "global_seed",
     "pad_collate",
     "resolve_predict_inputs",
+    "sample_seed",
 ]

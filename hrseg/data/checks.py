@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from hrseg.images import ImageFileError, open_image
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -26,8 +28,15 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One item of a split: an image, its mask (None for unlabelled data), a display name and the key of its
-    label encoding (DataModules whose splits mix encodings, e.g. Cityscapes labelIds / labelTrainIds)."""
+    """One item of a split: an image, its mask, a display name and the key of its label encoding.
+
+    Attributes:
+        image: path of the image file.
+        mask: path of the label map; None for unlabelled data.
+        name: display name (file stem, used in predictions and messages).
+        encoding: key into the DataModule's ``label_specs``, for DataModules whose splits mix encodings
+            (e.g. Cityscapes labelIds / labelTrainIds).
+    """
 
     image: Path
     mask: Path | None
@@ -43,6 +52,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        """``path: message``, as printed in reports."""
         return f"{self.path}: {self.message}"
 
 
@@ -66,18 +76,12 @@ class LabelSpec:
 
 def open_image_file(path: Path) -> Image.Image:
     """Open and fully decode an image file; raise DatasetError (naming it) when missing or corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    img: Image.Image | None = None
     try:
-        img = Image.open(path)
-        img.load()  # decodes and, for single-frame files, closes the file
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if img is not None:
-            img.close()  # a truncated file fails in load(), after open() took a handle
-        raise DatasetError(f"{path}: unreadable or corrupt image file ({exc})") from None
-    return img
+        return open_image(path)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except ImageFileError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -152,15 +156,15 @@ def _describe_allowed(spec: LabelSpec) -> str:
 def _compact(values: Sequence[int]) -> str:
     """Format sorted integers as ranges, e.g. ``0..33, 255``."""
     parts: list[str] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0
     for v in values:
-        if start is None:
-            start = prev = v
-        elif v == prev + 1:
+        if start is not None and v == prev + 1:
             prev = v
-        else:
+            continue
+        if start is not None:
             parts.append(f"{start}..{prev}" if prev != start else f"{start}")
-            start = prev = v
+        start = prev = v
     if start is not None:
         parts.append(f"{start}..{prev}" if prev != start else f"{start}")
     return ", ".join(parts)

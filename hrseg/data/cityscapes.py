@@ -55,6 +55,7 @@ class CityscapesDataModule(SegmentationDataModule):
         label_type: Literal["auto", "trainIds", "labelIds"] = "auto",
         **kwargs: Any,
     ) -> None:
+        """Validate the split and label-type options and register both label encodings."""
         super().__init__(
             num_classes=CITYSCAPES_NUM_CLASSES,
             class_names=CITYSCAPES_CLASSES,
@@ -101,8 +102,12 @@ class CityscapesDataModule(SegmentationDataModule):
         return " and ".join(where)
 
     def list_split(self, split: str) -> tuple[list[Sample], list[Problem]]:
-        """Pair every ``*_leftImg8bit.png`` with its gtFine label; report images without labels and labels
-        without images.
+        """Pair every ``*_leftImg8bit.png`` with its gtFine label.
+
+        Images without labels and labels without images are reported as problems, not raised.
+
+        Returns:
+            The paired samples and the problems found.
 
         Raises:
             DatasetError: when ``root``, ``leftImg8bit/<split>`` or ``gtFine/<split>`` is missing.

@@ -78,6 +78,7 @@ class FolderDataModule(SegmentationDataModule):
         crop_size: tuple[int, int] | None = (512, 512),
         **kwargs: Any,
     ) -> None:
+        """Validate ``val_ratio`` and derive which splits exist from the lists given."""
         super().__init__(
             num_classes=num_classes,
             class_names=class_names,
@@ -108,8 +109,14 @@ class FolderDataModule(SegmentationDataModule):
         return f"{self.images_dir} (images) and {self.masks_dir} (masks)"
 
     def pairs(self) -> tuple[dict[str, Sample], list[Problem]]:
-        """Match every image to its mask by stem; report images without masks, masks without images and
-        ambiguous stems (two images or masks with the same stem)."""
+        """Match every image to its mask by stem.
+
+        Images without masks, masks without images and ambiguous stems (two images or masks with the same
+        stem) are reported as problems, not raised.
+
+        Returns:
+            The samples keyed by stem and the problems found.
+        """
         images = list_files(require_dir(self.images_dir, "images"), IMAGE_EXTENSIONS)
         masks = list_files(require_dir(self.masks_dir, "masks"), MASK_EXTENSIONS)
         problems: list[Problem] = []
@@ -147,9 +154,9 @@ class FolderDataModule(SegmentationDataModule):
     def _split_stems(self, split: str, stems: list[str]) -> list[str]:
         if split == "test" and self.test_list is not None:
             return _read_stems(self.test_list)
-        lists = {"train": self.train_list, "val": self.val_list}
-        if split in lists and lists[split] is not None:
-            return _read_stems(lists[split])  # type: ignore[arg-type]
+        listed = {"train": self.train_list, "val": self.val_list}.get(split)
+        if listed is not None:
+            return _read_stems(listed)
         if self.train_list is not None:  # val (or test) = everything not listed for training
             train = set(_read_stems(self.train_list))
             return [s for s in stems if s not in train]

@@ -10,15 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hrseg.palette import voc_colormap
-
-IGNORE_INDEX = 255
-"""Label value that losses and metrics skip (Cityscapes and VOC convention)."""
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-Color = tuple[int, int, int]
+# Re-exported: the dataset modules read every label constant from here.
+from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, voc_colormap
 
 
 class CityscapesLabel(NamedTuple):
@@ -139,39 +132,6 @@ VOC_NUM_CLASSES = 21
 VOC_PALETTE: list[Color] = voc_colormap(VOC_NUM_CLASSES)
 
 
-def default_palette(num_classes: int, seed: int = 0) -> list[Color]:
-    """Return a deterministic palette for custom datasets that bring no colours.
-
-    The VOC colour map is used for the first 256 classes (distinct and familiar); beyond that, seeded random
-    colours.
-    """
-    colors = voc_colormap(min(num_classes, 256))
-    if num_classes > 256:
-        rng = np.random.default_rng(seed)
-        extra = rng.integers(0, 256, size=(num_classes - 256, 3))
-        colors += [(int(r), int(g), int(b)) for r, g, b in extra]
-    return colors
-
-
-def colorize(mask: np.ndarray, palette: list[Color], ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Map a label map (H, W) to an RGB uint8 image with ``palette``; ignore and unknown values are black.
-
-    Args:
-        mask: integer label map.
-        palette: one RGB colour per class.
-        ignore_index: value drawn black.
-
-    Returns:
-        uint8 array (H, W, 3).
-    """
-    mask = np.asarray(mask)
-    table = np.zeros((len(palette) + 1, 3), dtype=np.uint8)
-    table[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    idx = mask.astype(np.int64)
-    idx = np.where((idx < 0) | (idx >= len(palette)) | (idx == ignore_index), len(palette), idx)
-    return table[idx]
-
-
 __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_LABELS",
@@ -187,7 +147,4 @@ __all__ = [
     "CityscapesLabel",
     "cityscapes_label_lut",
     "cityscapes_train_to_label_id",
-    "colorize",
-    "default_palette",
-    "voc_colormap",
 ]

@@ -94,7 +94,7 @@ class _Canvas:
         self.paint(box, where, col, label)
 
 
-def _jitter(rng: np.random.Generator, base: Sequence[float], amount: float) -> np.ndarray:
+def _jitter(rng: np.random.Generator, base: Sequence[float] | np.ndarray, amount: float) -> np.ndarray:
     return np.clip(np.asarray(base, dtype=np.float32) + rng.uniform(-amount, amount, 3), 0, 255)
 
 
@@ -340,12 +340,12 @@ def generate_scene(
 
     # --- a wall or a fence along the back of the sidewalk
     for _ in range(rng.integers(0, 3)):
-        kind = WALL if rng.random() < 0.5 else FENCE
+        barrier = WALL if rng.random() < 0.5 else FENCE
         fx0 = rng.uniform(-0.1, 0.8) * w
         fw = w * rng.uniform(0.2, 0.4)
         fh = h * rng.uniform(0.1, 0.18)
         bottom = horizon + h * rng.uniform(0.0, 0.04)
-        if kind == WALL:
+        if barrier == WALL:
             col = _jitter(rng, (75, 145, 140), 12)
 
             def wall_tex(hh: int, ww: int, col: np.ndarray = col) -> np.ndarray:
@@ -508,6 +508,7 @@ class DemoDataModule(SegmentationDataModule):
         scale_range: tuple[float, float] | None = (0.5, 2.0),
         **kwargs: Any,
     ) -> None:
+        """Check the scene counts; scenes are generated (or read from the cache) on first use."""
         super().__init__(
             num_classes=CITYSCAPES_NUM_CLASSES,
             class_names=CITYSCAPES_CLASSES,

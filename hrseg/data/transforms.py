@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from hrseg.data.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 # Without this, OpenCV spawns one thread pool per DataLoader worker and oversubscribes small machines.
 cv2.setNumThreads(0)
@@ -129,17 +129,4 @@ def build_eval_transform(
     return SegmentationTransform(A.Compose(_normalize_and_tensor(mean, std)), image_size=image_size)
 
 
-def denormalize(
-    image: torch.Tensor | np.ndarray,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> np.ndarray:
-    """Undo the normalization of a (3, H, W) tensor and return an RGB uint8 (H, W, 3) array for display."""
-    arr = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if arr.ndim == 3 and arr.shape[0] == 3:
-        arr = arr.transpose(1, 2, 0)
-    arr = arr * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
-    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-__all__ = ["SegmentationTransform", "build_eval_transform", "build_train_transform", "denormalize"]
+__all__ = ["SegmentationTransform", "build_eval_transform", "build_train_transform"]

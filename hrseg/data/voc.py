@@ -45,8 +45,15 @@ def find_voc_dir(root: str | Path) -> Path:
 
 
 def read_id_list(path: Path) -> list[str]:
-    """Read an image-id list: plain ids, or DeepLab-style ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``
-    lines (the first token's stem is the id). Duplicates are dropped, order kept."""
+    """Read an image-id list; duplicates are dropped, order kept.
+
+    Args:
+        path: a text file of plain ids, or of DeepLab-style ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``
+            lines (the first token's stem is the id).
+
+    Returns:
+        The image ids in file order.
+    """
     ids: list[str] = []
     seen: set[str] = set()
     for line in path.read_text().splitlines():
@@ -86,6 +93,7 @@ class VOCDataModule(SegmentationDataModule):
         val_split: str = "val",
         **kwargs: Any,
     ) -> None:
+        """Store the root and split options; the VOC tree is located on first use (:attr:`voc_dir`)."""
         super().__init__(
             num_classes=VOC_NUM_CLASSES,
             class_names=VOC_CLASSES,

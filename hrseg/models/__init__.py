@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hrseg.models.factory import build_model, list_models
+from hrseg.models.factory import MODEL_CAPABILITIES, build_model, list_models
 from hrseg.models.heads import concat_upsample, upsample_logits
 from hrseg.models.hrnet import HRNET_SPECS, HighResolutionModule, HRNet, HRNetSpec, StageSpec
 from hrseg.models.hrnetv2 import HRNetV2
@@ -10,6 +10,7 @@ from hrseg.models.weights import LoadReport, load_pretrained
 
 __all__ = [
     "HRNET_SPECS",
+    "MODEL_CAPABILITIES",
     "HRNet",
     "HRNetSpec",
     "HRNetV2",

@@ -10,7 +10,21 @@ from torch import nn
 from hrseg.models.hrnet import HRNET_SPECS, HRNetSpec, get_spec
 from hrseg.models.hrnetv2 import HRNetV2
 
-__all__ = ["build_model", "list_models"]
+__all__ = ["MODEL_CAPABILITIES", "build_model", "list_models"]
+
+#: Attributes every model from :func:`build_model` carries, so callers never test names or classes:
+#: ``num_classes``, ``in_channels``, ``align_corners`` (of the logits resize), ``output_stride`` (input size
+#: over logits size: 4 for HRNetV2, 1 for smp), ``size_divisor`` (inputs must be multiples of it: 1 for
+#: HRNetV2, the encoder's output stride for smp) and ``min_export_size`` (smallest height/width a
+#: dynamic-shape export accepts). Wrappers (the fast inference path, exported graphs) copy them.
+MODEL_CAPABILITIES = (
+    "num_classes",
+    "in_channels",
+    "align_corners",
+    "output_stride",
+    "size_divisor",
+    "min_export_size",
+)
 
 _HRNET_PREFIX = "hrnetv2_"
 _HRNET_OPTIONS = {"in_channels", "fuse_mode", "align_corners", "bn_momentum", "spec"}
@@ -34,13 +48,20 @@ def _build_smp(name: str, num_classes: int, options: dict[str, Any]) -> nn.Modul
     cls = getattr(smp, arch, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ValueError(f"unknown smp architecture {arch!r} in {name!r}")
-    for opt in ("fuse_mode", "align_corners", "bn_momentum", "spec"):
+    for opt in ("fuse_mode", "bn_momentum", "spec"):
         if opt in options:
             raise ValueError(f"option {opt!r} applies to HRNetV2 only, not to {name!r}")
+    # smp decoders resize internally; align_corners only describes how callers resize the (full-size) logits.
+    align_corners = bool(options.pop("align_corners", False))
     options.setdefault("encoder_weights", None)
     model = cls(encoder_name=encoder, classes=num_classes, **options)
+    stride = int(getattr(model.encoder, "output_stride", 32))
     model.num_classes = num_classes
-    model.align_corners = False
+    model.in_channels = int(options.get("in_channels", 3))
+    model.align_corners = align_corners
+    model.output_stride = 1
+    model.size_divisor = stride
+    model.min_export_size = stride
     return model
 
 
@@ -54,10 +75,11 @@ def build_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
         num_classes: output classes (comes from the dataset; nothing here assumes 19).
         **options: HRNetV2: ``in_channels``, ``fuse_mode`` (``"bilinear"``/``"nearest"``),
             ``align_corners``, ``bn_momentum``, ``spec`` (dict or :class:`HRNetSpec`; overrides the
-            named variant's table row). smp: ``in_channels`` and any keyword of the smp class.
+            named variant's table row). smp: ``in_channels``, ``align_corners`` (recorded for resizing
+            the logits) and any keyword of the smp class.
 
     Returns:
-        The model; it always has ``.num_classes``.
+        The model, carrying the :data:`MODEL_CAPABILITIES` attributes.
 
     Raises:
         ValueError: unknown name or option (the message lists the valid ones).

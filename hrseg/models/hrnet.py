@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -204,7 +204,9 @@ class HighResolutionModule(nn.Module):
                 if j > i:
                     row.append(nn.Sequential(*_conv_bn(ch[j], ch[i], 1, 1, bn_momentum)))
                 elif j == i:
-                    row.append(None)
+                    # a None placeholder keeps the official indices; add_module (unlike append) is typed
+                    # to accept None, and append is exactly add_module(str(len(row)), module)
+                    row.add_module(str(len(row)), None)
                 else:
                     steps: list[nn.Module] = []
                     for k in range(i - j):
@@ -228,6 +230,7 @@ class HighResolutionModule(nn.Module):
             return xs
         out: list[Tensor] = []
         for i, row in enumerate(self.fuse_layers):
+            row = cast(nn.ModuleList, row)  # each row is built as a ModuleList in _make_fuse_layers
             size = xs[i].shape[-2:]
             y: Tensor | None = None
             owned = False  # False while y still aliases a branch output that other rows read
@@ -284,7 +287,7 @@ class StageSpec:
         return cls(
             num_modules=int(d["num_modules"]),
             num_branches=int(d["num_branches"]),
-            block=block,  # type: ignore[arg-type]
+            block=cast(BlockName, block),  # checked against BLOCKS above
             num_blocks=tuple(int(v) for v in d["num_blocks"]),
             num_channels=tuple(int(v) for v in d["num_channels"]),
             fuse_method=str(d.get("fuse_method", "SUM")).upper(),
@@ -459,7 +462,7 @@ class HRNet(nn.Module):
                 if c != pre[i]:
                     transition.append(nn.Sequential(*_conv_bn(pre[i], c, 3, 1, mom), nn.ReLU(inplace=True)))
                 else:
-                    transition.append(None)
+                    transition.add_module(str(len(transition)), None)  # None placeholder, see fuse layers
             else:
                 # New lower-resolution branch, made from the LAST existing branch by stride-2 convs.
                 steps: list[nn.Module] = []

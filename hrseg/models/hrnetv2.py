@@ -22,7 +22,17 @@ class HRNetV2(HRNet):
     ``last_layer`` is 1x1 conv (C->C, bias) + BN + ReLU + 1x1 conv (C->num_classes, bias) on the
     concatenation of all four upsampled branches (C = sum of branch channels, e.g. 720 for W48); the
     flat attribute names keep the official checkpoint keys ``last_layer.{0,1,3}.*``.
+
+    Capabilities (see :data:`hrseg.models.factory.MODEL_CAPABILITIES`): logits at ``output_stride`` 4, any
+    input size (``size_divisor`` 1); ``forward`` resizes to symbolic sizes, so it exports with dynamic height
+    and width as it is.
     """
+
+    output_stride = 4
+    size_divisor = 1
+    #: At <= 32 pixels the 1/32 branch is 1x1 and torch.export would specialise a broadcast, so a dynamic
+    #: export's size range starts above that.
+    min_export_size = 33
 
     def __init__(
         self,

@@ -1,22 +1,23 @@
 """Import pretrained weights: official HRNet seg / ImageNet checkpoints, timm, Lightning, safetensors.
 
-Everything is loaded on the CPU with ``weights_only=True`` (no arbitrary code from pickles) and every
-mismatch fails loudly with the file and the keys involved: the official loader silently skipped a missing
+Files are read by :func:`hrseg.checkpoint.read_state_dict` (on the CPU, ``weights_only=True``: no arbitrary
+code from pickles); this module matches their keys to a model, and every mismatch fails loudly with the file
+and the keys involved: the official loader silently skipped a missing
 pretrained file, which made published numbers impossible to reproduce.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 
-__all__ = ["CheckpointError", "LoadReport", "load_pretrained", "read_state_dict"]
+from hrseg.checkpoint import CheckpointError, read_state_dict
+
+__all__ = ["LoadReport", "load_pretrained"]
 
 Source = Literal["official-seg", "classification", "safetensors", "lightning", "plain"]
 
@@ -26,10 +27,6 @@ CLASSIFICATION_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_la
 SEG_HEAD_PREFIX = "last_layer."
 # Written by every Lightning checkpoint; official training checkpoints also carry "epoch", so it is no marker.
 _LIGHTNING_MARKERS = ("pytorch-lightning_version", "lightning_version")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names file and keys."""
 
 
 @dataclass
@@ -58,52 +55,6 @@ class LoadReport:
             f"{self.path} [{self.source}]: loaded {len(self.loaded)}, dropped {len(self.dropped)}, "
             f"missing {len(self.missing)}"
         )
-
-
-def _is_safetensors(path: Path) -> bool:
-    """Recognise safetensors by extension or by its header (8-byte length then a JSON object)."""
-    if path.suffix == ".safetensors":
-        return True
-    with path.open("rb") as fh:
-        head = fh.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
-
-
-def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, Any], bool]:
-    """Read a checkpoint file into a dict; returns ``(object, is_safetensors)``.
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        CheckpointError: the file is corrupt, truncated, or holds Python objects ``weights_only`` refuses.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {p}")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file {p} is empty (corrupt or truncated download?)")
-    if _is_safetensors(p):
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(p), device="cpu")), True
-        except Exception as err:
-            raise CheckpointError(f"cannot read safetensors file {p}: corrupt or truncated ({err})") from err
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
-            raise CheckpointError(
-                f"checkpoint {p} contains Python objects that weights_only loading refuses; if you trust the "
-                f"file, pass trusted=True. Original error: {str(err).splitlines()[0]}"
-            ) from err
-        raise CheckpointError(f"cannot read checkpoint {p}: corrupt or truncated file ({err})") from err
-    except Exception as err:  # torch raises RuntimeError, EOFError, IndexError ... for damaged files
-        raise CheckpointError(
-            f"cannot read checkpoint {p}: corrupt or truncated file ({type(err).__name__}: {err})"
-        ) from err
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"checkpoint {p} holds a {type(obj).__name__}, expected a dict of tensors")
-    return dict(obj), False
 
 
 def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, Tensor], bool]:

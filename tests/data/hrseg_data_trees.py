@@ -1,7 +1,7 @@
 """Generators of tiny datasets in the exact real on-disk layouts, for the data tests.
 
 They are written independently of ``hrseg.data.synthetic`` so the loaders are tested against trees built from
-the dataset definitions (REFERENCE.md section 5), not against their own writer.
+the dataset definitions (docs/reference/datasets.md), not against their own writer.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# Official labelId -> trainId (REFERENCE.md section 5), written out here on purpose: everything else -> 255.
+# Official labelId -> trainId (docs/reference/datasets.md), written out here on purpose; all else -> 255.
 REFERENCE_LABEL_TO_TRAIN = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
     23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from hrseg.commands.data import main as data_main
 from hrseg.data import CityscapesDataModule, FolderDataModule, VOCDataModule
-from hrseg.data.commands import main as data_main
 
 
 def _synth(layout: str, out: Path, *extra: str) -> None:

@@ -12,8 +12,8 @@ from hrseg_data_trees import corrupt_png, save_palette_png
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from hrseg.commands.data import main as data_main
 from hrseg.data import CityscapesDataModule, DatasetError, FolderDataModule, VOCDataModule
-from hrseg.data.commands import main as data_main
 
 
 def _break_corrupt_image(images: Path, masks: Path) -> Path:

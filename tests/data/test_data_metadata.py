@@ -1,10 +1,11 @@
-"""Label tables and palettes against the dataset definitions (REFERENCE.md section 5)."""
+"""Label tables and palettes against the dataset definitions (docs/reference/datasets.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 from hrseg_data_trees import REFERENCE_LABEL_TO_TRAIN
 
+from hrseg.colors import colorize, voc_colormap
 from hrseg.data import metadata as md
 
 
@@ -35,7 +36,7 @@ def test_cityscapes_names_and_palette() -> None:
 
 def test_voc_names_and_palette() -> None:
     assert len(md.VOC_CLASSES) == 21 and md.VOC_CLASSES[15] == "person"
-    cmap = md.voc_colormap(256)
+    cmap = voc_colormap(256)
     assert cmap[0] == (0, 0, 0)
     assert cmap[1] == (128, 0, 0) and cmap[2] == (0, 128, 0) and cmap[3] == (128, 128, 0)
     assert cmap[4] == (0, 0, 128) and cmap[255] == (224, 224, 192)
@@ -44,5 +45,5 @@ def test_voc_names_and_palette() -> None:
 
 def test_colorize_blacks_out_ignore() -> None:
     mask = np.array([[0, 1], [255, 7]])
-    rgb = md.colorize(mask, [(10, 20, 30), (40, 50, 60)])
+    rgb = colorize(mask, [(10, 20, 30), (40, 50, 60)])
     assert rgb.tolist() == [[[10, 20, 30], [40, 50, 60]], [[0, 0, 0], [0, 0, 0]]]

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from hrseg.colors import denormalize
 from hrseg.data.base import pad_collate
-from hrseg.data.transforms import build_eval_transform, build_train_transform, denormalize
+from hrseg.data.transforms import build_eval_transform, build_train_transform
 
 # Four well-separated colours; the mask is a function of the image: class = index of the pixel's colour.
 COLORS = np.array([[230, 40, 40], [40, 220, 60], [50, 60, 230], [240, 230, 70]], dtype=np.uint8)

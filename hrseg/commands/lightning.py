@@ -13,19 +13,31 @@ What this adds to plain LightningCLI:
   installed ``hrseg`` works outside a checkout;
 - ``--ckpt_path last`` finds the newest ``last.ckpt`` of earlier runs (Lightning alone only looks in the
   new run's version directory, where there is none yet) and resumes optimizer, schedule and step from it;
-- OmegaConf interpolation (``${...}``) inside config files; a fixed default seed.
+- OmegaConf interpolation (``${...}``) inside config files; a fixed default seed;
+- preemption safety: ``last.ckpt`` also every N training steps or minutes
+  (``--last_checkpoint.every_n_train_steps`` / ``--last_checkpoint.train_time_interval``, besides every
+  validation), written atomically (:class:`AtomicCheckpointIO`: temp file in the same folder, fsync,
+  rename); SIGTERM saves ``last.ckpt`` at the end of the current step and exits with code 143
+  (:class:`LastCheckpoint`); the training loader position is part of every checkpoint, so
+  ``--ckpt_path last`` continues bit-identically (:class:`hrseg.data.base.ResumableDataLoader`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Trainer
+import fsspec
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     Callback,
@@ -35,13 +47,17 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hrseg.data.base import SegmentationDataModule
 from hrseg.task import SegmentationTask
 
 __all__ = [
     "CONFIG_DIR",
+    "SIGTERM_EXIT_CODE",
+    "AtomicCheckpointIO",
     "HRSegCLI",
+    "LastCheckpoint",
     "find_last_checkpoint",
     "list_configs",
     "resolve_config",
@@ -51,12 +67,110 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Shipped configs (the repository's top-level ``configs`` is a symlink to this folder).
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: DataModule attributes linked into the task's hyper-parameters.
 LINKED_METADATA = ("num_classes", "ignore_index", "class_names", "palette", "mean", "std")
 
 DEFAULT_SEED = 42
+
+#: exit status of a fit stopped by SIGTERM after saving ``last.ckpt`` (128 + 15, as a shell reports it):
+#: not 0, so schedulers and job controllers that restart failed jobs restart it.
+SIGTERM_EXIT_CODE = 143
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file next to the target, fsync, then ``os.replace``.
+
+    A kill at any moment leaves either the previous checkpoint or the new one, never a truncated file.
+    Lightning's own save goes through an fsspec transaction whose temporary file lives in ``$TMPDIR``: when
+    that is another filesystem than the checkpoint folder (a node-local /tmp, a shared checkpoint disk) the
+    final "rename" is a copy, which a kill can cut short. Remote URLs (s3://, gs://...) keep Lightning's path.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (local paths)."""
+        fs, urlpath = fsspec.core.url_to_fs(str(path))
+        if storage_options is not None or not isinstance(fs, LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(urlpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        try:  # make the rename itself durable
+            fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """The ``last.ckpt`` callback: at every validation, every N steps / minutes, and on SIGTERM.
+
+    Lightning's ``ModelCheckpoint`` makes ``every_n_train_steps``, ``train_time_interval`` and
+    ``every_n_epochs`` mutually exclusive; this one keeps the per-epoch save when a step or time interval is
+    set, so ``last.ckpt`` is fresh both mid-epoch and after each validation.
+
+    Args:
+        save_on_sigterm: when the process receives SIGTERM, Lightning finishes the current step and stops;
+            this callback then writes ``last.ckpt`` (the loader position included), so
+            ``--ckpt_path last`` resumes exactly there.
+        **kwargs: :class:`~lightning.pytorch.callbacks.ModelCheckpoint` arguments.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str | None = "last",
+        monitor: str | None = None,
+        save_top_k: int = 1,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_sigterm: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            save_top_k=save_top_k,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            every_n_epochs=every_n_epochs,
+            **kwargs,
+        )
+        if (every_n_train_steps or train_time_interval is not None) and every_n_epochs is None:
+            self._every_n_epochs = 1  # also after every validation / epoch
+        self.save_on_sigterm = save_on_sigterm
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """On SIGTERM during fit, write ``last.ckpt`` (unless this step was saved already)."""
+        super().on_exception(trainer, pl_module, exception)
+        if not (self.save_on_sigterm and isinstance(exception, SIGTERMException)):
+            return
+        if trainer.state.fn != "fit" or trainer.sanity_checking or bool(trainer.fast_dev_run):
+            return
+        if self._last_global_step_saved == trainer.global_step and self.best_model_path:
+            path = self.best_model_path
+        else:
+            path = self.best_model_path or self.format_checkpoint_name(self._monitor_candidates(trainer))
+            self._save_checkpoint(trainer, path)
+            self.best_model_path = path
+        trainer.print(f"SIGTERM: training stopped at step {trainer.global_step}; checkpoint: {path}")
 
 
 def list_configs() -> list[str]:
@@ -116,6 +230,8 @@ def find_last_checkpoint(trainer: Trainer) -> str | None:
         folders.extend(p / "checkpoints" for p in base.glob("*") if p.is_dir())
     folders.append(root / "checkpoints")
     found = [p for folder in folders if folder.is_dir() for p in folder.glob("last*.ckpt") if p.is_file()]
+    # Lightning's SLURM auto-requeue (SIGUSR1) saves `hpc_ckpt_<n>.ckpt` in the root directory
+    found += [p for p in root.glob("hpc_ckpt_*.ckpt") if p.is_file()]
     if not found:
         return None
     return str(max(found, key=lambda p: p.stat().st_mtime))
@@ -139,7 +255,7 @@ class HRSegCLI(LightningCLI):
         )
         # `last.ckpt` comes from a second, unmonitored checkpoint that overwrites itself at every save: since
         # Lightning 2.6, `save_last=True` on the monitored one only writes last.ckpt when the best improves.
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "last_checkpoint.monitor": None,
@@ -167,6 +283,10 @@ class HRSegCLI(LightningCLI):
             extra.append(self._default_prediction_writer(config))
         if extra:
             kwargs.setdefault("callbacks", [*callbacks, *extra])
+        plugins = config.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, list) else [] if plugins is None else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
         return super().instantiate_trainer(**kwargs)
 
     @staticmethod
@@ -257,6 +377,14 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
     if run:
         for sub in ("fit", "validate", "test", "predict"):
             parser_kwargs[sub] = {"parser_mode": "omegaconf"}
+    try:
+        return _make_cli(args, parser_kwargs, run)
+    except SIGTERMException as exc:
+        # Lightning stops at the end of the step after SIGTERM; `LastCheckpoint` saved last.ckpt
+        raise SystemExit(SIGTERM_EXIT_CODE) from exc
+
+
+def _make_cli(args: list[str], parser_kwargs: dict[str, Any], run: bool) -> HRSegCLI:
     return HRSegCLI(
         model_class=SegmentationTask,
         datamodule_class=SegmentationDataModule,

@@ -1,0 +1,316 @@
+"""Read every checkpoint format hrseg meets, with one error type that names the file and the problem.
+
+Formats:
+
+- weights only (:func:`read_state_dict`): official HRNet segmentation and ImageNet ``.pth``, timm weights,
+  plain state dicts, safetensors files, Lightning ``.ckpt``; :func:`hrseg.load_pretrained` matches their keys
+  to a model;
+- self-describing models (:func:`read_model_checkpoint`): a Lightning ``.ckpt`` of
+  :class:`~hrseg.task.SegmentationTask` (hyper-parameters + ``model.*`` weights) or a safetensors bundle
+  (``model.safetensors`` + ``config.json``, or the config in the safetensors header), giving
+  :class:`ModelMeta` and the network's state dict;
+- exported graphs (:func:`read_exported`): ``hrseg export`` ``.onnx`` (an ONNX Runtime session) and ``.pt2``
+  (a ``torch.export`` program), with the :class:`ModelMeta` embedded at export.
+
+Everything is read on the CPU with ``weights_only=True`` unless the caller passes ``trusted=True``: pickles
+can run code. This module imports no other hrseg module except :mod:`hrseg.colors`, so the model, inference
+and command layers all read files through it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette
+
+__all__ = [
+    "CONFIG_METADATA_KEY",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "ModelMeta",
+    "read_exported",
+    "read_model_checkpoint",
+    "read_state_dict",
+]
+
+CONFIG_METADATA_KEY = "hrseg_config"
+"""Key under which exports embed the :class:`ModelMeta` JSON (safetensors header, ONNX metadata, .pt2)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message names the file and what is wrong."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint path does not exist (also a ``FileNotFoundError``)."""
+
+
+@dataclass
+class ModelMeta:
+    """Everything needed to rebuild a model and use it: architecture plus class and input metadata.
+
+    This is the JSON of an exported bundle and the subset of a Lightning checkpoint's hyper-parameters that
+    inference needs, so a bundle is self-describing and never needs the training code's config.
+    """
+
+    model: str
+    num_classes: int
+    model_options: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None
+    palette: list[list[int]] | None = None
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    align_corners: bool = False
+    ignore_index: int = 255
+    format_version: int = 1
+
+    def __post_init__(self) -> None:
+        """Fill defaults for missing class metadata and validate lengths."""
+        self.num_classes = int(self.num_classes)
+        if self.class_names is None:
+            self.class_names = [f"class_{i}" for i in range(self.num_classes)]
+        if self.palette is None:
+            self.palette = [list(c) for c in default_palette(self.num_classes)]
+        self.class_names = [str(n) for n in self.class_names]
+        self.palette = [[int(c) for c in rgb] for rgb in self.palette]
+        self.mean = [float(v) for v in self.mean]
+        self.std = [float(v) for v in self.std]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for num_classes={self.num_classes}")
+        if len(self.palette) < self.num_classes or any(len(c) != 3 for c in self.palette):
+            raise ValueError(f"palette must hold {self.num_classes} RGB triples")
+
+    def build_options(self) -> dict[str, Any]:
+        """Keywords for :func:`hrseg.build_model` (``model_options`` plus the metadata's ``align_corners``).
+
+        As in ``SegmentationTask``, ``align_corners`` comes from the metadata unless the options set it.
+        """
+        options = dict(self.model_options)
+        options.setdefault("align_corners", self.align_corners)
+        return options
+
+    def to_json(self) -> str:
+        """Stable, human-readable JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
+        """Build from a bundle JSON dict or Lightning hyper-parameters (unknown keys are ignored)."""
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k in known and v is not None}
+        if "model" not in kwargs or "num_classes" not in kwargs:
+            raise ValueError(f"model config needs 'model' and 'num_classes'; got keys {sorted(data)}")
+        if not isinstance(kwargs["model"], str):
+            raise ValueError(f"'model' must be a model name (str), got {type(kwargs['model']).__name__}")
+        kwargs["model_options"] = dict(kwargs.get("model_options") or {})
+        return cls(**kwargs)
+
+
+def _existing_file(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointNotFoundError(f"checkpoint file not found: {p}")
+    if p.is_file() and p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {p} is empty (corrupt or truncated download?)")
+    return p
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Recognise safetensors by extension or by its header (8-byte length then a JSON object)."""
+    if path.suffix == ".safetensors":
+        return True
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and header metadata of a safetensors file."""
+    from safetensors import safe_open
+
+    tensors: dict[str, Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = dict(fh.metadata() or {})
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not a Mapping
+                tensors[key] = fh.get_tensor(key)
+    except Exception as err:  # safetensors raises its own SafetensorError and OSError subclasses
+        raise CheckpointError(f"cannot read safetensors file {path}: corrupt or truncated ({err})") from err
+    return tensors, metadata
+
+
+def _torch_load(path: Path, trusted: bool) -> Any:
+    """``torch.load`` on the CPU, ``weights_only`` unless trusted, with errors that name the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise CheckpointError(
+                f"checkpoint {path} contains Python objects that weights_only loading refuses; if you trust "
+                f"the file, pass trusted=True. Original error: {str(err).splitlines()[0]}"
+            ) from err
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated file ({err})") from err
+    except Exception as err:  # torch raises RuntimeError, EOFError, IndexError ... for damaged files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: corrupt or truncated file ({type(err).__name__}: {err})"
+        ) from err
+
+
+def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, Any], bool]:
+    """Read a weights file into a dict; returns ``(object, is_safetensors)``.
+
+    Args:
+        path: ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin`` (torch pickle) or safetensors (by suffix or header).
+        trusted: allow full pickle loading (``weights_only=False``) for files you trust.
+
+    Returns:
+        The file's top-level dict (a state dict or a wrapper holding one) and whether it was safetensors.
+
+    Raises:
+        CheckpointNotFoundError: the path does not exist.
+        CheckpointError: the file is empty, corrupt, truncated, not a dict, or holds Python objects that
+            ``weights_only`` refuses.
+    """
+    p = _existing_file(path)
+    if _is_safetensors(p):
+        return dict(_read_safetensors(p)[0]), True
+    obj = _torch_load(p, trusted)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint {p} holds a {type(obj).__name__}, expected a dict of tensors")
+    return dict(obj), False
+
+
+def _strip_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _read_lightning(path: Path, trusted: bool) -> tuple[ModelMeta, dict[str, Tensor]]:
+    """A Lightning ``.ckpt`` of SegmentationTask, read without Lightning: hyper-parameters + ``model.*``."""
+    ckpt = _torch_load(path, trusted)
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    hparams = ckpt.get("hyper_parameters") or {}
+    if "model" not in hparams or "num_classes" not in hparams:
+        raise CheckpointError(
+            f"{path}: the checkpoint's hyper_parameters lack 'model' / 'num_classes' "
+            f"(found {sorted(hparams)}); was it saved by hrseg's SegmentationTask?"
+        )
+    meta = _meta_from(hparams, path)
+    state = _strip_prefix(ckpt["state_dict"], "model.")
+    if not state:
+        raise CheckpointError(f"{path}: no 'model.*' weights in the checkpoint's state_dict")
+    return meta, state
+
+
+def _meta_from(data: Mapping[str, Any], path: Path) -> ModelMeta:
+    try:
+        return ModelMeta.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid model config: {err}") from err
+
+
+def _read_bundle(path: Path) -> tuple[ModelMeta, dict[str, Tensor]]:
+    """A safetensors bundle: the file (config embedded in its header and/or a sidecar JSON) or its folder."""
+    if path.is_dir():
+        weights, config = path / "model.safetensors", path / "config.json"
+    elif path.suffix == ".json":
+        config, weights = path, path.with_suffix(".safetensors")
+    else:
+        weights, config = path, path.with_suffix(".json")
+    if not weights.is_file():
+        raise CheckpointNotFoundError(f"bundle weights not found: {weights}")
+    state, metadata = _read_safetensors(weights)
+    try:
+        if config.is_file():
+            data = json.loads(config.read_text())
+        elif CONFIG_METADATA_KEY in metadata:
+            data = json.loads(metadata[CONFIG_METADATA_KEY])
+        else:
+            raise CheckpointError(
+                f"{weights}: no model config: neither {config.name} next to it nor "
+                f"'{CONFIG_METADATA_KEY}' in its header (plain weights load with hrseg.load_pretrained into a "
+                "model you build)"
+            )
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config}: the model config is not valid JSON ({err})") from err
+    return _meta_from(data, weights), state
+
+
+def read_model_checkpoint(path: str | Path, trusted: bool = False) -> tuple[ModelMeta, dict[str, Tensor]]:
+    """Read a self-describing model: its :class:`ModelMeta` and the network's state dict (official keys).
+
+    Args:
+        path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, or a bundle
+            folder holding ``model.safetensors`` and ``config.json``.
+        trusted: allow pickled Python objects in a ``.ckpt`` (only for files you trust).
+
+    Raises:
+        CheckpointNotFoundError: the path (or a bundle's weights) does not exist.
+        CheckpointError: the file is unreadable or carries no usable model config.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointNotFoundError(f"checkpoint not found: {p}")
+    if p.is_dir() or p.suffix in (".safetensors", ".json"):
+        return _read_bundle(p)
+    return _read_lightning(_existing_file(p), trusted)
+
+
+def read_exported(path: str | Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+    """Open an ``hrseg export`` graph: a ``(N, C, H, W) -> logits`` callable, its metadata and its kind.
+
+    ``.onnx`` files run in an ONNX Runtime CPU session; ``.pt2`` files through ``torch.export.load``.
+
+    Raises:
+        CheckpointNotFoundError: the path does not exist.
+        CheckpointError: not a file ``hrseg export`` wrote (no embedded config) or unreadable.
+    """
+    p = _existing_file(path)
+    if p.suffix == ".onnx":
+        return _read_onnx(p)
+    if p.suffix == ".pt2":
+        return _read_pt2(p)
+    raise CheckpointError(f"{p}: not an exported graph (expected .onnx or .pt2)")
+
+
+def _read_onnx(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as err:  # onnx raises DecodeError and friends for damaged files
+        raise CheckpointError(f"cannot read ONNX file {path}: corrupt or truncated ({err})") from err
+    if CONFIG_METADATA_KEY not in props:
+        raise CheckpointError(f"{path}: no '{CONFIG_METADATA_KEY}' metadata (not exported by hrseg export)")
+    meta = _meta_from(json.loads(props[CONFIG_METADATA_KEY]), path)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Tensor:
+        out = session.run(None, {name: x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
+
+    return run, meta, "onnx"
+
+
+def _read_pt2(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+    extra = {f"{CONFIG_METADATA_KEY}.json": ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as err:  # zip / deserialisation errors of a damaged archive
+        raise CheckpointError(f"cannot read .pt2 file {path}: corrupt or truncated ({err})") from err
+    if not extra[f"{CONFIG_METADATA_KEY}.json"]:
+        raise CheckpointError(f"{path}: no {CONFIG_METADATA_KEY}.json inside (not exported by hrseg export)")
+    meta = _meta_from(json.loads(extra[f"{CONFIG_METADATA_KEY}.json"]), path)
+    return program.module(), meta, "pt2"

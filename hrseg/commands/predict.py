@@ -1,0 +1,153 @@
+"""``hrseg predict``: label, colour and overlay PNGs for a folder, glob or file of images.
+
+One command, one syntax, two engines:
+
+- ``hrseg predict --ckpt CKPT --input PATH --output DIR``: the checkpoint alone describes the model and its
+  classes (a Lightning ``.ckpt``, a safetensors bundle, an exported ``.onnx`` / ``.pt2``); images of any size
+  go one at a time through :class:`hrseg.Segmenter` (:func:`hrseg.inference.predict_folder`). Resumable;
+  unreadable inputs are listed at the end and make the exit code 1.
+- the same plus ``--config CFG``: the config's DataModule reads the images and LightningCLI's Trainer runs the
+  task restored from ``--ckpt`` (GPUs, several devices, ``--trainer.*`` / ``--data.*`` / ``--model.*``
+  overrides); :class:`hrseg.callbacks.PredictionWriter` writes the same files, batch by batch, and no
+  prediction is kept in memory (``return_predictions`` is off).
+
+The protocol options (``--mode``, ``--window``, ``--stride``, ``--scales``, ``--flip``) mean the same in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hrseg.checkpoint import CheckpointError
+
+__all__ = ["main"]
+
+#: Option prefixes handed to LightningCLI (with ``--config`` only).
+LIGHTNING_PREFIXES = ("--trainer.", "--data.", "--model.", "--seed_everything")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hrseg predict",
+        allow_abbrev=False,  # --trainer.* etc. pass through; no prefix of them may match an option here
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Predict a folder, glob or file of images and write <name>_trainIds.png, "
+        "<name>_color.png (and <name>_overlay.png); images whose outputs exist are skipped, so an "
+        "interrupted run resumes.",
+        epilog="""examples:
+  hrseg predict --ckpt best.ckpt --input images/ --output out/ [--overlay] [--mode slide --window 512 1024]
+      the checkpoint (.ckpt, safetensors bundle, .onnx, .pt2) carries model and classes; no config needed
+  hrseg predict --config cityscapes/hrnetv2_w48 --ckpt best.ckpt --input images/ --output out/ \\
+      --trainer.devices 2
+      the config's DataModule and Trainer run the prediction (LightningCLI); --trainer.* / --data.* /
+      --model.* options pass through, e.g. --data.init_args.eval_size [512,1024]""",
+    )
+    p.add_argument("--ckpt", "--ckpt_path", dest="ckpt", required=True, help="the trained model")
+    p.add_argument(
+        "--input",
+        "--data.predict_path",
+        dest="input",
+        default=None,
+        help="image folder, glob pattern (quote it) or one image (with --config: default the config's "
+        "predict_path or predict split)",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="output folder (with --config: default <trainer.default_root_dir>/predictions)",
+    )
+    p.add_argument("--config", "-c", default=None, help="a LightningCLI config (file or shipped name)")
+    group = p.add_argument_group("inference protocol (default: whole image, one scale, no flip)")
+    group.add_argument(
+        "--mode", default=None, choices=["whole", "slide", "multiscale"], help="inference mode"
+    )
+    group.add_argument("--window", type=int, nargs=2, default=None, metavar=("H", "W"), help="sliding window")
+    group.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"), help="window stride")
+    group.add_argument(
+        "--scales", type=float, nargs="+", default=None, help="test scales, e.g. 0.75 1.0 1.25"
+    )
+    group.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    out.add_argument("--no-color", action="store_true", help="do not write <name>_color.png")
+    out.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    p.add_argument("--device", default=None, help="torch device without --config (cpu, cuda, cuda:1, mps)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from hrseg.inference import predict_folder
+
+    if args.input is None or args.output is None:
+        parser.error("--input and --output are required without --config")
+    try:
+        summary = predict_folder(
+            args.ckpt,
+            args.input,
+            args.output,
+            write_color=not args.no_color,
+            write_overlay=args.overlay,
+            skip_existing=not args.overwrite,
+            progress=not args.no_progress,
+            device=args.device or "cpu",
+            mode=args.mode or "whole",
+            window=args.window,
+            stride=args.stride,
+            scales=args.scales or [1.0],
+            flip=args.flip,
+        )
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"hrseg predict: {err}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 1 if summary.failed else 0
+
+
+def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """The LightningCLI ``predict`` arguments equivalent to this command line."""
+    if args.device is not None:
+        parser.error("--device applies without --config; use --trainer.accelerator / --trainer.devices")
+    argv = ["predict", "--config", args.config, "--ckpt_path", args.ckpt, "--return_predictions=false"]
+    if args.input is not None:
+        argv += ["--data.predict_path", args.input]
+    if args.mode is not None:
+        argv.append(f"--model.eval_mode={args.mode}")
+    for name in ("window", "stride", "scales"):
+        value = getattr(args, name)
+        if value is not None:
+            argv.append(f"--model.eval_{name}=[{','.join(str(v) for v in value)}]")
+    if args.flip:
+        argv.append("--model.eval_flip=true")
+    if args.no_progress:
+        argv.append("--trainer.enable_progress_bar=false")
+    if args.output is not None:
+        argv += [
+            "--trainer.callbacks+=hrseg.callbacks.PredictionWriter",
+            f"--trainer.callbacks.output_dir={args.output}",
+            f"--trainer.callbacks.write_color={str(not args.no_color).lower()}",
+            f"--trainer.callbacks.write_overlay={str(args.overlay).lower()}",
+            f"--trainer.callbacks.skip_existing={str(not args.overwrite).lower()}",
+        ]
+    elif args.overlay or args.no_color or args.overwrite:
+        parser.error("--overlay / --no-color / --overwrite with --config need --output")
+    return argv + extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hrseg predict``; returns the exit code (1 when any input failed)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    unknown = [a for a in extra if a.startswith("-") and not a.startswith(LIGHTNING_PREFIXES)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.config is None:
+        if extra:
+            parser.error(f"{' '.join(extra)}: --trainer.* / --data.* / --model.* options need --config")
+        return _standalone(args, parser)
+    from hrseg.commands.lightning import run_lightning_cli
+
+    run_lightning_cli(_lightning_argv(args, extra, parser))
+    return 0

@@ -1,0 +1,46 @@
+"""Inference: the evaluation protocol, the fast path, checkpoint loading, ``Segmenter`` and prediction files.
+
+One concern per module:
+
+- :mod:`~hrseg.inference.protocol`: whole image / sliding window / multi-scale + flip (:func:`infer`);
+- :mod:`~hrseg.inference.optimize`: conv+BN folding, channels_last, compile (:func:`prepare_for_inference`);
+- :mod:`~hrseg.inference.loading`: a ready network from any checkpoint (:func:`load_checkpoint`);
+- :mod:`~hrseg.inference.segmenter`: :class:`Segmenter`, files and arrays in, label maps and colours out;
+- :mod:`~hrseg.inference.writer`: the PNG files of a prediction and the resumable :func:`predict_folder`.
+
+Nothing here imports Lightning, albumentations or OpenCV: a deployment needs torch, PIL and numpy (plus ONNX
+Runtime for ``.onnx`` files). Image inputs are converted by :mod:`hrseg.images`, colours come from
+:mod:`hrseg.colors`, checkpoint files are read by :mod:`hrseg.checkpoint`.
+"""
+
+from __future__ import annotations
+
+from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
+from hrseg.images import ImageInput, open_image, to_image_tensor
+from hrseg.inference.loading import ExportedModel, build_from_meta, load_checkpoint
+from hrseg.inference.optimize import fold_batchnorm, prepare_for_inference
+from hrseg.inference.protocol import Mode, Output, infer, sliding_window_starts
+from hrseg.inference.segmenter import Segmenter
+from hrseg.inference.writer import PredictSummary, output_paths, predict_folder, write_prediction
+
+__all__ = [
+    "CONFIG_METADATA_KEY",
+    "ExportedModel",
+    "ImageInput",
+    "Mode",
+    "ModelMeta",
+    "Output",
+    "PredictSummary",
+    "Segmenter",
+    "build_from_meta",
+    "fold_batchnorm",
+    "infer",
+    "load_checkpoint",
+    "open_image",
+    "output_paths",
+    "predict_folder",
+    "prepare_for_inference",
+    "sliding_window_starts",
+    "to_image_tensor",
+    "write_prediction",
+]

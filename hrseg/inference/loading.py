@@ -1,0 +1,82 @@
+"""Rebuild a ready-to-run network from any checkpoint: Lightning ``.ckpt``, safetensors bundle, ONNX, pt2.
+
+Files are read by :mod:`hrseg.checkpoint` (one reader, one error type); this module builds the network the
+metadata describes and loads the weights into it, or wraps an exported graph so it looks like one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from hrseg.checkpoint import CheckpointError, ModelMeta, read_exported, read_model_checkpoint
+from hrseg.inference.optimize import copy_capabilities
+from hrseg.models import build_model
+
+__all__ = ["ExportedModel", "build_from_meta", "load_checkpoint"]
+
+
+class ExportedModel(nn.Module):
+    """An exported graph (ONNX Runtime session or ``.pt2`` program) behind the ``model(x) -> logits`` call.
+
+    Exported graphs are already BN-folded and fixed in eval mode, so ``train()`` is a no-op and
+    :class:`~hrseg.inference.Segmenter` does not prepare them again. The capability attributes come from the
+    architecture the metadata names (built on the meta device, so no weights are allocated).
+    """
+
+    exported = True
+
+    def __init__(self, run: Callable[[Tensor], Tensor], meta: ModelMeta, kind: str) -> None:
+        """Wrap ``run`` (the graph) with the metadata's capabilities; ``kind`` is ``"onnx"`` or ``"pt2"``."""
+        super().__init__()
+        self._run = run
+        self.kind = kind
+        copy_capabilities(build_from_meta(meta, device="meta"), self)
+
+    def train(self, mode: bool = True) -> ExportedModel:
+        """Exported graphs have no training mode."""
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the exported graph for a normalized batch."""
+        return self._run(x)
+
+
+def build_from_meta(meta: ModelMeta, device: str = "cpu") -> nn.Module:
+    """A freshly initialised network of the architecture ``meta`` describes."""
+    with torch.device(device):
+        return build_model(meta.model, num_classes=meta.num_classes, **meta.build_options())
+
+
+def load_checkpoint(path: str | Path, trusted: bool = False) -> tuple[nn.Module, ModelMeta]:
+    """Rebuild the eval-mode network and its metadata from any checkpoint hrseg writes.
+
+    Args:
+        path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, a bundle
+            folder holding ``model.safetensors`` and ``config.json``, or an ``hrseg export`` ``.onnx`` /
+            ``.pt2`` (run through ONNX Runtime / the exported program; already BN-folded).
+        trusted: allow pickled Python objects in a ``.ckpt`` (only for files you trust).
+
+    Returns:
+        The network (eval mode) and its :class:`~hrseg.checkpoint.ModelMeta`.
+
+    Raises:
+        CheckpointError: the file is missing (:class:`~hrseg.checkpoint.CheckpointNotFoundError`, also a
+            ``FileNotFoundError``), unreadable, or its weights do not fit the architecture it names.
+    """
+    p = Path(path).expanduser()
+    if p.suffix in (".onnx", ".pt2"):
+        run, meta, kind = read_exported(p)
+        return ExportedModel(run, meta, kind), meta
+    meta, state = read_model_checkpoint(p, trusted=trusted)
+    model = build_from_meta(meta)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{p}: weights do not match {meta.model} with {meta.num_classes} classes: {err}"
+        ) from err
+    return model.eval(), meta

@@ -1,0 +1,238 @@
+"""The evaluation protocol: whole image, sliding window and multi-scale + flip, on any ``model(x) -> logits``.
+
+It follows the official HRNet code (docs/reference/protocol.md): every scale's image is run whole or by a
+sliding window (windows batched, the last one aligned to the border, overlaps averaged through a count map),
+optionally also horizontally flipped, and the per-scale outputs are resized to the input size and accumulated
+before the argmax. The accumulation is an average rather than a bare sum: the argmax is the same, and a
+single pass returns the plain forward bit for bit. Validation/test (through the task), ``Segmenter`` and
+``hrseg predict`` all run it, so they agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hrseg.models import upsample_logits
+
+__all__ = ["Mode", "Output", "as_pair", "infer", "sliding_window_starts"]
+
+Mode = Literal["whole", "slide", "multiscale"]
+Output = Literal["logits", "probs"]
+
+
+def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | None:
+    """``512 -> (512, 512)``; ``(h, w)`` unchanged; validates positivity so bad settings fail early."""
+    if value is None:
+        return None
+    pair = (int(value), int(value)) if isinstance(value, int | float) else tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def sliding_window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Window offsets along one axis: every ``stride``, the last one aligned to the border.
+
+    A window at least as long as the axis gives the single offset 0.
+    """
+    if length <= window:
+        return [0]
+    steps = math.ceil((length - window) / stride) + 1
+    starts = sorted({min(i * stride, length - window) for i in range(steps)})
+    return starts
+
+
+def _forward_resized(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    size: tuple[int, int],
+    align_corners: bool,
+    output: Output,
+    divisor: int = 1,
+) -> Tensor:
+    """One network pass resized to ``size``; the logits are resized before the softmax (mmseg, official).
+
+    With ``divisor > 1`` the input is zero-padded (bottom/right) to a multiple of it for networks needing one
+    (encoder-decoders with stride 32) and the padded border is cropped off the output.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % divisor, (-w) % divisor
+    if ph or pw:
+        out = upsample_logits(model(F.pad(x, (0, pw, 0, ph))), (h + ph, w + pw), align_corners)[..., :h, :w]
+        out = upsample_logits(out, size, align_corners)
+    else:
+        out = upsample_logits(model(x), size, align_corners)
+    return out.softmax(dim=1) if output == "probs" else out
+
+
+def _forward_with_mirror(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    size: tuple[int, int],
+    align_corners: bool,
+    output: Output,
+    flip: bool,
+    divisor: int = 1,
+) -> Tensor:
+    """Sum the resized pass and (with ``flip``) the mirrored input's pass mirrored back; callers divide."""
+    out = _forward_resized(model, x, size, align_corners, output, divisor)
+    if flip:
+        out = out + _forward_resized(model, x.flip(-1), size, align_corners, output, divisor).flip(-1)
+    return out
+
+
+def _check_channels(out: Tensor, num_classes: int | None) -> None:
+    if num_classes is not None and out.shape[1] != num_classes:
+        raise ValueError(f"model returned {out.shape[1]} channels, expected num_classes={num_classes}")
+
+
+def _slide(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    batch_windows: int,
+    align_corners: bool,
+    output: Output,
+    flip: bool,
+    pad_to_window: bool,
+    num_classes: int | None,
+    divisor: int = 1,
+) -> Tensor:
+    """Sliding-window pass over ``x`` (B, C, H, W) -> summed outputs / (count x flips) at (H, W).
+
+    Windows of all images in the batch are stacked so one forward sees up to ``max(batch_windows, B)`` crops;
+    memory is bounded by that many windows, not by the image. When the image is smaller than the window along
+    an axis, the crop covers the whole axis, and ``pad_to_window`` pads it (with zeros, i.e. the mean colour
+    after normalization) to the window size for models or exported graphs that want one fixed shape.
+    """
+    b, _, h, w = x.shape
+    wh, ww = window
+    ch, cw = min(wh, h), min(ww, w)
+    ph, pw = (wh - ch, ww - cw) if pad_to_window else (0, 0)
+    positions = [
+        (y, x0)
+        for y in sliding_window_starts(h, ch, stride[0])
+        for x0 in sliding_window_starts(w, cw, stride[1])
+    ]
+    per_forward = max(1, batch_windows // b)
+    acc: Tensor | None = None
+    count = torch.zeros((1, 1, h, w), dtype=x.dtype, device=x.device)
+    for i in range(0, len(positions), per_forward):
+        chunk = positions[i : i + per_forward]
+        crops = torch.cat([x[:, :, y : y + ch, x0 : x0 + cw] for y, x0 in chunk], dim=0)
+        if ph or pw:
+            crops = F.pad(crops, (0, pw, 0, ph))
+        out = _forward_with_mirror(model, crops, (ch + ph, cw + pw), align_corners, output, flip, divisor)[
+            :, :, :ch, :cw
+        ]
+        _check_channels(out, num_classes)
+        if acc is None:
+            acc = torch.zeros((b, out.shape[1], h, w), dtype=out.dtype, device=out.device)
+        for k, (y, x0) in enumerate(chunk):
+            acc[:, :, y : y + ch, x0 : x0 + cw] += out[k * b : (k + 1) * b]
+            count[:, :, y : y + ch, x0 : x0 + cw] += 1
+    assert acc is not None
+    return acc / (count * (2 if flip else 1))
+
+
+def infer(
+    model: Callable[[Tensor], Tensor],
+    image: Tensor,
+    mode: Mode = "whole",
+    window: int | Sequence[int] | None = None,
+    stride: int | Sequence[int] | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_windows: int = 4,
+    num_classes: int | None = None,
+    align_corners: bool | None = None,
+    output: Output = "logits",
+    pad_to_window: bool = False,
+    size_divisor: int = 1,
+) -> Tensor:
+    """Run a segmentation network on normalized images with the official evaluation protocol.
+
+    Args:
+        model: callable ``(N, 3, h, w) -> (N, C, h', w')`` logits at any resolution (HRNetV2: 1/4); put it
+            in eval mode first (this function never changes the module's mode).
+        image: normalized ``(B, 3, H, W)`` float tensor.
+        mode: how each scale's image is processed: ``"whole"`` (one forward), ``"slide"`` (sliding window;
+            degenerates to a whole forward when the image fits the window) or ``"multiscale"`` (whole when the
+            scaled image fits ``window``, sliding window otherwise: the official rule; whole if no window).
+        window: ``(h, w)`` crop for sliding windows (required by ``"slide"``).
+        stride: ``(h, w)`` step between windows; default 2/3 of the window (official, non-Cityscapes).
+        scales: image scale factors; outputs are resized to ``(H, W)`` and averaged (official: 0.5 .. 1.75).
+        flip: also run the horizontally mirrored image and average it back in.
+        batch_windows: windows per forward (bounds memory: window x batch, independent of the image size).
+        num_classes: expected output channels; checked to catch a head/metadata mismatch early.
+        align_corners: for resizing logits; default ``model.align_corners`` (False when absent).
+        output: accumulate ``"logits"`` or softmax ``"probs"`` (mmseg style TTA).
+        pad_to_window: pad windows smaller than ``window`` up to it (fixed shapes for static graphs).
+        size_divisor: zero-pad every network input to a multiple of this (smp encoder-decoders need 32;
+            HRNetV2 takes any size) and crop the output back.
+
+    Returns:
+        ``(B, C, H, W)`` averaged logits or probabilities. With one scale of 1.0, no flip and an image that
+        fits the window, exactly the plain forward resized to the input size.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
+    if mode not in ("whole", "slide", "multiscale"):
+        raise ValueError(f"mode must be 'whole', 'slide' or 'multiscale', got {mode!r}")
+    if output not in ("logits", "probs"):
+        raise ValueError(f"output must be 'logits' or 'probs', got {output!r}")
+    win = as_pair(window, "window")
+    if mode == "slide" and win is None:
+        raise ValueError("mode='slide' needs window=(h, w)")
+    strd = as_pair(stride, "stride")
+    if win is not None and strd is None:
+        strd = (max(1, win[0] * 2 // 3), max(1, win[1] * 2 // 3))
+    if not scales or any(float(s) <= 0 for s in scales):
+        raise ValueError(f"scales must be a non-empty list of positive factors, got {scales!r}")
+    if batch_windows < 1 or size_divisor < 1:
+        raise ValueError(f"batch_windows and size_divisor must be >= 1, got {batch_windows}, {size_divisor}")
+    ac = bool(getattr(model, "align_corners", False)) if align_corners is None else align_corners
+    h, w = image.shape[-2:]
+    size = (int(h), int(w))
+    total: Tensor | None = None
+    with torch.inference_mode():
+        for scale in scales:
+            s = float(scale)
+            x = image
+            if s != 1.0:
+                scaled = (max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5)))
+                x = F.interpolate(image, size=scaled, mode="bilinear", align_corners=False)
+            sh, sw = x.shape[-2:]
+            fits = win is None or (sh <= win[0] and sw <= win[1])
+            if mode == "whole" or (fits and not pad_to_window):
+                # One resize straight from the network's resolution to the input size (no double resampling).
+                out = _forward_with_mirror(model, x, size, ac, output, flip, size_divisor)
+                _check_channels(out, num_classes)
+                if flip:
+                    out = out / 2
+            else:
+                assert win is not None and strd is not None
+                out = _slide(
+                    model,
+                    x,
+                    win,
+                    strd,
+                    batch_windows,
+                    ac,
+                    output,
+                    flip,
+                    pad_to_window,
+                    num_classes,
+                    size_divisor,
+                )
+                out = upsample_logits(out, size, ac)
+            total = out if total is None else total + out
+    assert total is not None
+    return total if len(scales) == 1 else total / len(scales)

@@ -1,0 +1,189 @@
+"""``Segmenter``: a trained model on files and arrays, from preprocessing to label maps and colours."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hrseg.checkpoint import ModelMeta
+from hrseg.colors import colorize, overlay
+from hrseg.images import ImageInput, to_image_tensor
+from hrseg.inference.loading import load_checkpoint
+from hrseg.inference.optimize import prepare_for_inference
+from hrseg.inference.protocol import Mode, Output, as_pair, infer
+
+__all__ = ["Segmenter"]
+
+
+class Segmenter:
+    """Run a trained model on files and arrays: preprocessing, the inference protocol, label maps, colours.
+
+    Args:
+        model: the network (a plain ``nn.Module``; prepared for fast inference unless ``fast=False``).
+        meta: architecture and class metadata (:class:`ModelMeta`).
+        device: where to run (``"cpu"``, ``"cuda"``, ...).
+        mode, window, stride, scales, flip, batch_windows: the :func:`infer` protocol.
+        fast: fold BN and use channels_last (outputs equal the plain model to ~1e-5).
+        compile: additionally ``torch.compile`` the model.
+
+    Example:
+        >>> seg = Segmenter.from_checkpoint("runs/demo/best.ckpt")  # doctest: +SKIP
+        >>> mask = seg.predict("street.png")                        # (H, W) int64 train ids  # doctest: +SKIP
+        >>> Image.fromarray(seg.colorize(mask)).save("street_color.png")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: ModelMeta,
+        device: str | torch.device = "cpu",
+        mode: Mode = "whole",
+        window: int | Sequence[int] | None = None,
+        stride: int | Sequence[int] | None = None,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        batch_windows: int = 4,
+        fast: bool = True,
+        compile: bool = False,
+    ) -> None:
+        self.meta = meta
+        self.device = torch.device(device)
+        self.mode: Mode = mode
+        self.window = as_pair(window, "window")
+        self.stride = as_pair(stride, "stride")
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.batch_windows = batch_windows
+        if mode == "slide" and self.window is None:
+            raise ValueError("mode='slide' needs window=(h, w)")
+        model = model.to(self.device).eval()
+        self.in_channels = int(getattr(model, "in_channels", 3) or 3)
+        # smp encoder-decoders need inputs divisible by their output stride; HRNetV2 takes any size.
+        self.size_divisor = int(getattr(model, "size_divisor", 1))
+        self.compile_seconds: float | None = None
+        self.model: nn.Module = model
+        if (fast or compile) and not getattr(model, "exported", False):
+            self.model = prepare_for_inference(
+                model, fold_bn=fast, channels_last=None if fast else False, compile=compile
+            )
+        c = self.in_channels if len(meta.mean) >= self.in_channels else len(meta.mean)
+        self._mean = torch.tensor(meta.mean[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(meta.std[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        if float(self._mean.max()) > 1.0:  # 0..255 units in some configs
+            self._mean, self._std = self._mean / 255.0, self._std / 255.0
+        self._time_first_call = compile
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, trusted: bool = False, **kwargs: Any) -> Segmenter:
+        """Load a Lightning ``.ckpt``, a safetensors bundle or an exported ``.onnx`` / ``.pt2``.
+
+        See :func:`load_checkpoint` for the accepted paths.
+
+        ``kwargs`` go to the constructor (device, mode, window, stride, scales, flip, ...).
+        """
+        model, meta = load_checkpoint(path, trusted=trusted)
+        return cls(model, meta, **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return self.meta.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in train-id order."""
+        return list(self.meta.class_names or [])
+
+    @property
+    def palette(self) -> list[list[int]]:
+        """One RGB colour per class."""
+        return list(self.meta.palette or [])
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """[0, 1] RGB -> the model's input normalization."""
+        return (x.to(self.device) - self._mean) / self._std
+
+    def probabilities(self, image: ImageInput) -> Tensor:
+        """Class probabilities ``(B, C, H, W)`` for any supported input (always batched)."""
+        return self._run(image, "probs")
+
+    def _single_pass(self) -> bool:
+        """One forward per image: no scales, flips or overlapping windows to average."""
+        return self.mode == "whole" and not self.flip and self.scales == (1.0,)
+
+    def _run(self, image: ImageInput, output: Output) -> Tensor:
+        x, _ = to_image_tensor(image, self.in_channels)
+        if self._time_first_call:  # torch.compile compiles on the first call: report how long that took
+            self._time_first_call = False
+            start = time.perf_counter()
+            out = self._infer(x, output)
+            self.compile_seconds = time.perf_counter() - start
+            return out
+        return self._infer(x, output)
+
+    def _infer(self, x: Tensor, output: Output) -> Tensor:
+        return infer(
+            self.model,
+            self.normalize(x),
+            mode=self.mode,
+            window=self.window,
+            stride=self.stride,
+            scales=self.scales,
+            flip=self.flip,
+            batch_windows=self.batch_windows,
+            num_classes=self.num_classes,
+            align_corners=self.meta.align_corners,
+            output=output,
+            size_divisor=self.size_divisor,
+        )
+
+    def predict(self, image: ImageInput, return_probs: bool = False) -> Any:
+        """Label map for one image (or a batch tensor).
+
+        Args:
+            image: path, PIL image, numpy array or tensor (see :func:`to_image_tensor`); any size.
+            return_probs: also return class probabilities ``(C, H, W)``.
+
+        Returns:
+            ``(H, W)`` int64 train ids: a numpy array, or a tensor when the input was a tensor (``(B, H, W)``
+            for a ``BxCxHxW`` tensor); with ``return_probs`` a ``(mask, probs)`` pair.
+        """
+        # Passes are averaged as probabilities; a single pass needs no full-resolution softmax for the argmax.
+        output: Output = "logits" if self._single_pass() and not return_probs else "probs"
+        probs = self._run(image, output)
+        mask = probs.argmax(dim=1)
+        if not (isinstance(image, Tensor) and image.ndim == 4):
+            mask, probs = mask[0], probs[0]
+        if isinstance(image, Tensor):
+            mask, probs = mask.to(image.device), probs.to(image.device)
+            return (mask, probs) if return_probs else mask
+        mask_np = mask.cpu().numpy().astype(np.int64)
+        return (mask_np, probs.cpu().numpy()) if return_probs else mask_np
+
+    def predict_batch(
+        self, images: Iterable[ImageInput], return_probs: bool = False, progress: bool = False
+    ) -> list[Any]:
+        """Label maps (or ``(mask, probs)`` pairs) for many images of any sizes, in order."""
+        items = list(images)
+        iterator: Iterable[ImageInput] = items
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(items, desc="predict", unit="img")
+        return [self.predict(img, return_probs=return_probs) for img in iterator]
+
+    def colorize(self, mask: np.ndarray | Tensor) -> np.ndarray:
+        """Label map -> RGB uint8 ``(H, W, 3)`` with the palette; ignore / unknown ids are black."""
+        return colorize(mask, self.palette, self.meta.ignore_index)
+
+    def overlay(self, image: ImageInput, mask: np.ndarray | Tensor, alpha: float = 0.5) -> np.ndarray:
+        """Blend the colourised mask over the image (RGB uint8), e.g. for a quick visual check."""
+        x, _ = to_image_tensor(image, 3)
+        rgb = x[0].permute(1, 2, 0).cpu().numpy() * 255.0
+        return overlay(rgb, mask, self.palette, alpha, self.meta.ignore_index)

@@ -1,0 +1,220 @@
+"""Writing predictions: the PNG files of one prediction and the resumable ``predict_folder``.
+
+Every prediction path (``predict_folder``, the Lightning ``PredictionWriter``) writes the same files per image
+``<name>`` into the output folder:
+
+- ``<name>_trainIds.png``: the label map (8-bit, 16-bit when there are more than 255 classes);
+- ``<name>_color.png``: the label map in the class palette (optional, on by default);
+- ``<name>_overlay.png``: the palette blended over the input image (optional).
+
+Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated PNG that a
+resumed run would mistake for a finished one; with ``skip_existing`` an image whose outputs all exist is not
+predicted again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hrseg.colors import colorize, overlay
+from hrseg.images import ImageFileError, open_image, to_image_tensor
+from hrseg.inference.segmenter import Segmenter
+
+__all__ = ["PredictSummary", "output_paths", "outputs_exist", "predict_folder", "write_prediction"]
+
+
+def output_paths(
+    output_dir: str | Path, name: str, write_color: bool = True, write_overlay: bool = False
+) -> dict[str, Path]:
+    """The files written for image ``name`` (``trainIds`` always; ``color`` / ``overlay`` when asked)."""
+    root = Path(output_dir)
+    paths = {"trainIds": root / f"{name}_trainIds.png"}
+    if write_color:
+        paths["color"] = root / f"{name}_color.png"
+    if write_overlay:
+        paths["overlay"] = root / f"{name}_overlay.png"
+    return paths
+
+
+def outputs_exist(paths: dict[str, Path]) -> bool:
+    """Whether every file of :func:`output_paths` exists and is non-empty (the image needs no work)."""
+    return all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    """Write atomically: a crash mid-write leaves no file that looks finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _label_image(mask: np.ndarray) -> Image.Image:
+    """8-bit PNG for ids <= 255 (incl. the 255 ignore id), 16-bit otherwise."""
+    if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 65535):
+        raise ValueError(f"label ids out of PNG range: [{int(mask.min())}, {int(mask.max())}]")
+    if mask.size == 0 or int(mask.max()) <= 255:
+        return Image.fromarray(mask.astype(np.uint8))
+    return Image.fromarray(mask.astype(np.uint16))
+
+
+def write_prediction(
+    output_dir: str | Path,
+    name: str,
+    mask: np.ndarray | torch.Tensor,
+    palette: Sequence[Sequence[int]],
+    image: Any = None,
+    write_color: bool = True,
+    write_overlay: bool = False,
+    overlay_alpha: float = 0.5,
+) -> dict[str, Path]:
+    """Write the label / colour / overlay PNGs of one prediction; returns the written paths.
+
+    Args:
+        output_dir: destination folder (created).
+        name: file stem; may contain ``/`` to write into sub-folders.
+        mask: ``(H, W)`` integer label map.
+        palette: one RGB colour per class.
+        image: the input image (path, PIL, array or tensor in [0, 1]); needed for the overlay. Resized to the
+            mask when their sizes differ (e.g. a DataModule ``eval_size``).
+        write_color: write ``<name>_color.png``.
+        write_overlay: write ``<name>_overlay.png``.
+        overlay_alpha: weight of the colours in the overlay.
+    """
+    arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected an (H, W) label map, got shape {arr.shape}")
+    paths = output_paths(output_dir, name, write_color, write_overlay)
+    _save_png(_label_image(arr), paths["trainIds"])
+    if write_color:
+        _save_png(Image.fromarray(colorize(arr, palette)), paths["color"])
+    if write_overlay:
+        if image is None:
+            raise ValueError(f"{name}: the overlay needs the input image")
+        x, _ = to_image_tensor(image, 3)
+        if tuple(x.shape[-2:]) != arr.shape:
+            x = torch.nn.functional.interpolate(x, size=arr.shape, mode="bilinear", align_corners=False)
+        rgb = x[0].permute(1, 2, 0).numpy() * 255.0
+        _save_png(Image.fromarray(overlay(rgb, arr, palette, overlay_alpha)), paths["overlay"])
+    return paths
+
+
+@dataclass
+class PredictSummary:
+    """What ``predict_folder`` did: names written, skipped (outputs existed) and failed (with the reason)."""
+
+    output_dir: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        """One line for the console, then one line per failed input."""
+        line = (
+            f"{len(self.written)} images predicted, {len(self.skipped)} skipped (outputs existed) "
+            f"-> {self.output_dir}"
+        )
+        if self.failed:
+            line += f"\n{len(self.failed)} inputs failed:\n" + "\n".join(
+                f"  {e}" for e in self.failed.values()
+            )
+        return line
+
+
+def _resolve_inputs(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Folder, glob or file (same rules as the DataModules' ``predict_path``), or an explicit list."""
+    if isinstance(inputs, str | Path):
+        from hrseg.data.base import resolve_predict_inputs
+
+        return resolve_predict_inputs(str(inputs))
+    files = [Path(p) for p in inputs]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"input images not found: {', '.join(missing[:5])}")
+    return files
+
+
+def predict_folder(
+    checkpoint: str | Path | Segmenter,
+    inputs: str | Path | Iterable[str | Path],
+    output_dir: str | Path,
+    write_color: bool = True,
+    write_overlay: bool = False,
+    skip_existing: bool = True,
+    progress: bool = True,
+    overlay_alpha: float = 0.5,
+    **segmenter_options: Any,
+) -> PredictSummary:
+    """Predict every image of a folder / glob / list and write the PNGs; resumable.
+
+    Args:
+        checkpoint: Lightning ``.ckpt``, exported bundle, ``.onnx`` or ``.pt2``, or a :class:`Segmenter`.
+        inputs: a folder, a glob pattern (``"imgs/**/*.jpg"``), one image file, or a list of files.
+        output_dir: destination folder.
+        write_color: write ``<name>_color.png``.
+        write_overlay: write ``<name>_overlay.png``.
+        skip_existing: do not recompute images whose outputs all exist (resume an interrupted run).
+        progress: show a tqdm progress bar.
+        overlay_alpha: weight of the colours in the overlay.
+        **segmenter_options: ``Segmenter`` options (device, mode, window, stride, scales, flip, ...).
+
+    Returns:
+        :class:`PredictSummary` with the names written, skipped and failed (unreadable inputs are listed
+        there and do not stop the others).
+
+    Raises:
+        ValueError: two inputs share a file stem (their outputs would overwrite each other).
+    """
+    files = _resolve_inputs(inputs)
+    by_name: dict[str, Path] = {}
+    for f in files:
+        if f.stem in by_name:
+            raise ValueError(f"two inputs share the name {f.stem!r}: {by_name[f.stem]} and {f}")
+        by_name[f.stem] = f
+    out = Path(output_dir)
+    summary = PredictSummary(out)
+    todo = []
+    for name, f in by_name.items():
+        if skip_existing and outputs_exist(output_paths(out, name, write_color, write_overlay)):
+            summary.skipped.append(name)
+        else:
+            todo.append((name, f))
+    if not todo:
+        if progress:
+            print(f"all {len(files)} images already have outputs in {out}; nothing to do", file=sys.stderr)
+        return summary
+    seg = (
+        checkpoint
+        if isinstance(checkpoint, Segmenter)
+        else Segmenter.from_checkpoint(checkpoint, **segmenter_options)
+    )
+    iterator: Iterable[tuple[str, Path]] = todo
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(todo, desc="predict", unit="img", initial=0, total=len(todo))
+        if summary.skipped:
+            print(f"skipping {len(summary.skipped)} images whose outputs exist in {out}", file=sys.stderr)
+    for name, f in iterator:
+        try:
+            image = open_image(f)
+        except (FileNotFoundError, ImageFileError) as err:  # reported at the end; the other images go on
+            summary.failed[name] = str(err)
+            continue
+        mask = seg.predict(image)
+        write_prediction(out, name, mask, seg.palette, image, write_color, write_overlay, overlay_alpha)
+        summary.written.append(name)
+    return summary
