@@ -139,6 +139,25 @@ def test_flip_eval_goes_through_inference_module():
     torch.testing.assert_close(flipped, ref, atol=1e-5, rtol=1e-4)
 
 
+def test_eval_scales_in_whole_mode_are_honoured_as_in_predict():
+    """``eval_mode: whole`` with scales and no flip averages the scales, exactly like ``hrseg predict``."""
+    from hrseg.checkpoint import ModelMeta
+    from hrseg.inference import Segmenter
+
+    task = _task(eval_scales=[0.5, 1.0]).eval()
+    image = torch.rand(1, 3, 40, 72)
+    seg = Segmenter(
+        task.model, ModelMeta("hrnetv2_w18_small_v1", 19), mode="whole", scales=(0.5, 1.0), fast=False
+    )
+    with torch.no_grad():
+        multi = task.evaluate_logits(seg.normalize(image))
+        plain = task.model(seg.normalize(image))
+    from hrseg.models import upsample_logits
+
+    assert not torch.allclose(multi, upsample_logits(plain, (40, 72)), atol=1e-3)
+    torch.testing.assert_close(multi, seg._run(image, "logits"), atol=1e-6, rtol=1e-5)
+
+
 def test_pretrained_weights_load_at_setup_and_missing_file_fails(tmp_path):
     source = _task()
     path = tmp_path / "weights.pth"
