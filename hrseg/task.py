@@ -11,24 +11,37 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.fabric.utilities.data import AttributeDict
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette, denormalize
 from hrseg.inference.protocol import infer
-from hrseg.losses import LossSpec, build_loss
+from hrseg.losses import CrossEntropy, LossSpec, build_loss, resolve_class_weights
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
 from hrseg.models import build_model, load_pretrained, upsample_logits
 from hrseg.viz import figure_to_array, plot_panels, save_evaluation_plots
 
-__all__ = ["SegmentationTask", "poly_warmup_factor"]
+__all__ = ["NonFiniteLossError", "SegmentationTask", "poly_warmup_factor"]
 
-#: Attribute names of segmentation heads that get ``head_lr_mult`` (HRNetV2 and smp models).
-HEAD_MODULE_NAMES = ("last_layer", "segmentation_head")
+#: Attribute names of segmentation heads that get ``head_lr_mult``: HRNetV2, smp models and the HRNet-OCR
+#: head (the official rule: every parameter whose name contains ``aux``, ``ocr`` or ``cls``).
+HEAD_MODULE_NAMES = (
+    "last_layer",
+    "segmentation_head",
+    "aux_head",
+    "conv3x3_ocr",
+    "ocr_gather_head",
+    "ocr_distri_head",
+    "cls_head",
+)
+#: Default weight of each auxiliary output (HRNet-OCR: 0.4 x aux + 1.0 x main).
+AUX_LOSS_WEIGHT = 0.4
 
 
 def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -49,6 +62,10 @@ def poly_warmup_factor(step: int, max_steps: int, power: float = 0.9, warmup_ite
     if warmup_iters > 0 and step < warmup_iters:
         factor *= (step + 1) / warmup_iters
     return factor
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced non-finite losses (or weights) and cannot go on; the message names where."""
 
 
 class SegmentationTask(L.LightningModule):
@@ -73,12 +90,18 @@ class SegmentationTask(L.LightningModule):
         class_weights: per-class CE/OHEM weights: a list, or ``"cityscapes"`` for the official table.
         ohem_thresh: OHEM keeps pixels whose ground-truth-class probability is below this.
         ohem_min_kept: OHEM keeps at least this many pixels per batch.
+        loss_weights: one weight per training output of the model, auxiliary ones first and the main one
+            last (models with ``num_outputs > 1``; HRNet-OCR: ``[0.4, 1.0]``, the official weights). None:
+            0.4 per auxiliary output and 1.0 for the main one. The ``loss`` spec (OHEM included) applies to
+            the main output; auxiliary outputs take plain (class-weighted) cross-entropy, as the official
+            HRNet-OCR criterion does. Metrics and evaluation use the main output only.
         optimizer: ``"sgd"`` (official recipe) or ``"adamw"``.
         lr: base learning rate.
         momentum: SGD momentum (AdamW: beta1).
         weight_decay: weight decay of all parameters (official recipe: 5e-4 with SGD).
         nesterov: Nesterov momentum for SGD.
-        head_lr_mult: lr multiplier of the segmentation head (``last_layer`` / ``segmentation_head``).
+        head_lr_mult: lr multiplier of the segmentation head (:data:`HEAD_MODULE_NAMES`: ``last_layer``,
+            ``segmentation_head``, HRNet-OCR's ``aux_head``, ``conv3x3_ocr``, ``ocr_*``, ``cls_head``).
         warmup_iters: linear warmup steps before the poly decay (0: none, as in the official recipe).
         poly_power: exponent of the per-iteration poly decay over ``trainer.estimated_stepping_batches``.
         eval_mode: ``"whole"`` image, sliding window ``"slide"``, or ``"multiscale"`` (uses
@@ -91,6 +114,9 @@ class SegmentationTask(L.LightningModule):
         channels_last: run the network and its inputs in channels_last (NHWC) memory format. None (auto):
             on for CUDA, where cuDNN's NHWC convolutions (tensor cores under bf16-mixed) are the fast ones,
             off on CPU, where it did not speed up training (``benchmarks/README.md``, finding 7).
+        nonfinite_patience: a training step whose loss is NaN or infinite is skipped (no backward, no update)
+            and counted in ``nonfinite_steps``; this many in a row stop training with
+            :class:`NonFiniteLossError`, naming the step and the samples.
     """
 
     def __init__(
@@ -110,6 +136,7 @@ class SegmentationTask(L.LightningModule):
         class_weights: str | list[float] | None = None,
         ohem_thresh: float = 0.9,
         ohem_min_kept: int = 131072,
+        loss_weights: list[float] | None = None,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -125,6 +152,7 @@ class SegmentationTask(L.LightningModule):
         eval_flip: bool = False,
         log_images: int = 4,
         channels_last: bool | None = None,
+        nonfinite_patience: int = 5,
     ) -> None:
         """Save hyper-parameters, then build the network, the loss and the metrics."""
         super().__init__()
@@ -136,13 +164,23 @@ class SegmentationTask(L.LightningModule):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         if eval_mode not in ("whole", "slide", "multiscale"):
             raise ValueError(f"eval_mode must be 'whole', 'slide' or 'multiscale', got {eval_mode!r}")
+        if nonfinite_patience < 1:
+            raise ValueError(f"nonfinite_patience must be >= 1, got {nonfinite_patience}")
         self.save_hyperparameters()
         self._pretrained_done = False
         self._channels_last = False
         self._panels: list[tuple[Tensor, Tensor, Tensor, str]] = []
+        #: training steps skipped for a non-finite loss, and how many of the latest ones were in a row
+        self.nonfinite_steps = 0
+        self._nonfinite_streak = 0
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved hyper-parameters (Lightning's type also allows any mapping; this task saves a dict)."""
+        return cast(AttributeDict, super().hparams)
 
     # ------------------------------------------------------------------ construction
     def configure_models(self) -> None:
@@ -153,7 +191,10 @@ class SegmentationTask(L.LightningModule):
         self.model: nn.Module = build_model(hp.model, num_classes=hp.num_classes, **options)
 
     def configure_losses(self) -> None:
-        """Build ``self.criterion`` from the loss spec."""
+        """Build ``self.criterion`` (the main output's loss spec) and ``self.aux_criterion`` (auxiliary CE).
+
+        Also resolves ``self.loss_weights``, one per training output (the model's ``num_outputs``).
+        """
         hp = self.hparams
         spec: LossSpec = hp.loss
         self.criterion = build_loss(
@@ -164,6 +205,21 @@ class SegmentationTask(L.LightningModule):
             ohem_thresh=hp.ohem_thresh,
             ohem_min_kept=hp.ohem_min_kept,
         )
+        num_outputs = int(getattr(self.model, "num_outputs", 1))
+        # as the official HRNet-OCR criterion: CE on auxiliary outputs, the configured loss (OHEM) on the main
+        self.aux_criterion: CrossEntropy | None = None
+        if num_outputs > 1:
+            weights_table = resolve_class_weights(hp.class_weights, hp.num_classes)
+            self.aux_criterion = CrossEntropy(hp.ignore_index, weights_table)
+        weights = hp.get("loss_weights")
+        if weights is None:
+            weights = [AUX_LOSS_WEIGHT] * (num_outputs - 1) + [1.0]
+        if len(weights) != num_outputs:
+            raise ValueError(
+                f"loss_weights has {len(weights)} entries, the model {hp.model!r} has {num_outputs} training "
+                "output(s) (auxiliary first, main last)"
+            )
+        self.loss_weights: list[float] = [float(w) for w in weights]
 
     def configure_metrics(self) -> None:
         """One confusion-matrix metric per evaluation split (states sum across processes)."""
@@ -186,7 +242,7 @@ class SegmentationTask(L.LightningModule):
     def palette(self) -> list[tuple[int, int, int]]:
         """Class colours (the VOC colour map when the DataModule gave none)."""
         if self.hparams.palette is not None:
-            return [tuple(int(v) for v in c) for c in self.hparams.palette]  # type: ignore[misc]
+            return [cast(tuple[int, int, int], tuple(int(v) for v in c)) for c in self.hparams.palette]
         return default_palette(self.hparams.num_classes)
 
     def load_pretrained_weights(self) -> None:
@@ -233,7 +289,7 @@ class SegmentationTask(L.LightningModule):
 
     # ------------------------------------------------------------------ forward / inference
     def forward(self, image: Tensor) -> Tensor:
-        """Raw network logits (HRNetV2: 1/4 resolution)."""
+        """Raw network logits (HRNetV2: 1/4 resolution; multi-output models in training: a list)."""
         return self.model(image)
 
     def _single_pass(self) -> bool:
@@ -270,18 +326,102 @@ class SegmentationTask(L.LightningModule):
         return upsample_logits(logits, out_size, hp.align_corners)
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """Forward, upsample logits to the mask, loss; logs ``train/loss`` and ``train/lr``."""
+    def training_loss(
+        self, outputs: Tensor | Sequence[Tensor], mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted loss of the training outputs (one tensor, or auxiliary ones first and the main one last).
+
+        Each output is resized to the mask; the main one goes through ``criterion`` (the ``loss`` spec, e.g.
+        OHEM), auxiliary ones through ``aux_criterion`` (CE); returns the total and, for several outputs, the
+        unweighted terms (``loss_aux``, ``loss_aux_1``, ..., ``loss_main``).
+        """
+        outs: list[Tensor] = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+        if len(outs) != len(self.loss_weights):
+            raise ValueError(
+                f"the model returned {len(outs)} outputs for {len(self.loss_weights)} loss weights"
+            )
+        size, ac = mask.shape[-2:], self.hparams.align_corners
+        terms: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for i, (weight, out) in enumerate(zip(self.loss_weights, outs, strict=True)):
+            logits = upsample_logits(out, size, ac)
+            if i == len(outs) - 1:
+                name, term = "loss_main", self.criterion(logits, mask)
+            else:
+                name = "loss_aux" if i == 0 else f"loss_aux_{i}"
+                assert self.aux_criterion is not None  # built whenever the model has several outputs
+                term = self.aux_criterion(logits.float(), mask)
+            terms[name] = term
+            total = weight * term if total is None else total + weight * term
+        assert total is not None
+        return total, (terms if len(outs) > 1 else {})
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        """Forward, logits resized to the mask, loss; logs ``train/loss`` (and its terms), ``train/lr``."""
         image, mask = batch["image"], batch["mask"]
-        logits = upsample_logits(self.model(image), mask.shape[-2:], self.hparams.align_corners)
-        loss = self.criterion(logits, mask)
+        # BN running statistics change in the forward itself; keep a copy (a few KB, on the device) so a
+        # skipped step leaves no trace of a NaN batch in them
+        buffers = list(self.model.buffers())
+        saved = [b.detach().clone() for b in buffers]
+        loss, terms = self.training_loss(self.model(image), mask)
+        if not self._loss_is_finite(loss, batch):
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved, strict=True):
+                    buffer.copy_(value)
+            return None  # Lightning skips backward and the update; the schedule still advances
         batch_size = image.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, term in terms.items():
+            self.log(f"train/{name}", term.detach(), batch_size=batch_size)
         if self._trainer is not None and self.trainer.optimizers:
             self.log(
                 "train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), batch_size=batch_size
             )
         return loss
+
+    def _loss_is_finite(self, loss: Tensor, batch: dict[str, Any]) -> bool:
+        """Whether this step's loss is finite on every process; count, report or stop when it is not.
+
+        Reading the flag costs one host sync per step, the same as ``torch.amp.GradScaler``'s skip test; the
+        processes then agree through one tiny all-reduce, so under DDP all of them skip together (a lone
+        skipping rank would leave the others waiting in the gradient all-reduce).
+        """
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            self._nonfinite_streak = 0
+            return True
+        self.nonfinite_steps += 1
+        self._nonfinite_streak += 1
+        names = list(batch.get("name") or [])
+        where = f"step {self.global_step} (epoch {self.current_epoch}), samples {names}"
+        if self._nonfinite_streak >= self.hparams.nonfinite_patience:
+            raise NonFiniteLossError(
+                f"{self._nonfinite_streak} consecutive training steps had a non-finite loss; the last at "
+                f"{where}. Check those samples, lower the learning rate or clip gradients "
+                "(--trainer.gradient_clip_val)."
+            )
+        rank_zero_warn(
+            f"non-finite loss at {where}: step skipped ({self.nonfinite_steps} skipped so far, "
+            f"training stops after {self.hparams.nonfinite_patience} in a row)"
+        )
+        return False
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write non-finite weights: a NaN network must never become ``best`` or ``last``."""
+        bad = [
+            key
+            for key, value in checkpoint.get("state_dict", {}).items()
+            if isinstance(value, Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ]
+        if bad:
+            raise NonFiniteLossError(
+                f"refusing to save a checkpoint at step {self.global_step}: non-finite values in "
+                f"{len(bad)} tensors ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})"
+            )
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, split: str) -> Tensor:
         """Shared validation / test step: logits at mask size, loss, confusion-matrix update."""
@@ -394,7 +534,9 @@ class SegmentationTask(L.LightningModule):
         trainer = self._trainer
         if not panels or trainer is None:
             return
-        targets = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+        # ``experiment`` is not part of the base Logger API; TensorBoard-like ones have ``add_image``
+        experiments: list[Any] = [getattr(lg, "experiment", None) for lg in trainer.loggers]
+        targets = [exp for exp in experiments if hasattr(exp, "add_image")]
         if not targets:
             return
         images = [denormalize(p[0], self.hparams.mean, self.hparams.std) for p in panels]
@@ -413,9 +555,10 @@ class SegmentationTask(L.LightningModule):
 
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Head parameters (``last_layer`` / ``segmentation_head``) get ``lr * head_lr_mult``."""
+        """Head parameters (:data:`HEAD_MODULE_NAMES`) get ``lr * head_lr_mult``."""
         hp = self.hparams
-        head, body = [], []
+        head: list[nn.Parameter] = []
+        body: list[nn.Parameter] = []
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
@@ -424,7 +567,7 @@ class SegmentationTask(L.LightningModule):
             return [{"params": body + head, "lr": hp.lr}]
         return [{"params": body, "lr": hp.lr}, {"params": head, "lr": hp.lr * hp.head_lr_mult}]
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """SGD or AdamW with a per-iteration poly schedule (and optional warmup)."""
         hp = self.hparams
         groups = self.parameter_groups()

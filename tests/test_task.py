@@ -199,3 +199,59 @@ def test_smp_baseline_head_group_and_full_size_logits():
     with torch.no_grad():
         out = task.predict_step({"image": torch.randn(1, 3, 64, 96), "name": ["x"]}, 0)
     assert out["pred"].shape == (1, 64, 96) and out["path"] == ["x"]
+
+
+class _PoisonBatches(L.Callback):
+    """Fill the images of chosen training batches with NaN (an injected fault) and snapshot the weights."""
+
+    def __init__(self, poisoned: set[int]) -> None:
+        self.poisoned = poisoned
+        self.unchanged: dict[int, bool] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._before = {k: v.clone() for k, v in pl_module.model.state_dict().items()}
+        if batch_idx in self.poisoned:
+            batch["image"].fill_(float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        after = pl_module.model.state_dict()
+        self.unchanged[batch_idx] = all(torch.equal(after[k], v) for k, v in self._before.items())
+
+
+def test_a_nan_batch_is_skipped_and_counted(tmp_path):
+    from hrseg.data import DemoDataModule
+
+    dm = DemoDataModule(**{**SMALL, "num_train": 8})
+    task = _task(nonfinite_patience=2)
+    poison = _PoisonBatches({1})
+    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[poison])
+    with pytest.warns(UserWarning, match=r"non-finite loss at step 1 .*samples \['demo_train_"):
+        trainer.fit(task, datamodule=dm)
+    assert task.nonfinite_steps == 1
+    assert poison.unchanged == {0: False, 1: True, 2: False, 3: False}  # only the NaN step left weights alone
+    assert all(torch.isfinite(v).all() for v in task.model.state_dict().values() if v.is_floating_point())
+
+
+def test_consecutive_nan_batches_stop_with_the_step_and_samples_named(tmp_path):
+    from hrseg.data import DemoDataModule
+    from hrseg.task import NonFiniteLossError
+
+    dm = DemoDataModule(**{**SMALL, "num_train": 8})
+    task = _task(nonfinite_patience=2)
+    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[_PoisonBatches({1, 2})])
+    with pytest.raises(NonFiniteLossError, match=r"2 consecutive .* the last at step \d+ .*samples \['demo_"):
+        trainer.fit(task, datamodule=dm)
+    assert task.nonfinite_steps == 2
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    from hrseg.task import NonFiniteLossError
+
+    task = _task()
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, datamodule=DemoDataModule(**SMALL))
+    with torch.no_grad():
+        task.model.last_layer[3].bias[0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"last_layer\.3\.bias"):
+        trainer.save_checkpoint(tmp_path / "nan.ckpt")
+    assert not (tmp_path / "nan.ckpt").exists()
