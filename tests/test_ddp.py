@@ -94,7 +94,13 @@ def _assert_same(multi: dict[str, float], single: dict[str, float], prefix: str)
 def ddp_fit(tmp_path_factory) -> Path:
     """One 2-process DDP fit (eval batch 1) on one node; its version folder."""
     root = tmp_path_factory.mktemp("ddp")
-    args = ["fit", *SMALL, "--data.init_args.eval_batch_size=1", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    args = [
+        "fit",
+        *SMALL,
+        "--data.init_args.eval_batch_size=1",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
     _wait(_run([*args, *_root_args(root)], root))
     return root / "csv" / "version_0"
 

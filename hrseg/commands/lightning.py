@@ -20,6 +20,19 @@ What this adds to plain LightningCLI:
   rename); SIGTERM saves ``last.ckpt`` at the end of the current step and exits with code 143
   (:class:`LastCheckpoint`); the training loader position is part of every checkpoint, so
   ``--ckpt_path last`` continues bit-identically (:class:`hrseg.data.base.ResumableDataLoader`).
+
+Clusters. Any scheduler that sends SIGTERM before killing (Kubernetes, most batch systems, SLURM's
+``scancel``/preemption with ``GraceTime``): rerun the same command with ``--ckpt_path last``; the exit code
+143 marks the stop as a failure so restart policies restart it. SLURM requeue goes through Lightning's
+``SLURMEnvironment`` (detected automatically inside an ``sbatch`` job; ``auto_requeue`` on by default): submit
+with ``#SBATCH --requeue`` and ``#SBATCH --signal=SIGUSR1@90``; on SIGUSR1 Lightning writes
+``<default_root_dir>/hpc_ckpt_<n>.ckpt`` and runs ``scontrol requeue``; the requeued job's
+``--ckpt_path last`` picks the newest of ``last.ckpt`` and ``hpc_ckpt_*.ckpt``. Explicitly:
+``--trainer.plugins+=lightning.pytorch.plugins.environments.SLURMEnvironment
+--trainer.plugins.auto_requeue=true --trainer.plugins.requeue_signal=SIGUSR1``. Lightning saves the hpc
+checkpoint from inside the signal handler (possibly mid-step); the SIGTERM path stops at a step boundary.
+Multi-node: ``torchrun`` or Lightning's variables (``MASTER_ADDR``, ``MASTER_PORT``, ``NODE_RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``) with ``--trainer.num_nodes N --trainer.devices D`` (tests/test_ddp.py).
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import torch
@@ -128,30 +141,47 @@ class LastCheckpoint(ModelCheckpoint):
         save_on_sigterm: when the process receives SIGTERM, Lightning finishes the current step and stops;
             this callback then writes ``last.ckpt`` (the loader position included), so
             ``--ckpt_path last`` resumes exactly there.
-        **kwargs: :class:`~lightning.pytorch.callbacks.ModelCheckpoint` arguments.
+
+    The other arguments are :class:`~lightning.pytorch.callbacks.ModelCheckpoint`'s.
     """
 
     def __init__(
         self,
-        dirpath: str | None = None,
+        dirpath: str | Path | None = None,
         filename: str | None = "last",
         monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | Literal["link"] | None = None,
         save_top_k: int = 1,
+        save_on_exception: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
         every_n_train_steps: int | None = None,
         train_time_interval: timedelta | None = None,
         every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
         save_on_sigterm: bool = True,
-        **kwargs: Any,
     ) -> None:
+        # every argument spelled out (no **kwargs): LightningCLI builds the `--last_checkpoint.*` options
+        # from this signature
         super().__init__(
             dirpath=dirpath,
             filename=filename,
             monitor=monitor,
+            verbose=verbose,
+            save_last=save_last,
             save_top_k=save_top_k,
+            save_on_exception=save_on_exception,
+            save_weights_only=save_weights_only,
+            mode=mode,
+            auto_insert_metric_name=auto_insert_metric_name,
             every_n_train_steps=every_n_train_steps,
             train_time_interval=train_time_interval,
             every_n_epochs=every_n_epochs,
-            **kwargs,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            enable_version_counter=enable_version_counter,
         )
         if (every_n_train_steps or train_time_interval is not None) and every_n_epochs is None:
             self._every_n_epochs = 1  # also after every validation / epoch

@@ -55,7 +55,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def _apply_sample_seed(transform: Any, key: int | tuple[int, int]) -> int:
-    """Dataset key -> index; an ``(index, seed)`` key (from :class:`ResumableSampler`) reseeds ``transform``."""
+    """Dataset key -> index; an ``(index, seed)`` key (:class:`ResumableSampler`) reseeds ``transform``."""
     if isinstance(key, tuple | list):
         index, seed = int(key[0]), int(key[1])
         if hasattr(transform, "reseed"):
@@ -351,8 +351,11 @@ def resolve_predict_inputs(predict_path: str) -> list[Path]:
 
 
 def _label_map(value: Any) -> np.ndarray | None:
-    """Reduce a mask / prediction to one (H, W) label map: integer maps (H, W) or (B, H, W) give their first
-    element; float logits (C, H, W) or (B, C, H, W) are arg-maxed."""
+    """Reduce a mask / prediction to one (H, W) label map.
+
+    Integer maps (H, W) or (B, H, W) give their first element; float logits (C, H, W) or (B, C, H, W) are
+    arg-maxed.
+    """
     if value is None:
         return None
     t = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
@@ -603,8 +606,11 @@ class SegmentationDataModule(L.LightningDataModule):
 
     @property
     def loader_workers(self) -> int:
-        """The worker count the loaders use: ``num_workers``, or :func:`auto_num_workers` for the trainer's
-        device (without a trainer: CUDA if available) and its processes per node."""
+        """The worker count the loaders use.
+
+        ``num_workers``, or :func:`auto_num_workers` for the trainer's device (without a trainer: CUDA if
+        available) and its processes per node.
+        """
         if self.num_workers is not None:
             return int(self.num_workers)
         trainer = self.trainer
@@ -644,7 +650,8 @@ class SegmentationDataModule(L.LightningDataModule):
             drop_last = n >= batch_size
             if not drop_last:
                 rank_zero_warn(
-                    f"{type(self).__name__}: only {n} training samples per process for batch_size={batch_size}; "
+                    f"{type(self).__name__}: only {n} training samples per process for "
+                    f"batch_size={batch_size}; "
                     "keeping the partial batch instead of dropping it"
                 )
             loader = ResumableDataLoader(
@@ -689,8 +696,10 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.train_dataset, "train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches of ``eval_batch_size`` (padded when sizes differ); under DDP each image goes
-        to exactly one process, so the synced metrics equal those of one process."""
+        """Validation batches of ``eval_batch_size`` (padded when sizes differ).
+
+        Under DDP each image goes to exactly one process, so the synced metrics equal those of one process.
+        """
         return self._loader(self.val_dataset, "val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:

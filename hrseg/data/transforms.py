@@ -38,6 +38,7 @@ class SegmentationTransform:
     def __call__(
         self, image: np.ndarray, mask: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Transform one (image, mask) pair; returns (float image tensor, int64 mask tensor or None)."""
         if self.image_size is not None and image.shape[:2] != self.image_size:
             h, w = self.image_size
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -54,7 +55,12 @@ class SegmentationTransform:
         return out["image"].float(), m.long()
 
     def reseed(self, seed: int) -> None:
-        """Seed the pipeline's random generator (called per DataLoader worker so workers differ)."""
+        """Seed the pipeline's random generators.
+
+        The training loader reseeds before every sample with ``sample_seed(seed, epoch, index)``
+        (:class:`hrseg.data.base.ResumableSampler`), so a sample's augmentation depends on nothing else: not
+        the worker, the batch position or a restart.
+        """
         self.pipeline.set_random_seed(int(seed) % 2**32)
 
     def __repr__(self) -> str:
