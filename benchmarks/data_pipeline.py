@@ -76,11 +76,15 @@ def _per_worker(ds: Any, n: int) -> dict[str, Any]:
 
 def _loader_rate(dm: Any, ds: Any, batches: int, workers: int) -> dict[str, Any]:
     """Samples/s of the DataModule's training loader, excluding the first batch (worker start-up)."""
-    from torch.utils.data import ConcatDataset
+    import copy
 
     dm.num_workers = workers
     repeat = max(1, (batches + 1) * dm.batch_size // max(1, len(ds)) + 1)
-    dm.train_dataset = ConcatDataset([ds] * repeat)
+    # the same dataset with its sample list repeated: the training sampler hands it (index, seed) keys,
+    # which a ConcatDataset would not understand
+    repeated = copy.copy(ds)
+    repeated.samples = list(ds.samples) * repeat
+    dm.train_dataset = repeated
     loader = dm.train_dataloader()
     it = iter(loader)
     t0 = time.perf_counter()

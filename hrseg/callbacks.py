@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -36,6 +36,9 @@ class PredictionWriter(BasePredictionWriter):
         write_overlay: also write ``<name>_overlay.png`` (reads the input image again from ``path``).
         skip_existing: resume: skip images whose outputs exist.
         overlay_alpha: weight of the colours in the overlay.
+        format: ``"trainids"`` (the files above), ``"cityscapes"`` (``<city>_<seq>_<frame>_labelIds.png``
+            for the Cityscapes benchmark) or ``"voc"`` (VOC palette PNGs); see
+            :func:`hrseg.inference.write_prediction`.
     """
 
     def __init__(
@@ -45,8 +48,10 @@ class PredictionWriter(BasePredictionWriter):
         write_overlay: bool = False,
         skip_existing: bool = True,
         overlay_alpha: float = 0.5,
+        format: Literal["trainids", "cityscapes", "voc"] = "trainids",
     ) -> None:
         super().__init__(write_interval="batch")
+        self.format = format
         self.output_dir = Path(output_dir)
         self.write_color = write_color
         self.write_overlay = write_overlay
@@ -54,9 +59,11 @@ class PredictionWriter(BasePredictionWriter):
         self.overlay_alpha = overlay_alpha
         self.written = 0
         self.skipped = 0
+        #: inputs that could not be read: name -> message (printed at the end; the command exits 1)
+        self.failed: dict[str, str] = {}
 
     def _paths(self, name: str) -> dict[str, Path]:
-        return output_paths(self.output_dir, name, self.write_color, self.write_overlay)
+        return output_paths(self.output_dir, name, self.write_color, self.write_overlay, self.format)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Drop already-finished images from the predict dataset before any batch is computed."""
@@ -97,8 +104,14 @@ class PredictionWriter(BasePredictionWriter):
         """Write every image of the batch (skipping finished ones when ``skip_existing``)."""
         if not isinstance(prediction, dict) or "pred" not in prediction:
             raise TypeError("PredictionWriter expects predict_step to return {'pred', 'name', 'path'}")
-        preds = prediction["pred"]
         names = list(prediction.get("name") or [])
+        errors = list(prediction.get("error") or [""] * len(names))
+        for name, error in zip(names, errors, strict=True):
+            if error:
+                self.failed[str(name)] = error
+        preds = prediction["pred"]
+        if preds is None:  # nothing readable in this batch
+            return
         paths = list(prediction.get("path") or [None] * len(names))
         if len(names) != len(preds):
             start = batch_idx * len(preds)
@@ -106,6 +119,8 @@ class PredictionWriter(BasePredictionWriter):
             paths = [None] * len(preds)
         palette = self._palette(trainer, pl_module)
         for pred, name, path in zip(preds, names, paths, strict=True):
+            if str(name) in self.failed:
+                continue
             if self.skip_existing and outputs_exist(self._paths(str(name))):
                 self.skipped += 1
                 continue
@@ -118,5 +133,21 @@ class PredictionWriter(BasePredictionWriter):
                 write_color=self.write_color,
                 write_overlay=self.write_overlay,
                 overlay_alpha=self.overlay_alpha,
+                format=self.format,
             )
             self.written += 1
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Print what was written, skipped and could not be read (by name) on this process."""
+        lines = [
+            f"PredictionWriter: {self.written} images written, {self.skipped} skipped (outputs existed) "
+            f"-> {self.output_dir}"
+        ]
+        if self.failed:
+            lines.append(f"{len(self.failed)} inputs could not be read:")
+            lines += [f"  {message}" for message in self.failed.values()]
+        message = "\n".join(lines)
+        if trainer.world_size > 1:  # every process reports its own share of the images
+            print(f"[rank {trainer.global_rank}] {message}", flush=True)
+        else:
+            print(message, flush=True)

@@ -22,10 +22,11 @@ from torch import Tensor, nn
 
 from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette, denormalize
 from hrseg.inference.protocol import infer
+from hrseg.loggers import log_image
 from hrseg.losses import CrossEntropy, LossSpec, build_loss, resolve_class_weights
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
 from hrseg.models import build_model, load_pretrained, upsample_logits
-from hrseg.viz import figure_to_array, plot_panels, save_evaluation_plots
+from hrseg.viz import plot_panels, save_evaluation_plots
 
 __all__ = ["NonFiniteLossError", "SegmentationTask", "poly_warmup_factor"]
 
@@ -80,8 +81,10 @@ class SegmentationTask(L.LightningModule):
         palette: RGB colour per class for plots (linked).
         mean: normalization mean of the inputs, to draw images (linked).
         std: normalization std of the inputs (linked).
-        weights: pretrained weights to initialise from (official / timm ImageNet / safetensors / Lightning;
-            see :func:`hrseg.load_pretrained`). Loaded in :meth:`setup`, i.e. when training or evaluation
+        weights: pretrained weights to initialise from: a file (official / timm ImageNet / safetensors /
+            Lightning) or a Hugging Face Hub reference (``timm/hrnet_w48.ms_in1k``,
+            ``hf-hub:org/name@revision``; cached, ``HF_HUB_OFFLINE=1`` reads the cache only); see
+            :func:`hrseg.load_pretrained`. Loaded in :meth:`setup`, i.e. when training or evaluation
             starts; skipped when the CLI restores a ``--ckpt_path``, so resuming does not need this file.
         weights_ignore_head: skip the checkpoint's ``last_layer`` (fine-tuning to another class count).
         align_corners: ``align_corners`` of every bilinear resize (model fusion/head and logits upsampling).
@@ -110,7 +113,9 @@ class SegmentationTask(L.LightningModule):
         eval_stride: sliding-window stride (H, W); None = 2/3 of the window.
         eval_scales: scales for ``multiscale``.
         eval_flip: average with the horizontally flipped input.
-        log_images: image / ground truth / prediction panels logged per validation epoch (0 disables).
+        log_images: image / ground truth / prediction panels logged per validation epoch (0 disables), to
+            every logger through its own image call (TensorBoard ``add_image``, a PNG in a CSV run folder,
+            W&B ``log_image``, MLflow ``log_image``; :mod:`hrseg.loggers`), like the test plots.
         channels_last: run the network and its inputs in channels_last (NHWC) memory format. None (auto):
             on for CUDA, where cuDNN's NHWC convolutions (tensor cores under bf16-mixed) are the fast ones,
             off on CPU, where it did not speed up training (``benchmarks/README.md``, finding 7).
@@ -247,7 +252,7 @@ class SegmentationTask(L.LightningModule):
 
     def load_pretrained_weights(self) -> None:
         """Load ``weights`` into the network now (the CLI path calls this from :meth:`setup`)."""
-        if self.hparams.weights is None:
+        if self.hparams.weights is None or self._pretrained_done:
             return
         report = load_pretrained(
             self.model, self.hparams.weights, ignore_head=self.hparams.weights_ignore_head
@@ -446,10 +451,15 @@ class SegmentationTask(L.LightningModule):
         self._eval_step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """Label maps ``(B, H, W)`` int64 at the input size, with the batch's names and paths."""
-        logits = self.evaluate_logits(batch["image"])
+        """Label maps ``(B, H, W)`` int64 at the input size, with the batch's names, paths and read errors.
+
+        A batch made only of unreadable images (the dataset's ``error`` entries) is not run: ``pred`` is None.
+        """
         names = batch.get("name")
-        return {"pred": logits.argmax(dim=1), "name": names, "path": batch.get("path", names)}
+        out = {"name": names, "path": batch.get("path", names), "error": batch.get("error")}
+        if out["error"] and all(out["error"]):
+            return {"pred": None, **out}
+        return {"pred": self.evaluate_logits(batch["image"]).argmax(dim=1), **out}
 
     # ------------------------------------------------------------------ epoch ends
     def _log_scores(self, metrics: SegmentationMetrics, split: str) -> dict[str, Tensor]:
@@ -480,6 +490,14 @@ class SegmentationTask(L.LightningModule):
                     out_dir, scores["confmat"].cpu(), scores["iou"].cpu(), self.class_names, self.palette
                 )
                 self.print(f"saved plots: {', '.join(str(p) for p in paths)}")
+                for path in paths:  # and to every logger's image API (a CSV run folder has them already)
+                    log_image(
+                        self.trainer.loggers,
+                        f"test/{path.stem.removeprefix('test_')}",
+                        path,
+                        self.global_step,
+                        written_to=out_dir,
+                    )
 
     # ------------------------------------------------------------------ reporting helpers
     def _report_dir(self) -> Path | None:
@@ -529,15 +547,10 @@ class SegmentationTask(L.LightningModule):
             )
 
     def _log_panels(self) -> None:
-        """Draw the collected panels and send them to every logger that takes images."""
+        """Draw the collected panels and send them to every logger (:func:`hrseg.loggers.log_image`)."""
         panels, self._panels = self._panels, []
         trainer = self._trainer
-        if not panels or trainer is None:
-            return
-        # ``experiment`` is not part of the base Logger API; TensorBoard-like ones have ``add_image``
-        experiments: list[Any] = [getattr(lg, "experiment", None) for lg in trainer.loggers]
-        targets = [exp for exp in experiments if hasattr(exp, "add_image")]
-        if not targets:
+        if not panels or trainer is None or not trainer.loggers:
             return
         images = [denormalize(p[0], self.hparams.mean, self.hparams.std) for p in panels]
         fig = plot_panels(
@@ -549,9 +562,7 @@ class SegmentationTask(L.LightningModule):
             names=[p[3] for p in panels],
             class_names=self.class_names,
         )
-        array = figure_to_array(fig)
-        for experiment in targets:
-            experiment.add_image("val/predictions", array, global_step=self.global_step, dataformats="HWC")
+        log_image(trainer.loggers, "val/predictions", fig, self.global_step)
 
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:

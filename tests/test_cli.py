@@ -148,3 +148,29 @@ def test_resume_from_last_continues_step_optimizer_and_schedule(tmp_path, capsys
     assert lr_rows[0][1] == pytest.approx(0.004 * poly_warmup_factor(4, 8, 0.9), rel=1e-5)
     assert lr_rows[-1][1] == pytest.approx(0.004 * poly_warmup_factor(7, 8, 0.9), rel=1e-5)
     assert all(math.isfinite(v) for _, v in lr_rows)
+
+
+@pytest.mark.slow
+def test_a_missing_data_root_fails_once_before_ddp_starts(tmp_path):
+    """A 2-process recipe without its data: one message from the launching process, no worker started."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "hrseg",
+        "fit",
+        "--config=cityscapes/hrnetv2_w18_small_v1",
+        f"--data.init_args.root={tmp_path / 'no_cityscapes'}",
+        "--model.weights=null",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.count("hrseg fit: error:") == 1
+    assert proc.stderr.count("Cityscapes root directory not found") == 1
+    assert "Traceback" not in proc.stderr
+    assert "Initializing distributed" not in proc.stderr + proc.stdout  # no process group was ever set up

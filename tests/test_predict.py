@@ -177,3 +177,27 @@ def test_one_predict_command_with_and_without_config(
     assert "--ckpt" in help_text and "--config" in help_text and "--trainer.devices" in help_text
     with pytest.raises(SystemExit):  # LightningCLI options need --config
         hrseg_main([*common, "--output", str(bare), "--trainer.devices=2"])
+
+
+@pytest.mark.parametrize("with_config", [False, True])
+def test_unreadable_inputs_are_named_at_the_end_and_the_rest_written(
+    tiny_checkpoint: Path,
+    demo_images_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    with_config: bool,
+) -> None:
+    from hrseg.commands import main as hrseg_main
+
+    (demo_images_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    out = tmp_path / "out"
+    argv = ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(demo_images_dir), "--output", str(out)]
+    if with_config:
+        argv += ["--config", "demo", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
+    else:
+        argv.append("--no-progress")
+    assert hrseg_main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "broken.png" in printed and "corrupt" in printed
+    good = sorted(p.stem for p in demo_images_dir.iterdir() if p.name != "broken.png")
+    assert sorted(p.name.removesuffix("_trainIds.png") for p in out.glob("*_trainIds.png")) == good

@@ -37,7 +37,6 @@ Multi-node: ``torchrun`` or Lightning's variables (``MASTER_ADDR``, ``MASTER_POR
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import warnings
@@ -60,6 +59,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hrseg.data.base import SegmentationDataModule
@@ -77,7 +77,6 @@ __all__ = [
     "run_lightning_cli",
 ]
 
-log = logging.getLogger(__name__)
 
 #: Shipped configs (the repository's top-level ``configs`` is a symlink to this folder).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -192,7 +191,11 @@ class LastCheckpoint(ModelCheckpoint):
         super().on_exception(trainer, pl_module, exception)
         if not (self.save_on_sigterm and isinstance(exception, SIGTERMException)):
             return
-        if trainer.state.fn != "fit" or trainer.sanity_checking or bool(trainer.fast_dev_run):
+        if (
+            trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or bool(getattr(trainer, "fast_dev_run", False))
+        ):
             return
         if self._last_global_step_saved == trainer.global_step and self.best_model_path:
             path = self.best_model_path
@@ -326,7 +329,7 @@ class HRSegCLI(LightningCLI):
 
         root = Path(config.get("default_root_dir") or ".")
         out = root / "predictions"
-        log.info("predictions will be written to %s", out)
+        rank_zero_info(f"predictions will be written to {out}")
         return PredictionWriter(output_dir=str(out))
 
     def _prepare_checkpoint(self) -> None:
@@ -341,15 +344,33 @@ class HRSegCLI(LightningCLI):
         if sub.get("ckpt_path") == "last":
             path = find_last_checkpoint(self.trainer)
             if path is None:
-                log.warning(
+                rank_zero_warn(
                     "ckpt_path=last: no last.ckpt from an earlier run was found; starting from scratch"
                 )
             else:
-                log.info("ckpt_path=last resolved to %s", path)
                 self.trainer.print(f"Resuming from {path}")
             sub["ckpt_path"] = path
         if sub.get("ckpt_path") and isinstance(self.model, SegmentationTask):
             self.model.skip_pretrained_weights()
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        """Fail in the launching process, once, on a missing data root or weights file.
+
+        Under DDP the launcher starts one process per device after this hook; an error raised later (in
+        ``setup``) would print once per process. So with several processes the DataModule lists its split
+        here first, and the task loads its pretrained ``weights`` here in every case (``setup`` then skips
+        them); both are needed anyway and cost no extra work.
+        """
+        stage = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}.get(
+            self.subcommand or ""
+        )
+        if stage is None:
+            return
+        if self.trainer.world_size > 1 and isinstance(self.datamodule, SegmentationDataModule):
+            self.datamodule.setup(stage)
+        if stage == "fit" and isinstance(self.model, SegmentationTask):
+            self.model.load_pretrained_weights()
 
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path last`` before training; start the clock for the summary."""

@@ -34,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # --trainer.* etc. pass through; no prefix of them may match an option here
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Predict a folder, glob or file of images and write <name>_trainIds.png, "
-        "<name>_color.png (and <name>_overlay.png); images whose outputs exist are skipped, so an "
-        "interrupted run resumes.",
+        "<name>_color.png (and <name>_overlay.png), or the Cityscapes / VOC benchmark files (--format); "
+        "images whose outputs exist are skipped, so an interrupted run resumes.",
         epilog="""examples:
   hrseg predict --ckpt best.ckpt --input images/ --output out/ [--overlay] [--mode slide --window 512 1024]
       the checkpoint (.ckpt, safetensors bundle, .onnx, .pt2) carries model and classes; no config needed
@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     out = p.add_argument_group("outputs")
+    out.add_argument(
+        "--format",
+        default="trainids",
+        choices=["trainids", "cityscapes", "voc"],
+        help="trainids (default): <name>_trainIds.png + colour / overlay PNGs; cityscapes: "
+        "<city>_<seq>_<frame>_labelIds.png only, for the Cityscapes benchmark and `hrseg evaluate`; voc: "
+        "<name>.png palette PNGs in the VOC format",
+    )
     out.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     out.add_argument("--no-color", action="store_true", help="do not write <name>_color.png")
     out.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
@@ -83,15 +91,17 @@ def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     if args.input is None or args.output is None:
         parser.error("--input and --output are required without --config")
+    _check_format(args, parser)
     try:
         summary = predict_folder(
             args.ckpt,
             args.input,
             args.output,
-            write_color=not args.no_color,
+            write_color=not args.no_color and args.format == "trainids",
             write_overlay=args.overlay,
             skip_existing=not args.overwrite,
             progress=not args.no_progress,
+            format=args.format,
             device=args.device or "cpu",
             mode=args.mode or "whole",
             window=args.window,
@@ -104,6 +114,12 @@ def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return 1
     print(summary)
     return 1 if summary.failed else 0
+
+
+def _check_format(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Benchmark formats write one file per image: no colour or overlay PNGs beside them."""
+    if args.format != "trainids" and args.overlay:
+        parser.error(f"--overlay applies to --format trainids, not {args.format}")
 
 
 def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -123,16 +139,18 @@ def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse
         argv.append("--model.eval_flip=true")
     if args.no_progress:
         argv.append("--trainer.enable_progress_bar=false")
+    _check_format(args, parser)
     if args.output is not None:
         argv += [
             "--trainer.callbacks+=hrseg.callbacks.PredictionWriter",
             f"--trainer.callbacks.output_dir={args.output}",
-            f"--trainer.callbacks.write_color={str(not args.no_color).lower()}",
+            f"--trainer.callbacks.write_color={str(not args.no_color and args.format == 'trainids').lower()}",
+            f"--trainer.callbacks.format={args.format}",
             f"--trainer.callbacks.write_overlay={str(args.overlay).lower()}",
             f"--trainer.callbacks.skip_existing={str(not args.overwrite).lower()}",
         ]
-    elif args.overlay or args.no_color or args.overwrite:
-        parser.error("--overlay / --no-color / --overwrite with --config need --output")
+    elif args.overlay or args.no_color or args.overwrite or args.format != "trainids":
+        parser.error("--overlay / --no-color / --overwrite / --format with --config need --output")
     return argv + extra
 
 
@@ -147,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             parser.error(f"{' '.join(extra)}: --trainer.* / --data.* / --model.* options need --config")
         return _standalone(args, parser)
+    from hrseg.callbacks import PredictionWriter
     from hrseg.commands.lightning import run_lightning_cli
 
-    run_lightning_cli(_lightning_argv(args, extra, parser))
-    return 0
+    cli = run_lightning_cli(_lightning_argv(args, extra, parser))
+    writers = [cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)]  # type: ignore[attr-defined]
+    return 1 if any(w.failed for w in writers) else 0

@@ -10,7 +10,7 @@ import glob
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -104,7 +104,7 @@ class ResumableSampler(DistributedSampler):
         self._restored = position
         self.epoch, self._skip = position
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())
         skip, self._skip = self._skip, 0
         return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices[skip:]])
@@ -151,9 +151,10 @@ class ResumableDataLoader(DataLoader):
         self.position = position
         self._yielded = 0
 
-    def __iter__(self) -> Iterator[Any]:
-        epoch = self.sampler.epoch  # type: ignore[attr-defined]
-        self._yielded = self.sampler._skip // self.batch_size  # type: ignore[attr-defined,operator]
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator over the base iterator
+        sampler = cast(ResumableSampler, self.sampler)
+        epoch = sampler.epoch
+        self._yielded = sampler._skip // int(self.batch_size or 1)
         self._epoch = epoch
         for batch in super().__iter__():
             self._yielded += 1
@@ -198,7 +199,9 @@ class SegmentationDataset(Dataset):
         samples: the split's items.
         specs: label rules per ``Sample`` encoding key (``"default"`` unless a DataModule uses several).
         transform: pipeline returning tensors.
-        labelled: False yields ``{"image", "name", "path"}`` (prediction) and never reads masks.
+        labelled: False yields ``{"image", "name", "path", "error"}`` (prediction) and never reads masks.
+            An unreadable image does not stop a prediction run: its item carries the message in ``error``
+            (empty otherwise) and a 1x1 placeholder image, so the writer reports it by name at the end.
     """
 
     def __init__(
@@ -232,10 +235,21 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index = _apply_sample_seed(self.transform, key)
+        if not self.labelled:
+            sample = self.samples[index]
+            try:
+                image, _, name = self.load(index)
+            except DatasetError as exc:  # reported by the prediction writer; the other images go on
+                return {
+                    "image": torch.zeros(3, 1, 1),
+                    "name": sample.name,
+                    "path": str(sample.image),
+                    "error": str(exc),
+                }
+            img_t, _ = self.transform(image, None)
+            return {"image": img_t, "name": name, "path": str(sample.image), "error": ""}
         image, mask, name = self.load(index)
         img_t, mask_t = self.transform(image, mask)
-        if not self.labelled:
-            return {"image": img_t, "name": name, "path": str(self.samples[index].image)}
         return {"image": img_t, "mask": mask_t, "name": name}
 
 
@@ -276,7 +290,7 @@ class ArraySegmentationDataset(Dataset):
         image, mask, name = self.load(index)
         img_t, mask_t = self.transform(image, mask)
         if mask_t is None:
-            return {"image": img_t, "name": name, "path": name}
+            return {"image": img_t, "name": name, "path": name, "error": ""}
         return {"image": img_t, "mask": mask_t, "name": name}
 
 
@@ -316,7 +330,7 @@ def seed_worker(worker_id: int) -> None:
     """
     info = torch.utils.data.get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if info is not None and hasattr(transform, "reseed"):
+    if info is not None and transform is not None and hasattr(transform, "reseed"):
         transform.reseed(info.seed)
 
 
@@ -448,9 +462,11 @@ class SegmentationDataModule(L.LightningDataModule):
         names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} class names given for num_classes={num_classes}")
-        colors = [tuple(int(c) for c in rgb) for rgb in palette] if palette is not None else None
-        if colors is None:
-            colors = default_palette(num_classes)
+        colors: list[tuple[int, ...]] = (
+            [tuple(int(c) for c in rgb) for rgb in palette]
+            if palette is not None
+            else list(default_palette(num_classes))
+        )
         if len(colors) != num_classes or any(len(c) != 3 for c in colors):
             raise ValueError(f"palette must hold {num_classes} RGB triples, got {len(colors)} entries")
         if batch_size < 1 or eval_batch_size < 1:
@@ -645,8 +661,11 @@ class SegmentationDataModule(L.LightningDataModule):
         if shuffle:
             # Exact resume: the order is a function of (seed, epoch), each sample's augmentation of
             # (seed, epoch, index), and the position inside the epoch is saved in checkpoints.
-            sampler = ResumableSampler(dataset, seed=global_seed(), **(dist or {}))
-            n = sampler.num_samples
+            shard = dist or {"num_replicas": 1, "rank": 0}
+            resumable = ResumableSampler(
+                dataset, num_replicas=shard["num_replicas"], rank=shard["rank"], seed=global_seed()
+            )
+            n = resumable.num_samples
             drop_last = n >= batch_size
             if not drop_last:
                 rank_zero_warn(
@@ -655,19 +674,21 @@ class SegmentationDataModule(L.LightningDataModule):
                     "keeping the partial batch instead of dropping it"
                 )
             loader = ResumableDataLoader(
-                dataset, sampler=sampler, drop_last=drop_last, position=self._fit_position, **common
+                dataset, sampler=resumable, drop_last=drop_last, position=self._fit_position, **common
             )
             if self._train_loader_state is not None:
                 loader.load_state_dict(self._train_loader_state)
                 self._train_loader_state = None
             self._train_loader = loader
             return loader
-        sampler = None
+        sampler: UnrepeatedDistributedSampler | None = None
         if dist is not None and stage in ("val", "test"):
             # Lightning would pad the split with repeated images so every process runs as many batches;
             # the unrepeated sampler gives each image to exactly one process (shares differ by at most one),
             # so the summed confusion matrix counts every image once: metrics equal those of one process.
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **dist)
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=dist["num_replicas"], rank=dist["rank"], shuffle=False
+            )
         return DataLoader(dataset, sampler=sampler, shuffle=False, drop_last=False, **common)
 
     def state_dict(self) -> dict[str, Any]:
@@ -707,7 +728,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """Batch-1 ``{"image", "name", "path"}`` over ``predict_path`` or the predict split."""
+        """Batch-1 ``{"image", "name", "path", "error"}`` over ``predict_path`` or the predict split."""
         return self._loader(self.predict_dataset, "predict", 1, shuffle=False)
 
     # ----------------------------------------------------------------- display

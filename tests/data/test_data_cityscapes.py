@@ -69,7 +69,7 @@ def test_test_split_is_predict_only(cityscapes_root: Path) -> None:
     dm = _dm(cityscapes_root)
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    assert set(batch) == {"image", "name", "path"}
+    assert set(batch) == {"image", "name", "path", "error"}
     assert batch["path"][0].endswith("_leftImg8bit.png") and "/test/" in batch["path"][0]
     assert batch["image"].shape == (1, 3, 32, 72)
 
@@ -105,7 +105,7 @@ def test_predict_falls_back_to_val_without_test_images(cityscapes_root: Path) ->
     with pytest.warns(UserWarning, match="predicting over 'val'"):
         dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    assert "/val/" in batch["path"][0] and set(batch) == {"image", "name", "path"}
+    assert "/val/" in batch["path"][0] and set(batch) == {"image", "name", "path", "error"}
 
 
 def test_num_workers_auto_follows_the_device(cityscapes_root: Path, monkeypatch) -> None:

@@ -29,7 +29,7 @@ def test_demo_batches_follow_the_contract() -> None:
     assert len(dm.palette) == 19 and dm.mean == (0.485, 0.456, 0.406)
     dm.setup("predict")
     pred = next(iter(dm.predict_dataloader()))
-    assert set(pred) == {"image", "name", "path"} and pred["image"].shape == (1, 3, 64, 128)
+    assert set(pred) == {"image", "name", "path", "error"} and pred["image"].shape == (1, 3, 64, 128)
 
 
 def test_demo_crop_and_workers() -> None:
@@ -82,7 +82,7 @@ def test_predict_path_any_size_and_mode(tmp_path: Path) -> None:
         batches = list(dm.predict_dataloader())
         assert len(batches) == n
         for b in batches:
-            assert set(b) == {"image", "name", "path"} and b["image"].shape[:2] == (1, 3)
+            assert set(b) == {"image", "name", "path", "error"} and b["image"].shape[:2] == (1, 3)
             assert Path(b["path"][0]).stem == b["name"][0]
     from hrseg.data import DatasetError
 
