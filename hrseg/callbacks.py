@@ -1,21 +1,31 @@
-"""Lightning callbacks: the ``PredictionWriter`` behind ``hrseg predict --config``.
+"""Lightning extensions the hrseg CLI installs: prediction writing and preemption-safe checkpoints.
 
-It writes the same files as :func:`hrseg.inference.predict_folder` (see :mod:`hrseg.inference.writer`).
+- :class:`PredictionWriter` (behind ``hrseg predict --config``) writes the same files as
+  :func:`hrseg.inference.predict_folder` (see :mod:`hrseg.inference.writer`);
+- :class:`LastCheckpoint` keeps ``last.ckpt`` fresh (every validation, every N steps or minutes, on SIGTERM);
+- :class:`AtomicCheckpointIO` writes every checkpoint atomically.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import fsspec
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hrseg.colors import default_palette
 from hrseg.inference.writer import output_paths, outputs_exist, write_prediction
 
-__all__ = ["PredictionWriter"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "PredictionWriter"]
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -151,3 +161,118 @@ class PredictionWriter(BasePredictionWriter):
             print(f"[rank {trainer.global_rank}] {message}", flush=True)
         else:
             print(message, flush=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file next to the target, fsync, then ``os.replace``.
+
+    A kill at any moment leaves either the previous checkpoint or the new one, never a truncated file.
+    Lightning's own save goes through an fsspec transaction whose temporary file lives in ``$TMPDIR``: when
+    that is another filesystem than the checkpoint folder (a node-local /tmp, a shared checkpoint disk) the
+    final "rename" is a copy, which a kill can cut short. Remote URLs (s3://, gs://...) keep Lightning's path.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (local paths)."""
+        fs, urlpath = fsspec.core.url_to_fs(str(path))
+        if storage_options is not None or not isinstance(fs, LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(urlpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        try:  # make the rename itself durable
+            fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """The ``last.ckpt`` callback: at every validation, every N steps / minutes, and on SIGTERM.
+
+    Lightning's ``ModelCheckpoint`` makes ``every_n_train_steps``, ``train_time_interval`` and
+    ``every_n_epochs`` mutually exclusive; this one keeps the per-epoch save when a step or time interval is
+    set, so ``last.ckpt`` is fresh both mid-epoch and after each validation.
+
+    Args:
+        save_on_sigterm: when the process receives SIGTERM, Lightning finishes the current step and stops;
+            this callback then writes ``last.ckpt`` (the loader position included), so
+            ``--ckpt_path last`` resumes exactly there.
+
+    The other arguments are :class:`~lightning.pytorch.callbacks.ModelCheckpoint`'s.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = "last",
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | Literal["link"] | None = None,
+        save_top_k: int = 1,
+        save_on_exception: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
+        save_on_sigterm: bool = True,
+    ) -> None:
+        # every argument spelled out (no **kwargs): LightningCLI builds the `--last_checkpoint.*` options
+        # from this signature
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            verbose=verbose,
+            save_last=save_last,
+            save_top_k=save_top_k,
+            save_on_exception=save_on_exception,
+            save_weights_only=save_weights_only,
+            mode=mode,
+            auto_insert_metric_name=auto_insert_metric_name,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            enable_version_counter=enable_version_counter,
+        )
+        if (every_n_train_steps or train_time_interval is not None) and every_n_epochs is None:
+            self._every_n_epochs = 1  # also after every validation / epoch
+        self.save_on_sigterm = save_on_sigterm
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """On SIGTERM during fit, write ``last.ckpt`` (unless this step was saved already)."""
+        super().on_exception(trainer, pl_module, exception)
+        if not (self.save_on_sigterm and isinstance(exception, SIGTERMException)):
+            return
+        if (
+            trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or bool(getattr(trainer, "fast_dev_run", False))
+        ):
+            return
+        if self._last_global_step_saved == trainer.global_step and self.best_model_path:
+            path = self.best_model_path
+        else:
+            path = self.best_model_path or self.format_checkpoint_name(self._monitor_candidates(trainer))
+            self._save_checkpoint(trainer, path)
+            self.best_model_path = path
+        trainer.print(f"SIGTERM: training stopped at step {trainer.global_step}; checkpoint: {path}")

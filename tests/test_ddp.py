@@ -126,6 +126,18 @@ def test_two_process_eval_batch_3_validate_and_test_equal_one_process(ddp_fit, t
         _assert_same(multi, single, prefix)
 
 
+@pytest.mark.slow
+def test_three_process_validation_of_odd_split_equals_one_process(ddp_fit, tmp_path):
+    """7 images on 3 processes (3 + 2 + 2), eval batch 2: still every image exactly once."""
+    ckpt = ddp_fit / "checkpoints" / "last.ckpt"
+    root = tmp_path / "ddp3"
+    args = ["validate", *SMALL, "--data.init_args.eval_batch_size=2", "--trainer.devices=3"]
+    _wait(_run([*args, "--trainer.strategy=ddp", *_root_args(root), f"--ckpt_path={ckpt}"], tmp_path))
+    multi = _metrics(root / "csv" / "version_0" / "metrics.csv", "val")
+    single = _metrics(_single_process("validate", tmp_path / "single3", ckpt, eval_batch=2), "val")
+    _assert_same(multi, single, "val")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
 """Preemption: SIGTERM (what schedulers send before killing) saves ``last.ckpt`` and exits with code 143.
 
 Lightning finishes the running step when SIGTERM arrives and stops;
-:class:`hrseg.commands.lightning.LastCheckpoint` then writes ``last.ckpt`` with the loader position, so
+:class:`hrseg.callbacks.LastCheckpoint` then writes ``last.ckpt`` with the loader position, so
 ``--ckpt_path last`` continues bit-identically.
 """
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrseg.commands.lightning import AtomicCheckpointIO, LastCheckpoint
+from hrseg.callbacks import AtomicCheckpointIO, LastCheckpoint
 from hrseg.data import DemoDataModule
 from hrseg.data.base import ResumableSampler, sample_seed
 

@@ -16,9 +16,9 @@ What this adds to plain LightningCLI:
 - OmegaConf interpolation (``${...}``) inside config files; a fixed default seed;
 - preemption safety: ``last.ckpt`` also every N training steps or minutes
   (``--last_checkpoint.every_n_train_steps`` / ``--last_checkpoint.train_time_interval``, besides every
-  validation), written atomically (:class:`AtomicCheckpointIO`: temp file in the same folder, fsync,
-  rename); SIGTERM saves ``last.ckpt`` at the end of the current step and exits with code 143
-  (:class:`LastCheckpoint`); the training loader position is part of every checkpoint, so
+  validation), written atomically (:class:`hrseg.callbacks.AtomicCheckpointIO`: temp file in the same
+  folder, fsync, rename); SIGTERM saves ``last.ckpt`` at the end of the current step and exits with code 143
+  (:class:`hrseg.callbacks.LastCheckpoint`); the training loader position is part of every checkpoint, so
   ``--ckpt_path last`` continues bit-identically (:class:`hrseg.data.base.ResumableDataLoader`).
 
 Clusters. Any scheduler that sends SIGTERM before killing (Kubernetes, most batch systems, SLURM's
@@ -37,19 +37,14 @@ Multi-node: ``torchrun`` or Lightning's variables (``MASTER_ADDR``, ``MASTER_POR
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import fsspec
-import torch
-from fsspec.implementations.local import LocalFileSystem
-from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
-from lightning.pytorch import LightningModule, Trainer
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     Callback,
@@ -62,15 +57,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from hrseg.callbacks import AtomicCheckpointIO, LastCheckpoint
 from hrseg.data.base import SegmentationDataModule
 from hrseg.task import SegmentationTask
 
 __all__ = [
     "CONFIG_DIR",
     "SIGTERM_EXIT_CODE",
-    "AtomicCheckpointIO",
     "HRSegCLI",
-    "LastCheckpoint",
     "find_last_checkpoint",
     "list_configs",
     "resolve_config",
@@ -89,121 +83,6 @@ DEFAULT_SEED = 42
 #: exit status of a fit stopped by SIGTERM after saving ``last.ckpt`` (128 + 15, as a shell reports it):
 #: not 0, so schedulers and job controllers that restart failed jobs restart it.
 SIGTERM_EXIT_CODE = 143
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file next to the target, fsync, then ``os.replace``.
-
-    A kill at any moment leaves either the previous checkpoint or the new one, never a truncated file.
-    Lightning's own save goes through an fsspec transaction whose temporary file lives in ``$TMPDIR``: when
-    that is another filesystem than the checkpoint folder (a node-local /tmp, a shared checkpoint disk) the
-    final "rename" is a copy, which a kill can cut short. Remote URLs (s3://, gs://...) keep Lightning's path.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        """Write ``checkpoint`` to ``path`` atomically (local paths)."""
-        fs, urlpath = fsspec.core.url_to_fs(str(path))
-        if storage_options is not None or not isinstance(fs, LocalFileSystem):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        target = Path(urlpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        try:  # make the rename itself durable
-            fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-
-
-class LastCheckpoint(ModelCheckpoint):
-    """The ``last.ckpt`` callback: at every validation, every N steps / minutes, and on SIGTERM.
-
-    Lightning's ``ModelCheckpoint`` makes ``every_n_train_steps``, ``train_time_interval`` and
-    ``every_n_epochs`` mutually exclusive; this one keeps the per-epoch save when a step or time interval is
-    set, so ``last.ckpt`` is fresh both mid-epoch and after each validation.
-
-    Args:
-        save_on_sigterm: when the process receives SIGTERM, Lightning finishes the current step and stops;
-            this callback then writes ``last.ckpt`` (the loader position included), so
-            ``--ckpt_path last`` resumes exactly there.
-
-    The other arguments are :class:`~lightning.pytorch.callbacks.ModelCheckpoint`'s.
-    """
-
-    def __init__(
-        self,
-        dirpath: str | Path | None = None,
-        filename: str | None = "last",
-        monitor: str | None = None,
-        verbose: bool = False,
-        save_last: bool | Literal["link"] | None = None,
-        save_top_k: int = 1,
-        save_on_exception: bool = False,
-        save_weights_only: bool = False,
-        mode: str = "min",
-        auto_insert_metric_name: bool = True,
-        every_n_train_steps: int | None = None,
-        train_time_interval: timedelta | None = None,
-        every_n_epochs: int | None = None,
-        save_on_train_epoch_end: bool | None = None,
-        enable_version_counter: bool = True,
-        save_on_sigterm: bool = True,
-    ) -> None:
-        # every argument spelled out (no **kwargs): LightningCLI builds the `--last_checkpoint.*` options
-        # from this signature
-        super().__init__(
-            dirpath=dirpath,
-            filename=filename,
-            monitor=monitor,
-            verbose=verbose,
-            save_last=save_last,
-            save_top_k=save_top_k,
-            save_on_exception=save_on_exception,
-            save_weights_only=save_weights_only,
-            mode=mode,
-            auto_insert_metric_name=auto_insert_metric_name,
-            every_n_train_steps=every_n_train_steps,
-            train_time_interval=train_time_interval,
-            every_n_epochs=every_n_epochs,
-            save_on_train_epoch_end=save_on_train_epoch_end,
-            enable_version_counter=enable_version_counter,
-        )
-        if (every_n_train_steps or train_time_interval is not None) and every_n_epochs is None:
-            self._every_n_epochs = 1  # also after every validation / epoch
-        self.save_on_sigterm = save_on_sigterm
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """On SIGTERM during fit, write ``last.ckpt`` (unless this step was saved already)."""
-        super().on_exception(trainer, pl_module, exception)
-        if not (self.save_on_sigterm and isinstance(exception, SIGTERMException)):
-            return
-        if (
-            trainer.state.fn != "fit"
-            or trainer.sanity_checking
-            or bool(getattr(trainer, "fast_dev_run", False))
-        ):
-            return
-        if self._last_global_step_saved == trainer.global_step and self.best_model_path:
-            path = self.best_model_path
-        else:
-            path = self.best_model_path or self.format_checkpoint_name(self._monitor_candidates(trainer))
-            self._save_checkpoint(trainer, path)
-            self.best_model_path = path
-        trainer.print(f"SIGTERM: training stopped at step {trainer.global_step}; checkpoint: {path}")
 
 
 def list_configs() -> list[str]:
