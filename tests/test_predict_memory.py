@@ -69,5 +69,6 @@ def test_predict_memory_does_not_grow_with_the_image_count(
         assert len(list(out.glob("*_trainIds.png"))) == count
     growth_mb = (peaks[MANY] - peaks[FEW]) / 1024
     kept_mb = (MANY - FEW) * SIZE[0] * SIZE[1] * 8 / 2**20  # what holding every int64 label map would add
-    print(f"{form}: peak RSS {peaks[FEW] / 1024:.0f} MB for {FEW} images, {peaks[MANY] / 1024:.0f} MB for {MANY}")
+    mb = {count: peak / 1024 for count, peak in peaks.items()}
+    print(f"{form}: peak RSS {mb[FEW]:.0f} MB for {FEW} images, {mb[MANY]:.0f} MB for {MANY}")
     assert growth_mb < kept_mb / 4, f"peak grew {growth_mb:.0f} MB for {MANY - FEW} more images ({peaks})"
