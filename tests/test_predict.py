@@ -201,3 +201,17 @@ def test_unreadable_inputs_are_named_at_the_end_and_the_rest_written(
     assert "broken.png" in printed and "corrupt" in printed
     good = sorted(p.stem for p in demo_images_dir.iterdir() if p.name != "broken.png")
     assert sorted(p.name.removesuffix("_trainIds.png") for p in out.glob("*_trainIds.png")) == good
+
+
+@pytest.mark.parametrize("with_config", [False, True])
+def test_a_bad_checkpoint_gets_the_checkpoint_readers_message(
+    tmp_path: Path, demo_images_dir: Path, capsys: pytest.CaptureFixture[str], with_config: bool
+) -> None:
+    from hrseg.commands import main as hrseg_main
+
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    argv = ["predict", "--ckpt", str(broken), "--input", str(demo_images_dir), "--output", str(tmp_path / "o")]
+    assert hrseg_main([*argv, *(["--config", "demo"] if with_config else [])]) == 1
+    err = capsys.readouterr().err
+    assert str(broken) in err and "corrupt or truncated" in err

@@ -166,8 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{' '.join(extra)}: --trainer.* / --data.* / --model.* options need --config")
         return _standalone(args, parser)
     from hrseg.callbacks import PredictionWriter
+    from hrseg.checkpoint import read_model_checkpoint
     from hrseg.commands.lightning import run_lightning_cli
 
+    try:  # the same reader and messages as the bare form, before any Trainer or process starts
+        read_model_checkpoint(args.ckpt)
+    except CheckpointError as err:
+        print(f"hrseg predict: {err}", file=sys.stderr)
+        return 1
     cli = run_lightning_cli(_lightning_argv(args, extra, parser))
     writers = [cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)]  # type: ignore[attr-defined]
     return 1 if any(w.failed for w in writers) else 0
