@@ -211,7 +211,15 @@ def test_a_bad_checkpoint_gets_the_checkpoint_readers_message(
 
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"PK\x03\x04 truncated")
-    argv = ["predict", "--ckpt", str(broken), "--input", str(demo_images_dir), "--output", str(tmp_path / "o")]
+    argv = [
+        "predict",
+        "--ckpt",
+        str(broken),
+        "--input",
+        str(demo_images_dir),
+        "--output",
+        str(tmp_path / "o"),
+    ]
     assert hrseg_main([*argv, *(["--config", "demo"] if with_config else [])]) == 1
     err = capsys.readouterr().err
     assert str(broken) in err and "corrupt or truncated" in err
