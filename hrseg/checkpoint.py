@@ -236,8 +236,8 @@ def _read_bundle(path: Path) -> tuple[ModelMeta, dict[str, Tensor]]:
         else:
             raise CheckpointError(
                 f"{weights}: no model config: neither {config.name} next to it nor "
-                f"'{CONFIG_METADATA_KEY}' in its header (plain weights load with hrseg.load_pretrained into a "
-                "model you build)"
+                f"'{CONFIG_METADATA_KEY}' in its header (plain weights load with hrseg.load_pretrained into "
+                "a model you build)"
             )
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config}: the model config is not valid JSON ({err})") from err
@@ -248,14 +248,20 @@ def read_model_checkpoint(path: str | Path, trusted: bool = False) -> tuple[Mode
     """Read a self-describing model: its :class:`ModelMeta` and the network's state dict (official keys).
 
     Args:
-        path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, or a bundle
-            folder holding ``model.safetensors`` and ``config.json``.
+        path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, a bundle
+            folder holding ``model.safetensors`` and ``config.json``, or an hrseg model on the Hugging Face
+            Hub (``org/name``, ``hf-hub:org/name@revision``; see :mod:`hrseg.hub`).
         trusted: allow pickled Python objects in a ``.ckpt`` (only for files you trust).
 
     Raises:
         CheckpointNotFoundError: the path (or a bundle's weights) does not exist.
         CheckpointError: the file is unreadable or carries no usable model config.
     """
+    from hrseg.hub import parse_reference, resolve_bundle  # hrseg.hub imports this module
+
+    ref = parse_reference(path)
+    if ref is not None:
+        path = resolve_bundle(ref, original=str(path)).path.parent
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointNotFoundError(f"checkpoint not found: {p}")

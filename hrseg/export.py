@@ -38,11 +38,23 @@ from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.optimize import copy_capabilities, prepare_for_inference
 from hrseg.models import upsample_logits
 
-__all__ = ["FORMATS", "SUFFIXES", "ExportResult", "ExportWrapper", "default_check_size", "export"]
+__all__ = [
+    "FORMATS",
+    "HUB_FORMAT",
+    "SUFFIXES",
+    "ExportResult",
+    "ExportWrapper",
+    "default_check_size",
+    "export",
+]
 
-Format = Literal["onnx", "pt2", "safetensors"]
+Format = Literal["onnx", "pt2", "safetensors", "hub"]
 FORMATS: tuple[str, ...] = ("onnx", "pt2", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
+#: ``hub``: the safetensors bundle as a shareable folder (``config.json`` + ``model.safetensors`` +
+#: a generated model card ``README.md``), the layout of huggingface_hub's ``ModelHubMixin``; publish it
+#: with :func:`hrseg.hub.push_to_hub`. Not part of ``--format all`` (it is the bundle plus a card).
+HUB_FORMAT = "hub"
 
 
 class ExportWrapper(nn.Module):
@@ -293,9 +305,9 @@ def export(
 
     Args:
         checkpoint: Lightning ``.ckpt`` / safetensors bundle path, or an ``nn.Module`` together with ``meta``.
-        format: ``"onnx"``, ``"pt2"`` or ``"safetensors"``.
-        out: output file (``.onnx`` / ``.pt2`` / ``.safetensors``; a folder for a safetensors bundle).
-            Default: next to the checkpoint with the format's suffix.
+        format: ``"onnx"``, ``"pt2"``, ``"safetensors"`` or ``"hub"`` (a model folder with a model card).
+        out: output file (``.onnx`` / ``.pt2`` / ``.safetensors``; a folder for a safetensors bundle or
+            ``hub``). Default: next to the checkpoint with the format's suffix (``hub``: ``<stem>_hub/``).
         height: export example height (the graph stays dynamic; HRNetV2 accepts any size >= 33).
         width: export example width.
         tolerance: allowed max abs difference; default ``1e-4 * max(1, max |eager logits|)`` (fp32 reordering
@@ -312,16 +324,21 @@ def export(
     Returns:
         :class:`ExportResult`; check ``.passed``.
     """
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if format not in (*FORMATS, HUB_FORMAT):
+        raise ValueError(f"format must be one of {(*FORMATS, HUB_FORMAT)}, got {format!r}")
     if isinstance(checkpoint, nn.Module):
         if meta is None:
             raise ValueError("pass meta=ModelMeta(...) when exporting a module")
         model = checkpoint.eval()
-        default_out = Path(f"model{SUFFIXES[format]}")
+        default_out = Path(f"model{SUFFIXES[format]}" if format != HUB_FORMAT else "model")
     else:
         model, meta = load_checkpoint(checkpoint, trusted=trusted)
-        default_out = Path(checkpoint).with_suffix(SUFFIXES[format])
+        ckpt_path = Path(checkpoint)
+        default_out = (
+            ckpt_path.with_suffix(SUFFIXES[format])
+            if format != HUB_FORMAT
+            else ckpt_path.with_name(f"{ckpt_path.stem}_hub")
+        )
     out_path = Path(out) if out is not None else default_out
     out_path.parent.mkdir(parents=True, exist_ok=True)
     in_ch = int(getattr(model, "in_channels", 3) or 3)
@@ -338,8 +355,19 @@ def export(
             reference = upsample_logits(reference, (ch, cw), meta.align_corners)
     start = time.perf_counter()
     extra: dict[str, Any] = {}
-    if format == "safetensors":
-        files = _write_bundle(model, meta, out_path)
+    if format in ("safetensors", HUB_FORMAT):
+        if format == HUB_FORMAT:
+            if out_path.suffix == ".safetensors":
+                raise ValueError(f"--format hub writes a folder, not a file: {out_path}")
+            from hrseg.modelcard import model_card, read_training_summary
+
+            summary = None if isinstance(checkpoint, nn.Module) else read_training_summary(checkpoint)
+            files = _write_bundle(model, meta, out_path)
+            card = out_path / "README.md"
+            card.write_text(model_card(meta, summary))
+            files.append(card)
+        else:
+            files = _write_bundle(model, meta, out_path)
         export_seconds = time.perf_counter() - start
         fresh, _ = load_checkpoint(files[0])
         with torch.inference_mode():

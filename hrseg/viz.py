@@ -34,6 +34,12 @@ def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
+def _rgb_unit(color: Sequence[int]) -> tuple[float, float, float]:
+    """An RGB colour in 0..255 as matplotlib's 0..1 floats."""
+    r, g, b = (float(v) / 255.0 for v in color)
+    return r, g, b
+
+
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render a figure to an RGB uint8 ``(H, W, 3)`` array (for TensorBoard's ``add_image``)."""
     canvas = FigureCanvasAgg(fig)
@@ -109,10 +115,7 @@ def plot_panels(
     if class_names and present:
         from matplotlib.patches import Patch
 
-        handles = [
-            Patch(color=np.asarray(palette[c], dtype=float) / 255.0, label=class_names[c])
-            for c in sorted(present)
-        ]
+        handles = [Patch(color=_rgb_unit(palette[c]), label=class_names[c]) for c in sorted(present)]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize="x-small")
     if title:
         fig.suptitle(title)
@@ -177,7 +180,7 @@ def plot_per_class_iou(
     mean = float(values.mean()) if n else 0.0
     ax.axvline(mean, color="black", linestyle="--", linewidth=1.0, label=f"mIoU {mean:.3f}")
     for y, v in zip(ypos, values, strict=True):
-        ax.text(min(v + 0.01, 0.9), y, f"{v:.3f}", va="center", fontsize="x-small")
+        ax.text(min(v + 0.01, 0.9), float(y), f"{v:.3f}", va="center", fontsize="x-small")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title(title or "per-class IoU")
     fig.tight_layout()

@@ -15,6 +15,10 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# No network in tests: the Hugging Face Hub is off (hub references resolve from the cache only; the cache is
+# an empty folder of this run, see hub_cache below) and W&B never syncs.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
 
 
 def _limit_threads() -> None:
@@ -83,6 +87,17 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temporary folder common to all xdist workers of this run (the run's own folder without xdist)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty Hugging Face cache for the run: a developer's own cache never makes a test pass or fail.
+
+    Tests that need cached hub files build them in their own folder and point ``HF_HUB_CACHE`` there.
+    """
+    cache = tmp_path_factory.mktemp("hf-hub-cache")
+    os.environ["HF_HUB_CACHE"] = str(cache)
+    return cache
 
 
 @pytest.fixture(scope="session")

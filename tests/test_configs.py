@@ -15,6 +15,7 @@ from hrseg.commands.lightning import CONFIG_DIR, list_configs, run_lightning_cli
 CONFIGS = list_configs()
 EXPECTED = {
     "demo": ("hrnetv2_w18_small_v1", "DemoDataModule", 19),
+    "demo_ocr": ("hrnetv2_w18_small_v1_ocr", "DemoDataModule", 19),
     "cityscapes/hrnetv2_w48": ("hrnetv2_w48", "CityscapesDataModule", 19),
     "cityscapes/hrnetv2_w48_ohem": ("hrnetv2_w48", "CityscapesDataModule", 19),
     "cityscapes/hrnetv2_w18": ("hrnetv2_w18", "CityscapesDataModule", 19),
@@ -22,6 +23,9 @@ EXPECTED = {
     "cityscapes/hrnetv2_w18_small_v1": ("hrnetv2_w18_small_v1", "CityscapesDataModule", 19),
     "voc/hrnetv2_w48": ("hrnetv2_w48", "VOCDataModule", 21),
     "voc/hrnetv2_w18": ("hrnetv2_w18", "VOCDataModule", 21),
+    "cityscapes/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "CityscapesDataModule", 19),
+    "cityscapes/hrnetv2_w48_ocr_ohem": ("hrnetv2_w48_ocr", "CityscapesDataModule", 19),
+    "voc/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "VOCDataModule", 21),
 }
 
 
@@ -73,10 +77,10 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     assert task.hparams.model == model_name
     assert task.hparams.num_classes == dm.num_classes == num_classes  # linked, not repeated in the YAML
     assert task.hparams.class_names == dm.class_names
-    if name != "demo":  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
+    if not name.startswith("demo"):  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
         assert model_name in str(trainer.default_root_dir)  # ${model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)
-        assert trainer.max_steps in (40000, 120000)
+        assert trainer.max_steps in (20000, 40000, 120000)
         assert task.hparams.optimizer == "sgd" and task.hparams.lr == 0.01
         assert task.hparams.weights is not None
         with pytest.raises(FileNotFoundError):  # a missing pretrained file fails loudly, never silently
@@ -84,6 +88,9 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     if name.startswith("cityscapes/"):
         assert task.hparams.class_weights == "cityscapes"
     assert task.model.num_classes == num_classes
+    if model_name.endswith("_ocr"):  # official HRNet-OCR criterion: 0.4 x aux + 1.0 x main
+        assert task.loss_weights == [0.4, 1.0]
+        assert task.hparams.align_corners == (name.startswith("cityscapes/"))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64

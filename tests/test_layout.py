@@ -19,10 +19,10 @@ PACKAGE = Path(hrseg.__file__).resolve().parent
 
 #: Lowest first; a module may import its own layer and the ones below.
 LAYERS: list[tuple[str, ...]] = [
-    ("hrseg.colors", "hrseg.images", "hrseg.checkpoint"),
+    ("hrseg.colors", "hrseg.images", "hrseg.checkpoint", "hrseg.hub", "hrseg.modelcard"),
     ("hrseg.models", "hrseg.losses", "hrseg.metrics", "hrseg.viz"),
     ("hrseg.data", "hrseg.inference", "hrseg.export"),
-    ("hrseg.task", "hrseg.callbacks"),
+    ("hrseg.task", "hrseg.callbacks", "hrseg.loggers"),
     ("hrseg.commands",),
 ]
 

@@ -353,7 +353,7 @@ def test_high_resolution_module_ok_and_fuse_checks() -> None:
 # --------------------------------------------------------------------------------------------------
 def test_list_models() -> None:
     names = list_models()
-    assert names == [
+    plain = [
         "hrnetv2_w18_small_v1",
         "hrnetv2_w18_small_v2",
         "hrnetv2_w18",
@@ -362,6 +362,7 @@ def test_list_models() -> None:
         "hrnetv2_w48",
         "hrnetv2_w64",
     ]
+    assert names == plain + [f"{name}_ocr" for name in plain]  # HRNet-OCR: tests/test_ocr.py
 
 
 def test_unknown_name_lists_valid_names() -> None:

@@ -1,4 +1,9 @@
-"""``hrseg export``: export a checkpoint to ONNX, ``.pt2`` or a safetensors bundle, each checked vs eager."""
+"""``hrseg export``: export a checkpoint to ONNX, ``.pt2``, a safetensors bundle or a shareable hub folder.
+
+Each export is checked against eager. ``--format hub`` writes ``config.json`` + ``model.safetensors`` + a
+generated model card ``README.md`` (loadable with ``hrseg.Segmenter.from_pretrained(folder)``);
+``--push-to-hub org/name`` then uploads that folder (:func:`hrseg.hub.push_to_hub`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hrseg.checkpoint import CheckpointError
-from hrseg.export import FORMATS, SUFFIXES, export
+from hrseg.export import FORMATS, HUB_FORMAT, SUFFIXES, export
 
 __all__ = ["main"]
 
@@ -23,7 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--ckpt", required=True, help="Lightning .ckpt or safetensors bundle to export")
-    p.add_argument("--format", default="onnx", choices=[*FORMATS, "all"], help="export format (default onnx)")
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=[*FORMATS, HUB_FORMAT, "all"],
+        help="export format (default onnx); hub: a model folder with config.json, model.safetensors and a "
+        "model card README.md",
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -43,12 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", action="store_true", help="resize logits to the input size inside the graph")
     p.add_argument("--check-image", default=None, help="image file for the parity check (default: generated)")
     p.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the .ckpt")
+    p.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="ORG/NAME",
+        help="with --format hub: upload the folder to this Hugging Face Hub repository (log in first: "
+        "`hf auth login`)",
+    )
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``hrseg export``: returns 0 when every export matches eager within the tolerance, else 1."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.push_to_hub and args.format != HUB_FORMAT:
+        parser.error("--push-to-hub needs --format hub")
     formats: list[str] = list(FORMATS) if args.format == "all" else [args.format]
     ckpt = Path(args.ckpt)
     status = 0
@@ -85,4 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             status = 1
+        elif args.push_to_hub:
+            from hrseg.hub import push_to_hub
+
+            try:
+                url = push_to_hub(result.path, args.push_to_hub, private=args.private or None)
+            except Exception as err:  # network, authentication and hub errors all end the command here
+                print(f"hrseg export: push to {args.push_to_hub} failed: {err}", file=sys.stderr)
+                return 1
+            print(f"pushed {result.path} -> {url}")
     return status

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -180,8 +180,9 @@ def prepare_for_inference(
     if use_cl:
         net = _ChannelsLast(net.to(memory_format=torch.channels_last))
     if compile:
-        options = {"freezing": True} if device_type == "cpu" else None
-        compiled = torch.compile(net, dynamic=False, options=options)
+        options: dict[str, Any] | None = {"freezing": True} if device_type == "cpu" else None
+        # torch.compile is typed for any callable; given a module it returns one (an OptimizedModule)
+        compiled = cast(nn.Module, torch.compile(net, dynamic=False, options=options))
         copy_capabilities(net, compiled)
-        net = compiled  # type: ignore[assignment]
+        net = compiled
     return net

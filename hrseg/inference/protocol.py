@@ -33,7 +33,7 @@ def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | N
     pair = (int(value), int(value)) if isinstance(value, int | float) else tuple(int(v) for v in value)
     if len(pair) != 2 or min(pair) < 1:
         raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair[0], pair[1]
 
 
 def sliding_window_starts(length: int, window: int, stride: int) -> list[int]:

@@ -90,6 +90,32 @@ class Segmenter:
         model, meta = load_checkpoint(path, trusted=trusted)
         return cls(model, meta, **kwargs)
 
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, revision: str | None = None, **kwargs: Any
+    ) -> Segmenter:
+        """Load a saved hrseg model: a folder (``config.json`` + ``model.safetensors``) or a hub repository.
+
+        The folder is what ``hrseg export --format hub`` writes (and :func:`hrseg.hub.push_to_hub`
+        publishes); a repository is downloaded once into the Hugging Face cache (``HF_HUB_OFFLINE=1``: the
+        cache only). A local folder of that name wins over the hub.
+
+        Args:
+            name_or_path: a model folder, ``"org/name"`` or ``"hf-hub:org/name[@revision]"``.
+            revision: pin a branch, tag or commit of a hub repository.
+            **kwargs: constructor options (device, mode, window, stride, scales, flip, ...).
+
+        Raises:
+            hrseg.hub.HubNotFoundError: not cached and the hub is unreachable or off.
+            hrseg.checkpoint.CheckpointError: not an hrseg model folder / repository.
+        """
+        ref = str(name_or_path)
+        if revision is not None:
+            if Path(ref).expanduser().exists():
+                raise ValueError(f"revision={revision!r} applies to hub repositories, not the folder {ref}")
+            ref = f"hf-hub:{ref.removeprefix('hf-hub:').split('@')[0]}@{revision}"
+        return cls.from_checkpoint(ref, **kwargs)
+
     @property
     def num_classes(self) -> int:
         """Number of output classes."""

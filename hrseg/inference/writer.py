@@ -7,6 +7,13 @@ Every prediction path (``predict_folder``, the Lightning ``PredictionWriter``) w
 - ``<name>_color.png``: the label map in the class palette (optional, on by default);
 - ``<name>_overlay.png``: the palette blended over the input image (optional).
 
+Benchmark formats (``format=``) write one file per image instead, as the evaluation servers expect:
+
+- ``"cityscapes"``: ``<city>_<seq>_<frame>_labelIds.png``, train ids mapped to Cityscapes label ids through
+  the official table (``hrseg.data.metadata``), the naming cityscapesScripts' evaluator and the test server
+  match (``<city>_<seq>_<frame>*.png``); score a folder with ``hrseg evaluate``;
+- ``"voc"``: ``<name>.png``, an indexed (palette) PNG in the PASCAL VOC colour map, as VOC's own masks.
+
 Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated PNG that a
 resumed run would mistake for a finished one; with ``skip_existing`` an image whose outputs all exist is not
 predicted again.
@@ -15,6 +22,7 @@ predicted again.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,18 +33,62 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hrseg.colors import colorize, overlay
+from hrseg.colors import colorize, overlay, voc_colormap
 from hrseg.images import ImageFileError, open_image, to_image_tensor
 from hrseg.inference.segmenter import Segmenter
 
-__all__ = ["PredictSummary", "output_paths", "outputs_exist", "predict_folder", "write_prediction"]
+__all__ = [
+    "PREDICTION_FORMATS",
+    "PredictSummary",
+    "cityscapes_stem",
+    "output_paths",
+    "outputs_exist",
+    "predict_folder",
+    "write_prediction",
+]
+
+#: ``trainids`` (label, colour, overlay PNGs), ``cityscapes`` (labelIds for the benchmark), ``voc`` (palette).
+PREDICTION_FORMATS = ("trainids", "cityscapes", "voc")
+_CITYSCAPES_NAME = re.compile(r"^(?P<stem>.+_\d{6}_\d{6})(?:_.*)?$")
+
+
+def cityscapes_stem(name: str) -> str:
+    """``<city>_<seq>_<frame>`` of a Cityscapes image name (``frankfurt_000000_000294_leftImg8bit``).
+
+    Raises:
+        ValueError: the name does not follow the Cityscapes pattern (the benchmark could not match it).
+    """
+    base = name.rsplit("/", 1)[-1]
+    match = _CITYSCAPES_NAME.match(base)
+    if match is None:
+        raise ValueError(
+            f"{name}: not a Cityscapes image name (<city>_<seq>_<frame>_leftImg8bit); the cityscapes format "
+            "needs the benchmark's file names"
+        )
+    return match["stem"]
 
 
 def output_paths(
-    output_dir: str | Path, name: str, write_color: bool = True, write_overlay: bool = False
+    output_dir: str | Path,
+    name: str,
+    write_color: bool = True,
+    write_overlay: bool = False,
+    format: str = "trainids",
 ) -> dict[str, Path]:
-    """The files written for image ``name`` (``trainIds`` always; ``color`` / ``overlay`` when asked)."""
+    """The files written for image ``name``.
+
+    ``trainids``: ``trainIds`` always, ``color`` / ``overlay`` when asked. ``cityscapes`` / ``voc``: the one
+    benchmark file (``labelIds`` / ``voc``); the colour and overlay options do not apply (a second PNG of
+    the same ``<city>_<seq>_<frame>`` would make the Cityscapes evaluator's match ambiguous).
+    """
     root = Path(output_dir)
+    if format == "cityscapes":
+        folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+        return {"labelIds": root / f"{folder}{cityscapes_stem(name)}_labelIds.png"}
+    if format == "voc":
+        return {"voc": root / f"{name}.png"}
+    if format != "trainids":
+        raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {format!r}")
     paths = {"trainIds": root / f"{name}_trainIds.png"}
     if write_color:
         paths["color"] = root / f"{name}_color.png"
@@ -80,6 +132,7 @@ def write_prediction(
     write_color: bool = True,
     write_overlay: bool = False,
     overlay_alpha: float = 0.5,
+    format: str = "trainids",
 ) -> dict[str, Path]:
     """Write the label / colour / overlay PNGs of one prediction; returns the written paths.
 
@@ -93,11 +146,30 @@ def write_prediction(
         write_color: write ``<name>_color.png``.
         write_overlay: write ``<name>_overlay.png``.
         overlay_alpha: weight of the colours in the overlay.
+        format: ``"trainids"`` (the files above), ``"cityscapes"`` (``<city>_<seq>_<frame>_labelIds.png``,
+            Cityscapes train ids 0..18 mapped to label ids) or ``"voc"`` (``<name>.png``, VOC palette PNG).
     """
     arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected an (H, W) label map, got shape {arr.shape}")
-    paths = output_paths(output_dir, name, write_color, write_overlay)
+    paths = output_paths(output_dir, name, write_color, write_overlay, format)
+    if format == "cityscapes":
+        from hrseg.data.metadata import CITYSCAPES_NUM_CLASSES, cityscapes_train_to_label_id
+
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= CITYSCAPES_NUM_CLASSES):
+            raise ValueError(
+                f"{name}: the cityscapes format needs Cityscapes train ids 0..18, got values up to "
+                f"{int(arr.max())}"
+            )
+        _save_png(Image.fromarray(cityscapes_train_to_label_id()[arr]), paths["labelIds"])
+        return paths
+    if format == "voc":
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+            raise ValueError(f"{name}: VOC palette PNGs hold ids 0..255, got {int(arr.max())}")
+        img = Image.fromarray(arr.astype(np.uint8))  # "L"; putpalette makes it "P" (indexed)
+        img.putpalette([c for rgb in voc_colormap(256) for c in rgb])
+        _save_png(img, paths["voc"])
+        return paths
     _save_png(_label_image(arr), paths["trainIds"])
     if write_color:
         _save_png(Image.fromarray(colorize(arr, palette)), paths["color"])
@@ -156,6 +228,7 @@ def predict_folder(
     skip_existing: bool = True,
     progress: bool = True,
     overlay_alpha: float = 0.5,
+    format: str = "trainids",
     **segmenter_options: Any,
 ) -> PredictSummary:
     """Predict every image of a folder / glob / list and write the PNGs; resumable.
@@ -169,6 +242,7 @@ def predict_folder(
         skip_existing: do not recompute images whose outputs all exist (resume an interrupted run).
         progress: show a tqdm progress bar.
         overlay_alpha: weight of the colours in the overlay.
+        format: ``"trainids"``, ``"cityscapes"`` or ``"voc"`` (see :func:`write_prediction`).
         **segmenter_options: ``Segmenter`` options (device, mode, window, stride, scales, flip, ...).
 
     Returns:
@@ -188,7 +262,7 @@ def predict_folder(
     summary = PredictSummary(out)
     todo = []
     for name, f in by_name.items():
-        if skip_existing and outputs_exist(output_paths(out, name, write_color, write_overlay)):
+        if skip_existing and outputs_exist(output_paths(out, name, write_color, write_overlay, format)):
             summary.skipped.append(name)
         else:
             todo.append((name, f))
@@ -215,6 +289,8 @@ def predict_folder(
             summary.failed[name] = str(err)
             continue
         mask = seg.predict(image)
-        write_prediction(out, name, mask, seg.palette, image, write_color, write_overlay, overlay_alpha)
+        write_prediction(
+            out, name, mask, seg.palette, image, write_color, write_overlay, overlay_alpha, format=format
+        )
         summary.written.append(name)
     return summary

@@ -1,4 +1,4 @@
-"""Models: the HRNet backbone, HRNetV2, the model factory and checkpoint import."""
+"""Models: the HRNet backbone, HRNetV2, HRNet-OCR, the model factory and checkpoint import."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from hrseg.models.factory import MODEL_CAPABILITIES, build_model, list_models
 from hrseg.models.heads import concat_upsample, upsample_logits
 from hrseg.models.hrnet import HRNET_SPECS, HighResolutionModule, HRNet, HRNetSpec, StageSpec
 from hrseg.models.hrnetv2 import HRNetV2
+from hrseg.models.ocr import HRNetOCR
 from hrseg.models.weights import LoadReport, load_pretrained
 
 __all__ = [
     "HRNET_SPECS",
     "MODEL_CAPABILITIES",
     "HRNet",
+    "HRNetOCR",
     "HRNetSpec",
     "HRNetV2",
     "HighResolutionModule",

@@ -6,7 +6,7 @@ Free of any Lightning import so it can be used (and exported) as a plain ``nn.Mo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -59,9 +59,13 @@ class HRNetV2(HRNet):
         for m in self.last_layer.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.last_layer[3].weight, std=0.01)  # small logits at start: stable early CE
+                if m.bias is not None:  # always: both convs are built with bias=True
+                    nn.init.zeros_(m.bias)
+        classifier = cast(nn.Conv2d, self.last_layer[3])
+        nn.init.normal_(classifier.weight, std=0.01)  # small logits at start: stable early CE
 
-    def forward(self, x: Tensor) -> Tensor:
+    # HRNet.forward returns the backbone's branch list; the segmentation network returns the logits
+    # (inheritance keeps the official flat checkpoint keys), so the narrower override is deliberate.
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """Logits ``(B, num_classes, ceil(H/4), ceil(W/4))``."""
         return self.last_layer(concat_upsample(self.forward_features(x), self.align_corners))

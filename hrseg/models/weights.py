@@ -16,6 +16,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from hrseg.checkpoint import CheckpointError, read_state_dict
+from hrseg.hub import HubFile, parse_reference, resolve_weights
 
 __all__ = ["LoadReport", "load_pretrained"]
 
@@ -25,6 +26,11 @@ Source = Literal["official-seg", "classification", "safetensors", "lightning", "
 CLASSIFICATION_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
 #: The segmentation head of HRNetV2.
 SEG_HEAD_PREFIX = "last_layer."
+#: The HRNet-OCR head: ``aux_head`` (laid out like ``last_layer``) and the OCR modules.
+OCR_AUX_PREFIX = "aux_head."
+OCR_HEAD_PREFIXES = (OCR_AUX_PREFIX, "conv3x3_ocr.", "ocr_gather_head.", "ocr_distri_head.", "cls_head.")
+#: Every segmentation-head key prefix (optional from ImageNet checkpoints, dropped by ``ignore_head``).
+HEAD_PREFIXES = (SEG_HEAD_PREFIX, *OCR_HEAD_PREFIXES)
 # Written by every Lightning checkpoint; official training checkpoints also carry "epoch", so it is no marker.
 _LIGHTNING_MARKERS = ("pytorch-lightning_version", "lightning_version")
 
@@ -41,6 +47,8 @@ class LoadReport:
             the seg head with ``ignore_head=True``, or mismatches with ``strict=False``).
         missing: model keys left at their current values (e.g. ``last_layer.*`` from an ImageNet checkpoint).
         path: the file that was read.
+        notes: key mappings applied, e.g. an HRNetV2 ``last_layer`` loaded into HRNet-OCR's ``aux_head``.
+        hub: where a hub reference came from (repository, revision, commit, file); ``None`` for a local path.
     """
 
     source: Source
@@ -48,13 +56,17 @@ class LoadReport:
     dropped: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     path: str = ""
+    notes: list[str] = field(default_factory=list)
+    hub: HubFile | None = None
 
     def __str__(self) -> str:
-        """One-line summary for logs."""
-        return (
-            f"{self.path} [{self.source}]: loaded {len(self.loaded)}, dropped {len(self.dropped)}, "
+        """One-line summary for logs (plus the mappings applied); hub files name repository and revision."""
+        where = f"{self.hub.describe()} ({self.path})" if self.hub is not None else self.path
+        text = (
+            f"{where} [{self.source}]: loaded {len(self.loaded)}, dropped {len(self.dropped)}, "
             f"missing {len(self.missing)}"
         )
+        return "; ".join([text, *self.notes])
 
 
 def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, Tensor], bool]:
@@ -110,27 +122,37 @@ def load_pretrained(
     the model's ``last_layer.*`` is reported as missing, which is expected), safetensors files, Lightning
     checkpoints of :class:`~hrseg.task.SegmentationTask` (keys ``model.<official>``), and plain state dicts.
 
+    HRNet-OCR models (``aux_head``, ``conv3x3_ocr``, ``ocr_*``, ``cls_head``) load official HRNet-OCR
+    checkpoints as they are. From an HRNetV2 segmentation checkpoint, ``last_layer.*`` initialises the
+    identically laid out ``aux_head.*`` (listed in ``notes``) and the rest of the OCR head is reported as
+    missing; from an ImageNet checkpoint the whole head is missing, which is expected.
+
     Policy: by default every disagreement is an error, including a ``last_layer.3`` of another class
-    count; pass ``ignore_head=True`` to skip the checkpoint's ``last_layer.*`` (fine-tuning on a new
-    dataset: they are listed in ``dropped`` and the model's head in ``missing``), or ``strict=False`` to
-    load whatever fits and report the rest instead of raising.
+    count; pass ``ignore_head=True`` to skip the checkpoint's segmentation head (``last_layer.*``, or the
+    whole OCR head: fine-tuning on a new dataset: they are listed in ``dropped`` and the model's head in
+    ``missing``), or ``strict=False`` to load whatever fits and report the rest instead of raising.
 
     Args:
         model: the network (HRNetV2, HRNet backbone or any ``nn.Module``).
-        path: checkpoint file.
+        path: checkpoint file, or a Hugging Face Hub reference (``timm/hrnet_w48.ms_in1k``,
+            ``hf-hub:org/name@revision``: timm ImageNet weights or an hrseg model; cached, and read from the
+            cache alone with ``HF_HUB_OFFLINE=1``; see :mod:`hrseg.hub`). A local path always wins.
         strict: raise on unexpected, missing or shape-mismatched keys.
-        ignore_head: do not load ``last_layer.*`` from the checkpoint.
+        ignore_head: do not load the segmentation head (``last_layer.*`` / the OCR head) from the checkpoint.
         trusted: allow full pickle loading (``weights_only=False``) for files you trust.
 
     Returns:
         A :class:`LoadReport`.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` does not exist (for a hub reference: not cached and the hub unreachable
+            or off, :class:`hrseg.hub.HubNotFoundError`, whose message says how to work offline).
         CheckpointError: unreadable file, or (with ``strict``) keys/shapes that do not fit; the message names
             the path and each offending key (with both shapes for mismatches).
     """
-    p = Path(path)
+    ref = parse_reference(path)
+    hub_file = resolve_weights(ref, original=str(path)) if ref is not None else None
+    p = hub_file.path if hub_file is not None else Path(path)
     obj, is_st = read_state_dict(p, trusted=trusted)
     sd, lightning = _unwrap(obj, p)
     model_sd = model.state_dict()
@@ -156,8 +178,26 @@ def load_pretrained(
         dropped += [k for k in sd if k.startswith(CLASSIFICATION_HEAD_PREFIXES)]
         sd = {k: v for k, v in sd.items() if not k.startswith(CLASSIFICATION_HEAD_PREFIXES)}
     if ignore_head:
-        dropped += [k for k in sd if k.startswith(SEG_HEAD_PREFIX)]
-        sd = {k: v for k, v in sd.items() if not k.startswith(SEG_HEAD_PREFIX)}
+        dropped += [k for k in sd if k.startswith(HEAD_PREFIXES)]
+        sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIXES)}
+
+    notes: list[str] = []
+    head_partial = False  # an HRNetV2 head initialised HRNet-OCR's aux_head; the OCR modules start fresh
+    if (
+        any(k.startswith(OCR_AUX_PREFIX) for k in model_keys)
+        and not any(k.startswith(SEG_HEAD_PREFIX) for k in model_keys)
+        and any(k.startswith(SEG_HEAD_PREFIX) for k in sd)
+        and not any(k.startswith(OCR_HEAD_PREFIXES) for k in sd)
+    ):
+        renamed = {
+            k: OCR_AUX_PREFIX + k.removeprefix(SEG_HEAD_PREFIX) for k in sd if k.startswith(SEG_HEAD_PREFIX)
+        }
+        sd = {renamed.get(k, k): v for k, v in sd.items()}
+        head_partial = True
+        notes.append(
+            f"HRNetV2 head mapped: {len(renamed)} last_layer.* keys initialise aux_head.*; "
+            "conv3x3_ocr, ocr_distri_head and cls_head keep their initialisation"
+        )
 
     unexpected = sorted(k for k in sd if k not in model_keys)
     mismatched = sorted(k for k in sd if k in model_keys and sd[k].shape != model_sd[k].shape)
@@ -167,7 +207,9 @@ def load_pretrained(
     bad_missing = [
         k
         for k in missing
-        if not k.endswith("num_batches_tracked") and not (head_optional and k.startswith(SEG_HEAD_PREFIX))
+        if not k.endswith("num_batches_tracked")
+        and not (head_optional and k.startswith(HEAD_PREFIXES))
+        and not (head_partial and k.startswith(OCR_HEAD_PREFIXES))
     ]
 
     problems: list[str] = []
@@ -186,7 +228,7 @@ def load_pretrained(
     if problems and strict:
         hint = (
             " (a different num_classes? pass ignore_head=True)"
-            if any(k.startswith(SEG_HEAD_PREFIX) for k in mismatched)
+            if any(k.startswith(HEAD_PREFIXES) for k in mismatched)
             else ""
         )
         raise CheckpointError(
@@ -202,4 +244,6 @@ def load_pretrained(
         dropped=sorted(set(dropped)),
         missing=missing,
         path=str(p),
+        notes=notes,
+        hub=hub_file,
     )
