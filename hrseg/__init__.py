@@ -21,15 +21,32 @@ _LAZY = {
     "Segmenter": "hrseg.inference",
     "SegmentationTask": "hrseg.task",
 }
-_SUBMODULES = ("data", "models", "inference", "export", "losses", "metrics", "task", "viz")
+_SUBMODULES = (
+    "checkpoint",
+    "colors",
+    "data",
+    "export",
+    "hub",
+    "images",
+    "inference",
+    "losses",
+    "metrics",
+    "models",
+    "task",
+    "viz",
+)
 
 __all__ = [
     "SegmentationTask",
     "Segmenter",
     "__version__",
     "build_model",
+    "checkpoint",
+    "colors",
     "data",
     "export",
+    "hub",
+    "images",
     "inference",
     "list_models",
     "load_pretrained",
@@ -41,7 +58,20 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from hrseg import data, export, inference, losses, metrics, models, task, viz
+    from hrseg import (
+        checkpoint,
+        colors,
+        data,
+        export,
+        hub,
+        images,
+        inference,
+        losses,
+        metrics,
+        models,
+        task,
+        viz,
+    )
     from hrseg.inference import Segmenter
     from hrseg.models import build_model, list_models, load_pretrained
     from hrseg.task import SegmentationTask

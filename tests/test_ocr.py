@@ -395,7 +395,7 @@ def test_short_demo_fit_improves_the_loss(tmp_path: Path) -> None:
     from hrseg.task import SegmentationTask
 
     L.seed_everything(0)
-    dm = DemoDataModule(num_train=8, num_val=2, image_size=(40, 80), batch_size=4, eval_batch_size=2)
+    dm = DemoDataModule(num_train=80, num_val=2, image_size=(40, 80), batch_size=4, eval_batch_size=2)
     task = SegmentationTask(
         model=TINY,
         model_options={"ocr_mid_channels": 64, "ocr_key_channels": 32},
