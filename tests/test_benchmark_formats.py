@@ -16,9 +16,9 @@ from PIL import Image
 
 from hrseg.colors import voc_colormap
 from hrseg.commands import main
-from hrseg.commands.evaluate import evaluate_folder, match_predictions
 from hrseg.data import write_cityscapes
 from hrseg.data.metadata import CITYSCAPES_TRAIN_ID, cityscapes_label_lut
+from hrseg.evaluation import evaluate_folder, match_predictions
 from hrseg.inference import write_prediction
 from hrseg.inference.writer import cityscapes_stem
 

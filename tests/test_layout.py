@@ -21,7 +21,7 @@ PACKAGE = Path(hrseg.__file__).resolve().parent
 LAYERS: list[tuple[str, ...]] = [
     ("hrseg.colors", "hrseg.images", "hrseg.checkpoint", "hrseg.hub", "hrseg.modelcard"),
     ("hrseg.models", "hrseg.losses", "hrseg.metrics", "hrseg.viz"),
-    ("hrseg.data", "hrseg.inference", "hrseg.export"),
+    ("hrseg.data", "hrseg.inference", "hrseg.export", "hrseg.evaluation"),
     ("hrseg.task", "hrseg.callbacks", "hrseg.loggers"),
     ("hrseg.commands",),
 ]
