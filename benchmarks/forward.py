@@ -24,7 +24,16 @@ from benchmarks.common import (
     setup_torch,
     time_case,
 )
-from benchmarks.models import build_hrseg, build_reference, export_onnx, make_weights, seeded_input
+from benchmarks.models import (
+    build_hrseg,
+    build_reference,
+    export_onnx,
+    has_reference,
+    is_ocr,
+    make_weights,
+    plain_variant,
+    seeded_input,
+)
 
 #: path -> what it is (README and table legend)
 PATHS: dict[str, str] = {
@@ -172,6 +181,8 @@ def measure(cfg: Any, sizes: Any) -> list[dict[str, Any]]:
             for path in cfg.paths:
                 if big and path in cfg.skip_big:
                     continue
+                if path == "reference" and not has_reference(variant):
+                    continue  # timm has no OCR head: HRNet-OCR is compared with its plain variant
                 spec = case_spec(
                     cfg,
                     variant,
@@ -205,6 +216,7 @@ def run(cfg: Any, rows: list[dict[str, Any]] | None = None) -> Report:
     if rows is None:
         rows = measure(cfg, cfg.sizes)
     ratios = forward_ratios(rows, cfg.tolerance)
+    ocr = ocr_over_plain(rows, "median_s")
     table = markdown_table(
         rows,
         [
@@ -239,6 +251,8 @@ def run(cfg: Any, rows: list[dict[str, Any]] | None = None) -> Report:
         "weights shared by all paths.\n\n"
         f"{legend}\n\n{table}\n\n### Ratios (throughput, higher is better for hrseg)\n\n{ratio_table}\n"
     )
+    if ocr:
+        md += ocr_table(ocr, "s / img")
     config = {
         "variants": list(cfg.variants),
         "sizes": [list(s) for s in cfg.sizes],
@@ -252,7 +266,60 @@ def run(cfg: Any, rows: list[dict[str, Any]] | None = None) -> Report:
         "isolate": cfg.isolate,
         "tolerance": cfg.tolerance,
     }
-    return Report("forward", config, rows, cfg.machine, md, {"ratios": ratios, "paths": PATHS})
+    extra = {"ratios": ratios, "paths": PATHS, "ocr_over_plain": ocr}
+    return Report("forward", config, rows, cfg.machine, md, extra)
+
+
+def ocr_over_plain(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Each HRNet-OCR row against its plain-head variant's row of the same case (``key``: time per call)."""
+    plain = {
+        (r["variant"], r.get("size"), r["path"]): r
+        for r in rows
+        if "error" not in r and not is_ocr(r["variant"])
+    }
+    out = []
+    for r in rows:
+        if "error" in r or not is_ocr(r["variant"]):
+            continue
+        base = plain.get((plain_variant(r["variant"]), r.get("size"), r["path"]))
+        if base is None:
+            continue
+        out.append(
+            {
+                "variant": r["variant"],
+                "plain": base["variant"],
+                "size": r.get("size"),
+                "path": r["path"],
+                "ocr_s": r[key],
+                "plain_s": base[key],
+                "time_ratio": ratio(r[key], base[key]),
+                "ocr_peak_mb": r.get("peak_mem_mb"),
+                "plain_peak_mb": base.get("peak_mem_mb"),
+            }
+        )
+    return out
+
+
+def ocr_table(ocr: list[dict[str, Any]], unit: str) -> str:
+    """Markdown section (heading and table) of :func:`ocr_over_plain` rows."""
+    return (
+        "\n### HRNet-OCR against the plain head (same backbone, same path)\n\n"
+        + markdown_table(
+            ocr,
+            [
+                Column("variant", "OCR variant"),
+                Column("plain", "plain"),
+                Column("size", "input"),
+                Column("path", "path"),
+                Column("ocr_s", f"OCR {unit}"),
+                Column("plain_s", f"plain {unit}"),
+                Column("time_ratio", "OCR / plain time"),
+                Column("ocr_peak_mb", "OCR peak MiB", "{:.0f}"),
+                Column("plain_peak_mb", "plain peak MiB", "{:.0f}"),
+            ],
+        )
+        + "\n"
+    )
 
 
 def forward_ratios(rows: list[dict[str, Any]], tolerance: float = 1e-4) -> list[dict[str, Any]]:

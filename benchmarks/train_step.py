@@ -2,6 +2,8 @@
 
 One command: ``python -m benchmarks.run --only train``. The step is the official recipe's inner loop: logits
 upsampled to the label size, cross-entropy with ignore index 255, SGD(lr 0.01, momentum 0.9, wd 5e-4).
+HRNet-OCR variants (``w48_ocr``) train both outputs as the official criterion does (0.4 x aux + 1.0 x main)
+and are compared with their plain-head variant (timm has no OCR head, so no reference case).
 bf16 autocast is used on CUDA (``--device cuda``); on this CPU (AVX2, no native bf16) training stays fp32.
 """
 
@@ -25,7 +27,8 @@ from benchmarks.common import (
     setup_torch,
     time_case,
 )
-from benchmarks.models import build_hrseg, build_reference, make_weights, seeded_input
+from benchmarks.forward import ocr_over_plain, ocr_table
+from benchmarks.models import build_hrseg, build_reference, has_reference, make_weights, seeded_input
 
 PATHS: dict[str, str] = {
     "hrseg": "hrseg HRNetV2, NCHW",
@@ -33,6 +36,8 @@ PATHS: dict[str, str] = {
     "reference": "timm hrnet_* features_only + the same head, NCHW",
 }
 IGNORE_INDEX = 255
+#: loss weights of a two-output model (HRNet-OCR: auxiliary, main), as in the official criterion
+OCR_LOSS_WEIGHTS = (0.4, 1.0)
 
 
 def train_case(spec: dict[str, Any]) -> dict[str, Any]:
@@ -65,8 +70,13 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            logits = upsample_logits(model(x), (h, w), align)
-            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+            out = model(x)
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            weights = OCR_LOSS_WEIGHTS if len(outs) == 2 else (1.0,) * len(outs)
+            loss = sum(
+                wt * F.cross_entropy(upsample_logits(o, (h, w), align).float(), y, ignore_index=IGNORE_INDEX)
+                for wt, o in zip(weights, outs, strict=True)
+            )
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
@@ -91,6 +101,8 @@ def run(cfg: Any) -> Report:
     for variant in cfg.train_variants:
         weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
         for path in PATHS:
+            if path == "reference" and not has_reference(variant):
+                continue
             spec = case_spec(
                 cfg,
                 variant,
@@ -109,6 +121,7 @@ def run(cfg: Any) -> Report:
                 log(f"  {res['median_s']:.3f} s/step")
             rows.append({"variant": variant, "path": path, **res})
     ratios = train_ratios(rows)
+    ocr = ocr_over_plain(rows, "median_s")
     size = f"{cfg.train_size[0]}x{cfg.train_size[1]}"
     md = (
         f"Batch {cfg.train_batch}, crop {size}, SGD step, fuse mode `{cfg.fuse_mode}`.\n\n"
@@ -140,6 +153,8 @@ def run(cfg: Any) -> Report:
         )
         + "\n"
     )
+    if ocr:
+        md += ocr_table(ocr, "s / step")
     config = {
         "variants": list(cfg.train_variants),
         "size": list(cfg.train_size),
@@ -150,7 +165,8 @@ def run(cfg: Any) -> Report:
         "amp": cfg.amp,
         "fuse_mode": cfg.fuse_mode,
     }
-    return Report("train", config, rows, cfg.machine, md, {"ratios": ratios, "paths": PATHS})
+    extra = {"ratios": ratios, "paths": PATHS, "ocr_over_plain": ocr}
+    return Report("train", config, rows, cfg.machine, md, extra)
 
 
 def train_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

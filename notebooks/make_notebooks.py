@@ -346,6 +346,36 @@ for name, seconds in timings.items():
     ),
     (
         "md",
+        """## HRNet-OCR: the same API, two outputs in training
+
+`hrnetv2_*_ocr` models put the object-contextual representation head on the same backbone
+(docs/reference/ocr.md). In training mode they return `[aux, main]` (the task weights the losses 0.4 / 1.0);
+in eval mode only the main logits, so evaluation, `Segmenter`, `hrseg predict` and `hrseg export` use them
+as they use HRNetV2. The model below is untrained: the point is the API, not the masks.""",
+    ),
+    (
+        "code",
+        """from hrseg.inference import ModelMeta
+
+ocr_model = hrseg.build_model("hrnetv2_w18_small_v1_ocr", num_classes=19)
+batch = torch.randn(2, 3, 64, 128)
+ocr_model.train()
+aux, main = ocr_model(batch)  # training: [aux, main], both at 1/4 of the input size
+print("train: aux", tuple(aux.shape), "main", tuple(main.shape))
+ocr_model.eval()
+with torch.inference_mode():
+    logits = ocr_model(batch)  # eval: the main logits only
+    assert torch.equal(logits, ocr_model.forward_heads(batch)[1])
+print("eval: logits", tuple(logits.shape))
+
+ocr_meta = ModelMeta(model="hrnetv2_w18_small_v1_ocr", num_classes=19)
+ocr_seg = hrseg.Segmenter(ocr_model, ocr_meta, mode="slide", window=WINDOW)  # fast path: OCR BNs folded too
+ocr_mask = ocr_seg.predict(image)
+print(f"Segmenter, sliding window: {ocr_mask.shape} {ocr_mask.dtype}, max label {int(ocr_mask.max())}")
+assert ocr_mask.shape == image.shape[:2]""",
+    ),
+    (
+        "md",
         """Other formats: `--format pt2` (torch.export program, dynamic shapes) and `--format safetensors`
 (weights plus a JSON of model config and class metadata); `hrseg.Segmenter.from_checkpoint` loads all.""",
     ),

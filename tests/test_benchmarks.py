@@ -81,6 +81,38 @@ def test_quick_suite(tmp_path: Path) -> None:
     assert all(r["gflop"] > 0 for r in flops["results"])
 
 
+def test_quick_ocr_variant_against_plain(tmp_path: Path) -> None:
+    """HRNet-OCR follows the variant selection: no timm case, both outputs trained, OCR / plain rows."""
+    variants = "w18_small_v1,w18_small_v1_ocr"
+    argv = ["--quick", "--out", str(tmp_path), "--only", "forward,train,flops", "--paths", "eager,fast"]
+    assert bench_run.main([*argv, "--variants", variants, "--train-variants", variants]) == 0
+
+    forward = _load(tmp_path, "forward")
+    assert not [r for r in forward["results"] if "error" in r]
+    ocr = {r["path"]: r for r in forward["results"] if r["variant"] == "w18_small_v1_ocr"}
+    assert set(ocr) == {"eager", "fast"}
+    assert ocr["fast"]["max_abs_diff_vs_eager"] <= 1e-4  # BN folding covers the OCR block
+    assert {(r["plain"], r["path"]) for r in forward["ocr_over_plain"]} == {
+        ("w18_small_v1", "eager"),
+        ("w18_small_v1", "fast"),
+    }
+    train = _load(tmp_path, "train")
+    assert not [r for r in train["results"] if "error" in r]
+    ocr_train = {r["path"] for r in train["results"] if r["variant"] == "w18_small_v1_ocr"}
+    assert ocr_train == {"hrseg", "hrseg_cl"}  # no timm reference for OCR
+    assert len(train["ocr_over_plain"]) == 2
+    gflop = {(r["variant"], r["path"]): r["gflop"] for r in _load(tmp_path, "flops")["results"]}
+    assert gflop[("w18_small_v1_ocr", "eager")] > gflop[("w18_small_v1", "eager")]
+
+
+def test_ocr_flops_match_the_documented_count() -> None:
+    """W48+OCR at 1024x2048: 1297.9 GMACs (docs/reference/ocr.md), counted on the meta device."""
+    from benchmarks.flops import DOCUMENTED_GMAC, count_flops
+
+    gmac = count_flops("w48_ocr", (1024, 2048), 19, "nearest") / 2e9
+    assert abs(gmac - DOCUMENTED_GMAC[("w48_ocr", "1024x2048")]) < 0.05
+
+
 def test_timing_and_table_helpers() -> None:
     calls = []
     t = time_callable(lambda: calls.append(1), warmup=2, iters=3)

@@ -26,7 +26,11 @@ __all__ = ["HRNetOCR", "ObjectAttentionBlock", "SpatialGather", "SpatialOCR"]
 
 def _fp32_region(device_type: str) -> contextlib.AbstractContextManager[Any]:
     """Disable autocast for the enclosed ops (only when it is on, so eager fp32 and export see no context)."""
-    if torch.is_autocast_enabled(device_type):
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast (meta: FLOP counting)
+        return contextlib.nullcontext()
+    if enabled:
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
 
