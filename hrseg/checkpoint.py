@@ -273,7 +273,8 @@ def read_model_checkpoint(path: str | Path, trusted: bool = False) -> tuple[Mode
 def read_exported(path: str | Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
     """Open an ``hrseg export`` graph: a ``(N, C, H, W) -> logits`` callable, its metadata and its kind.
 
-    ``.onnx`` files run in an ONNX Runtime CPU session; ``.pt2`` files through ``torch.export.load``.
+    ``.onnx`` files run in an ONNX Runtime CPU session; ``.pt2`` files through ``torch.export.load``; OpenVINO
+    IR ``.xml`` (+ ``.bin``) files in OpenVINO on the CPU (fp32 inference precision).
 
     Raises:
         CheckpointNotFoundError: the path does not exist.
@@ -284,7 +285,38 @@ def read_exported(path: str | Path) -> tuple[Callable[[Tensor], Tensor], ModelMe
         return _read_onnx(p)
     if p.suffix == ".pt2":
         return _read_pt2(p)
-    raise CheckpointError(f"{p}: not an exported graph (expected .onnx or .pt2)")
+    if p.suffix == ".xml":
+        return _read_openvino(p)
+    raise CheckpointError(f"{p}: not an exported graph (expected .onnx, .pt2 or OpenVINO .xml)")
+
+
+def _read_openvino(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+    """An ``hrseg export --format openvino`` IR (.xml + .bin), its metadata in the IR's rt_info."""
+    try:
+        import openvino as ov
+    except ImportError as err:
+        raise CheckpointError(f"{path}: OpenVINO IR needs openvino (pip install 'hrseg[deploy]')") from err
+    core = ov.Core()
+    try:
+        model = core.read_model(str(path))
+    except Exception as err:  # OpenVINO raises RuntimeError subclasses for damaged IR
+        raise CheckpointError(f"cannot read OpenVINO IR {path}: corrupt or truncated ({err})") from err
+    if not model.has_rt_info([CONFIG_METADATA_KEY]):
+        raise CheckpointError(f"{path}: no '{CONFIG_METADATA_KEY}' metadata (not exported by hrseg export)")
+    meta = _meta_from(json.loads(model.get_rt_info([CONFIG_METADATA_KEY]).astype(str)), path)
+    # fp32 unless the export stored a reduced inference precision (hrseg export --format openvino --precision)
+    hint = "f32"
+    if model.has_rt_info(["hrseg_precision"]):
+        hint = model.get_rt_info(["hrseg_precision"]).astype(str)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+
+    def run(x: Tensor) -> Tensor:
+        request.infer({0: x.detach().float().cpu().contiguous().numpy()})
+        out = torch.from_numpy(request.get_output_tensor(0).data.copy())
+        return out.to(x.device)
+
+    return run, meta, "openvino"
 
 
 def _read_onnx(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:

@@ -41,6 +41,7 @@ from hrseg.models import upsample_logits
 __all__ = [
     "FORMATS",
     "HUB_FORMAT",
+    "OPENVINO_FORMAT",
     "SUFFIXES",
     "ExportResult",
     "ExportWrapper",
@@ -48,9 +49,12 @@ __all__ = [
     "export",
 ]
 
-Format = Literal["onnx", "pt2", "safetensors", "hub"]
+Format = Literal["onnx", "pt2", "safetensors", "hub", "openvino"]
 FORMATS: tuple[str, ...] = ("onnx", "pt2", "safetensors")
-SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors", "openvino": ".xml"}
+#: ``openvino``: OpenVINO IR (``.xml`` + ``.bin``) converted from the ONNX export, the hrseg metadata in its
+#: rt_info; needs the ``deploy`` extra (openvino). Not part of ``--format all``.
+OPENVINO_FORMAT = "openvino"
 #: ``hub``: the safetensors bundle as a shareable folder (``config.json`` + ``model.safetensors`` +
 #: a generated model card ``README.md``), the layout of huggingface_hub's ``ModelHubMixin``; publish it
 #: with :func:`hrseg.hub.push_to_hub`. Not part of ``--format all`` (it is the bundle plus a card).
@@ -102,10 +106,16 @@ class ExportResult:
     check_shape: tuple[int, ...]
     export_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    #: reduced-precision exports: an :class:`hrseg.inference.backends.AccuracyReport` against fp32
+    accuracy: Any = None
+    #: the largest mIoU drop against fp32 a reduced-precision export may have
+    max_drop: float | None = None
 
     @property
     def passed(self) -> bool:
-        """True when the loaded export matches eager within the tolerance."""
+        """True when the export matches eager within the tolerance (reduced precision: the mIoU drop)."""
+        if self.accuracy is not None:
+            return self.max_drop is None or self.accuracy.drop <= self.max_drop
         return self.max_abs_diff <= self.tolerance
 
     def summary(self) -> str:
@@ -113,11 +123,15 @@ class ExportResult:
         size_mb = sum(f.stat().st_size for f in self.files if f.exists()) / 1e6
         status = "OK" if self.passed else "FAILED"
         shape = "x".join(str(s) for s in self.check_shape)
-        return (
+        line = (
             f"{self.format}: {self.path} ({size_mb:.1f} MB, {self.export_seconds:.1f} s); "
             f"max |{self.format} - eager| = {self.max_abs_diff:.3g} at {shape} "
-            f"(logits up to {self.logit_range:.3g}, tolerance {self.tolerance:.3g}) {status}"
+            f"(logits up to {self.logit_range:.3g}, tolerance {self.tolerance:.3g})"
         )
+        if self.accuracy is not None:
+            precision = self.extra.get("precision", "reduced precision")
+            line += f"; {precision}: {self.accuracy.summary()}, allowed drop {self.max_drop}"
+        return f"{line} {status}"
 
 
 def _check_image(meta: ModelMeta, shape: tuple[int, int, int, int], path: str | Path | None) -> Tensor:
@@ -300,6 +314,11 @@ def export(
     check_size: tuple[int, int] | None = None,
     check_image: str | Path | None = None,
     trusted: bool = False,
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32",
+    calib_images: Any = None,
+    val_images: Any = None,
+    val_masks: Any = None,
+    max_drop: float | None = 0.005,
 ) -> ExportResult:
     """Export one format, load it back and compare it with the eager model at another input size.
 
@@ -320,12 +339,24 @@ def export(
         check_size: (H, W) of the parity input (default :func:`default_check_size`).
         check_image: an image file for the parity input (default: a generated scene).
         trusted: allow pickled objects in a ``.ckpt``.
+        precision: ``"int8"`` (ONNX / OpenVINO: ONNX Runtime static quantization calibrated on
+            ``calib_images``) or ``"bf16"`` / ``"fp16"`` (OpenVINO where the CPU runs it: the inference
+            precision hint is stored in the IR). Reduced precision is checked by its mIoU against the fp32
+            model on ``val_images`` instead of the logits tolerance.
+        calib_images: int8 calibration images (paths / PIL / arrays / tensors; default generated scenes).
+        val_images: validation images for the accuracy check (default: 8 generated street scenes).
+        val_masks: their ground truth label maps (default: compare with the fp32 label maps).
+        max_drop: the mIoU drop against fp32 above which ``.passed`` is False (None: report only).
 
     Returns:
         :class:`ExportResult`; check ``.passed``.
     """
-    if format not in (*FORMATS, HUB_FORMAT):
-        raise ValueError(f"format must be one of {(*FORMATS, HUB_FORMAT)}, got {format!r}")
+    if format not in (*FORMATS, HUB_FORMAT, OPENVINO_FORMAT):
+        raise ValueError(f"format must be one of {(*FORMATS, HUB_FORMAT, OPENVINO_FORMAT)}, got {format!r}")
+    if precision != "fp32" and format not in ("onnx", OPENVINO_FORMAT):
+        raise ValueError(f"precision={precision!r} applies to the onnx and openvino formats, not {format!r}")
+    if precision in ("bf16", "fp16") and format != OPENVINO_FORMAT:
+        raise ValueError(f"precision={precision!r} is an OpenVINO inference precision: use format='openvino'")
     if isinstance(checkpoint, nn.Module):
         if meta is None:
             raise ValueError("pass meta=ModelMeta(...) when exporting a module")
@@ -379,11 +410,18 @@ def export(
         net = prepare_for_inference(model, fold_bn=fold_bn, channels_last=False)
         wrapper = ExportWrapper(net, upsample=upsample, align_corners=meta.align_corners).eval()
         example = _check_image(meta, (2, in_ch, height, width), None)
-        if format == "onnx":
+        if format == "onnx" and precision == "fp32":
             _export_onnx(wrapper, example, dims, out_path, meta, exporter, opset)
             export_seconds = time.perf_counter() - start
             result = _run_onnx(out_path, check)
             extra["exporter"] = exporter
+        elif format in ("onnx", OPENVINO_FORMAT):
+            files = _export_runtime(
+                wrapper, example, dims, out_path, meta, exporter, opset, format, precision, calib_images
+            )
+            export_seconds = time.perf_counter() - start
+            result = _run_exported(out_path, check)
+            extra.update(exporter=exporter, precision=precision)
         else:
             program = _torch_export(wrapper, example, dims)
             torch.export.save(
@@ -394,7 +432,8 @@ def export(
             with torch.inference_mode():
                 result = loaded(check).numpy()
             extra["dynamic"] = {str(k): str(v) for k, v in program.range_constraints.items()}
-        files = [out_path]
+        if format != OPENVINO_FORMAT and precision == "fp32":
+            files = [out_path]
     ref = reference.numpy()
     if result.shape != ref.shape:
         raise RuntimeError(
@@ -403,6 +442,12 @@ def export(
     diff = float(np.abs(result - ref).max())
     logit_range = float(np.abs(ref).max())
     tol = tolerance if tolerance is not None else 1e-4 * max(1.0, logit_range)
+    accuracy = None
+    # reduced precision: the label maps' accuracy is the check, the logits difference is only reported
+    if precision != "fp32":
+        accuracy = _accuracy(model, meta, out_path, val_images, val_masks)
+        tol = float("inf") if tolerance is None else tol
+        extra["accuracy"] = accuracy.to_dict()
     return ExportResult(
         format=format,
         path=out_path,
@@ -413,4 +458,77 @@ def export(
         check_shape=tuple(check.shape),
         export_seconds=export_seconds,
         extra=extra,
+        accuracy=accuracy,
+        max_drop=max_drop if accuracy is not None else None,
+    )
+
+
+def _export_runtime(
+    wrapper: nn.Module,
+    example: Tensor,
+    dims: dict[int, Any],
+    out_path: Path,
+    meta: ModelMeta,
+    exporter: str,
+    opset: int | None,
+    format: str,
+    precision: str,
+    calib_images: Any,
+) -> list[Path]:
+    """ONNX int8, or OpenVINO IR at any precision: the fp32 ONNX export, then quantization / conversion."""
+    import tempfile
+
+    from hrseg.inference.backends import openvino_precisions, quantize_int8, save_openvino
+
+    if precision in ("bf16", "fp16") and precision not in openvino_precisions():
+        raise ValueError(
+            f"this CPU does not run {precision} in OpenVINO (capabilities: {openvino_precisions()}); "
+            "use --quantize int8 or fp32"
+        )
+    with tempfile.TemporaryDirectory(prefix="hrseg-export-") as tmp:
+        source = Path(tmp) / "model.onnx"
+        _export_onnx(wrapper, example, dims, source, meta, exporter, opset)
+        if precision == "int8":
+            quantized = Path(tmp) / "model-int8.onnx"
+            quantize_int8(source, quantized, calib_images, meta=meta)
+            source = quantized
+        if format == OPENVINO_FORMAT:
+            hint = {"bf16": "bf16", "fp16": "f16"}.get(precision)
+            save_openvino(source, meta, out_path, precision_hint=hint)
+            files = [out_path, out_path.with_suffix(".bin")]
+        else:
+            import shutil
+
+            shutil.move(str(source), str(out_path))
+            files = [out_path]
+    return files
+
+
+def _run_exported(path: Path, check: Tensor) -> np.ndarray:
+    """The exported file's logits for ``check`` (read back by :mod:`hrseg.checkpoint`)."""
+    from hrseg.checkpoint import read_exported
+
+    run, _, _ = read_exported(path)
+    with torch.inference_mode():
+        return run(check).numpy()
+
+
+def _accuracy(model: nn.Module, meta: ModelMeta, path: Path, images: Any, masks: Any) -> Any:
+    """The exported file's label maps against the fp32 model's (``backends.accuracy_report``)."""
+    from hrseg.checkpoint import read_exported
+    from hrseg.inference.backends import accuracy_report
+    from hrseg.inference.loading import ExportedModel
+    from hrseg.inference.segmenter import Segmenter
+
+    if images is None:
+        from hrseg.data.synthetic import generate_scene
+
+        rng = np.random.default_rng(12345)  # not the calibration scenes
+        images = [generate_scene(rng, (128, 256))[0] for _ in range(8)]
+        masks = None
+    run, _, kind = read_exported(path)
+    reference = Segmenter(model, meta)
+    candidate = Segmenter(ExportedModel(run, meta, kind), meta)
+    return accuracy_report(
+        reference.predict, candidate.predict, images, masks, meta.num_classes, meta.ignore_index
     )

@@ -11,9 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hrseg.checkpoint import CheckpointError
-from hrseg.export import FORMATS, HUB_FORMAT, SUFFIXES, export
+from hrseg.export import FORMATS, HUB_FORMAT, OPENVINO_FORMAT, SUFFIXES, export
 
 __all__ = ["main"]
 
@@ -31,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="onnx",
-        choices=[*FORMATS, HUB_FORMAT, "all"],
+        choices=[*FORMATS, HUB_FORMAT, OPENVINO_FORMAT, "all"],
         help="export format (default onnx); hub: a model folder with config.json, model.safetensors and a "
-        "model card README.md",
+        "model card README.md; openvino: OpenVINO IR .xml + .bin (pip install 'hrseg[deploy]')",
     )
     p.add_argument(
         "--out",
@@ -62,7 +63,99 @@ def _parser() -> argparse.ArgumentParser:
         "`hf auth login`)",
     )
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    low = p.add_argument_group(
+        "reduced precision (onnx / openvino): checked by mIoU against the fp32 model on a validation set"
+    )
+    low.add_argument(
+        "--quantize", default=None, choices=["int8"], help="int8 post-training static quantization"
+    )
+    low.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16", "int8"],
+        help="bf16 / fp16: OpenVINO inference precision where the CPU runs it; int8 = --quantize int8",
+    )
+    low.add_argument(
+        "--calib-data",
+        default=None,
+        help="int8 calibration images: a config name or file (its DataModule's train split) or an image "
+        "folder / glob (default: generated street scenes)",
+    )
+    low.add_argument("--calib-num", type=int, default=16, help="number of calibration images (default 16)")
+    low.add_argument(
+        "--val-data",
+        default=None,
+        help="validation set for the accuracy check: a config (its val split, with ground truth) or an image "
+        "folder / glob (compared with the fp32 label maps); default: --calib-data's val split when it is a "
+        "config, else generated scenes",
+    )
+    low.add_argument("--val-num", type=int, default=32, help="number of validation images (default 32)")
+    low.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.005,
+        help="largest mIoU drop against fp32 accepted (default 0.005); above it the export is refused",
+    )
+    low.add_argument(
+        "--warn-only",
+        action="store_true",
+        help="keep a reduced-precision export whose mIoU drop exceeds --max-drop (with a warning)",
+    )
     return p
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] | None]:
+    """Images (and ground truth masks) for calibration or validation.
+
+    Args:
+        spec: an image folder or glob (no masks), or a config name / file whose ``data`` DataModule gives the
+            split (demo scenes directly; other DataModules through their dataset, images denormalized).
+        split: ``"train"`` (calibration) or ``"val"``.
+        num: at most this many, the first ones in order.
+    """
+    import glob
+
+    import numpy as np
+
+    path = Path(spec).expanduser()
+    if path.is_dir() or any(ch in spec for ch in "*?[") or path.suffix.lower() in _IMAGE_SUFFIXES:
+        files = (
+            sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+            if path.is_dir()
+            else sorted(Path(f) for f in glob.glob(spec))
+        )
+        if not files:
+            raise FileNotFoundError(f"no images found at {spec}")
+        return [str(f) for f in files[:num]], None
+    import importlib
+
+    import yaml
+
+    from hrseg.commands.lightning import resolve_config
+
+    config = yaml.safe_load(Path(resolve_config(spec)).read_text())
+    data = config.get("data") or {}
+    if "class_path" not in data:
+        raise ValueError(f"{spec}: no data.class_path in the config")
+    module, _, name = data["class_path"].rpartition(".")
+    dm = getattr(importlib.import_module(module), name)(**(data.get("init_args") or {}))
+    if hasattr(dm, "scenes"):  # DemoDataModule: the generated images and masks themselves
+        images, masks = dm.scenes(split)
+        return list(images[:num]), list(masks[:num])
+    from hrseg.colors import denormalize
+
+    dm.setup("fit" if split == "train" else "validate")
+    dataset = (dm.train_dataloader() if split == "train" else dm.val_dataloader()).dataset
+    imgs, msks = [], []
+    for i in range(min(num, len(dataset))):
+        sample = dataset[i]
+        img = denormalize(sample["image"], dm.mean, dm.std)
+        imgs.append(np.asarray(img))
+        msks.append(np.asarray(sample["mask"]))
+    return imgs, msks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +165,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.push_to_hub and args.format != HUB_FORMAT:
         parser.error("--push-to-hub needs --format hub")
     formats: list[str] = list(FORMATS) if args.format == "all" else [args.format]
+    precision = args.quantize or args.precision
+    calib = val = masks = None
+    if precision != "fp32":
+        if args.format not in ("onnx", OPENVINO_FORMAT):
+            parser.error(f"--precision / --quantize {precision} applies to --format onnx or openvino")
+        try:
+            if args.calib_data and precision == "int8":
+                calib, _ = load_images(args.calib_data, "train", args.calib_num)
+            val_spec = args.val_data
+            if val_spec is None and args.calib_data and not Path(args.calib_data).expanduser().exists():
+                val_spec = args.calib_data  # a config: its val split, with ground truth
+            if val_spec:
+                val, masks = load_images(val_spec, "val", args.val_num)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            print(f"hrseg export: {err}", file=sys.stderr)
+            return 1
     ckpt = Path(args.ckpt)
     status = 0
     for fmt in formats:
@@ -94,13 +203,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 upsample=args.upsample,
                 check_image=args.check_image,
                 trusted=args.trusted,
+                precision=precision,
+                calib_images=calib,
+                val_images=val,
+                val_masks=masks,
+                max_drop=args.max_drop,
             )
         except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"hrseg export: {fmt}: {err}", file=sys.stderr)
             status = 1
             continue
         print(result.summary())
-        if not result.passed:
+        if result.accuracy is not None and not result.passed:
+            drop = f"mIoU drop {result.accuracy.drop:.4f} > --max-drop {args.max_drop}"
+            if args.warn_only:
+                print(
+                    f"WARNING: hrseg export: {fmt} {precision}: {drop}; kept (--warn-only)", file=sys.stderr
+                )
+                continue
+            for f in result.files:
+                f.unlink(missing_ok=True)
+            print(f"hrseg export: {fmt} {precision}: {drop}; refused, the file is removed", file=sys.stderr)
+            status = 1
+        elif not result.passed:
             print(
                 f"hrseg export: {fmt}: the exported model differs from eager by {result.max_abs_diff:.3g} "
                 f"> {result.tolerance:.3g}; the file is kept for inspection",

@@ -82,6 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--no-color", action="store_true", help="do not write <name>_color.png")
     out.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     p.add_argument("--device", default=None, help="torch device without --config (cpu, cuda, cuda:1, mps)")
+    rt = p.add_argument_group("runtime (without --config; hrseg.inference.backends)")
+    rt.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "compile", "onnxruntime", "openvino", "auto"],
+        help="torch (default: the fast path), compile (torch.compile), onnxruntime, openvino, or auto "
+        "(OpenVINO on x86 CPUs when installed, else ONNX Runtime; torch on CUDA). Runtimes export the "
+        "checkpoint once into the cache",
+    )
+    rt.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16", "int8"],
+        help="fp32 (default); bf16 / fp16 where the hardware runs it; int8 (onnxruntime / openvino, "
+        "calibrated on generated scenes unless the cached export exists; measure it with hrseg export)",
+    )
+    rt.add_argument("--cache-dir", default=None, help="export cache (default $HRSEG_CACHE or ~/.cache/hrseg)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -108,6 +125,9 @@ def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             stride=args.stride,
             scales=args.scales or [1.0],
             flip=args.flip,
+            backend=args.backend,
+            precision=args.precision,
+            cache_dir=args.cache_dir,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"hrseg predict: {err}", file=sys.stderr)
@@ -126,6 +146,8 @@ def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse
     """The LightningCLI ``predict`` arguments equivalent to this command line."""
     if args.device is not None:
         parser.error("--device applies without --config; use --trainer.accelerator / --trainer.devices")
+    if args.backend != "torch" or args.precision != "fp32" or args.cache_dir is not None:
+        parser.error("--backend / --precision / --cache-dir apply without --config")
     argv = ["predict", "--config", args.config, "--ckpt_path", args.ckpt, "--return_predictions=false"]
     if args.input is not None:
         argv += ["--data.predict_path", args.input]

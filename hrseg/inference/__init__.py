@@ -6,7 +6,9 @@ One concern per module:
 - :mod:`~hrseg.inference.optimize`: conv+BN folding, channels_last, compile (:func:`prepare_for_inference`);
 - :mod:`~hrseg.inference.loading`: a ready network from any checkpoint (:func:`load_checkpoint`);
 - :mod:`~hrseg.inference.segmenter`: :class:`Segmenter`, files and arrays in, label maps and colours out;
-- :mod:`~hrseg.inference.writer`: the PNG files of a prediction and the resumable :func:`predict_folder`.
+- :mod:`~hrseg.inference.writer`: the PNG files of a prediction and the resumable :func:`predict_folder`;
+- :mod:`~hrseg.inference.backends`: ONNX Runtime / OpenVINO / ``torch.compile`` behind ``model(x)``, an export
+  cache, int8 quantization (``Segmenter(backend=..., precision=...)``; runtimes imported on use).
 
 Nothing here imports Lightning, albumentations or OpenCV: a deployment needs torch, PIL and numpy (plus ONNX
 Runtime for ``.onnx`` files). Image inputs are converted by :mod:`hrseg.images`, colours come from

@@ -57,7 +57,8 @@ def load_checkpoint(path: str | Path, trusted: bool = False) -> tuple[nn.Module,
     Args:
         path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, a bundle
             folder holding ``model.safetensors`` and ``config.json``, or an ``hrseg export`` ``.onnx`` /
-            ``.pt2`` (run through ONNX Runtime / the exported program; already BN-folded).
+            ``.pt2`` (run through ONNX Runtime / the exported program; already BN-folded), or an OpenVINO IR
+            ``.xml`` (``hrseg export --format openvino``; run by OpenVINO).
         trusted: allow pickled Python objects in a ``.ckpt`` (only for files you trust).
 
     Returns:
@@ -68,7 +69,7 @@ def load_checkpoint(path: str | Path, trusted: bool = False) -> tuple[nn.Module,
             ``FileNotFoundError``), unreadable, or its weights do not fit the architecture it names.
     """
     p = Path(path).expanduser()
-    if p.suffix in (".onnx", ".pt2"):
+    if p.suffix in (".onnx", ".pt2", ".xml"):
         run, meta, kind = read_exported(p)
         return ExportedModel(run, meta, kind), meta
     meta, state = read_model_checkpoint(p, trusted=trusted)

@@ -15,7 +15,6 @@ from hrseg.checkpoint import ModelMeta
 from hrseg.colors import colorize, overlay
 from hrseg.images import ImageInput, to_image_tensor
 from hrseg.inference.loading import load_checkpoint
-from hrseg.inference.optimize import prepare_for_inference
 from hrseg.inference.protocol import Mode, Output, as_pair, infer
 
 __all__ = ["Segmenter"]
@@ -30,7 +29,14 @@ class Segmenter:
         device: where to run (``"cpu"``, ``"cuda"``, ...).
         mode, window, stride, scales, flip, batch_windows: the :func:`infer` protocol.
         fast: fold BN and use channels_last (outputs equal the plain model to ~1e-5).
-        compile: additionally ``torch.compile`` the model.
+        compile: additionally ``torch.compile`` the model (the same as ``backend="compile"``).
+        backend: ``"torch"`` (the fast path), ``"compile"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``
+            (:mod:`hrseg.inference.backends`: non-torch backends export once into a cache folder).
+        precision: ``"fp32"``, ``"bf16"`` / ``"fp16"`` (OpenVINO where the CPU runs it, or CUDA autocast) or
+            ``"int8"`` (static quantization; ONNX Runtime / OpenVINO).
+        cache_dir: the export cache (default ``$HRSEG_CACHE`` or ``~/.cache/hrseg``).
+        calib_images: int8 calibration images, used when the int8 export is not cached yet (default:
+            generated street scenes).
 
     Example:
         >>> seg = Segmenter.from_checkpoint("runs/demo/best.ckpt")  # doctest: +SKIP
@@ -51,6 +57,10 @@ class Segmenter:
         batch_windows: int = 4,
         fast: bool = True,
         compile: bool = False,
+        backend: str = "torch",
+        precision: str = "fp32",
+        cache_dir: str | Path | None = None,
+        calib_images: Iterable[Any] | None = None,
     ) -> None:
         self.meta = meta
         self.device = torch.device(device)
@@ -68,10 +78,28 @@ class Segmenter:
         self.size_divisor = int(getattr(model, "size_divisor", 1))
         self.compile_seconds: float | None = None
         self.model: nn.Module = model
-        if (fast or compile) and not getattr(model, "exported", False):
-            self.model = prepare_for_inference(
-                model, fold_bn=fast, channels_last=None if fast else False, compile=compile
-            )
+        if compile and backend == "torch":
+            backend = "compile"
+        if getattr(model, "exported", False):
+            self.backend = str(getattr(model, "backend", getattr(model, "kind", "exported")))
+            self.precision = str(getattr(model, "precision", "fp32"))
+        else:
+            from hrseg.inference.backends import build_backend, resolve_backend
+
+            self.backend = resolve_backend(backend, self.device)
+            self.precision = precision
+            compile = self.backend == "compile"
+            if fast or compile or self.backend not in ("torch",) or precision != "fp32":
+                self.model = build_backend(
+                    model,
+                    meta,
+                    self.backend,
+                    precision,
+                    self.device,
+                    cache_dir=cache_dir,
+                    calib_images=calib_images,
+                    fast=fast,
+                )
         c = self.in_channels if len(meta.mean) >= self.in_channels else len(meta.mean)
         self._mean = torch.tensor(meta.mean[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(meta.std[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)

@@ -1,0 +1,256 @@
+"""Runtime backends (hrseg.inference.backends): same label maps as torch, the export cache, int8, OpenVINO IR.
+
+Agreement thresholds: fp32 backends must give the torch label map exactly except at ties (pixels whose top-2
+logits are within 1e-3 of each other). int8 is checked against a stated floor of 60 % pixel agreement: the
+``tiny_checkpoint`` has trained for two steps, so its logits are nearly flat and quantization noise flips many
+argmaxes; on the trained demo model int8 agreement is measured by ``benchmarks/backends.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hrseg.inference import Segmenter
+from hrseg.inference import backends as B
+
+openvino_missing = pytest.mark.skipif(not B._installed("openvino"), reason="openvino not installed")
+
+INT8_MIN_AGREEMENT = 0.6  # tiny two-step model, see the module docstring
+
+
+@pytest.fixture(scope="module")
+def backend_cache(shared_tmp_dir: Path) -> Path:
+    """One export cache for the module (and all xdist workers): every backend test reuses its exports."""
+    return shared_tmp_dir / "backend-cache"
+
+
+def _scenes(n: int, size: tuple[int, int] = (96, 160), seed: int = 7) -> list[np.ndarray]:
+    from hrseg.data.synthetic import generate_scene
+
+    rng = np.random.default_rng(seed)
+    return [generate_scene(rng, size)[0] for _ in range(n)]
+
+
+def _non_tie(seg: Segmenter, image: np.ndarray, margin: float = 1e-3) -> np.ndarray:
+    """Pixels whose two largest torch logits differ by more than ``margin`` (an argmax that cannot flip)."""
+    probs = seg._run(image, "logits")[0]
+    top2 = probs.topk(2, dim=0).values
+    return ((top2[0] - top2[1]) > margin).cpu().numpy()
+
+
+# --- fast checks -----------------------------------------------------------------------------------------
+
+
+def test_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: torch on CUDA; OpenVINO on x86 CPUs when installed, else ONNX Runtime, else torch."""
+    monkeypatch.setattr(B.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(B, "_installed", lambda m: True)
+    assert B.resolve_backend("auto", "cpu") == "openvino"
+    assert B.resolve_backend("auto", "cuda") == "torch"
+    monkeypatch.setattr(B, "_installed", lambda m: m == "onnxruntime")
+    assert B.resolve_backend("auto", "cpu") == "onnxruntime"
+    with pytest.raises(ValueError, match="not installed"):
+        B.resolve_backend("openvino", "cpu")
+    monkeypatch.setattr(B, "_installed", lambda m: False)
+    assert B.resolve_backend("auto", "cpu") == "torch"
+    monkeypatch.setattr(B.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(B, "_installed", lambda m: True)
+    assert B.resolve_backend("auto", "cpu") == "onnxruntime"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        B.resolve_backend("tensorflow", "cpu")
+
+
+def test_export_cache_is_reused_and_invalidated_when_the_weights_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One export per (weights, backend, precision); changed weights export again into a new folder."""
+    import hrseg
+    import hrseg.export
+    from hrseg.checkpoint import ModelMeta
+
+    calls: list[Path] = []
+
+    def fake_export(model: torch.nn.Module, format: str, out: Path, meta: ModelMeta) -> object:
+        calls.append(Path(out))
+        Path(out).write_bytes(b"onnx")
+        return type("R", (), {"passed": True, "max_abs_diff": 0.0, "tolerance": 1.0})()
+
+    monkeypatch.setattr(hrseg.export, "export", fake_export)
+    model = hrseg.build_model("hrnetv2_w18_small_v1", num_classes=19).eval()
+    meta = ModelMeta(model="hrnetv2_w18_small_v1", num_classes=19)
+    first = B.export_cached(model, meta, "onnx", cache_dir=tmp_path)
+    again = B.export_cached(model, meta, "onnx", cache_dir=tmp_path)
+    assert first == again and len(calls) == 1
+    assert not list(first.parent.glob(".tmp-*")), "temporary export folder left behind"
+    with torch.no_grad():
+        model.last_layer[-1].bias.add_(0.5)
+    changed = B.export_cached(model, meta, "onnx", cache_dir=tmp_path)
+    assert len(calls) == 2 and changed != first and changed.parent != first.parent
+    monkeypatch.setenv("HRSEG_CACHE", str(tmp_path / "env"))
+    assert B.default_cache_dir() == tmp_path / "env"
+
+
+def test_accuracy_report_counts_agreement_and_miou_drop() -> None:
+    """Pixel agreement and the mIoU of each model against ground truth (or the reference's label maps)."""
+    gt = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    ref = np.array([[0, 0, 1, 1], [2, 2, 2, 1]])
+    cand = np.array([[0, 1, 1, 1], [2, 2, 2, 1]])
+    maps = {"ref": ref, "cand": cand}
+    report = B.accuracy_report(lambda k: maps["ref"], lambda k: maps["cand"], ["x"], [gt], num_classes=3)
+    assert report.agreement == pytest.approx(7 / 8)
+    assert report.miou_reference == pytest.approx(1.0)
+    assert 0 < report.miou < 1 and report.drop == pytest.approx(1.0 - report.miou)
+    vs_ref = B.accuracy_report(lambda k: ref, lambda k: cand, ["x"], None, num_classes=3)
+    assert vs_ref.against == "fp32 label maps" and vs_ref.miou_reference == 1.0
+
+
+def test_importing_hrseg_inference_loads_no_runtime() -> None:
+    """The runtimes are imported lazily: ``import hrseg.inference`` pulls in neither OpenVINO nor ORT."""
+    code = (
+        "import sys, hrseg.inference, hrseg.inference.backends; "
+        "print(','.join(m for m in ('openvino', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+@openvino_missing
+def test_reduced_float_precision_is_refused_where_the_cpu_lacks_it(tiny_checkpoint: Path) -> None:
+    """bf16 / fp16 run only where OpenVINO reports the capability; torch needs CUDA for them."""
+    with pytest.raises(ValueError, match="CUDA"):
+        Segmenter.from_checkpoint(tiny_checkpoint, precision="bf16")
+    missing = [p for p in ("bf16", "fp16") if p not in B.openvino_precisions()]
+    if not missing:
+        pytest.skip("this CPU runs bf16 and fp16 in OpenVINO")
+    with pytest.raises(ValueError, match="does not run"):
+        B._openvino_run("unused.xml", missing[0])
+
+
+# --- end to end (real exports) -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=openvino_missing)])
+def test_fp32_backends_give_the_torch_label_map(
+    tiny_checkpoint: Path, backend_cache: Path, backend: str
+) -> None:
+    """Same argmax as the torch fast path except at ties, whole image and sliding window + flip."""
+    for options in ({}, {"mode": "slide", "window": (64, 96), "flip": True}):
+        ref = Segmenter.from_checkpoint(tiny_checkpoint, **options)
+        seg = Segmenter.from_checkpoint(tiny_checkpoint, backend=backend, cache_dir=backend_cache, **options)
+        assert seg.backend == backend and seg.model.path.is_relative_to(backend_cache)
+        for image in _scenes(3):
+            want, got = ref.predict(image), seg.predict(image)
+            keep = _non_tie(ref, image) if not options else np.ones_like(want, dtype=bool)
+            assert (want == got)[keep].mean() >= (1.0 if not options else 0.999)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=openvino_missing)])
+def test_int8_backends_agree_above_the_stated_threshold(
+    tiny_checkpoint: Path, backend_cache: Path, backend: str
+) -> None:
+    """int8 (static quantization, calibrated on generated scenes) keeps INT8_MIN_AGREEMENT of the pixels."""
+    ref = Segmenter.from_checkpoint(tiny_checkpoint)
+    seg = Segmenter.from_checkpoint(
+        tiny_checkpoint, backend=backend, precision="int8", cache_dir=backend_cache, calib_images=_scenes(4)
+    )
+    assert seg.precision == "int8" and "int8" in seg.model.path.name
+    report = B.accuracy_report(ref.predict, seg.predict, _scenes(4, seed=3), None, 19)
+    assert report.agreement >= INT8_MIN_AGREEMENT, report.summary()
+
+
+@pytest.mark.slow
+@openvino_missing
+def test_int8_export_calibrates_on_a_folder_and_reports_its_accuracy_delta(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hrseg export --quantize int8 --calib-data DIR``: mIoU vs fp32 reported; refused above --max-drop."""
+    from hrseg.commands import main
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, img in enumerate(_scenes(4, seed=11)):
+        Image.fromarray(img).save(calib / f"scene_{i}.png")
+    out = tmp_path / "model-int8.xml"
+    argv = ["export", "--ckpt", str(tiny_checkpoint), "--format", "openvino", "--quantize", "int8"]
+    argv += ["--calib-data", str(calib), "--calib-num", "4", "--val-data", "demo", "--val-num", "4"]
+    # a drop above -1 is always "too much": refused and removed, or kept loudly with --warn-only
+    assert main([*argv, "--out", str(out), "--max-drop", "-1"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        "int8: mIoU" in captured.out
+        and "pixel agreement" in captured.out
+        and "against ground truth" in captured.out
+    )
+    assert "refused" in captured.err and not out.exists()
+    assert main([*argv, "--out", str(out), "--max-drop", "-1", "--warn-only"]) == 0
+    assert "WARNING" in capsys.readouterr().err and out.is_file() and out.with_suffix(".bin").is_file()
+    seg = Segmenter.from_checkpoint(out)
+    assert seg.predict(_scenes(1)[0]).shape == (96, 160)
+
+
+@pytest.mark.slow
+@openvino_missing
+def test_openvino_ir_export_is_parity_checked_and_loads_as_a_checkpoint(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hrseg export --format openvino``: checked at another size; ``Segmenter.from_checkpoint("x.xml")``."""
+    from hrseg.commands import main
+
+    out = tmp_path / "model.xml"
+    assert main(["export", "--ckpt", str(tiny_checkpoint), "--format", "openvino", "--out", str(out)]) == 0
+    assert "openvino:" in capsys.readouterr().out
+    ref = Segmenter.from_checkpoint(tiny_checkpoint)
+    seg = Segmenter.from_checkpoint(out)
+    assert seg.meta == ref.meta and seg.backend == "openvino"
+    image = _scenes(1)[0]
+    keep = _non_tie(ref, image)
+    assert (ref.predict(image) == seg.predict(image))[keep].all()
+
+
+@pytest.mark.slow
+@openvino_missing
+def test_predict_backend_openvino_writes_the_same_files_as_torch(
+    tiny_checkpoint: Path, demo_images_dir: Path, backend_cache: Path, tmp_path: Path
+) -> None:
+    """``hrseg predict --backend openvino`` writes the torch backend's files, with the same label maps."""
+    from hrseg.commands import main
+
+    common = ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(demo_images_dir), "--no-progress"]
+    torch_out, ov_out = tmp_path / "torch", tmp_path / "openvino"
+    assert main([*common, "--output", str(torch_out)]) == 0
+    assert (
+        main([*common, "--output", str(ov_out), "--backend", "openvino", "--cache-dir", str(backend_cache)])
+        == 0
+    )
+    names = sorted(p.name for p in torch_out.iterdir())
+    assert names == sorted(p.name for p in ov_out.iterdir()) and names
+    for name in names:
+        if name.endswith("_trainIds.png"):
+            a, b = np.asarray(Image.open(torch_out / name)), np.asarray(Image.open(ov_out / name))
+            assert a.shape == b.shape and (a == b).mean() >= 0.999, name
+
+
+def test_benchmark_picks_the_best_path_per_precision_against_plain_ort() -> None:
+    """benchmarks.backends: best fp32 / reduced path per case and its target check."""
+    from benchmarks.backends import summarize
+
+    case = {"variant": "w18", "input": "512x1024"}
+    rows = [
+        {**case, "path": "plain_ort", "precision": "fp32", "s_per_img": 1.0, "vs_plain_ort": 1.0},
+        {**case, "path": "torch", "precision": "fp32", "s_per_img": 1.2, "vs_plain_ort": 1 / 1.2},
+        {**case, "path": "openvino", "precision": "fp32", "s_per_img": 0.9, "vs_plain_ort": 1 / 0.9},
+        {**case, "path": "openvino", "precision": "int8", "s_per_img": 0.5, "vs_plain_ort": 2.0},
+        {**case, "path": "onnxruntime", "precision": "int8", "error": "boom"},
+    ]
+    best = {r["group"]: r for r in summarize(rows)}
+    assert best["fp32"]["best"] == "openvino fp32" and best["fp32"]["met"]
+    assert best["reduced"]["best"] == "openvino int8" and best["reduced"]["vs_plain_ort"] == 2.0
