@@ -8,6 +8,9 @@ the same logits as the plain model.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,13 +28,27 @@ def _load(out: Path, name: str) -> dict:
     return json.loads((out / f"{name}.json").read_text())
 
 
+def _run_suite(argv: list[str]) -> None:
+    """``python -m benchmarks.run ARGV`` in a fresh process, as a user runs it.
+
+    In-process, the suite would inherit whatever earlier tests loaded into this pytest worker (OpenVINO's and
+    ONNX Runtime's thread pools), and its forked DataLoader workers crashed the xdist worker once in CI.
+    """
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *argv], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def test_quick_suite(tmp_path: Path) -> None:
     """One quick run of every default benchmark (ONNX export left out: it alone takes ~10 s).
 
     A single test on purpose: under pytest-xdist a module-scoped fixture would run once per worker.
     """
     argv = ["--quick", "--out", str(tmp_path), "--only", ",".join(BENCHES), "--paths", "eager,fast,reference"]
-    assert bench_run.main(argv) == 0
+    _run_suite(argv)
 
     for name in BENCHES:
         payload = _load(tmp_path, name)
@@ -85,7 +102,7 @@ def test_quick_ocr_variant_against_plain(tmp_path: Path) -> None:
     """HRNet-OCR follows the variant selection: no timm case, both outputs trained, OCR / plain rows."""
     variants = "w18_small_v1,w18_small_v1_ocr"
     argv = ["--quick", "--out", str(tmp_path), "--only", "forward,train,flops", "--paths", "eager,fast"]
-    assert bench_run.main([*argv, "--variants", variants, "--train-variants", variants]) == 0
+    _run_suite([*argv, "--variants", variants, "--train-variants", variants])
 
     forward = _load(tmp_path, "forward")
     assert not [r for r in forward["results"] if "error" in r]
