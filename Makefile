@@ -29,7 +29,9 @@ demo: $(STAMP)
 
 # lint (ruff rules incl. Google-style docstrings, formatting, mypy on hrseg/) gates the test run.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n 2 -m "not slow or slow"
+	$(BIN)/python -m pytest -n 2 -m "not slow or slow" --ignore=tests/test_benchmarks.py
+	# the benchmark suite times itself and starts its own processes: run it alone, nothing competing for the cores
+	$(BIN)/python -m pytest -m "not slow or slow" tests/test_benchmarks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check hrseg tests benchmarks
