@@ -241,10 +241,8 @@ class HRSegCLI(LightningCLI):
         here first, and the task loads its pretrained ``weights`` here in every case (``setup`` then skips
         them); both are needed anyway and cost no extra work.
         """
-        stage = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}.get(
-            self.subcommand or ""
-        )
-        if stage is None:
+        stage = self.subcommand
+        if stage not in ("fit", "validate", "test", "predict"):
             return
         if self.trainer.world_size > 1 and isinstance(self.datamodule, SegmentationDataModule):
             self.datamodule.setup(stage)
