@@ -58,8 +58,8 @@ TINY_FIT_ARGS = [
 ]
 
 
-def make_tiny_checkpoint(root: Path, *extra: str) -> Path:
-    """Train the demo config for two steps under ``root`` (plus ``extra`` options); return ``last.ckpt``."""
+def make_tiny_checkpoint(root: Path) -> Path:
+    """Train the demo config for two steps under ``root``; return its ``last.ckpt``."""
     from hrseg.commands import main
 
     root.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,6 @@ def make_tiny_checkpoint(root: Path, *extra: str) -> Path:
             "--trainer.logger.save_dir",
             str(root),
             *TINY_FIT_ARGS,
-            *extra,
         ]
     )
     found = sorted(root.rglob("last.ckpt"))
