@@ -1,12 +1,15 @@
-"""Image inputs: open an image file, naming it when it fails, and turn any image into a tensor.
+"""Image inputs: list image files, open one naming it when it fails, and turn any image into a tensor.
 
 The dataset readers (:mod:`hrseg.data.checks`) and the inference API (:class:`hrseg.Segmenter`, ``hrseg
 predict``, ``hrseg export --check-image``) open files through :func:`open_image`, so a missing or corrupt
-file gives the same message everywhere. Depends on PIL, numpy and torch only.
+file gives the same message everywhere; ``hrseg predict``, the DataModules' ``predict_path`` and ``hrseg
+export --calib-data`` expand folders and globs through :func:`list_images`. Depends on PIL, numpy and torch
+only (``hrseg predict`` stays quick to start: no Lightning, no albumentations).
 """
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-__all__ = ["ImageFileError", "ImageInput", "open_image", "to_image_tensor"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFileError", "ImageInput", "list_images", "open_image", "to_image_tensor"]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+"""File extensions read as images (case-insensitive)."""
 
 ImageInput = str | Path | Image.Image | np.ndarray | Tensor
 """What :func:`to_image_tensor` (and so every ``Segmenter`` method) accepts."""
@@ -22,6 +28,33 @@ ImageInput = str | Path | Image.Image | np.ndarray | Tensor
 
 class ImageFileError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
+
+
+def list_images(spec: str | Path, recursive: bool = False) -> list[Path]:
+    """Expand a folder, a glob pattern or one image file into sorted image paths.
+
+    Args:
+        spec: a folder (its image files; with ``recursive`` those of its sub-folders too), a glob pattern
+            (``**`` matches sub-folders) or one image file.
+        recursive: walk a folder's sub-folders.
+
+    Raises:
+        FileNotFoundError: ``spec`` is none of those, or holds no image (the message names it).
+    """
+    text = str(spec)
+    path = Path(text).expanduser()
+    if any(ch in text for ch in "*?["):
+        candidates = [Path(p) for p in glob.glob(str(path), recursive=True)]
+    elif path.is_dir():
+        candidates = list(path.rglob("*") if recursive else path.iterdir())
+    elif path.is_file():
+        return [path]
+    else:
+        raise FileNotFoundError(f"{text}: neither a folder, an image file nor a glob pattern")
+    files = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"{text}: no images found (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    return files
 
 
 def open_image(path: str | Path) -> Image.Image:

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette, denormalize
-from hrseg.inference.protocol import infer
+from hrseg.inference.protocol import class_argmax, infer
 from hrseg.loggers import log_image
 from hrseg.losses import CrossEntropy, LossSpec, build_loss, resolve_class_weights
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
@@ -437,7 +437,7 @@ class SegmentationTask(L.LightningModule):
         mean_loss = self.val_loss if split == "val" else self.test_loss
         mean_loss.update(loss.detach())
         self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True, batch_size=image.shape[0])
-        preds = logits.argmax(dim=1)
+        preds = class_argmax(logits)
         metrics.update(preds, mask)
         return preds
 
@@ -459,7 +459,7 @@ class SegmentationTask(L.LightningModule):
         out = {"name": names, "path": batch.get("path", names), "error": batch.get("error")}
         if out["error"] and all(out["error"]):
             return {"pred": None, **out}
-        return {"pred": self.evaluate_logits(batch["image"]).argmax(dim=1), **out}
+        return {"pred": class_argmax(self.evaluate_logits(batch["image"])), **out}
 
     # ------------------------------------------------------------------ epoch ends
     def _log_scores(self, metrics: SegmentationMetrics, split: str) -> dict[str, Tensor]:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hrseg.inference import (
+    class_argmax,
     fold_batchnorm,
     infer,
     prepare_for_inference,
@@ -81,6 +82,28 @@ class Recorder(nn.Module):
 def _plain(model: nn.Module, x: Tensor) -> Tensor:
     with torch.no_grad():
         return upsample_logits(model(x), x.shape[-2:], False)
+
+
+@pytest.mark.parametrize(
+    "shape, layout",
+    [
+        ((1, 19, 37, 53), "nchw"),
+        ((3, 21, 16, 24), "nchw"),
+        ((2, 19, 16, 24), "channels_last"),
+        ((1, 1, 8, 6), "nchw"),
+    ],
+)
+def test_class_argmax_equals_argmax(shape: tuple[int, int, int, int], layout: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(shape, generator=gen)
+    scores[..., :3, :] = scores[:, :1, :3, :]  # exact ties between every class: the lowest class wins
+    scores[:, -1, 5, :] = scores.max()  # the last class wins a row
+    if layout == "channels_last":
+        scores = scores.contiguous(memory_format=torch.channels_last)
+    labels = class_argmax(scores)
+    assert labels.dtype == torch.int64 and labels.shape == (shape[0], *shape[2:])
+    assert torch.equal(labels, scores.argmax(dim=1))
+    assert torch.equal(labels[..., :3, :], torch.zeros_like(labels[..., :3, :]))
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,9 @@ def test_commands_live_apart_from_the_library() -> None:
         "from hrseg.inference import Segmenter, infer, prepare_for_inference, predict_folder",
         "import hrseg; hrseg.Segmenter",
         "import hrseg.checkpoint, hrseg.images",
+        # hrseg predict's own path: listing a folder must not pull in the DataModules (4 s of imports)
+        "import hrseg.commands.predict, hrseg.inference.writer as w, tempfile, PIL.Image as I; "
+        "d = tempfile.mkdtemp(); I.new('RGB', (4, 4)).save(d + '/a.png'); assert len(w._resolve_inputs(d))",
     ],
 )
 def test_inference_and_colours_import_without_training_dependencies(statement: str) -> None:

@@ -104,9 +104,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] | None]:
     """Images (and ground truth masks) for calibration or validation.
 
@@ -116,20 +113,13 @@ def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] |
         split: ``"train"`` (calibration) or ``"val"``.
         num: at most this many, the first ones in order.
     """
-    import glob
-
     import numpy as np
 
+    from hrseg.images import IMAGE_EXTENSIONS, list_images
+
     path = Path(spec).expanduser()
-    if path.is_dir() or any(ch in spec for ch in "*?[") or path.suffix.lower() in _IMAGE_SUFFIXES:
-        files = (
-            sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-            if path.is_dir()
-            else sorted(Path(f) for f in glob.glob(spec))
-        )
-        if not files:
-            raise FileNotFoundError(f"no images found at {spec}")
-        return [str(f) for f in files[:num]], None
+    if path.is_dir() or any(ch in spec for ch in "*?[") or path.suffix.lower() in IMAGE_EXTENSIONS:
+        return [str(f) for f in list_images(spec, recursive=True)[:num]], None
     import importlib
 
     import yaml

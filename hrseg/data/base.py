@@ -6,7 +6,6 @@ values become train ids; loaders, transforms, prediction inputs and plots live h
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, default_palette, denormalize
 from hrseg.data.checks import (
-    IMAGE_EXTENSIONS,
     CheckReport,
     DatasetError,
     LabelSpec,
@@ -30,7 +28,6 @@ from hrseg.data.checks import (
     Sample,
     check_samples,
     format_problems,
-    list_files,
     load_sample,
     read_image,
 )
@@ -39,6 +36,7 @@ from hrseg.data.transforms import (
     build_eval_transform,
     build_train_transform,
 )
+from hrseg.images import list_images
 
 DEFAULT_ENCODING = "default"
 
@@ -345,23 +343,14 @@ class _PadCollate:
 
 
 def resolve_predict_inputs(predict_path: str) -> list[Path]:
-    """Expand ``predict_path`` (a folder, a glob pattern or one image file) into sorted image paths."""
-    path = Path(predict_path).expanduser()
-    if any(ch in predict_path for ch in "*?["):
-        files = sorted(
-            Path(p)
-            for p in glob.glob(str(path), recursive=True)
-            if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS
-        )
-    elif path.is_dir():
-        files = list_files(path)
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DatasetError(f"{predict_path}: predict_path is neither a folder, an image file nor a glob")
-    if not files:
-        raise DatasetError(f"{predict_path}: no images found (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return files
+    """Expand ``predict_path`` (a folder, a glob pattern or one image file) into sorted image paths.
+
+    :func:`hrseg.images.list_images`, with its errors as :class:`DatasetError`.
+    """
+    try:
+        return list_images(predict_path)
+    except FileNotFoundError as err:
+        raise DatasetError(f"predict_path {err}") from None
 
 
 def _label_map(value: Any) -> np.ndarray | None:

@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hrseg.images import ImageFileError, open_image
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+from hrseg.images import IMAGE_EXTENSIONS, ImageFileError, open_image
 
 
 class DatasetError(ValueError):

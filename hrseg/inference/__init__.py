@@ -21,7 +21,7 @@ from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
 from hrseg.images import ImageInput, open_image, to_image_tensor
 from hrseg.inference.loading import ExportedModel, build_from_meta, load_checkpoint
 from hrseg.inference.optimize import fold_batchnorm, prepare_for_inference
-from hrseg.inference.protocol import Mode, Output, infer, sliding_window_starts
+from hrseg.inference.protocol import Mode, Output, class_argmax, infer, sliding_window_starts
 from hrseg.inference.segmenter import Segmenter
 from hrseg.inference.writer import PredictSummary, output_paths, predict_folder, write_prediction
 
@@ -35,6 +35,7 @@ __all__ = [
     "PredictSummary",
     "Segmenter",
     "build_from_meta",
+    "class_argmax",
     "fold_batchnorm",
     "infer",
     "load_checkpoint",

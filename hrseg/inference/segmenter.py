@@ -15,7 +15,7 @@ from hrseg.checkpoint import ModelMeta
 from hrseg.colors import colorize, overlay
 from hrseg.images import ImageInput, to_image_tensor
 from hrseg.inference.loading import load_checkpoint
-from hrseg.inference.protocol import Mode, Output, as_pair, infer
+from hrseg.inference.protocol import Mode, Output, as_pair, class_argmax, infer
 
 __all__ = ["Segmenter"]
 
@@ -211,7 +211,7 @@ class Segmenter:
         # Passes are averaged as probabilities; a single pass needs no full-resolution softmax for the argmax.
         output: Output = "logits" if self._single_pass() and not return_probs else "probs"
         probs = self._run(image, output)
-        mask = probs.argmax(dim=1)
+        mask = class_argmax(probs)
         if not (isinstance(image, Tensor) and image.ndim == 4):
             mask, probs = mask[0], probs[0]
         if isinstance(image, Tensor):

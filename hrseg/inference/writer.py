@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from hrseg.colors import colorize, overlay, voc_colormap
-from hrseg.images import ImageFileError, open_image, to_image_tensor
+from hrseg.images import ImageFileError, list_images, open_image, to_image_tensor
 from hrseg.inference.segmenter import Segmenter
 
 __all__ = [
@@ -209,9 +209,7 @@ class PredictSummary:
 def _resolve_inputs(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
     """Folder, glob or file (same rules as the DataModules' ``predict_path``), or an explicit list."""
     if isinstance(inputs, str | Path):
-        from hrseg.data.base import resolve_predict_inputs
-
-        return resolve_predict_inputs(str(inputs))
+        return list_images(inputs)
     files = [Path(p) for p in inputs]
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
