@@ -74,8 +74,12 @@ def _cuda_ort_providers() -> list[str]:
     return [p for p in wanted if p in ort.get_available_providers()]
 
 
+#: ``--paths``: the (backend, precision) pairs to run, ``backend:precision`` comma separated; empty = all
+_SELECTED: set[str] = set()
+
+
 def _paths(device: str) -> list[tuple[str, str]]:
-    """(backend, precision) pairs hrseg can run on ``device`` here."""
+    """(backend, precision) pairs hrseg can run on ``device`` here (those of ``--paths`` when given)."""
     from hrseg.inference.backends import available_backends, openvino_precisions
 
     have = available_backends()
@@ -83,14 +87,14 @@ def _paths(device: str) -> list[tuple[str, str]]:
         pairs = [(b, p) for p in ("fp32", "bf16", "fp16") for b in ("torch", "compile")]
         if "onnxruntime" in have and _cuda_ort_providers():
             pairs.append(("onnxruntime", "fp32"))
-        return pairs
-    pairs = [("torch", "fp32")]
-    if "onnxruntime" in have:
-        pairs += [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
-    if "openvino" in have:
-        pairs += [("openvino", "fp32"), ("openvino", "int8")]
-        pairs += [("openvino", p) for p in ("bf16", "fp16") if p in openvino_precisions()]
-    return pairs
+    else:
+        pairs = [("torch", "fp32")]
+        if "onnxruntime" in have:
+            pairs += [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+        if "openvino" in have:
+            pairs += [("openvino", "fp32"), ("openvino", "int8")]
+            pairs += [("openvino", p) for p in ("bf16", "fp16") if p in openvino_precisions()]
+    return [pair for pair in pairs if not _SELECTED or ":".join(pair) in _SELECTED]
 
 
 def _timed(fn: Any, device: str, iters: int, cap_s: float) -> float:
@@ -106,8 +110,11 @@ def _timed(fn: Any, device: str, iters: int, cap_s: float) -> float:
     return timing.median_s
 
 
-def _baseline(model: torch.nn.Module, onnx_path: Path, x: torch.Tensor, device: str) -> tuple[str, Any]:
-    """What a user sets up by hand on ``device``: (name, zero-argument callable)."""
+def _baseline(model: torch.nn.Module, onnx_file: Any, x: torch.Tensor, device: str) -> tuple[str, Any]:
+    """What a user sets up by hand on ``device``: (name, zero-argument callable).
+
+    ``onnx_file()`` gives hrseg's fp32 ONNX export (made only when ONNX Runtime is the baseline).
+    """
     if device.startswith("cuda") and not _cuda_ort_providers():
 
         def eager() -> Any:
@@ -118,7 +125,7 @@ def _baseline(model: torch.nn.Module, onnx_path: Path, x: torch.Tensor, device: 
     import onnxruntime as ort
 
     providers = [*_cuda_ort_providers(), "CPUExecutionProvider"] if device.startswith("cuda") else None
-    session = ort.InferenceSession(str(onnx_path), providers=providers or ["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_file()), providers=providers or ["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.cpu().numpy()}
     return "plain_ort", lambda: session.run(None, feed)
 
@@ -135,11 +142,13 @@ def speed(
     torch.manual_seed(0)
     model = hrseg.build_model(name, num_classes=19).eval()
     meta = ModelMeta(model=name, num_classes=19)
+    cpu_model = model
     x = torch.randn(1, 3, *size)
-    onnx_path = export_cached(model, meta, "onnx", "fp32", cache)
-    model, x = model.to(device), x.to(device)
+    model, x = model.to(device) if device != "cpu" else model, x.to(device)
     common = {"variant": variant, "input": f"{size[0]}x{size[1]}"}
-    base_name, base_fn = _baseline(model, onnx_path, x, device)
+    base_name, base_fn = _baseline(
+        model, lambda: export_cached(cpu_model, meta, "onnx", "fp32", cache), x, device
+    )
     base = _timed(base_fn, device, iters, cap_s)
     rows: list[dict[str, Any]] = [{**common, "path": base_name, "precision": "fp32", "s_per_img": base}]
     rows[-1]["vs_baseline"] = 1.0
@@ -331,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="w18_small_v2,w18,w48", help="add w48_ocr for HRNet-OCR")
     p.add_argument("--sizes", default="512x1024", help="comma separated HxW, e.g. 512x1024,1024x2048")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--paths", default="", help="only these backend:precision pairs, e.g. torch:fp32,compile:bf16"
+    )
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--cap-s", type=float, default=30.0, help="time cap per timed loop")
     p.add_argument("--threads", type=int, default=None)
@@ -344,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--cache", default=None, help="export cache (default: a folder under --out)")
     args = p.parse_args(argv)
+    _SELECTED.clear()
+    _SELECTED.update(v.strip() for v in args.paths.split(",") if v.strip())
     device = args.device
     threads = setup_torch(args.threads, device)
     out = Path(args.out)
