@@ -221,6 +221,22 @@ def test_prepare_for_inference_equals_plain(hrnet: nn.Module, channels_last: boo
         torch.testing.assert_close(fast(x), hrnet(x), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["hrnetv2_w18_small_v1", "hrnetv2_w18_small_v1_ocr"])
+def test_prepare_for_inference_in_bf16_casts_once_and_returns_fp32(variant: str) -> None:
+    """The GPU reduced-precision path (weights cast once, fp32 logits out), run in bf16 on the CPU here."""
+    torch.manual_seed(0)
+    model = _randomize_bn(build_model(variant, num_classes=5))
+    fast = prepare_for_inference(model, dtype=torch.bfloat16)
+    assert {p.dtype for p in fast.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the original is untouched
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        out, ref = fast(x), model(x)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.9
+    torch.testing.assert_close(out, ref, rtol=0, atol=0.1 * float(ref.abs().max()))
+
+
 def test_fold_batchnorm_folds_every_hrnet_pair(hrnet: nn.Module) -> None:
     import copy
 

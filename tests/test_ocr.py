@@ -284,12 +284,19 @@ def test_softmaxes_run_in_fp32_under_autocast() -> None:
         return out
 
     blk.attention = spy  # type: ignore[method-assign]
-    model.ocr_gather_head.register_forward_hook(lambda m, a, out: seen.__setitem__("gather", out.dtype))
+    gathered: list[tuple[Tensor, Tensor, Tensor]] = []
+    model.ocr_gather_head.register_forward_hook(lambda m, a, out: gathered.append((a[0], a[1], out)))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
     assert seen["query"] == torch.bfloat16  # the convs did run in bf16 ...
-    assert seen["gather"] == torch.float32 and seen["attention"] == torch.float32  # ... the softmaxes not
+    assert seen["attention"] == torch.float32  # ... the softmaxes not
+    feats, logits, regions = gathered[0]
+    b, k = logits.shape[:2]
+    probs = logits.float().reshape(b, k, -1).softmax(dim=2)  # the gather in fp32, then handed on in bf16
+    expected = torch.matmul(probs, feats.float().flatten(2).transpose(1, 2)).transpose(1, 2).unsqueeze(3)
+    assert regions.dtype == feats.dtype == torch.bfloat16
+    assert torch.equal(regions, expected.to(torch.bfloat16))
     assert torch.isfinite(out).all()
 
 

@@ -21,7 +21,8 @@ asked for explicitly); an x86 CPU with OpenVINO installed -> ``"openvino"``; ONN
 ``"onnxruntime"``; else ``"torch"``.
 
 Precisions: ``"fp32"`` everywhere; ``"bf16"`` / ``"fp16"`` through OpenVINO's ``INFERENCE_PRECISION_HINT``
-where the CPU runs it (``OPTIMIZATION_CAPABILITIES``; refused otherwise) or torch autocast on CUDA; ``"int8"``
+where the CPU runs it (``OPTIMIZATION_CAPABILITIES``; refused otherwise) or, on CUDA, the torch fast path
+cast to that precision (:func:`~hrseg.inference.prepare_for_inference` ``dtype``); ``"int8"``
 through ONNX Runtime post-training static quantization (:func:`quantize_int8`), calibrated on a handful of
 images and run by ONNX Runtime or OpenVINO. :func:`accuracy_report` measures any backend against fp32.
 """
@@ -71,6 +72,7 @@ Precision = Literal["fp32", "bf16", "fp16", "int8"]
 BACKENDS: tuple[str, ...] = ("torch", "compile", "onnxruntime", "openvino", "auto")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
 _OV_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_cache_dir() -> Path:
@@ -468,20 +470,6 @@ class BackendModel(nn.Module):
         return self._run(x)
 
 
-class _Autocast(nn.Module):
-    """The torch fast path under CUDA autocast (``bf16`` / ``fp16`` on a GPU); logits come back as fp32."""
-
-    def __init__(self, net: nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.net = net
-        self.dtype = dtype
-        copy_capabilities(net, self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        with torch.autocast(x.device.type, dtype=self.dtype):
-            return self.net(x).float()
-
-
 def build_backend(
     model: nn.Module,
     meta: ModelMeta,
@@ -516,19 +504,20 @@ def build_backend(
     if name in ("torch", "compile"):
         if precision == "int8":
             raise ValueError("precision='int8' runs on the onnxruntime / openvino backends")
-        net = model
-        if fast or name == "compile":
-            net = prepare_for_inference(
-                model, fold_bn=fast, channels_last=None if fast else False, compile=name == "compile"
+        if precision != "fp32" and dev.type != "cuda":
+            raise ValueError(
+                f"precision={precision!r} with the torch backend needs a CUDA device; on the CPU use "
+                "backend='openvino' (where the CPU runs it) or precision='int8'"
             )
-        if precision != "fp32":
-            if dev.type != "cuda":
-                raise ValueError(
-                    f"precision={precision!r} with the torch backend needs a CUDA device; on the CPU use "
-                    "backend='openvino' (where the CPU runs it) or precision='int8'"
-                )
-            net = _Autocast(net, torch.bfloat16 if precision == "bf16" else torch.float16)
-        return net
+        if not (fast or name == "compile" or precision != "fp32"):
+            return model
+        return prepare_for_inference(
+            model,
+            fold_bn=fast,
+            channels_last=None if fast else False,
+            compile=name == "compile",
+            dtype=_TORCH_DTYPES.get(precision),
+        )
     cpu_model = model if dev.type == "cpu" else _cpu_copy(model)
     if name == "onnxruntime":
         if precision in ("bf16", "fp16"):

@@ -130,16 +130,23 @@ def fold_batchnorm(model: nn.Module, probe_size: tuple[int, int] = (64, 64)) -> 
     return len(pairs)
 
 
-class _ChannelsLast(nn.Module):
-    """Wrapper that feeds the wrapped network channels_last input (weights are converted once)."""
+class _PreparedInput(nn.Module):
+    """Feeds the wrapped network channels_last and / or ``dtype`` input (weights converted once); fp32 out."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, channels_last: bool, dtype: torch.dtype | None) -> None:
         super().__init__()
         self.net = net
+        self.channels_last = channels_last
+        self.dtype = dtype
         copy_capabilities(net, self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.contiguous(memory_format=torch.channels_last))
+        if self.dtype is not None:
+            x = x.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.net(x)
+        return out if self.dtype is None else out.float()
 
 
 def prepare_for_inference(
@@ -148,6 +155,7 @@ def prepare_for_inference(
     channels_last: bool | None = None,
     compile: bool = False,
     inplace: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Return an eval-mode copy of ``model`` set up for fast inference (outputs equal the plain one to ~1e-5).
 
@@ -164,6 +172,10 @@ def prepare_for_inference(
             inputs (a camera, ``pad_to_window`` sliding windows).
             :class:`Segmenter` reports the first call's time as ``compile_seconds``.
         inplace: modify ``model`` itself instead of a deep copy (saves memory for big models).
+        dtype: run in this precision (``torch.bfloat16`` / ``torch.float16``, for GPUs): the BN-folded
+            weights are cast once and the input on every call; logits come back as fp32. At batch 1 this beats
+            autocast, which adds a cast kernel per convolution to a launch-bound network (on an H200, autocast
+            ran 0.8-1.2x fp32; benchmarks/README.md, "Backends"). HRNet-OCR's softmaxes still run in fp32.
 
     Returns:
         The prepared module; it keeps the model's capability attributes (``num_classes``, ...).
@@ -178,7 +190,11 @@ def prepare_for_inference(
     device_type = param.device.type if param is not None else "cpu"
     use_cl = device_type in ("cpu", "cuda") if channels_last is None else channels_last
     if use_cl:
-        net = _ChannelsLast(net.to(memory_format=torch.channels_last))
+        net = net.to(memory_format=torch.channels_last)
+    if dtype is not None:
+        net = net.to(dtype)
+    if use_cl or dtype is not None:
+        net = _PreparedInput(net, use_cl, dtype)
     if compile:
         options: dict[str, Any] | None = {"freezing": True} if device_type == "cpu" else None
         # torch.compile is typed for any callable; given a module it returns one (an OptimizedModule)

@@ -65,7 +65,7 @@ class SpatialGather(nn.Module):
             probs = (self.scale * logits.float()).reshape(b, k, -1).softmax(dim=2)  # over the pixels
             pixels = feats.float().flatten(2).transpose(1, 2)  # (B, HW, C)
             regions = torch.matmul(probs, pixels)  # (B, K, C)
-        return regions.transpose(1, 2).unsqueeze(3)
+        return regions.transpose(1, 2).unsqueeze(3).to(feats.dtype)  # a bf16 / fp16 network goes on in it
 
 
 class ObjectAttentionBlock(nn.Module):
@@ -105,7 +105,7 @@ class ObjectAttentionBlock(nn.Module):
         value = self.f_down(proxy).flatten(2).transpose(1, 2)  # (B, K, Ck)
         attn = self.attention(query, key)
         with _fp32_region(x.device.type):
-            context = torch.matmul(attn, value.float())  # (B, HW, Ck)
+            context = torch.matmul(attn, value.float()).to(x.dtype)  # (B, HW, Ck)
         context = context.transpose(1, 2).reshape(b, self.key_channels, h, w)
         return self.f_up(context)
 
