@@ -39,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -334,47 +335,45 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the backends benchmark; returns 0."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.split("\n")[0])
-    p.add_argument("--variants", default="w18_small_v2,w18,w48", help="add w48_ocr for HRNet-OCR")
-    p.add_argument("--sizes", default="512x1024", help="comma separated HxW, e.g. 512x1024,1024x2048")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument(
-        "--paths", default="", help="only these backend:precision pairs, e.g. torch:fp32,compile:bf16"
-    )
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--cap-s", type=float, default=30.0, help="time cap per timed loop")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--demo-ckpt", default=None, help="trained demo checkpoint (default: newest in runs/demo)")
-    p.add_argument("--num-val", type=int, default=32)
-    p.add_argument("--no-accuracy", action="store_true")
-    p.add_argument(
-        "--predict-folder", type=int, default=0, metavar="N", help="CPU: time hrseg predict over N scenes"
-    )
-    p.add_argument("--predict-size", default="1024x2048", help="HxW of the --predict-folder scenes")
-    p.add_argument("--out", default="benchmarks/out")
-    p.add_argument("--cache", default=None, help="export cache (default: a folder under --out)")
-    args = p.parse_args(argv)
+@dataclass
+class BackendsConfig:
+    """What one run measures: ``python -m benchmarks.backends`` options (``benchmarks.run`` fills it)."""
+
+    out: Path
+    cache: Path
+    variants: tuple[str, ...] = ("w18_small_v2", "w18", "w48")
+    sizes: tuple[tuple[int, int], ...] = ((512, 1024),)
+    device: str = "cpu"
+    paths: tuple[str, ...] = ()
+    iters: int = 5
+    cap_s: float = 30.0
+    threads: int | None = None
+    demo_ckpt: Path | None = None
+    num_val: int = 32
+    accuracy: bool = True
+    predict_folder: int = 0
+    predict_size: tuple[int, int] = (1024, 2048)
+
+
+def run(cfg: BackendsConfig) -> Report:
+    """Speed per variant / size / path, demo accuracy per path and the predict-folder check, as one report."""
     _SELECTED.clear()
-    _SELECTED.update(v.strip() for v in args.paths.split(",") if v.strip())
-    device = args.device
-    threads = setup_torch(args.threads, device)
-    out = Path(args.out)
-    cache = Path(args.cache) if args.cache else out / "backend-cache"
+    _SELECTED.update(cfg.paths)
+    device = cfg.device
+    threads = setup_torch(cfg.threads, device)
     machine = machine_info(device, threads)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for size_text in args.sizes.split(","):
-        for variant in [v for v in args.variants.split(",") if v]:  # --variants "": accuracy only
-            rows += speed(variant, _size(size_text), args.iters, args.cap_s, cache, device)
+    for size in cfg.sizes:
+        for variant in cfg.variants:
+            rows += speed(variant, size, cfg.iters, cfg.cap_s, cfg.cache, device)
     accuracy: list[dict[str, Any]] = []
-    ckpt = Path(args.demo_ckpt) if args.demo_ckpt else _newest_demo_checkpoint()
-    if not args.no_accuracy and ckpt is not None:
-        accuracy = demo_accuracy(ckpt, cache, args.num_val, device)
+    ckpt = cfg.demo_ckpt or _newest_demo_checkpoint()
+    if cfg.accuracy and ckpt is not None:
+        accuracy = demo_accuracy(ckpt, cfg.cache, cfg.num_val, device)
     folder: list[dict[str, Any]] = []
-    if args.predict_folder and ckpt is not None:
-        folder = predict_folder_check(ckpt, args.predict_folder, _size(args.predict_size), out)
+    if cfg.predict_folder and ckpt is not None:
+        folder = predict_folder_check(ckpt, cfg.predict_folder, cfg.predict_size, cfg.out)
     best = summarize(rows, device)
     machine["load_avg_end"] = os.getloadavg()
     baseline = (
@@ -415,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if accuracy:
         md += [
-            f"\n### Demo validation split ({args.num_val} scenes, 80x160), `{ckpt}`\n",
+            f"\n### Demo validation split ({cfg.num_val} scenes, 80x160), `{ckpt}`\n",
             markdown_table(
                 accuracy,
                 [
@@ -430,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             ),
         ]
-    elif not args.no_accuracy:
+    elif cfg.accuracy:
         md.append("\nNo demo checkpoint found (train one: `hrseg fit --config demo`); mIoU not measured.\n")
     if folder:
         md += [
@@ -450,15 +449,61 @@ def main(argv: list[str] | None = None) -> int:
         f"\nTotal time {(time.perf_counter() - start) / 60:.1f} min; "
         f"load average at the end {machine['load_avg_end']}."
     )
-    report = Report(
+    return Report(
         benchmark="backends",
-        config=vars(args) | {"threads": threads},
+        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+        | {"threads": threads},
         results=rows,
         machine=machine,
         markdown="\n".join(md),
         extra={"best": best, "accuracy": accuracy, "predict_folder": folder},
     )
-    _, md_path = report.write(out)
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple(_size(v) for v in text.split(",") if v.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the backends benchmark, write backends.json / backends.md into ``--out``; returns 0."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.split("\n")[0])
+    p.add_argument("--variants", default="w18_small_v2,w18,w48", help="add w48_ocr for HRNet-OCR")
+    p.add_argument("--sizes", default="512x1024", help="comma separated HxW, e.g. 512x1024,1024x2048")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--paths", default="", help="only these backend:precision pairs, e.g. torch:fp32,compile:bf16"
+    )
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--cap-s", type=float, default=30.0, help="time cap per timed loop")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--demo-ckpt", default=None, help="trained demo checkpoint (default: newest in runs/demo)")
+    p.add_argument("--num-val", type=int, default=32)
+    p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument(
+        "--predict-folder", type=int, default=0, metavar="N", help="CPU: time hrseg predict over N scenes"
+    )
+    p.add_argument("--predict-size", default="1024x2048", help="HxW of the --predict-folder scenes")
+    p.add_argument("--out", default="benchmarks/out")
+    p.add_argument("--cache", default=None, help="export cache (default: a folder under --out)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    cfg = BackendsConfig(
+        out=out,
+        cache=Path(args.cache) if args.cache else out / "backend-cache",
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),  # "": accuracy only
+        sizes=_sizes(args.sizes),
+        device=args.device,
+        paths=tuple(v.strip() for v in args.paths.split(",") if v.strip()),
+        iters=args.iters,
+        cap_s=args.cap_s,
+        threads=args.threads,
+        demo_ckpt=Path(args.demo_ckpt) if args.demo_ckpt else None,
+        num_val=args.num_val,
+        accuracy=not args.no_accuracy,
+        predict_folder=args.predict_folder,
+        predict_size=_size(args.predict_size),
+    )
+    _, md_path = run(cfg).write(out)
     print(md_path.read_text())
     return 0
 

@@ -39,7 +39,7 @@ from benchmarks.plots import plot_forward
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-BENCHMARKS = ("forward", "train", "data", "slide", "flops", "investigate")
+BENCHMARKS = ("forward", "train", "data", "slide", "flops", "investigate", "backends")
 DEFAULT_ONLY = ("forward", "train", "data", "slide", "flops")
 README = Path(__file__).resolve().parent / "README.md"
 README_BEGIN = "<!-- bench:latest:begin -->"
@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         default=",".join(DEFAULT_ONLY),
-        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all but investigate)",
+        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all but investigate and backends)",
     )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 autocast, channels_last)")
@@ -202,6 +202,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=None, help="keep weights / ONNX files here (default: temp)")
     p.add_argument("--update-readme", action="store_true", help="copy summary.md into benchmarks/README.md")
     return p.parse_args(argv)
+
+
+def _run_backends(cfg: SuiteConfig) -> Report:
+    """The deployment backends benchmark (``benchmarks.backends``) on the suite's variants and sizes."""
+    from benchmarks import backends
+
+    return backends.run(
+        backends.BackendsConfig(
+            out=cfg.out,
+            cache=cfg.cache / "backends",
+            variants=cfg.variants,
+            sizes=cfg.sizes,
+            device=cfg.device,
+            iters=cfg.iters,
+            cap_s=cfg.max_seconds,
+            threads=cfg.threads,
+            accuracy=not cfg.quick,  # the demo checkpoint's 32 scenes on every path: not a smoke test's job
+        )
+    )
 
 
 def build_config(args: argparse.Namespace, cache: Path) -> SuiteConfig:
@@ -346,6 +365,31 @@ def targets(reports: dict[str, Report]) -> list[dict[str, Any]]:
                     f"num_workers={r['default_workers']} (default)",
                 )
             )
+    rows += _backend_targets(reports.get("backends"))
+    return rows
+
+
+def _backend_targets(report: Report | None) -> list[dict[str, Any]]:
+    """Issue 14: best hrseg path per precision over plain ONNX Runtime fp32 (CPU), demo mIoU within 0.005."""
+    if report is None:
+        return []
+    rows = [
+        _target(
+            f"hrseg best {b['group']} path / plain ONNX Runtime fp32",
+            b["vs_baseline"],
+            b["target"],
+            f"{b['variant']} {b['input']}",
+            f"best = {b['best']}",
+        )
+        for b in report.extra.get("best", [])
+        if b.get("target") is not None
+    ]
+    for a in report.extra.get("accuracy", []):
+        if a.get("precision") != "fp32" and "within" in a:
+            where = f"{a['path']} {a['precision']}, demo val"
+            note = f"drop {a['drop']:+.4f}"
+            rows.append({"target": "mIoU within 0.005 of fp32", "where": where, "measured": a["within"]})
+            rows[-1].update(goal=True, met=a["within"], note=note)
     return rows
 
 
@@ -478,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import investigate
 
             reports["investigate"] = investigate.run(cfg)
+        if "backends" in only:
+            reports["backends"] = _run_backends(cfg)
         for rep in reports.values():
             json_path, _ = rep.write(cfg.out)
             log(f"wrote {json_path}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "ModelMeta",
+    "onnxruntime_providers",
+    "onnxruntime_runner",
+    "openvino_runner",
     "read_exported",
     "read_model_checkpoint",
     "read_state_dict",
@@ -270,11 +274,15 @@ def read_model_checkpoint(path: str | Path, trusted: bool = False) -> tuple[Mode
     return _read_lightning(_existing_file(p), trusted)
 
 
-def read_exported(path: str | Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+def read_exported(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
     """Open an ``hrseg export`` graph: a ``(N, C, H, W) -> logits`` callable, its metadata and its kind.
 
-    ``.onnx`` files run in an ONNX Runtime CPU session; ``.pt2`` files through ``torch.export.load``; OpenVINO
-    IR ``.xml`` (+ ``.bin``) files in OpenVINO on the CPU (fp32 inference precision).
+    ``.onnx`` files run in an ONNX Runtime session (:func:`onnxruntime_runner`: on a CUDA ``device`` through
+    the TensorRT / CUDA providers when installed); ``.pt2`` files through ``torch.export.load``; OpenVINO IR
+    ``.xml`` (+ ``.bin``) files in OpenVINO on the CPU (:func:`openvino_runner`, fp32 unless the export stored
+    a reduced inference precision).
 
     Raises:
         CheckpointNotFoundError: the path does not exist.
@@ -282,7 +290,7 @@ def read_exported(path: str | Path) -> tuple[Callable[[Tensor], Tensor], ModelMe
     """
     p = _existing_file(path)
     if p.suffix == ".onnx":
-        return _read_onnx(p)
+        return _read_onnx(p, torch.device(device))
     if p.suffix == ".pt2":
         return _read_pt2(p)
     if p.suffix == ".xml":
@@ -308,20 +316,87 @@ def _read_openvino(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, s
     hint = "f32"
     if model.has_rt_info(["hrseg_precision"]):
         hint = model.get_rt_info(["hrseg_precision"]).astype(str)
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
-    request = core.compile_model(model, "CPU", config).create_infer_request()
+    return openvino_runner(model, hint), meta, "openvino"
+
+
+def openvino_runner(
+    model: Any, precision_hint: str = "f32", threads: int | None = None
+) -> Callable[[Tensor], Tensor]:
+    """A ``(N, C, H, W) -> logits`` callable running an OpenVINO model (or IR path) compiled for the CPU.
+
+    Args:
+        model: an ``openvino.Model`` or the path of an IR ``.xml``.
+        precision_hint: OpenVINO's ``INFERENCE_PRECISION_HINT`` (``"f32"``, ``"bf16"``, ``"f16"``).
+        threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice).
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision_hint}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    source = core.read_model(str(model)) if isinstance(model, str | Path) else model
+    request = core.compile_model(source, "CPU", config).create_infer_request()
 
     def run(x: Tensor) -> Tensor:
         request.infer({0: x.detach().float().cpu().contiguous().numpy()})
         out = torch.from_numpy(request.get_output_tensor(0).data.copy())
         return out.to(x.device)
 
-    return run, meta, "openvino"
+    return run
 
 
-def _read_onnx(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
-    import onnx
+def onnxruntime_providers(device: str | torch.device = "cpu") -> list[Any]:
+    """ONNX Runtime execution providers for ``device``: TensorRT > CUDA > CPU on a CUDA device, CPU otherwise.
+
+    Only installed providers are listed (``onnxruntime-gpu`` has the CUDA one, TensorRT needs its own
+    libraries); on a CUDA device without them a warning says that the session runs on the CPU.
+    """
     import onnxruntime as ort
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return ["CPUExecutionProvider"]
+    available = set(ort.get_available_providers())
+    options = {"device_id": dev.index or 0}
+    gpu = [(p, options) for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    if not gpu:
+        warnings.warn(
+            "ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu); running on the CPU",
+            stacklevel=3,
+        )
+    return [*gpu, "CPUExecutionProvider"]
+
+
+def onnxruntime_runner(
+    path: str | Path, device: str | torch.device = "cpu", threads: int | None = None
+) -> Callable[[Tensor], Tensor]:
+    """A ``(N, C, H, W) -> logits`` callable running an ONNX file in ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file.
+        device: where inputs live; a CUDA device selects the GPU providers (:func:`onnxruntime_providers`),
+            and the logits come back on it.
+        threads: intra-op threads (default: ONNX Runtime's, one per physical core).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(str(path), opts, providers=onnxruntime_providers(device))
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Tensor:
+        out = session.run(None, {name: x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
+
+    return run
+
+
+def _read_onnx(path: Path, device: torch.device) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+    import onnx
 
     try:
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
@@ -330,16 +405,7 @@ def _read_onnx(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
     if CONFIG_METADATA_KEY not in props:
         raise CheckpointError(f"{path}: no '{CONFIG_METADATA_KEY}' metadata (not exported by hrseg export)")
     meta = _meta_from(json.loads(props[CONFIG_METADATA_KEY]), path)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(x: Tensor) -> Tensor:
-        out = session.run(None, {name: x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out).to(x.device)
-
-    return run, meta, "onnx"
+    return onnxruntime_runner(path, device), meta, "onnx"
 
 
 def _read_pt2(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
+from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta, onnxruntime_runner
 from hrseg.images import to_image_tensor
 from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.optimize import copy_capabilities, prepare_for_inference
@@ -269,15 +269,6 @@ def _export_onnx(
     onnx.save(model, str(out))
 
 
-def _run_onnx(path: Path, x: Tensor) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-
-
 def _write_bundle(model: nn.Module, meta: ModelMeta, out: Path) -> list[Path]:
     """Official-key fp32 weights (not BN-folded, so they also fine-tune and load with load_pretrained)."""
     from safetensors.torch import save_file
@@ -413,7 +404,7 @@ def export(
         if format == "onnx" and precision == "fp32":
             _export_onnx(wrapper, example, dims, out_path, meta, exporter, opset)
             export_seconds = time.perf_counter() - start
-            result = _run_onnx(out_path, check)
+            result = onnxruntime_runner(out_path)(check).numpy()
             extra["exporter"] = exporter
         elif format in ("onnx", OPENVINO_FORMAT):
             files = _export_runtime(

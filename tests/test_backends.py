@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -254,3 +255,67 @@ def test_benchmark_picks_the_best_path_per_precision_against_plain_ort() -> None
     best = {r["group"]: r for r in summarize(rows)}
     assert best["fp32"]["best"] == "openvino fp32" and best["fp32"]["met"]
     assert best["reduced"]["best"] == "openvino int8" and best["reduced"]["vs_baseline"] == 2.0
+
+
+def test_backends_benchmark_runs_in_the_suite_with_its_targets(tmp_path: Path) -> None:
+    """``benchmarks.run --only backends``: every path timed in one run, the issue-14 targets listed."""
+    import json
+
+    from benchmarks.run import main
+
+    assert main(["--quick", "--only", "backends", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "backends.json").read_text())
+    paths = {(r["path"], r["precision"]) for r in report["results"] if "s_per_img" in r}
+    assert {
+        ("plain_ort", "fp32"),
+        ("torch", "fp32"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+    } <= paths
+    assert not [r for r in report["results"] if "error" in r]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    names = {t["target"] for t in summary["targets"]}
+    assert {
+        "hrseg best fp32 path / plain ONNX Runtime fp32",
+        "hrseg best reduced path / plain ONNX Runtime fp32",
+    } <= names
+
+
+def test_onnx_files_use_the_gpu_providers_on_a_cuda_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """TensorRT > CUDA > CPU on a CUDA device (those installed; a warning when none is), else the CPU."""
+    import onnxruntime as ort
+
+    import hrseg
+    from hrseg import checkpoint
+    from hrseg.checkpoint import ModelMeta
+    from hrseg.export import export
+
+    assert checkpoint.onnxruntime_providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.warns(UserWarning, match="no CUDA provider"):
+        monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+        assert checkpoint.onnxruntime_providers("cuda") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert checkpoint.onnxruntime_providers("cuda:1") == [
+        ("CUDAExecutionProvider", {"device_id": 1}),
+        "CPUExecutionProvider",
+    ]
+    # an exported .onnx opened for a CUDA device asks for them (the session itself is faked: no GPU here)
+    seen: list[Any] = []
+
+    class FakeSession:
+        def __init__(self, path: str, opts: Any, providers: list[Any]) -> None:
+            seen.append(providers)
+
+        def get_inputs(self) -> list[Any]:
+            return [type("Input", (), {"name": "image"})()]
+
+    model = hrseg.build_model("hrnetv2_w18_small_v1", num_classes=3).eval()
+    path = tmp_path / "m.onnx"
+    assert export(model, format="onnx", out=path, meta=ModelMeta("hrnetv2_w18_small_v1", 3)).passed
+    monkeypatch.setattr(ort, "InferenceSession", FakeSession)
+    checkpoint.read_exported(path, device="cuda")
+    assert seen == [[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]]

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
+from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta, onnxruntime_runner, openvino_runner
 from hrseg.inference.optimize import copy_capabilities
 
 __all__ = [
@@ -192,28 +192,12 @@ def openvino_precisions(device: str = "CPU") -> list[str]:
 def _openvino_run(
     xml: str | Path, precision: str = "fp32", threads: int | None = None
 ) -> Callable[[Tensor], Tensor]:
-    import openvino as ov
-
-    core = ov.Core()
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision in _OV_HINT:
-        if precision != "fp32" and precision not in openvino_precisions():
-            raise ValueError(
-                f"this CPU does not run {precision} in OpenVINO (capabilities: {openvino_precisions()}); "
-                "use precision='int8' or 'fp32'"
-            )
-        config["INFERENCE_PRECISION_HINT"] = _OV_HINT[precision]
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
-    request = compiled.create_infer_request()
-
-    def run(x: Tensor) -> Tensor:
-        request.infer({0: x.detach().float().cpu().contiguous().numpy()})
-        out = np.array(request.get_output_tensor(0).data, copy=True)
-        return torch.from_numpy(out).to(x.device)
-
-    return run
+    if precision != "fp32" and precision in _OV_HINT and precision not in openvino_precisions():
+        raise ValueError(
+            f"this CPU does not run {precision} in OpenVINO (capabilities: {openvino_precisions()}); "
+            "use precision='int8' or 'fp32'"
+        )
+    return openvino_runner(xml, _OV_HINT.get(precision, "f32"), threads)
 
 
 def read_openvino(path: str | Path, precision: str = "fp32") -> tuple[Callable[[Tensor], Tensor], ModelMeta]:
@@ -234,41 +218,6 @@ def read_openvino(path: str | Path, precision: str = "fp32") -> tuple[Callable[[
 
 
 # --- ONNX Runtime ------------------------------------------------------------------------------------------
-
-
-def _onnxruntime_providers(device: torch.device) -> list[str]:
-    """TensorRT > CUDA > CPU on a CUDA device (those installed); the CPU provider otherwise."""
-    import onnxruntime as ort
-
-    if device.type != "cuda":
-        return ["CPUExecutionProvider"]
-    available = set(ort.get_available_providers())
-    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
-    providers = [p for p in wanted if p in available]
-    if not providers:
-        warnings.warn(
-            "ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu); running on the CPU",
-            stacklevel=3,
-        )
-    return [*providers, "CPUExecutionProvider"]
-
-
-def _onnxruntime_run(path: str | Path, device: torch.device) -> Callable[[Tensor], Tensor]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = torch.get_num_threads()
-    providers = _onnxruntime_providers(device)
-    session = ort.InferenceSession(str(path), opts, providers=providers)
-    name = session.get_inputs()[0].name
-
-    def run(x: Tensor) -> Tensor:
-        out = session.run(None, {name: x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out).to(x.device)
-
-    return run
 
 
 # --- export cache ------------------------------------------------------------------------------------------
@@ -523,7 +472,8 @@ def build_backend(
         if precision in ("bf16", "fp16"):
             raise ValueError(f"precision={precision!r}: use backend='openvino' (ONNX Runtime: fp32 or int8)")
         path = export_cached(cpu_model, meta, "onnx", precision, cache_dir, calib_images)
-        return BackendModel(_onnxruntime_run(path, dev), model, name, precision, path)
+        run = onnxruntime_runner(path, dev, torch.get_num_threads())
+        return BackendModel(run, model, name, precision, path)
     path = export_cached(cpu_model, meta, "openvino", precision, cache_dir, calib_images)
     run = _openvino_run(path, precision, torch.get_num_threads())
     return BackendModel(run, model, name, precision, path)

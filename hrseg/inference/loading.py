@@ -51,7 +51,9 @@ def build_from_meta(meta: ModelMeta, device: str = "cpu") -> nn.Module:
         return build_model(meta.model, num_classes=meta.num_classes, **meta.build_options())
 
 
-def load_checkpoint(path: str | Path, trusted: bool = False) -> tuple[nn.Module, ModelMeta]:
+def load_checkpoint(
+    path: str | Path, trusted: bool = False, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelMeta]:
     """Rebuild the eval-mode network and its metadata from any checkpoint hrseg writes.
 
     Args:
@@ -60,6 +62,8 @@ def load_checkpoint(path: str | Path, trusted: bool = False) -> tuple[nn.Module,
             ``.pt2`` (run through ONNX Runtime / the exported program; already BN-folded), or an OpenVINO IR
             ``.xml`` (``hrseg export --format openvino``; run by OpenVINO).
         trusted: allow pickled Python objects in a ``.ckpt`` (only for files you trust).
+        device: where the inputs will live; an ``.onnx`` file then runs on ONNX Runtime's CUDA / TensorRT
+            providers for a CUDA device (other checkpoints are returned on the CPU: move them yourself).
 
     Returns:
         The network (eval mode) and its :class:`~hrseg.checkpoint.ModelMeta`.
@@ -70,7 +74,7 @@ def load_checkpoint(path: str | Path, trusted: bool = False) -> tuple[nn.Module,
     """
     p = Path(path).expanduser()
     if p.suffix in (".onnx", ".pt2", ".xml"):
-        run, meta, kind = read_exported(p)
+        run, meta, kind = read_exported(p, device)
         return ExportedModel(run, meta, kind), meta
     meta, state = read_model_checkpoint(p, trusted=trusted)
     model = build_from_meta(meta)

@@ -32,8 +32,8 @@ class Segmenter:
         compile: additionally ``torch.compile`` the model (the same as ``backend="compile"``).
         backend: ``"torch"`` (the fast path), ``"compile"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``
             (:mod:`hrseg.inference.backends`: non-torch backends export once into a cache folder).
-        precision: ``"fp32"``, ``"bf16"`` / ``"fp16"`` (OpenVINO where the CPU runs it, or CUDA autocast) or
-            ``"int8"`` (static quantization; ONNX Runtime / OpenVINO).
+        precision: ``"fp32"``, ``"bf16"`` / ``"fp16"`` (OpenVINO where the CPU runs it, or on CUDA the torch
+            fast path cast to it) or ``"int8"`` (static quantization; ONNX Runtime / OpenVINO).
         cache_dir: the export cache (default ``$HRSEG_CACHE`` or ``~/.cache/hrseg``).
         calib_images: int8 calibration images, used when the int8 export is not cached yet (default:
             generated street scenes).
@@ -115,7 +115,7 @@ class Segmenter:
 
         ``kwargs`` go to the constructor (device, mode, window, stride, scales, flip, ...).
         """
-        model, meta = load_checkpoint(path, trusted=trusted)
+        model, meta = load_checkpoint(path, trusted=trusted, device=kwargs.get("device", "cpu"))
         return cls(model, meta, **kwargs)
 
     @classmethod
