@@ -37,6 +37,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "ModelMeta",
+    "import_openvino",
     "onnxruntime_providers",
     "onnxruntime_runner",
     "openvino_runner",
@@ -301,7 +302,7 @@ def read_exported(
 def _read_openvino(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
     """An ``hrseg export --format openvino`` IR (.xml + .bin), its metadata in the IR's rt_info."""
     try:
-        import openvino as ov
+        ov = import_openvino()
     except ImportError as err:
         raise CheckpointError(f"{path}: OpenVINO IR needs openvino (pip install 'hrseg[deploy]')") from err
     core = ov.Core()
@@ -319,6 +320,27 @@ def _read_openvino(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, s
     return openvino_runner(model, hint), meta, "openvino"
 
 
+def import_openvino() -> Any:
+    """``import openvino`` without its usage telemetry; hrseg imports OpenVINO only through this.
+
+    Importing OpenVINO loads its model converter, which sends a usage event to Google Analytics from a forked
+    process on every import unless the user opted out (``opt_in_out --opt_out``) or ``CI=true``. hrseg makes
+    no network call the user did not ask for, so the first import runs with ``openvino_telemetry`` hidden:
+    OpenVINO then uses its own no-op telemetry stub for the rest of the process. Nothing on disk changes.
+    """
+    import sys
+
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError -> stub
+        try:
+            import openvino  # noqa: F401  (the first import, with the telemetry hidden)
+        finally:
+            del sys.modules["openvino_telemetry"]
+    import openvino as ov
+
+    return ov
+
+
 def openvino_runner(
     model: Any, precision_hint: str = "f32", threads: int | None = None
 ) -> Callable[[Tensor], Tensor]:
@@ -329,8 +351,7 @@ def openvino_runner(
         precision_hint: OpenVINO's ``INFERENCE_PRECISION_HINT`` (``"f32"``, ``"bf16"``, ``"f16"``).
         threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice).
     """
-    import openvino as ov
-
+    ov = import_openvino()
     core = ov.Core()
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision_hint}
     if threads:

@@ -319,3 +319,25 @@ def test_onnx_files_use_the_gpu_providers_on_a_cuda_device(
     monkeypatch.setattr(ort, "InferenceSession", FakeSession)
     checkpoint.read_exported(path, device="cuda")
     assert seen == [[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]]
+
+
+@openvino_missing
+def test_openvino_runs_without_network_calls_or_forks(tmp_path: Path) -> None:
+    """``import openvino`` sends usage telemetry from a forked process; hrseg imports it with that off."""
+    code = f"""
+import sys
+events = []
+sys.addaudithook(lambda e, a: events.append(e) if e in ("os.fork", "socket.connect", "socket.getaddrinfo",
+                                                          "urllib.Request") else None)
+import torch, hrseg
+from hrseg.checkpoint import ModelMeta
+from hrseg.inference.backends import build_backend
+model = hrseg.build_model("hrnetv2_w18_small_v1", num_classes=3).eval()
+net = build_backend(model, ModelMeta("hrnetv2_w18_small_v1", 3), "openvino", cache_dir={str(tmp_path)!r})
+net(torch.randn(1, 3, 32, 48))
+assert "openvino" in sys.modules
+print("EVENTS", sorted(set(events)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "EVENTS []" in out.stdout, out.stdout

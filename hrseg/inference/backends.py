@@ -46,7 +46,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta, onnxruntime_runner, openvino_runner
+from hrseg.checkpoint import (
+    CONFIG_METADATA_KEY,
+    ModelMeta,
+    import_openvino,
+    onnxruntime_runner,
+    openvino_runner,
+)
 from hrseg.inference.optimize import copy_capabilities
 
 __all__ = [
@@ -160,9 +166,10 @@ def save_openvino(source: Any, meta: ModelMeta, out: str | Path, precision_hint:
     (``compress_to_fp16=False``); the inference precision is chosen when the model is compiled:
     ``precision_hint`` (``"bf16"`` / ``"f16"``) is stored under ``hrseg_precision`` and used by the reader.
     """
-    import openvino as ov
+    ov = import_openvino()
 
-    ov_model = source if isinstance(source, ov.Model) else ov.convert_model(str(source))
+    # the runtime's ONNX reader (what ov.convert_model runs for an ONNX file, minus the converter's telemetry)
+    ov_model = source if isinstance(source, ov.Model) else ov.Core().read_model(str(source))
     ov_model.set_rt_info(meta.to_json(), [CONFIG_METADATA_KEY])
     if precision_hint:
         ov_model.set_rt_info(precision_hint, ["hrseg_precision"])
@@ -176,7 +183,7 @@ def save_openvino(source: Any, meta: ModelMeta, out: str | Path, precision_hint:
 
 def openvino_precisions(device: str = "CPU") -> list[str]:
     """The precisions OpenVINO runs natively on ``device`` here (fp32, int8 and bf16 / fp16)."""
-    import openvino as ov
+    ov = import_openvino()
 
     caps = {str(c).upper() for c in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")}
     found = ["fp32"]
