@@ -257,30 +257,6 @@ def test_benchmark_picks_the_best_path_per_precision_against_plain_ort() -> None
     assert best["reduced"]["best"] == "openvino int8" and best["reduced"]["vs_baseline"] == 2.0
 
 
-def test_backends_benchmark_runs_in_the_suite_with_its_targets(tmp_path: Path) -> None:
-    """``benchmarks.run --only backends``: every path timed in one run, the issue-14 targets listed."""
-    import json
-
-    from benchmarks.run import main
-
-    assert main(["--quick", "--only", "backends", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "backends.json").read_text())
-    paths = {(r["path"], r["precision"]) for r in report["results"] if "s_per_img" in r}
-    assert {
-        ("plain_ort", "fp32"),
-        ("torch", "fp32"),
-        ("onnxruntime", "fp32"),
-        ("onnxruntime", "int8"),
-    } <= paths
-    assert not [r for r in report["results"] if "error" in r]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    names = {t["target"] for t in summary["targets"]}
-    assert {
-        "hrseg best fp32 path / plain ONNX Runtime fp32",
-        "hrseg best reduced path / plain ONNX Runtime fp32",
-    } <= names
-
-
 def test_onnx_files_use_the_gpu_providers_on_a_cuda_device(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

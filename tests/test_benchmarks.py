@@ -170,3 +170,27 @@ def test_cuda_config_needs_no_gpu_to_build(tmp_path: Path) -> None:
 
 def test_unknown_benchmark_is_rejected(tmp_path: Path) -> None:
     assert bench_run.main(["--quick", "--only", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_backends_benchmark_runs_in_the_suite_with_its_targets(tmp_path: Path) -> None:
+    """``benchmarks.run --only backends``: every path timed in one run, the issue-14 targets listed.
+
+    In its own process like every suite run here: run in an xdist worker after the OpenVINO tests, this test
+    took the worker down twice (2026-11-27; cause not found, see the Makefile).
+    """
+    _run_suite(["--quick", "--only", "backends", "--out", str(tmp_path)])
+    report = _load(tmp_path, "backends")
+    paths = {(r["path"], r["precision"]) for r in report["results"] if "s_per_img" in r}
+    assert {
+        ("plain_ort", "fp32"),
+        ("torch", "fp32"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+    } <= paths
+    assert not [r for r in report["results"] if "error" in r]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    names = {t["target"] for t in summary["targets"]}
+    assert {
+        "hrseg best fp32 path / plain ONNX Runtime fp32",
+        "hrseg best reduced path / plain ONNX Runtime fp32",
+    } <= names

@@ -111,3 +111,18 @@ def test_inference_and_colours_import_without_training_dependencies(statement: s
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "", f"{statement} imported {out.stdout.strip()}"
+
+
+def test_openvino_is_imported_only_through_import_openvino() -> None:
+    """A bare ``import openvino`` elsewhere would send OpenVINO's usage telemetry (see import_openvino)."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "openvino" or n.startswith("openvino.") for n in names):
+                offenders.append(f"{_module_name(path)}:{node.lineno}")
+    assert offenders and all(o.startswith("hrseg.checkpoint:") for o in offenders), offenders
