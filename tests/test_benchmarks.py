@@ -175,8 +175,7 @@ def test_unknown_benchmark_is_rejected(tmp_path: Path) -> None:
 def test_backends_benchmark_runs_in_the_suite_with_its_targets(tmp_path: Path) -> None:
     """``benchmarks.run --only backends``: every path timed in one run, the issue-14 targets listed.
 
-    In its own process like every suite run here: run in an xdist worker after the OpenVINO tests, this test
-    took the worker down twice (2026-11-27; cause not found, see the Makefile).
+    In its own process like every suite run here (the suite sets threads and forks loader workers).
     """
     _run_suite(["--quick", "--only", "backends", "--out", str(tmp_path)])
     report = _load(tmp_path, "backends")
