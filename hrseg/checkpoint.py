@@ -102,6 +102,21 @@ class ModelMeta:
         options.setdefault("align_corners", self.align_corners)
         return options
 
+    def normalization(
+        self, channels: int | None = None, device: str | torch.device = "cpu"
+    ) -> tuple[Tensor, Tensor]:
+        """``(mean, std)`` as ``(1, C, 1, 1)`` float32 tensors for [0, 1] images: ``x_in = (x - mean) / std``.
+
+        Configs may give them in 0..255 units (any mean above 1); they are rescaled. ``channels`` keeps the
+        first C values (default: all).
+        """
+        c = len(self.mean) if channels is None else channels
+        mean = torch.tensor(self.mean[:c], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std[:c], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        if float(mean.max()) > 1.0:
+            mean, std = mean / 255.0, std / 255.0
+        return mean, std
+
     def to_json(self) -> str:
         """Stable, human-readable JSON."""
         return json.dumps(asdict(self), indent=2, sort_keys=True)

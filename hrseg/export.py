@@ -159,10 +159,7 @@ def _check_image(meta: ModelMeta, shape: tuple[int, int, int, int], path: str | 
             img = torch.where(box.unsqueeze(0), color.expand(3, h, w), img)
         img = (img + 0.03 * torch.randn(3, h, w, generator=gen)).clamp(0, 1)
         x = torch.stack([img] * b)[:, :c]
-    mean = torch.tensor(meta.mean[:c]).view(1, c, 1, 1)
-    std = torch.tensor(meta.std[:c]).view(1, c, 1, 1)
-    if float(mean.max()) > 1.0:
-        mean, std = mean / 255.0, std / 255.0
+    mean, std = meta.normalization(c)
     return ((x - mean) / std).contiguous()
 
 

@@ -120,18 +120,9 @@ def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] |
     path = Path(spec).expanduser()
     if path.is_dir() or any(ch in spec for ch in "*?[") or path.suffix.lower() in IMAGE_EXTENSIONS:
         return [str(f) for f in list_images(spec, recursive=True)[:num]], None
-    import importlib
+    from hrseg.commands.data import datamodule_from_config
 
-    import yaml
-
-    from hrseg.commands.lightning import resolve_config
-
-    config = yaml.safe_load(Path(resolve_config(spec)).read_text())
-    data = config.get("data") or {}
-    if "class_path" not in data:
-        raise ValueError(f"{spec}: no data.class_path in the config")
-    module, _, name = data["class_path"].rpartition(".")
-    dm = getattr(importlib.import_module(module), name)(**(data.get("init_args") or {}))
+    dm = datamodule_from_config(spec)
     if hasattr(dm, "scenes"):  # DemoDataModule: the generated images and masks themselves
         images, masks = dm.scenes(split)
         return list(images[:num]), list(masks[:num])

@@ -301,10 +301,7 @@ def _calibration_batches(images: Iterable[Any] | None, meta: ModelMeta) -> list[
         rng = np.random.default_rng(0)
         images = [generate_scene(rng, (128, 256))[0] for _ in range(8)]
     c = len(meta.mean)
-    mean = torch.tensor(meta.mean, dtype=torch.float32).view(1, c, 1, 1)
-    std = torch.tensor(meta.std, dtype=torch.float32).view(1, c, 1, 1)
-    if float(mean.max()) > 1.0:
-        mean, std = mean / 255.0, std / 255.0
+    mean, std = meta.normalization()
     out = []
     for img in images:
         if isinstance(img, Tensor) and img.ndim == 3 and img.dtype == torch.float32 and img.min() < 0:
@@ -525,13 +522,6 @@ class AccuracyReport:
         return {**asdict(self), "drop": self.drop}
 
 
-def _miou(confmat: np.ndarray) -> float:
-    inter = np.diag(confmat).astype(np.float64)
-    union = confmat.sum(0) + confmat.sum(1) - np.diag(confmat)
-    present = union > 0
-    return float((inter[present] / union[present]).mean()) if present.any() else 1.0
-
-
 def accuracy_report(
     reference: Callable[[Any], Any],
     candidate: Callable[[Any], Any],
@@ -576,11 +566,18 @@ def accuracy_report(
     return AccuracyReport(
         images=len(pairs),
         pixels=total,
-        miou_reference=_miou(cm_ref),
-        miou=_miou(cm_got),
+        miou_reference=_miou_present(cm_ref),
+        miou=_miou_present(cm_got),
         agreement=agree / max(1, total),
         against="ground truth" if mask_list is not None else "fp32 label maps",
     )
+
+
+def _miou_present(confmat: np.ndarray) -> float:
+    """The mean IoU over the classes present (cityscapesScripts' average), from :mod:`hrseg.metrics`."""
+    from hrseg.metrics import confusion_matrix_scores  # lazily: torchmetrics only when measuring
+
+    return float(confusion_matrix_scores(torch.from_numpy(confmat))["mIoU_present"])
 
 
 def _to_numpy(x: Any) -> Any:

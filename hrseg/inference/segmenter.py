@@ -100,11 +100,7 @@ class Segmenter:
                     calib_images=calib_images,
                     fast=fast,
                 )
-        c = self.in_channels if len(meta.mean) >= self.in_channels else len(meta.mean)
-        self._mean = torch.tensor(meta.mean[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._std = torch.tensor(meta.std[:c], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        if float(self._mean.max()) > 1.0:  # 0..255 units in some configs
-            self._mean, self._std = self._mean / 255.0, self._std / 255.0
+        self._mean, self._std = meta.normalization(min(self.in_channels, len(meta.mean)), self.device)
         self._time_first_call = compile
 
     @classmethod
