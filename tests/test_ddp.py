@@ -171,3 +171,22 @@ def test_two_nodes_on_loopback_train_and_evaluate_like_two_local_processes(ddp_f
     for key, value in local_ckpt["state_dict"].items():
         assert torch.equal(node_ckpt["state_dict"][key], value), key
     _assert_same(_metrics(version / "metrics.csv", "val"), _metrics(ddp_fit / "metrics.csv", "val"), "val")
+
+
+def test_finished_run_destroys_its_process_group(tmp_path, monkeypatch):
+    """A DDP run that ends well tears its process group down before the process exits.
+
+    Left alive, Gloo's threads can abort the exiting interpreter ("terminate called without an active
+    exception", exit -6) after a run that succeeded; that crashed one of the two-node processes in CI.
+    """
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    args = ["validate", *SMALL, "--data.init_args.num_val=2", "--trainer.devices=1"]
+    args += ["--trainer.strategy=ddp", *_root_args(tmp_path)]
+    threads = torch.get_num_threads()
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.distributed.is_available()
+    assert not torch.distributed.is_initialized()

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import (
@@ -306,10 +307,26 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
         for sub in ("fit", "validate", "test", "predict"):
             parser_kwargs[sub] = {"parser_mode": "omegaconf"}
     try:
-        return _make_cli(args, parser_kwargs, run)
+        cli = _make_cli(args, parser_kwargs, run)
     except SIGTERMException as exc:
         # Lightning stops at the end of the step after SIGTERM; `LastCheckpoint` saved last.ckpt
         raise SystemExit(SIGTERM_EXIT_CODE) from exc
+    if run:
+        _destroy_process_group()
+    return cli
+
+
+def _destroy_process_group() -> None:
+    """Tear down the DDP process group of a run that finished, while the interpreter is still whole.
+
+    Lightning leaves the group initialised after ``fit`` / ``validate`` / ``test`` / ``predict``. A process
+    that exits with it still alive can abort in interpreter finalisation ("terminate called without an active
+    exception", exit -6) when Gloo's worker threads release their last tensors, so a run that finished well
+    would report a crash. Only called after success: after an error the other ranks may be mid-collective and
+    a collective teardown could hang them.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _make_cli(args: list[str], parser_kwargs: dict[str, Any], run: bool) -> HRSegCLI:
