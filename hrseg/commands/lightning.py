@@ -310,6 +310,7 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
         cli = _make_cli(args, parser_kwargs, run)
     except SIGTERMException as exc:
         # Lightning stops at the end of the step after SIGTERM; `LastCheckpoint` saved last.ckpt
+        _destroy_process_group()  # every rank stops at the same step (Lightning shares the signal)
         raise SystemExit(SIGTERM_EXIT_CODE) from exc
     if run:
         _destroy_process_group()
@@ -322,8 +323,8 @@ def _destroy_process_group() -> None:
     Lightning leaves the group initialised after ``fit`` / ``validate`` / ``test`` / ``predict``. A process
     that exits with it still alive can abort in interpreter finalisation ("terminate called without an active
     exception", exit -6) when Gloo's worker threads release their last tensors, so a run that finished well
-    would report a crash. Only called after success: after an error the other ranks may be mid-collective and
-    a collective teardown could hang them.
+    would report a crash (or a SIGTERM stop would exit -6 instead of 143). Not called after an error: the
+    other ranks may then be mid-collective, and a teardown could hang them.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
