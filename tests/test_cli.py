@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hrseg.commands import main
-from hrseg.commands.lightning import CONFIG_DIR, list_configs, resolve_config
+from hrseg.commands.configs import CONFIG_DIR, list_configs, resolve_config
 from hrseg.task import poly_warmup_factor
 
 # Tiny demo data: every CLI test overrides the shipped demo config with these.

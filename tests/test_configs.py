@@ -10,7 +10,8 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from hrseg.commands import main
-from hrseg.commands.lightning import CONFIG_DIR, list_configs, run_lightning_cli
+from hrseg.commands.configs import CONFIG_DIR, list_configs
+from hrseg.commands.lightning import run_lightning_cli
 
 CONFIGS = list_configs()
 EXPECTED = {

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hrseg.commands.configs import resolve_config
 from hrseg.data.checks import CheckReport, DatasetError, Problem
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -137,24 +138,11 @@ def _resolve_class(path: str) -> type:
         raise DatasetError(f"data class {path!r} not found") from None
 
 
-def _find_config(value: str) -> Path:
-    """An existing path, else a config shipped in the package (``demo``, ``cityscapes/hrnetv2_w48``)."""
-    path = Path(value).expanduser()
-    if path.exists():
-        return path
-    shipped = Path(__file__).resolve().parent.parent / "configs"
-    name = value.removeprefix("./").removeprefix("configs/").removeprefix("hrseg/configs/")
-    for candidate in (shipped / name, shipped / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    return path
-
-
 def datamodule_from_config(config: str | Path) -> Any:
     """Instantiate the DataModule of a LightningCLI-style YAML config (its ``data:`` section)."""
     from omegaconf import OmegaConf
 
-    path = _find_config(str(config))
+    path = Path(resolve_config(str(config))).expanduser()
     if not path.is_file():
         raise DatasetError(f"{path}: config file not found")
     try:

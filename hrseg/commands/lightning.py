@@ -59,22 +59,16 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hrseg.callbacks import AtomicCheckpointIO, LastCheckpoint
+from hrseg.commands.configs import resolve_config
 from hrseg.data.base import SegmentationDataModule
 from hrseg.task import SegmentationTask
 
 __all__ = [
-    "CONFIG_DIR",
     "SIGTERM_EXIT_CODE",
     "HRSegCLI",
     "find_last_checkpoint",
-    "list_configs",
-    "resolve_config",
     "run_lightning_cli",
 ]
-
-
-#: Shipped configs (the repository's top-level ``configs`` is a symlink to this folder).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: DataModule attributes linked into the task's hyper-parameters.
 LINKED_METADATA = ("num_classes", "ignore_index", "class_names", "palette", "mean", "std")
@@ -84,27 +78,6 @@ DEFAULT_SEED = 42
 #: exit status of a fit stopped by SIGTERM after saving ``last.ckpt`` (128 + 15, as a shell reports it):
 #: not 0, so schedulers and job controllers that restart failed jobs restart it.
 SIGTERM_EXIT_CODE = 143
-
-
-def list_configs() -> list[str]:
-    """Names of the shipped configs, e.g. ``demo``, ``cityscapes/hrnetv2_w48``."""
-    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
-
-
-def resolve_config(value: str) -> str:
-    """Map a config argument to a file: an existing path wins, else a shipped config name.
-
-    ``demo``, ``demo.yaml``, ``cityscapes/hrnetv2_w48`` and ``configs/demo.yaml`` (from any working
-    directory) all resolve to files under :data:`CONFIG_DIR`. Unknown names are returned unchanged so the
-    parser reports the missing file itself.
-    """
-    if Path(value).expanduser().exists():
-        return value
-    name = value.removeprefix("./").removeprefix("configs/").removeprefix("hrseg/configs/")
-    for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
-        if candidate.is_file():
-            return str(candidate)
-    return value
 
 
 def _resolve_config_args(argv: Sequence[str]) -> list[str]:
