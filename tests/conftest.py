@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +75,8 @@ TINY_FIT_ARGS = [
 ]
 
 
-def make_tiny_checkpoint(root: Path) -> Path:
-    """Train the demo config for two steps under ``root``; return its ``last.ckpt``."""
+def make_tiny_checkpoint(root: Path, *extra: str) -> Path:
+    """Train the demo config for two steps under ``root`` (plus ``extra`` options); return ``last.ckpt``."""
     from hrseg.commands import main
 
     root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +92,7 @@ def make_tiny_checkpoint(root: Path) -> Path:
             "--trainer.logger.save_dir",
             str(root),
             *TINY_FIT_ARGS,
+            *extra,
         ]
     )
     found = sorted(root.rglob("last.ckpt"))
@@ -121,6 +122,12 @@ def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shared_tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder shared by all xdist workers of this run, for expensive artefacts built once (use a lock)."""
     return shared_tmp(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_fit() -> Callable[..., Path]:
+    """:func:`make_tiny_checkpoint` for test modules (``from conftest import`` may find tests/data's)."""
+    return make_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

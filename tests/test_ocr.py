@@ -6,6 +6,7 @@ The facts checked here are those of docs/reference/ocr.md (the official ``seg_hr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -351,34 +352,9 @@ def test_head_lr_multiplier_covers_the_ocr_modules() -> None:
 
 
 @pytest.fixture(scope="module")
-def ocr_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ocr_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_fit: Callable[..., Path]) -> Path:
     """A Lightning checkpoint of the OCR demo model after two CLI training steps."""
-    from hrseg.commands import main
-
-    tiny = ["--trainer.max_steps=2", "--trainer.max_epochs=1", "--trainer.num_sanity_val_steps=0"]
-    tiny += ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    tiny += ["--model.log_images=0", "--data.init_args.num_train=4", "--data.init_args.num_val=2"]
-    tiny += ["--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2"]
-    tiny += ["--data.init_args.image_size=[64, 96]"]
-
-    root = tmp_path_factory.mktemp("ocr_ckpt")
-    main(
-        [
-            "fit",
-            "--config",
-            "demo",
-            "--model.model",
-            TINY,
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.logger",
-            "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.logger.save_dir",
-            str(root),
-            *tiny,
-        ]
-    )
-    return sorted(root.rglob("last.ckpt"))[-1]
+    return tiny_fit(tmp_path_factory.mktemp("ocr_ckpt"), "--model.model", TINY)
 
 
 def test_short_demo_fit_improves_the_loss(tmp_path: Path) -> None:
