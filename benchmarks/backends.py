@@ -52,6 +52,8 @@ from benchmarks.common import (
     log,
     machine_info,
     markdown_table,
+    parse_size,
+    parse_sizes,
     setup_torch,
     synchronizer,
     time_callable,
@@ -75,12 +77,11 @@ def _cuda_ort_providers() -> list[str]:
     return [p for p in wanted if p in ort.get_available_providers()]
 
 
-#: ``--paths``: the (backend, precision) pairs to run, ``backend:precision`` comma separated; empty = all
-_SELECTED: set[str] = set()
+def _paths(device: str, selected: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(backend, precision) pairs hrseg can run on ``device`` here; only the ``selected`` ones when given.
 
-
-def _paths(device: str) -> list[tuple[str, str]]:
-    """(backend, precision) pairs hrseg can run on ``device`` here (those of ``--paths`` when given)."""
+    ``selected``: ``--paths``, ``"backend:precision"`` items (empty: all).
+    """
     from hrseg.inference.backends import available_backends, openvino_precisions
 
     have = available_backends()
@@ -95,7 +96,7 @@ def _paths(device: str) -> list[tuple[str, str]]:
         if "openvino" in have:
             pairs += [("openvino", "fp32"), ("openvino", "int8")]
             pairs += [("openvino", p) for p in ("bf16", "fp16") if p in openvino_precisions()]
-    return [pair for pair in pairs if not _SELECTED or ":".join(pair) in _SELECTED]
+    return [pair for pair in pairs if not selected or ":".join(pair) in selected]
 
 
 def _timed(fn: Any, device: str, iters: int, cap_s: float) -> float:
@@ -132,7 +133,13 @@ def _baseline(model: torch.nn.Module, onnx_file: Any, x: torch.Tensor, device: s
 
 
 def speed(
-    variant: str, size: tuple[int, int], iters: int, cap_s: float, cache: Path, device: str = "cpu"
+    variant: str,
+    size: tuple[int, int],
+    iters: int,
+    cap_s: float,
+    cache: Path,
+    device: str = "cpu",
+    paths: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Seconds per image of the baseline and each hrseg path for one variant and size."""
     import hrseg
@@ -154,7 +161,7 @@ def speed(
     rows: list[dict[str, Any]] = [{**common, "path": base_name, "precision": "fp32", "s_per_img": base}]
     rows[-1]["vs_baseline"] = 1.0
     log(f"{variant} {size}: {base_name} {base:.4f} s")
-    for backend, precision in _paths(device):
+    for backend, precision in _paths(device, paths):
         row: dict[str, Any] = {**common, "path": backend, "precision": precision}
         try:
             t0 = time.perf_counter()
@@ -183,7 +190,9 @@ def _newest_demo_checkpoint() -> Path | None:
     return (best or found or [None])[-1]
 
 
-def demo_accuracy(ckpt: Path, cache: Path, num_val: int, device: str = "cpu") -> list[dict[str, Any]]:
+def demo_accuracy(
+    ckpt: Path, cache: Path, num_val: int, device: str = "cpu", paths: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """mIoU on the demo validation split per backend and precision, against torch fp32 on ``device``."""
     from hrseg.data import DemoDataModule
     from hrseg.inference import Segmenter
@@ -192,7 +201,7 @@ def demo_accuracy(ckpt: Path, cache: Path, num_val: int, device: str = "cpu") ->
     images, masks = DemoDataModule(num_val=num_val, image_size=(80, 160)).scenes("val")
     reference = Segmenter.from_checkpoint(ckpt, device=device)
     rows = []
-    for backend, precision in _paths(device):
+    for backend, precision in _paths(device, paths):
         row: dict[str, Any] = {"path": backend, "precision": precision}
         try:
             seg = Segmenter.from_checkpoint(
@@ -330,11 +339,6 @@ def summarize(rows: list[dict[str, Any]], device: str = "cpu") -> list[dict[str,
     return out
 
 
-def _size(text: str) -> tuple[int, int]:
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
-
-
 @dataclass
 class BackendsConfig:
     """What one run measures: ``python -m benchmarks.backends`` options (``benchmarks.run`` fills it)."""
@@ -357,8 +361,6 @@ class BackendsConfig:
 
 def run(cfg: BackendsConfig) -> Report:
     """Speed per variant / size / path, demo accuracy per path and the predict-folder check, as one report."""
-    _SELECTED.clear()
-    _SELECTED.update(cfg.paths)
     device = cfg.device
     threads = setup_torch(cfg.threads, device)
     machine = machine_info(device, threads)
@@ -366,11 +368,11 @@ def run(cfg: BackendsConfig) -> Report:
     rows: list[dict[str, Any]] = []
     for size in cfg.sizes:
         for variant in cfg.variants:
-            rows += speed(variant, size, cfg.iters, cfg.cap_s, cfg.cache, device)
+            rows += speed(variant, size, cfg.iters, cfg.cap_s, cfg.cache, device, cfg.paths)
     accuracy: list[dict[str, Any]] = []
     ckpt = cfg.demo_ckpt or _newest_demo_checkpoint()
     if cfg.accuracy and ckpt is not None:
-        accuracy = demo_accuracy(ckpt, cfg.cache, cfg.num_val, device)
+        accuracy = demo_accuracy(ckpt, cfg.cache, cfg.num_val, device, cfg.paths)
     folder: list[dict[str, Any]] = []
     if cfg.predict_folder and ckpt is not None:
         folder = predict_folder_check(ckpt, cfg.predict_folder, cfg.predict_size, cfg.out)
@@ -460,10 +462,6 @@ def run(cfg: BackendsConfig) -> Report:
     )
 
 
-def _sizes(text: str) -> tuple[tuple[int, int], ...]:
-    return tuple(_size(v) for v in text.split(",") if v.strip())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the backends benchmark, write backends.json / backends.md into ``--out``; returns 0."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.split("\n")[0])
@@ -491,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         out=out,
         cache=Path(args.cache) if args.cache else out / "backend-cache",
         variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),  # "": accuracy only
-        sizes=_sizes(args.sizes),
+        sizes=parse_sizes(args.sizes),
         device=args.device,
         paths=tuple(v.strip() for v in args.paths.split(",") if v.strip()),
         iters=args.iters,
@@ -501,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         num_val=args.num_val,
         accuracy=not args.no_accuracy,
         predict_folder=args.predict_folder,
-        predict_size=_size(args.predict_size),
+        predict_size=parse_size(args.predict_size),
     )
     _, md_path = run(cfg).write(out)
     print(md_path.read_text())

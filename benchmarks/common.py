@@ -522,6 +522,17 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> ``(512, 1024)`` (height x width, as every ``--sizes`` option spells it)."""
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w)
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"512x1024,1024x2048"`` -> ``((512, 1024), (1024, 2048))``; empty items are skipped."""
+    return tuple(parse_size(v) for v in text.split(",") if v.strip())
+
+
 def log(message: str) -> None:
     """Progress line on stderr (stdout of workers carries the result)."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

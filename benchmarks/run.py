@@ -31,6 +31,7 @@ from benchmarks.common import (
     machine_info,
     markdown_table,
     num_cores,
+    parse_sizes,
     setup_torch,
 )
 from benchmarks.forward import FAST_PATHS
@@ -142,11 +143,6 @@ class SuiteConfig:
         self.investigate_size = (64, 128)
 
 
-def _size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (all optional: the default is the full suite on this machine's CPU)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
@@ -233,7 +229,7 @@ def build_config(args: argparse.Namespace, cache: Path) -> SuiteConfig:
     if args.variants:
         cfg.variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     if args.sizes:
-        cfg.sizes = tuple(_size(s) for s in args.sizes.split(",") if s.strip())
+        cfg.sizes = parse_sizes(args.sizes)
     if args.paths:
         cfg.paths = tuple(s.strip() for s in args.paths.split(",") if s.strip())
         cfg.skip_big = ()
