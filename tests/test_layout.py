@@ -45,16 +45,22 @@ def _library_modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py" and p.parent != PACKAGE.parent)
 
 
-def _hrseg_imports(path: Path) -> set[str]:
-    found: set[str] = set()
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every module an import statement of ``path`` names, with its line (also inside functions)."""
+    found: list[tuple[str, int]] = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("hrseg")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hrseg"):
-            found.add(node.module)
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append((node.module, node.lineno))
             # ``from hrseg import task`` imports a module, not just the package
-            found |= {f"{node.module}.{a.name}" for a in node.names if node.module == "hrseg"}
+            if node.module == "hrseg":
+                found += [(f"hrseg.{a.name}", node.lineno) for a in node.names]
     return found
+
+
+def _hrseg_imports(path: Path) -> set[str]:
+    return {module for module, _ in _imports(path) if module.startswith("hrseg")}
 
 
 def test_every_module_has_a_layer() -> None:
@@ -115,14 +121,10 @@ def test_inference_and_colours_import_without_training_dependencies(statement: s
 
 def test_openvino_is_imported_only_through_import_openvino() -> None:
     """A bare ``import openvino`` elsewhere would send OpenVINO's usage telemetry (see import_openvino)."""
-    offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            if any(n == "openvino" or n.startswith("openvino.") for n in names):
-                offenders.append(f"{_module_name(path)}:{node.lineno}")
+    offenders = [
+        f"{_module_name(path)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for module, line in _imports(path)
+        if module == "openvino" or module.startswith("openvino.")
+    ]
     assert offenders and all(o.startswith("hrseg.checkpoint:") for o in offenders), offenders
