@@ -28,20 +28,20 @@ OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 def modes(h: int, w: int, scales: tuple[float, ...] = OFFICIAL_SCALES) -> dict[str, dict[str, Any]]:
-    """The compared protocols as ``infer`` keyword arguments."""
+    """The compared protocols as :class:`hrseg.EvalProtocol` fields."""
     full = (h, w)
     return {
         "whole": {"mode": "whole"},
         "flip": {"mode": "whole", "flip": True},
         "slide": {"mode": "slide", "window": (h, w // 2)},
-        "multiscale": {"mode": "multiscale", "scales": scales, "window": full},
-        "multiscale_flip": {"mode": "multiscale", "scales": scales, "window": full, "flip": True},
+        "multiscale": {"mode": "slide", "scales": scales, "window": full},
+        "multiscale_flip": {"mode": "slide", "scales": scales, "window": full, "flip": True},
     }
 
 
 def run(cfg: Any) -> Report:
     """Time each protocol (fast path model) and divide by the whole-image forward."""
-    from hrseg.inference import infer, prepare_for_inference
+    from hrseg.inference import EvalProtocol, infer, prepare_for_inference
 
     threads = setup_torch(cfg.threads, cfg.device)
     h, w = cfg.tta_size
@@ -59,8 +59,10 @@ def run(cfg: Any) -> Report:
             continue
         log(f"slide: {cfg.tta_variant} {h}x{w} {name}")
 
-        def fn(kwargs: dict[str, Any] = kwargs) -> None:
-            infer(model, x, batch_windows=cfg.tta_batch_windows, **kwargs)
+        protocol = EvalProtocol(**kwargs)
+
+        def fn(protocol: EvalProtocol = protocol) -> None:
+            infer(model, x, protocol, batch_windows=cfg.tta_batch_windows)
 
         timing = time_callable(
             fn, cfg.warmup, cfg.tta_iters, cfg.max_seconds * 2, sync, min_warmup_s=warmup_seconds(cfg.device)

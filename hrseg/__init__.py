@@ -19,6 +19,7 @@ _LAZY = {
     "list_models": "hrseg.models",
     "load_pretrained": "hrseg.models",
     "Segmenter": "hrseg.inference",
+    "EvalProtocol": "hrseg.eval_protocol",
     "SegmentationTask": "hrseg.task",
 }
 _SUBMODULES = (
@@ -37,6 +38,7 @@ _SUBMODULES = (
 )
 
 __all__ = [
+    "EvalProtocol",
     "SegmentationTask",
     "Segmenter",
     "__version__",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
         task,
         viz,
     )
+    from hrseg.eval_protocol import EvalProtocol
     from hrseg.inference import Segmenter
     from hrseg.models import build_model, list_models, load_pretrained
     from hrseg.task import SegmentationTask

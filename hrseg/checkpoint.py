@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette
+from hrseg.eval_protocol import EvalProtocol
 
 __all__ = [
     "CONFIG_METADATA_KEY",
@@ -75,6 +76,8 @@ class ModelMeta:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     align_corners: bool = False
     ignore_index: int = 255
+    #: how the model was validated; Segmenter / hrseg predict use it unless told otherwise
+    eval_protocol: EvalProtocol = field(default_factory=EvalProtocol)
     format_version: int = 1
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class ModelMeta:
             self.palette = [list(c) for c in default_palette(self.num_classes)]
         self.class_names = [str(n) for n in self.class_names]
         self.palette = [[int(c) for c in rgb] for rgb in self.palette]
+        self.eval_protocol = EvalProtocol.coerce(self.eval_protocol)
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
         if len(self.class_names) != self.num_classes:
@@ -117,9 +121,15 @@ class ModelMeta:
             mean, std = mean / 255.0, std / 255.0
         return mean, std
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (the protocol as its dict form)."""
+        data = asdict(self)
+        data["eval_protocol"] = self.eval_protocol.to_dict()
+        return data
+
     def to_json(self) -> str:
         """Stable, human-readable JSON."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
@@ -131,6 +141,8 @@ class ModelMeta:
         if not isinstance(kwargs["model"], str):
             raise ValueError(f"'model' must be a model name (str), got {type(kwargs['model']).__name__}")
         kwargs["model_options"] = dict(kwargs.get("model_options") or {})
+        # training hyper-parameters of older checkpoints hold the protocol as flat eval_* keys
+        kwargs["eval_protocol"] = EvalProtocol.from_hparams(data)
         return cls(**kwargs)
 
 

@@ -47,7 +47,7 @@ class TrainingSummary:
     hparams: dict[str, Any] = field(default_factory=dict)
 
 
-_HPARAM_KEYS = ("loss", "class_weights", "optimizer", "lr", "weight_decay", "weights", "eval_mode")
+_HPARAM_KEYS = ("loss", "class_weights", "optimizer", "lr", "weight_decay", "weights", "eval_protocol")
 
 
 def _as_float(value: Any) -> float | None:

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette, denormalize
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.protocol import class_argmax, infer
 from hrseg.loggers import log_image
 from hrseg.losses import CrossEntropy, LossSpec, build_loss, resolve_class_weights
@@ -107,12 +108,10 @@ class SegmentationTask(L.LightningModule):
             ``segmentation_head``, HRNet-OCR's ``aux_head``, ``conv3x3_ocr``, ``ocr_*``, ``cls_head``).
         warmup_iters: linear warmup steps before the poly decay (0: none, as in the official recipe).
         poly_power: exponent of the per-iteration poly decay over ``trainer.estimated_stepping_batches``.
-        eval_mode: ``"whole"`` image, sliding window ``"slide"``, or ``"multiscale"`` (uses
-            :func:`hrseg.inference.infer`).
-        eval_window: sliding-window size (H, W) for ``slide`` / large images in ``multiscale``.
-        eval_stride: sliding-window stride (H, W); None = 2/3 of the window.
-        eval_scales: scales for ``multiscale``.
-        eval_flip: average with the horizontally flipped input.
+        eval_protocol: how validation, test and predict run the network
+            (:class:`~hrseg.eval_protocol.EvalProtocol`: ``mode`` whole / slide, ``window``, ``stride``,
+            ``scales``, ``flip``; :func:`hrseg.inference.infer`). Stored in the checkpoint, so
+            ``Segmenter`` and ``hrseg predict`` use it too unless told otherwise.
         log_images: image / ground truth / prediction panels logged per validation epoch (0 disables), to
             every logger through its own image call (TensorBoard ``add_image``, a PNG in a CSV run folder,
             W&B ``log_image``, MLflow ``log_image``; :mod:`hrseg.loggers`), like the test plots.
@@ -150,11 +149,7 @@ class SegmentationTask(L.LightningModule):
         head_lr_mult: float = 1.0,
         warmup_iters: int = 0,
         poly_power: float = 0.9,
-        eval_mode: Literal["whole", "slide", "multiscale"] = "whole",
-        eval_window: tuple[int, int] | None = None,
-        eval_stride: tuple[int, int] | None = None,
-        eval_scales: list[float] | None = None,
-        eval_flip: bool = False,
+        eval_protocol: EvalProtocol | None = None,
         log_images: int = 4,
         channels_last: bool | None = None,
         nonfinite_patience: int = 5,
@@ -167,11 +162,13 @@ class SegmentationTask(L.LightningModule):
             raise ValueError(f"{len(palette)} palette colours for num_classes={num_classes}")
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
-        if eval_mode not in ("whole", "slide", "multiscale"):
-            raise ValueError(f"eval_mode must be 'whole', 'slide' or 'multiscale', got {eval_mode!r}")
         if nonfinite_patience < 1:
             raise ValueError(f"nonfinite_patience must be >= 1, got {nonfinite_patience}")
-        self.save_hyperparameters()
+        # a checkpoint stores plain data (weights_only loading refuses dataclasses): the protocol as a dict;
+        # a dict also comes back here from load_from_checkpoint
+        self.eval_protocol = EvalProtocol.coerce(eval_protocol)
+        self.save_hyperparameters(ignore=["eval_protocol"])
+        self.hparams["eval_protocol"] = self.eval_protocol.to_dict()
         self._pretrained_done = False
         self._channels_last = False
         self._panels: list[tuple[Tensor, Tensor, Tensor, str]] = []
@@ -297,37 +294,25 @@ class SegmentationTask(L.LightningModule):
         """Raw network logits (HRNetV2: 1/4 resolution; multi-output models in training: a list)."""
         return self.model(image)
 
-    def _single_pass(self) -> bool:
-        """Whether evaluation is one whole-image forward (no windows, scales or flip to average)."""
-        hp = self.hparams
-        scales = list(hp.eval_scales) if hp.eval_scales is not None else [1.0]
-        return hp.eval_mode == "whole" and not hp.eval_flip and scales == [1.0]
-
     def evaluate_logits(self, image: Tensor, size: Sequence[int] | None = None) -> Tensor:
         """Evaluation logits at ``size`` (default: the input size) with the configured protocol.
 
-        The path of validation, test and predict: :func:`hrseg.inference.infer` with ``eval_mode``,
-        ``eval_window``, ``eval_stride``, ``eval_scales`` and ``eval_flip`` (the same function and options as
-        ``hrseg predict``), or a plain forward when that is one whole-image pass.
+        The path of validation, test and predict: :func:`hrseg.inference.infer` with ``eval_protocol`` (the
+        same function and protocol as ``Segmenter`` and ``hrseg predict``), or a plain forward when that is
+        one whole-image pass.
         """
         hp = self.hparams
         out_size = tuple(size) if size is not None else tuple(image.shape[-2:])
-        if self._single_pass():
+        if self.eval_protocol.single_pass:
             return upsample_logits(self.model(image), out_size, hp.align_corners)
-        kwargs: dict[str, Any] = {
-            "mode": hp.eval_mode,
-            "flip": hp.eval_flip,
-            "align_corners": hp.align_corners,
-            "num_classes": hp.num_classes,
-            "size_divisor": int(getattr(self.model, "size_divisor", 1)),
-        }
-        if hp.eval_window is not None:
-            kwargs["window"] = tuple(hp.eval_window)
-        if hp.eval_stride is not None:
-            kwargs["stride"] = tuple(hp.eval_stride)
-        if hp.eval_scales is not None:
-            kwargs["scales"] = list(hp.eval_scales)
-        logits = infer(self.model, image, **kwargs)
+        logits = infer(
+            self.model,
+            image,
+            self.eval_protocol,
+            align_corners=hp.align_corners,
+            num_classes=hp.num_classes,
+            size_divisor=int(getattr(self.model, "size_divisor", 1)),
+        )
         return upsample_logits(logits, out_size, hp.align_corners)
 
     # ------------------------------------------------------------------ steps

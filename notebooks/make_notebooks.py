@@ -262,13 +262,13 @@ averaged. Memory is bounded by the window size times the window batch, whatever 
         """image, truth = generate_scene(2024, size=LARGE_SIZE)
 
 settings = {
-    "whole": dict(mode="whole"),
-    "sliding window": dict(mode="slide", window=WINDOW),
-    "slide + multi-scale + flip": dict(mode="multiscale", window=WINDOW, scales=SCALES, flip=True),
+    "whole": hrseg.EvalProtocol("whole"),
+    "sliding window": hrseg.EvalProtocol("slide", window=WINDOW),
+    "slide + multi-scale + flip": hrseg.EvalProtocol("slide", window=WINDOW, scales=SCALES, flip=True),
 }
 results = {}
-for name, kwargs in settings.items():
-    s = hrseg.Segmenter(seg.model, seg.meta, fast=False, **kwargs)  # seg.model is already prepared
+for name, protocol in settings.items():
+    s = hrseg.Segmenter(seg.model, seg.meta, protocol=protocol, fast=False)  # seg.model is already prepared
     start = time.perf_counter()
     mask = s.predict(image)
     results[name] = (mask, time.perf_counter() - start)
@@ -369,7 +369,8 @@ with torch.inference_mode():
 print("eval: logits", tuple(logits.shape))
 
 ocr_meta = ModelMeta(model="hrnetv2_w18_small_v1_ocr", num_classes=19)
-ocr_seg = hrseg.Segmenter(ocr_model, ocr_meta, mode="slide", window=WINDOW)  # fast path: OCR BNs folded too
+# fast path: OCR BNs folded too
+ocr_seg = hrseg.Segmenter(ocr_model, ocr_meta, protocol=hrseg.EvalProtocol("slide", window=WINDOW))
 ocr_mask = ocr_seg.predict(image)
 print(f"Segmenter, sliding window: {ocr_mask.shape} {ocr_mask.dtype}, max label {int(ocr_mask.max())}")
 assert ocr_mask.shape == image.shape[:2]""",

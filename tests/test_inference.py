@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference import (
     class_argmax,
     fold_batchnorm,
@@ -121,31 +122,35 @@ def test_whole_equals_plain_forward_exactly(hrnet: nn.Module) -> None:
     assert torch.equal(infer(hrnet, x), _plain(hrnet, x))
 
 
-@pytest.mark.parametrize("mode", ["slide", "multiscale"])
+@pytest.mark.parametrize("mode", ["slide", "whole"])
 def test_window_larger_than_image_equals_whole_exactly(hrnet: nn.Module, mode: str) -> None:
     x = torch.randn(1, 3, 61, 87)
-    out = infer(hrnet, x, mode=mode, window=(64, 96), scales=(1.0,), flip=False)  # type: ignore[arg-type]
+    out = infer(hrnet, x, EvalProtocol(mode=mode, window=(64, 96), scales=(1.0,), flip=False))  # type: ignore[arg-type]
     assert torch.equal(out, _plain(hrnet, x))
 
 
 def test_multiscale_with_scale_one_equals_whole_exactly(hrnet: nn.Module) -> None:
     x = torch.randn(1, 3, 50, 70)
-    assert torch.equal(infer(hrnet, x, mode="multiscale", scales=[1.0]), infer(hrnet, x, mode="whole"))
+    assert torch.equal(
+        infer(hrnet, x, EvalProtocol(mode="whole", scales=[1.0])), infer(hrnet, x, EvalProtocol(mode="whole"))
+    )
 
 
 def test_flip_tta_of_flip_equivariant_model_is_exact(hrnet: nn.Module) -> None:
     model = FlipSymmetric(hrnet).eval()
     x = torch.randn(1, 3, 45, 77)
     base = infer(model, x)
-    assert torch.equal(infer(model, x, flip=True), base)
-    slid = infer(model, x, mode="slide", window=(32, 48), stride=(20, 30))
-    assert torch.equal(infer(model, x, mode="slide", window=(32, 48), stride=(20, 30), flip=True), slid)
+    assert torch.equal(infer(model, x, EvalProtocol(flip=True)), base)
+    slid = infer(model, x, EvalProtocol(mode="slide", window=(32, 48), stride=(20, 30)))
+    assert torch.equal(
+        infer(model, x, EvalProtocol(mode="slide", window=(32, 48), stride=(20, 30), flip=True)), slid
+    )
 
 
 def test_flip_tta_averages_the_mirrored_pass(hrnet: nn.Module) -> None:
     x = torch.randn(1, 3, 40, 56)
     expected = (_plain(hrnet, x) + _plain(hrnet, x.flip(-1)).flip(-1)) / 2
-    torch.testing.assert_close(infer(hrnet, x, flip=True), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(infer(hrnet, x, EvalProtocol(flip=True)), expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("pad", [False, True])
@@ -153,14 +158,20 @@ def test_overlapping_windows_are_averaged(pad: bool) -> None:
     model = PerPixel().eval()
     x = torch.randn(2, 3, 53, 71)
     whole = infer(model, x)
-    out = infer(model, x, mode="slide", window=(24, 40), stride=(10, 13), batch_windows=3, pad_to_window=pad)
+    out = infer(
+        model,
+        x,
+        EvalProtocol(mode="slide", window=(24, 40), stride=(10, 13)),
+        batch_windows=3,
+        pad_to_window=pad,
+    )
     torch.testing.assert_close(out, whole, rtol=0, atol=1e-5)
 
 
 def test_image_smaller_than_window_is_padded_on_request() -> None:
     rec = Recorder(PerPixel()).eval()
     x = torch.randn(1, 3, 20, 90)
-    out = infer(rec, x, mode="slide", window=(32, 32), stride=(16, 16), pad_to_window=True)
+    out = infer(rec, x, EvalProtocol(mode="slide", window=(32, 32), stride=(16, 16)), pad_to_window=True)
     assert all(s[-2:] == (32, 32) for s in rec.shapes)
     torch.testing.assert_close(out, infer(PerPixel().eval(), x), rtol=0, atol=1e-5)
 
@@ -168,23 +179,26 @@ def test_image_smaller_than_window_is_padded_on_request() -> None:
 def test_memory_is_bounded_by_window_and_batch() -> None:
     rec = Recorder(PerPixel()).eval()
     x = torch.randn(1, 3, 200, 300)
-    infer(rec, x, mode="slide", window=(64, 64), stride=(48, 48), batch_windows=4)
+    infer(rec, x, EvalProtocol(mode="slide", window=(64, 64), stride=(48, 48)), batch_windows=4)
     assert len(rec.shapes) > 1
     assert all(s[0] <= 4 and s[2] <= 64 and s[3] <= 64 for s in rec.shapes)
 
 
 def test_batching_windows_does_not_change_the_result(hrnet: nn.Module) -> None:
     x = torch.randn(1, 3, 70, 90)
-    kw = {"mode": "slide", "window": (48, 48), "stride": (32, 32)}
-    one = infer(hrnet, x, batch_windows=1, **kw)  # type: ignore[arg-type]
-    many = infer(hrnet, x, batch_windows=8, **kw)  # type: ignore[arg-type]
+    protocol = EvalProtocol(mode="slide", window=(48, 48), stride=(32, 32))
+    one = infer(hrnet, x, protocol, batch_windows=1)
+    many = infer(hrnet, x, protocol, batch_windows=8)
     torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-4)
 
 
 def test_multiscale_flip_slide_shapes_and_probabilities(hrnet: nn.Module) -> None:
     x = torch.randn(2, 3, 57, 83)
     out = infer(
-        hrnet, x, mode="multiscale", window=(48, 64), scales=(0.5, 1.0, 1.5), flip=True, output="probs"
+        hrnet,
+        x,
+        EvalProtocol(mode="slide", window=(48, 64), scales=(0.5, 1.0, 1.5), flip=True),
+        output="probs",
     )
     assert out.shape == (2, 5, 57, 83)
     torch.testing.assert_close(out.sum(dim=1), torch.ones(2, 57, 83), rtol=0, atol=1e-5)
@@ -195,16 +209,16 @@ def test_multiscale_is_the_mean_of_resized_scale_outputs(hrnet: nn.Module) -> No
     half = F.interpolate(x, size=(24, 32), mode="bilinear", align_corners=False)
     expected = (_plain(hrnet, x) + upsample_logits(hrnet(half).detach(), (48, 64), False)) / 2
     torch.testing.assert_close(
-        infer(hrnet, x, mode="multiscale", scales=(1.0, 0.5)), expected, rtol=0, atol=1e-5
+        infer(hrnet, x, EvalProtocol(mode="whole", scales=(1.0, 0.5))), expected, rtol=0, atol=1e-5
     )
 
 
 def test_bad_settings_fail_early(hrnet: nn.Module) -> None:
     x = torch.randn(1, 3, 40, 40)
     with pytest.raises(ValueError, match="window"):
-        infer(hrnet, x, mode="slide")
+        infer(hrnet, x, EvalProtocol(mode="slide"))
     with pytest.raises(ValueError, match="scales"):
-        infer(hrnet, x, scales=())
+        infer(hrnet, x, EvalProtocol(scales=()))
     with pytest.raises(ValueError, match="num_classes"):
         infer(hrnet, x, num_classes=19)
     with pytest.raises(ValueError, match="B, C, H, W"):
@@ -276,9 +290,9 @@ def test_fold_batchnorm_needs_eval_mode(hrnet: nn.Module) -> None:
 def test_size_divisor_pads_network_inputs_and_crops_back() -> None:
     rec = Recorder(PerPixel()).eval()
     x = torch.randn(1, 3, 45, 70)
-    out = infer(rec, x, size_divisor=32, flip=True)
+    out = infer(rec, x, EvalProtocol(flip=True), size_divisor=32)
     assert all(s[2] % 32 == 0 and s[3] % 32 == 0 for s in rec.shapes)
     torch.testing.assert_close(out, infer(PerPixel().eval(), x), rtol=0, atol=1e-5)
     rec.shapes.clear()
-    infer(rec, x, mode="slide", window=(40, 40), size_divisor=32)
+    infer(rec, x, EvalProtocol(mode="slide", window=(40, 40)), size_divisor=32)
     assert rec.shapes and all(s[2] % 32 == 0 and s[3] % 32 == 0 for s in rec.shapes)

@@ -19,7 +19,14 @@ PACKAGE = Path(hrseg.__file__).resolve().parent
 
 #: Lowest first; a module may import its own layer and the ones below.
 LAYERS: list[tuple[str, ...]] = [
-    ("hrseg.colors", "hrseg.images", "hrseg.checkpoint", "hrseg.hub", "hrseg.modelcard"),
+    (
+        "hrseg.colors",
+        "hrseg.images",
+        "hrseg.eval_protocol",
+        "hrseg.checkpoint",
+        "hrseg.hub",
+        "hrseg.modelcard",
+    ),
     ("hrseg.models", "hrseg.losses", "hrseg.metrics", "hrseg.viz"),
     ("hrseg.data", "hrseg.inference", "hrseg.export", "hrseg.evaluation"),
     ("hrseg.task", "hrseg.callbacks", "hrseg.loggers"),

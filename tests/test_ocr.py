@@ -17,6 +17,7 @@ from test_models import EXACT as EXACT_PLAIN  # HRNetV2 counts, the base of the 
 from torch import Tensor, nn
 
 from hrseg.checkpoint import ModelMeta
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.losses import CrossEntropy, OhemCrossEntropy, resolve_class_weights
 from hrseg.models import HRNetOCR, HRNetV2, build_model, list_models, load_pretrained
 from hrseg.models.hrnet import HRNET_SPECS
@@ -420,8 +421,8 @@ def test_inference_protocol_and_segmenter_use_the_main_output(ocr_checkpoint: Pa
     torch.testing.assert_close(
         whole, F.interpolate(main, size=(70, 110), mode="bilinear", align_corners=meta.align_corners)
     )
-    tta = infer(model, x, mode="multiscale", window=(48, 64), scales=(0.75, 1.0, 1.25), flip=True)
-    slide = infer(model, x, mode="slide", window=(48, 64), stride=(32, 40), batch_windows=3)
+    tta = infer(model, x, EvalProtocol(mode="slide", window=(48, 64), scales=(0.75, 1.0, 1.25), flip=True))
+    slide = infer(model, x, EvalProtocol(mode="slide", window=(48, 64), stride=(32, 40)), batch_windows=3)
     assert tta.shape == slide.shape == (1, 19, 70, 110)
     rgb, _ = generate_scene(5, size=(53, 77))
     fast, plain = (
@@ -430,7 +431,9 @@ def test_inference_protocol_and_segmenter_use_the_main_output(ocr_checkpoint: Pa
     )
     fast_probs = fast.predict(rgb, return_probs=True)[1]
     np.testing.assert_allclose(fast_probs, plain.predict(rgb, return_probs=True)[1], atol=1e-4)
-    seg = Segmenter.from_checkpoint(ocr_checkpoint, mode="slide", window=(32, 48), flip=True)
+    seg = Segmenter.from_checkpoint(
+        ocr_checkpoint, protocol=EvalProtocol(mode="slide", window=(32, 48), flip=True)
+    )
     assert seg.predict(rgb).shape == (53, 77)
 
 

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from hrseg.data import generate_scene
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference import ModelMeta, Segmenter, build_from_meta, load_checkpoint, to_image_tensor
 
 NUM_CLASSES = 19
@@ -108,10 +109,12 @@ def test_fast_path_matches_plain_model(tiny_checkpoint: Path, scene: np.ndarray)
 def test_sliding_window_and_tta_options(tiny_checkpoint: Path, scene: np.ndarray) -> None:
     big = np.tile(scene, (2, 3, 1))  # 106 x 231
     seg = Segmenter.from_checkpoint(
-        tiny_checkpoint, mode="multiscale", window=(64, 96), scales=(0.75, 1.0), flip=True, batch_windows=2
+        tiny_checkpoint,
+        protocol=EvalProtocol(mode="slide", window=(64, 96), scales=(0.75, 1.0), flip=True),
+        batch_windows=2,
     )
     _check_mask(seg.predict(big), big.shape[:2])
-    whole = Segmenter.from_checkpoint(tiny_checkpoint, mode="slide", window=(512, 512))
+    whole = Segmenter.from_checkpoint(tiny_checkpoint, protocol=EvalProtocol(mode="slide", window=(512, 512)))
     ref = Segmenter.from_checkpoint(tiny_checkpoint)
     np.testing.assert_array_equal(whole.predict(big), ref.predict(big))  # window >= image: whole forward
 

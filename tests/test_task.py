@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from hrseg.data import DemoDataModule
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.task import SegmentationTask, poly_warmup_factor
 
 SMALL = {"num_train": 4, "num_val": 2, "image_size": (48, 96), "batch_size": 2, "eval_batch_size": 2}
@@ -126,7 +127,7 @@ def test_predict_step_returns_label_maps():
 
 
 def test_flip_eval_goes_through_inference_module():
-    task = _task(eval_flip=True).eval()
+    task = _task(eval_protocol=EvalProtocol(flip=True)).eval()
     image = torch.randn(1, 3, 32, 64)
     with torch.no_grad():
         flipped = task.evaluate_logits(image)
@@ -140,14 +141,17 @@ def test_flip_eval_goes_through_inference_module():
 
 
 def test_eval_scales_in_whole_mode_are_honoured_as_in_predict():
-    """``eval_mode: whole`` with scales and no flip averages the scales, exactly like ``hrseg predict``."""
+    """``eval_protocol`` mode whole with scales and no flip averages the scales, like ``hrseg predict``."""
     from hrseg.checkpoint import ModelMeta
     from hrseg.inference import Segmenter
 
-    task = _task(eval_scales=[0.5, 1.0]).eval()
+    task = _task(eval_protocol=EvalProtocol(scales=(0.5, 1.0))).eval()
     image = torch.rand(1, 3, 40, 72)
     seg = Segmenter(
-        task.model, ModelMeta("hrnetv2_w18_small_v1", 19), mode="whole", scales=(0.5, 1.0), fast=False
+        task.model,
+        ModelMeta("hrnetv2_w18_small_v1", 19),
+        protocol=EvalProtocol(mode="whole", scales=(0.5, 1.0)),
+        fast=False,
     )
     with torch.no_grad():
         multi = task.evaluate_logits(seg.normalize(image))

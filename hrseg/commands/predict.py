@@ -11,7 +11,9 @@ One command, one syntax, two engines:
   overrides); :class:`hrseg.callbacks.PredictionWriter` writes the same files, batch by batch, and no
   prediction is kept in memory (``return_predictions`` is off).
 
-The protocol options (``--mode``, ``--window``, ``--stride``, ``--scales``, ``--flip``) mean the same in both.
+The protocol options (``--mode``, ``--window``, ``--stride``, ``--scales``, ``--flip``) mean the same in both;
+each one given changes that field of the protocol the model was validated with (stored in the checkpoint, or
+the config's ``model.eval_protocol`` with ``--config``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hrseg.checkpoint import CheckpointError
 
@@ -59,16 +62,45 @@ def _parser() -> argparse.ArgumentParser:
         help="output folder (with --config: default <trainer.default_root_dir>/predictions)",
     )
     p.add_argument("--config", "-c", default=None, help="a LightningCLI config (file or shipped name)")
-    group = p.add_argument_group("inference protocol (default: whole image, one scale, no flip)")
+    rel = p.add_argument_group(
+        "released weights (a bare state dict / official .pth / .safetensors / hub weights as --ckpt)"
+    )
+    rel.add_argument(
+        "--model",
+        default=None,
+        help="the architecture of the weights, e.g. hrnetv2_w48_ocr (hrseg.list_models())",
+    )
+    rel.add_argument(
+        "--classes",
+        default=None,
+        help="the label set of its head: cityscapes (default with --model) or voc",
+    )
+    rel.add_argument(
+        "--align-corners",
+        action="store_true",
+        help="bilinear resizes with align_corners=True (the official HRNet-OCR branch's *_torch11.pth)",
+    )
+    group = p.add_argument_group(
+        "evaluation protocol (default: the one stored with the model; each option given overrides its field)"
+    )
     group.add_argument(
-        "--mode", default=None, choices=["whole", "slide", "multiscale"], help="inference mode"
+        "--mode",
+        default=None,
+        choices=["whole", "slide", "multiscale"],
+        help="whole: one forward per image; slide: sliding windows over images larger than --window "
+        "(multiscale: the former name of slide/whole, kept for a release)",
     )
     group.add_argument("--window", type=int, nargs=2, default=None, metavar=("H", "W"), help="sliding window")
     group.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"), help="window stride")
     group.add_argument(
         "--scales", type=float, nargs="+", default=None, help="test scales, e.g. 0.75 1.0 1.25"
     )
-    group.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    group.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the horizontally flipped image (--no-flip: do not)",
+    )
     out = p.add_argument_group("outputs")
     out.add_argument(
         "--format",
@@ -81,7 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     out.add_argument("--no-color", action="store_true", help="do not write <name>_color.png")
     out.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
-    p.add_argument("--device", default=None, help="torch device without --config (cpu, cuda, cuda:1, mps)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="torch device without --config: auto (default: CUDA when available, else MPS, else CPU), cpu, "
+        "cuda, cuda:1, mps",
+    )
     rt = p.add_argument_group("runtime (without --config; hrseg.inference.backends)")
     rt.add_argument(
         "--backend",
@@ -103,15 +140,55 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The protocol fields given on the command line (the rest stay as the model was validated)."""
+    overrides: dict[str, Any] = {}
+    if args.mode == "multiscale":
+        print(
+            "hrseg predict: note: --mode multiscale is now --mode slide (with --window) or whole; "
+            "scales apply in every mode",
+            file=sys.stderr,
+        )
+        args.mode = "slide" if args.window is not None else "whole"
+    for name in ("mode", "window", "stride", "scales", "flip"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    return overrides
+
+
 def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from hrseg.inference import predict_folder
+    from hrseg.inference import Segmenter, predict_folder
+    from hrseg.inference.device import describe_device
 
     if args.input is None or args.output is None:
         parser.error("--input and --output are required without --config")
     _check_format(args, parser)
+    runtime: dict[str, Any] = {
+        "device": args.device or "auto",
+        "protocol": _protocol_overrides(args),
+        "backend": args.backend,
+        "precision": args.precision,
+        "cache_dir": args.cache_dir,
+    }
     try:
+        if args.model is not None:
+            segmenter = Segmenter.from_weights(
+                args.ckpt,
+                args.model,
+                args.classes or "cityscapes",
+                align_corners=args.align_corners,
+                **runtime,
+            )
+        else:
+            segmenter = Segmenter.from_checkpoint(args.ckpt, **runtime)
+        print(
+            f"hrseg predict: {segmenter.meta.model} on {describe_device(segmenter.device)} "
+            f"({segmenter.backend}, {segmenter.precision}); protocol {segmenter.protocol.describe()}",
+            file=sys.stderr,
+        )
         summary = predict_folder(
-            args.ckpt,
+            segmenter,
             args.input,
             args.output,
             write_color=not args.no_color and args.format == "trainids",
@@ -119,15 +196,6 @@ def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             skip_existing=not args.overwrite,
             progress=not args.no_progress,
             format=args.format,
-            device=args.device or "cpu",
-            mode=args.mode or "whole",
-            window=args.window,
-            stride=args.stride,
-            scales=args.scales or [1.0],
-            flip=args.flip,
-            backend=args.backend,
-            precision=args.precision,
-            cache_dir=args.cache_dir,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"hrseg predict: {err}", file=sys.stderr)
@@ -144,6 +212,11 @@ def _check_format(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
     """The LightningCLI ``predict`` arguments equivalent to this command line."""
+    if args.model is not None or args.classes is not None or args.align_corners:
+        parser.error(
+            "--model / --classes / --align-corners describe released weights without --config; with a config "
+            "use --model.model, --model.weights and --data"
+        )
     if args.device is not None:
         parser.error("--device applies without --config; use --trainer.accelerator / --trainer.devices")
     if args.backend != "torch" or args.precision != "fp32" or args.cache_dir is not None:
@@ -151,14 +224,11 @@ def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse
     argv = ["predict", "--config", args.config, "--ckpt_path", args.ckpt, "--return_predictions=false"]
     if args.input is not None:
         argv += ["--data.predict_path", args.input]
-    if args.mode is not None:
-        argv.append(f"--model.eval_mode={args.mode}")
-    for name in ("window", "stride", "scales"):
-        value = getattr(args, name)
-        if value is not None:
-            argv.append(f"--model.eval_{name}=[{','.join(str(v) for v in value)}]")
-    if args.flip:
-        argv.append("--model.eval_flip=true")
+    for name, value in _protocol_overrides(args).items():
+        if isinstance(value, list):
+            argv.append(f"--model.eval_protocol.{name}=[{','.join(str(v) for v in value)}]")
+        else:
+            argv.append(f"--model.eval_protocol.{name}={str(value).lower() if name == 'flip' else value}")
     if args.no_progress:
         argv.append("--trainer.enable_progress_bar=false")
     _check_format(args, parser)
@@ -183,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [a for a in extra if a.startswith("-") and not a.startswith(LIGHTNING_PREFIXES)]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.model is None and (args.classes is not None or args.align_corners):
+        parser.error("--classes / --align-corners describe released weights: give --model too")
     if args.config is None:
         if extra:
             parser.error(f"{' '.join(extra)}: --trainer.* / --data.* / --model.* options need --config")

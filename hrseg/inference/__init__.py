@@ -19,17 +19,18 @@ from __future__ import annotations
 
 from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
 from hrseg.images import ImageInput, open_image, to_image_tensor
+from hrseg.inference.device import resolve_device
 from hrseg.inference.loading import ExportedModel, build_from_meta, load_checkpoint
 from hrseg.inference.optimize import fold_batchnorm, prepare_for_inference
-from hrseg.inference.protocol import Mode, Output, class_argmax, infer, sliding_window_starts
+from hrseg.inference.protocol import EvalProtocol, Output, class_argmax, infer, sliding_window_starts
 from hrseg.inference.segmenter import Segmenter
 from hrseg.inference.writer import PredictSummary, output_paths, predict_folder, write_prediction
 
 __all__ = [
     "CONFIG_METADATA_KEY",
+    "EvalProtocol",
     "ExportedModel",
     "ImageInput",
-    "Mode",
     "ModelMeta",
     "Output",
     "PredictSummary",
@@ -43,6 +44,7 @@ __all__ = [
     "output_paths",
     "predict_folder",
     "prepare_for_inference",
+    "resolve_device",
     "sliding_window_starts",
     "to_image_tensor",
     "write_prediction",

@@ -1,5 +1,6 @@
-"""The evaluation protocol: whole image, sliding window and multi-scale + flip, on any ``model(x) -> logits``.
+"""Running the evaluation protocol: whole image / sliding window, multi-scale + flip, on any ``model(x)``.
 
+The protocol itself is one value, :class:`hrseg.eval_protocol.EvalProtocol`; :func:`infer` runs it.
 It follows the official HRNet code (docs/reference/protocol.md): every scale's image is run whole or by a
 sliding window (windows batched, the last one aligned to the border, overlaps averaged through a count map),
 optionally also horizontally flipped, and the per-scale outputs are resized to the input size and accumulated
@@ -11,18 +12,18 @@ single pass returns the plain forward bit for bit. Validation/test (through the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.models import upsample_logits
 
-__all__ = ["Mode", "Output", "as_pair", "class_argmax", "infer", "sliding_window_starts"]
+__all__ = ["EvalProtocol", "Output", "class_argmax", "infer", "sliding_window_starts"]
 
-Mode = Literal["whole", "slide", "multiscale"]
 Output = Literal["logits", "probs"]
 
 
@@ -44,16 +45,6 @@ def class_argmax(scores: Tensor) -> Tensor:
         labels.masked_fill_(plane > best, c)
         torch.maximum(best, plane, out=best)
     return labels
-
-
-def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | None:
-    """``512 -> (512, 512)``; ``(h, w)`` unchanged; validates positivity so bad settings fail early."""
-    if value is None:
-        return None
-    pair = (int(value), int(value)) if isinstance(value, int | float) else tuple(int(v) for v in value)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
-    return pair[0], pair[1]
 
 
 def sliding_window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -165,11 +156,8 @@ def _slide(
 def infer(
     model: Callable[[Tensor], Tensor],
     image: Tensor,
-    mode: Mode = "whole",
-    window: int | Sequence[int] | None = None,
-    stride: int | Sequence[int] | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
+    protocol: EvalProtocol | None = None,
+    *,
     batch_windows: int = 4,
     num_classes: int | None = None,
     align_corners: bool | None = None,
@@ -177,19 +165,14 @@ def infer(
     pad_to_window: bool = False,
     size_divisor: int = 1,
 ) -> Tensor:
-    """Run a segmentation network on normalized images with the official evaluation protocol.
+    """Run a segmentation network on normalized images with an evaluation protocol.
 
     Args:
         model: callable ``(N, 3, h, w) -> (N, C, h', w')`` logits at any resolution (HRNetV2: 1/4); put it
             in eval mode first (this function never changes the module's mode).
         image: normalized ``(B, 3, H, W)`` float tensor.
-        mode: how each scale's image is processed: ``"whole"`` (one forward), ``"slide"`` (sliding window;
-            degenerates to a whole forward when the image fits the window) or ``"multiscale"`` (whole when the
-            scaled image fits ``window``, sliding window otherwise: the official rule; whole if no window).
-        window: ``(h, w)`` crop for sliding windows (required by ``"slide"``).
-        stride: ``(h, w)`` step between windows; default 2/3 of the window (official, non-Cityscapes).
-        scales: image scale factors; outputs are resized to ``(H, W)`` and averaged (official: 0.5 .. 1.75).
-        flip: also run the horizontally mirrored image and average it back in.
+        protocol: whole image or sliding window, scales, flip (:class:`~hrseg.eval_protocol.EvalProtocol`;
+            default: one whole-image pass).
         batch_windows: windows per forward (bounds memory: window x batch, independent of the image size).
         num_classes: expected output channels; checked to catch a head/metadata mismatch early.
         align_corners: for resizing logits; default ``model.align_corners`` (False when absent).
@@ -202,43 +185,34 @@ def infer(
         ``(B, C, H, W)`` averaged logits or probabilities. With one scale of 1.0, no flip and an image that
         fits the window, exactly the plain forward resized to the input size.
     """
+    proto = EvalProtocol() if protocol is None else protocol
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
-    if mode not in ("whole", "slide", "multiscale"):
-        raise ValueError(f"mode must be 'whole', 'slide' or 'multiscale', got {mode!r}")
     if output not in ("logits", "probs"):
         raise ValueError(f"output must be 'logits' or 'probs', got {output!r}")
-    win = as_pair(window, "window")
-    if mode == "slide" and win is None:
-        raise ValueError("mode='slide' needs window=(h, w)")
-    strd = as_pair(stride, "stride")
-    if win is not None and strd is None:
-        strd = (max(1, win[0] * 2 // 3), max(1, win[1] * 2 // 3))
-    if not scales or any(float(s) <= 0 for s in scales):
-        raise ValueError(f"scales must be a non-empty list of positive factors, got {scales!r}")
     if batch_windows < 1 or size_divisor < 1:
         raise ValueError(f"batch_windows and size_divisor must be >= 1, got {batch_windows}, {size_divisor}")
+    win, strd, flip = proto.window, proto.effective_stride(), proto.flip
     ac = bool(getattr(model, "align_corners", False)) if align_corners is None else align_corners
     h, w = image.shape[-2:]
     size = (int(h), int(w))
     total: Tensor | None = None
     with torch.inference_mode():
-        for scale in scales:
-            s = float(scale)
+        for s in proto.scales:
             x = image
             if s != 1.0:
                 scaled = (max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5)))
                 x = F.interpolate(image, size=scaled, mode="bilinear", align_corners=False)
             sh, sw = x.shape[-2:]
             fits = win is None or (sh <= win[0] and sw <= win[1])
-            if mode == "whole" or (fits and not pad_to_window):
+            if proto.mode == "whole" or (fits and not pad_to_window):
                 # One resize straight from the network's resolution to the input size (no double resampling).
                 out = _forward_with_mirror(model, x, size, ac, output, flip, size_divisor)
                 _check_channels(out, num_classes)
                 if flip:
                     out = out / 2
             else:
-                assert win is not None and strd is not None
+                assert win is not None and strd is not None  # EvalProtocol: "slide" has a window
                 out = _slide(
                     model,
                     x,
@@ -255,4 +229,4 @@ def infer(
                 out = upsample_logits(out, size, ac)
             total = out if total is None else total + out
     assert total is not None
-    return total if len(scales) == 1 else total / len(scales)
+    return total if len(proto.scales) == 1 else total / len(proto.scales)

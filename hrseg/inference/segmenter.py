@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,11 @@ from torch import Tensor, nn
 
 from hrseg.checkpoint import ModelMeta
 from hrseg.colors import colorize, overlay
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.images import ImageInput, to_image_tensor
+from hrseg.inference.device import resolve_device
 from hrseg.inference.loading import load_checkpoint
-from hrseg.inference.protocol import Mode, Output, as_pair, class_argmax, infer
+from hrseg.inference.protocol import Output, class_argmax, infer
 
 __all__ = ["Segmenter"]
 
@@ -26,8 +28,12 @@ class Segmenter:
     Args:
         model: the network (a plain ``nn.Module``; prepared for fast inference unless ``fast=False``).
         meta: architecture and class metadata (:class:`ModelMeta`).
-        device: where to run (``"cpu"``, ``"cuda"``, ...).
-        mode, window, stride, scales, flip, batch_windows: the :func:`infer` protocol.
+        device: where to run: ``"auto"`` (default: CUDA when available, else MPS where it works, else CPU),
+            ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... (:func:`hrseg.inference.device.resolve_device`).
+        protocol: the evaluation protocol (:class:`~hrseg.eval_protocol.EvalProtocol`); None: the one the
+            model was validated with (``meta.eval_protocol``); a mapping: that protocol with these fields
+            changed, e.g. ``{"flip": True}``.
+        batch_windows: sliding windows per forward (bounds memory; does not change the result).
         fast: fold BN and use channels_last (outputs equal the plain model to ~1e-5).
         compile: additionally ``torch.compile`` the model (the same as ``backend="compile"``).
         backend: ``"torch"`` (the fast path), ``"compile"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``
@@ -48,12 +54,8 @@ class Segmenter:
         self,
         model: nn.Module,
         meta: ModelMeta,
-        device: str | torch.device = "cpu",
-        mode: Mode = "whole",
-        window: int | Sequence[int] | None = None,
-        stride: int | Sequence[int] | None = None,
-        scales: Sequence[float] = (1.0,),
-        flip: bool = False,
+        device: str | torch.device = "auto",
+        protocol: EvalProtocol | Mapping[str, Any] | None = None,
         batch_windows: int = 4,
         fast: bool = True,
         compile: bool = False,
@@ -63,15 +65,14 @@ class Segmenter:
         calib_images: Iterable[Any] | None = None,
     ) -> None:
         self.meta = meta
-        self.device = torch.device(device)
-        self.mode: Mode = mode
-        self.window = as_pair(window, "window")
-        self.stride = as_pair(stride, "stride")
-        self.scales = tuple(float(s) for s in scales)
-        self.flip = flip
+        self.device = resolve_device(device)
+        if protocol is None or isinstance(protocol, EvalProtocol):
+            self.protocol = protocol or meta.eval_protocol
+        else:
+            self.protocol = meta.eval_protocol.replace(**protocol)
+        if batch_windows < 1:
+            raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
         self.batch_windows = batch_windows
-        if mode == "slide" and self.window is None:
-            raise ValueError("mode='slide' needs window=(h, w)")
         model = model.to(self.device).eval()
         self.in_channels = int(getattr(model, "in_channels", 3) or 3)
         # smp encoder-decoders need inputs divisible by their output stride; HRNetV2 takes any size.
@@ -109,10 +110,51 @@ class Segmenter:
 
         See :func:`load_checkpoint` for the accepted paths.
 
-        ``kwargs`` go to the constructor (device, mode, window, stride, scales, flip, ...).
+        ``kwargs`` go to the constructor (device, protocol, backend, precision, ...); without ``protocol``
+        the model predicts with the protocol stored in the file (the one it was validated with).
         """
-        model, meta = load_checkpoint(path, trusted=trusted, device=kwargs.get("device", "cpu"))
+        kwargs["device"] = resolve_device(kwargs.get("device", "auto"))
+        model, meta = load_checkpoint(path, trusted=trusted, device=kwargs["device"])
         return cls(model, meta, **kwargs)
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: str | Path,
+        model: str,
+        classes: str | Sequence[str] = "cityscapes",
+        align_corners: bool = False,
+        model_options: Mapping[str, Any] | None = None,
+        trusted: bool = False,
+        **kwargs: Any,
+    ) -> Segmenter:
+        """A model from released weights (official ``.pth``, state dict, safetensors, hub) and what they are.
+
+        Args:
+            weights: the file or hub reference, e.g. the official HRNet-OCR Cityscapes checkpoint
+                ``hrnet_ocr_cs_8162_torch11.pth`` or HRNetV2-W48's
+                ``hrnet_w48_cityscapes_cls19_1024x2048_trainset.pth``.
+            model: the architecture (``hrnetv2_w48_ocr``, ``hrnetv2_w48``, ...).
+            classes: the label set its head predicts: ``"cityscapes"``, ``"voc"`` or a list of names.
+            align_corners: True for the official HRNet-OCR branch's checkpoints (``*_torch11.pth``).
+            model_options: further ``build_model`` options.
+            trusted: allow pickled Python objects in the file (only for files you trust).
+            **kwargs: constructor options (device, protocol, backend, precision, ...).
+
+        Raises:
+            hrseg.checkpoint.CheckpointError: the weights do not fit, or leave the head uninitialised.
+        """
+        from hrseg.inference.released import model_from_weights, released_meta
+
+        protocol = kwargs.get("protocol")
+        meta = released_meta(
+            model,
+            classes,
+            align_corners=align_corners,
+            model_options=model_options,
+            eval_protocol=protocol if isinstance(protocol, EvalProtocol) else None,
+        )
+        return cls(model_from_weights(weights, meta, trusted=trusted), meta, **kwargs)
 
     @classmethod
     def from_pretrained(
@@ -127,7 +169,7 @@ class Segmenter:
         Args:
             name_or_path: a model folder, ``"org/name"`` or ``"hf-hub:org/name[@revision]"``.
             revision: pin a branch, tag or commit of a hub repository.
-            **kwargs: constructor options (device, mode, window, stride, scales, flip, ...).
+            **kwargs: constructor options (device, protocol, backend, precision, ...).
 
         Raises:
             hrseg.hub.HubNotFoundError: not cached and the hub is unreachable or off.
@@ -163,10 +205,6 @@ class Segmenter:
         """Class probabilities ``(B, C, H, W)`` for any supported input (always batched)."""
         return self._run(image, "probs")
 
-    def _single_pass(self) -> bool:
-        """One forward per image: no scales, flips or overlapping windows to average."""
-        return self.mode == "whole" and not self.flip and self.scales == (1.0,)
-
     def _run(self, image: ImageInput, output: Output) -> Tensor:
         x, _ = to_image_tensor(image, self.in_channels)
         if self._time_first_call:  # torch.compile compiles on the first call: report how long that took
@@ -181,11 +219,7 @@ class Segmenter:
         return infer(
             self.model,
             self.normalize(x),
-            mode=self.mode,
-            window=self.window,
-            stride=self.stride,
-            scales=self.scales,
-            flip=self.flip,
+            self.protocol,
             batch_windows=self.batch_windows,
             num_classes=self.num_classes,
             align_corners=self.meta.align_corners,
@@ -205,7 +239,7 @@ class Segmenter:
             for a ``BxCxHxW`` tensor); with ``return_probs`` a ``(mask, probs)`` pair.
         """
         # Passes are averaged as probabilities; a single pass needs no full-resolution softmax for the argmax.
-        output: Output = "logits" if self._single_pass() and not return_probs else "probs"
+        output: Output = "logits" if self.protocol.single_pass and not return_probs else "probs"
         probs = self._run(image, output)
         mask = class_argmax(probs)
         if not (isinstance(image, Tensor) and image.ndim == 4):

@@ -1,0 +1,97 @@
+"""Released weights as a ready model: a bare state dict / official checkpoint + a model name + a label set.
+
+Official HRNet and HRNet-OCR checkpoints (and any plain ``.pth`` / ``.safetensors`` state dict or hub weights
+reference) carry only tensors. With the architecture name and the dataset whose classes the head predicts,
+they describe a model as completely as a checkpoint hrseg trained: :func:`model_from_weights` builds the
+network, loads every tensor (a head that does not fit is an error, never a random one) and returns the
+:class:`~hrseg.checkpoint.ModelMeta` that ``Segmenter``, ``hrseg predict`` and ``hrseg export`` need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from hrseg.checkpoint import CheckpointError, ModelMeta
+from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, default_palette
+from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES, VOC_PALETTE
+from hrseg.eval_protocol import EvalProtocol
+from hrseg.inference.loading import build_from_meta
+from hrseg.models import list_models, load_pretrained
+
+__all__ = ["LABEL_SETS", "model_from_weights", "released_meta"]
+
+#: Label sets of the released checkpoints: class names and palette in train-id order.
+LABEL_SETS: dict[str, tuple[list[str], list[tuple[int, int, int]]]] = {
+    "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
+    "voc": (VOC_CLASSES, VOC_PALETTE),
+}
+
+
+def released_meta(
+    model: str,
+    classes: str | Sequence[str],
+    align_corners: bool = False,
+    model_options: Mapping[str, Any] | None = None,
+    eval_protocol: EvalProtocol | None = None,
+) -> ModelMeta:
+    """The metadata of a released model: architecture, label set, ImageNet normalisation.
+
+    Args:
+        model: an hrseg model name (``hrnetv2_w48``, ``hrnetv2_w48_ocr``, ...; ``hrseg.list_models()``).
+        classes: ``"cityscapes"`` (19 train ids), ``"voc"`` (21 classes) or a list of class names.
+        align_corners: of every bilinear resize; True for checkpoints of the official HRNet-OCR branch
+            (``*_torch11.pth``), which trained with it everywhere; False for the HRNetV2 master branch.
+        model_options: further ``build_model`` options (``bn_momentum``, ``ocr_mid_channels``, ...).
+        eval_protocol: how to run it (default: whole image, one scale).
+    """
+    if model not in list_models() and not model.startswith("smp:"):
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(list_models())}")
+    if isinstance(classes, str):
+        if classes not in LABEL_SETS:
+            raise ValueError(
+                f"unknown label set {classes!r}; use {' or '.join(LABEL_SETS)} or a list of class names"
+            )
+        names, palette = LABEL_SETS[classes]
+    else:
+        names = [str(c) for c in classes]
+        palette = default_palette(len(names))
+    return ModelMeta(
+        model=model,
+        num_classes=len(names),
+        model_options=dict(model_options or {}),
+        class_names=list(names),
+        palette=[list(c) for c in palette],
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        align_corners=align_corners,
+        ignore_index=IGNORE_INDEX,
+        eval_protocol=eval_protocol or EvalProtocol(),
+    )
+
+
+def model_from_weights(
+    weights: str | Path,
+    meta: ModelMeta,
+    trusted: bool = False,
+) -> nn.Module:
+    """Build the network ``meta`` describes and load every tensor of ``weights`` into it (eval mode).
+
+    Raises:
+        CheckpointError: unreadable weights, keys or shapes that do not fit, or weights that leave part of
+            the network (typically the segmentation head) uninitialised: the message names the file.
+        FileNotFoundError: the file (or hub reference) is not there.
+    """
+    network = build_from_meta(meta)
+    report = load_pretrained(network, weights, trusted=trusted)
+    if report.missing:
+        shown = ", ".join(report.missing[:4]) + (", ..." if len(report.missing) > 4 else "")
+        raise CheckpointError(
+            f"{weights}: these weights leave {len(report.missing)} tensors of {meta.model} "
+            f"({meta.num_classes} classes) uninitialised ({shown}); they are not a segmentation checkpoint "
+            "of this model (ImageNet weights initialise training: hrseg fit --model.weights ...)"
+        )
+    return network.eval()
