@@ -1,0 +1,101 @@
+"""Released weights straight to predictions: a state dict in the official layout + a model name + a label set.
+
+Nothing is downloaded: the tests write checkpoints the way the official HRNet code saves them (``model.``
+prefixed keys, the loss's class weights beside them) from a freshly initialised network of the same
+architecture, and check that hrseg rebuilds exactly that network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hrseg.checkpoint import CheckpointError
+from hrseg.inference import Segmenter, resolve_device
+from hrseg.inference.released import released_meta
+from hrseg.models import build_model
+
+MODELS = ["hrnetv2_w18_small_v1", "hrnetv2_w18_small_v1_ocr"]
+
+
+def _official_checkpoint(
+    folder: Path, model: str, align_corners: bool = False
+) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    net = build_model(model, num_classes=19, align_corners=align_corners).eval()
+    state = {f"model.{k}": v for k, v in net.state_dict().items()}
+    state["loss.criterion.weight"] = torch.ones(19)  # the official trainer saves its loss with the model
+    path = folder / f"{model}_cs_official.pth"
+    torch.save(state, path)
+    return path, net
+
+
+@pytest.fixture(scope="module")
+def scene() -> np.ndarray:
+    from hrseg.data import generate_scene
+
+    return generate_scene(11, size=(48, 80))[0]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_segmenter_from_official_state_dict(tmp_path: Path, model: str, scene: np.ndarray) -> None:
+    path, net = _official_checkpoint(tmp_path, model, align_corners=model.endswith("_ocr"))
+    seg = Segmenter.from_weights(
+        path, model, "cityscapes", align_corners=model.endswith("_ocr"), device="cpu"
+    )
+    assert (
+        seg.class_names[0] == "road"
+        and seg.num_classes == 19
+        and seg.meta.align_corners == model.endswith("_ocr")
+    )
+    reference = Segmenter(
+        net, released_meta(model, "cityscapes", align_corners=model.endswith("_ocr")), device="cpu"
+    )
+    np.testing.assert_array_equal(seg.predict(scene), reference.predict(scene))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_hrseg_predict_from_official_state_dict(tmp_path: Path, model: str, scene: np.ndarray) -> None:
+    from hrseg.commands import main
+
+    path, _ = _official_checkpoint(tmp_path, model)
+    Image.fromarray(scene).save(tmp_path / "street.png")
+    argv = ["predict", "--ckpt", str(path), "--model", model, "--classes", "cityscapes"]
+    code = main([*argv, "--input", str(tmp_path / "street.png"), "--output", str(tmp_path / "out")])
+    assert code == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "street_trainIds.png"))
+    expected = Segmenter.from_weights(path, model, "cityscapes", device="cpu").predict(scene)
+    np.testing.assert_array_equal(written, expected)
+    assert (tmp_path / "out" / "street_color.png").is_file()
+
+
+def test_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
+    path, _ = _official_checkpoint(tmp_path, "hrnetv2_w18_small_v1")
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        Segmenter.from_weights(path, "hrnetv2_w18_small_v2", "cityscapes")
+    with pytest.raises(CheckpointError, match="last_layer"):  # 19 classes of weights, 21 of VOC
+        Segmenter.from_weights(path, "hrnetv2_w18_small_v1", "voc")
+    # backbone-only weights (an ImageNet checkpoint) would leave the head random: refused, not predicted
+    state = torch.load(path, weights_only=True)
+    backbone = tmp_path / "backbone_only.pth"
+    torch.save({k: v for k, v in state.items() if "last_layer" not in k}, backbone)
+    with pytest.raises(CheckpointError, match="missing|uninitialised"):
+        Segmenter.from_weights(backbone, "hrnetv2_w18_small_v1", "cityscapes")
+    with pytest.raises(ValueError, match="unknown label set"):
+        Segmenter.from_weights(path, "hrnetv2_w18_small_v1", "ade20k")
+
+
+def test_device_auto_picks_cuda_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_device("auto") == torch.device("cpu")  # this machine: no GPU
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device(None) == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        resolve_device("cuda")
