@@ -90,7 +90,7 @@ def hrseg_scores(pairs: Sequence[tuple[Path, Path]]) -> dict[str, Any]:
     import torch
 
     from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_NUM_CLASSES, cityscapes_label_lut
-    from hrseg.metrics import SegmentationMetrics
+    from hrseg.metrics import SegmentationMetrics, confusion_matrix_scores
 
     c = CITYSCAPES_NUM_CLASSES
     lut = cityscapes_label_lut().astype(np.int64)  # label id -> train id; 255 ignored, -1 not a label id
@@ -105,19 +105,11 @@ def hrseg_scores(pairs: Sequence[tuple[Path, Path]]) -> dict[str, Any]:
         if gt.max() > 255 or lut[gt].min() < 0:
             raise ValueError(f"{gt_path}: values that are no Cityscapes label id")
         metrics.update(torch.from_numpy(pred_lut[np.clip(pred, 0, 255)]), torch.from_numpy(lut[gt]))
-    # the official formulas of hrseg.metrics.confusion_matrix_scores, in float64 on the (C+1)^2 matrix: the
-    # void row is empty, the void column adds to each class's misses
-    cm = metrics.compute()["confmat"].double()
-    tp, gt_count = cm.diagonal()[:c], cm.sum(dim=1)[:c]
-    union = gt_count + cm.sum(dim=0)[:c] - tp
-    iou, acc = tp / union.clamp(min=1), tp / gt_count.clamp(min=1)
-    present = union > 0
+    # the void row is empty; the void column holds predicted ids that are no class: misses of the truth
+    scores = confusion_matrix_scores(metrics.compute()["confmat"][:c], dtype=torch.float64)
     return {
-        "mIoU": float(iou.mean()),
-        "mIoU_present": float(iou[present].mean()) if bool(present.any()) else float("nan"),
-        "pixel_acc": float(tp.sum() / gt_count.sum().clamp(min=1)),
-        "mean_acc": float(acc.mean()),
-        "iou": {name: float(v) for name, v in zip(CITYSCAPES_CLASSES, iou.tolist(), strict=True)},
+        **{key: float(scores[key]) for key in ("mIoU", "mIoU_present", "pixel_acc", "mean_acc")},
+        "iou": {name: float(v) for name, v in zip(CITYSCAPES_CLASSES, scores["iou"].tolist(), strict=True)},
         "images": len(pairs),
     }
 

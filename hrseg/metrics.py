@@ -24,32 +24,46 @@ from torchmetrics import Metric
 __all__ = ["SegmentationMetrics", "confusion_matrix_scores", "metric_key", "scores_to_log_dict"]
 
 
-def confusion_matrix_scores(confmat: Tensor) -> dict[str, Tensor]:
-    """Official scores from a ``(C, C)`` confusion matrix (rows: ground truth, columns: prediction).
+def confusion_matrix_scores(confmat: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Official scores from a confusion matrix (rows: ground truth, columns: prediction).
+
+    The one place every mIoU of the project is computed: training and evaluation metrics, ``hrseg evaluate``,
+    the int8 accuracy report and the benchmarks.
+
+    Args:
+        confmat: ``(C, C)``, or ``(C, C + k)`` when predictions may also fall outside the C classes (the k
+            extra "void" columns, e.g. a Cityscapes label id that is no training class): such pixels count
+            as misses of their ground-truth class and as predictions of none.
+        dtype: of the returned scores (computed in float64; reports of whole splits keep float64).
 
     Returns:
         ``iou`` (C,), ``acc`` (C,) per-class recall, ``mIoU``, ``pixel_acc``, ``mean_acc`` (scalars).
         Classes with an empty denominator score 0, as in the official evaluation. Also ``mIoU_present``:
         the mean over classes seen in the ground truth or the predictions only (how cityscapesScripts
         averages, skipping classes with an empty union); it equals ``mIoU`` whenever every class occurs,
-        and is informative on data that lacks some classes (e.g. the demo scenes).
+        is informative on data that lacks some classes (e.g. the demo scenes), and is 0 when no class occurs
+        at all (an empty split), like every other score with an empty denominator.
     """
+    if confmat.ndim != 2 or confmat.shape[1] < confmat.shape[0]:
+        raise ValueError(f"confusion matrix must be (C, C + k), got shape {tuple(confmat.shape)}")
+    c = confmat.shape[0]
     cm = confmat.double()
-    tp = cm.diagonal()
-    gt = cm.sum(dim=1)  # labelled pixels per class
-    pred = cm.sum(dim=0)
+    tp = cm[:, :c].diagonal()
+    gt = cm.sum(dim=1)  # labelled pixels per class, void predictions included
+    pred = cm[:, :c].sum(dim=0)
     union = gt + pred - tp
     iou = tp / union.clamp(min=1)
     acc = tp / gt.clamp(min=1)
     present = (union > 0).double()
-    return {
-        "iou": iou.float(),
-        "acc": acc.float(),
-        "mIoU": iou.mean().float(),
-        "mIoU_present": ((iou * present).sum() / present.sum().clamp(min=1)).float(),
-        "pixel_acc": (tp.sum() / gt.sum().clamp(min=1)).float(),
-        "mean_acc": acc.mean().float(),
+    scores = {
+        "iou": iou,
+        "acc": acc,
+        "mIoU": iou.mean(),
+        "mIoU_present": (iou * present).sum() / present.sum().clamp(min=1),
+        "pixel_acc": tp.sum() / gt.sum().clamp(min=1),
+        "mean_acc": acc.mean(),
     }
+    return {key: value.to(dtype) for key, value in scores.items()}
 
 
 class SegmentationMetrics(Metric):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
@@ -90,3 +93,33 @@ def test_log_dict_keys_use_class_names():
         "val/iou_sky",
     }
     assert metric_key(" motor-cycle ") == "motor_cycle"
+
+
+def test_no_class_present_has_one_answer_everywhere(tmp_path: Path) -> None:
+    """An empty split (every pixel ignored) scores 0, mIoU_present too: training metrics, the rectangular
+    (void-column) matrix of ``hrseg evaluate`` and ``hrseg_scores`` agree."""
+    from PIL import Image
+
+    from hrseg.evaluation import hrseg_scores
+
+    metric = SegmentationMetrics(3, ignore_index=255)
+    metric.update(torch.zeros(1, 4, 4, dtype=torch.long), torch.full((1, 4, 4), 255))
+    out = metric.compute()
+    assert float(out["mIoU_present"]) == 0.0 and float(out["mIoU"]) == 0.0
+    void = confusion_matrix_scores(torch.zeros(3, 4, dtype=torch.long))
+    assert float(void["mIoU_present"]) == 0.0 and float(void["pixel_acc"]) == 0.0
+    gt, pred = tmp_path / "a_000000_000000_gtFine_labelIds.png", tmp_path / "a_000000_000000_pred.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(gt)  # label id 0: "unlabeled", ignored
+    Image.fromarray(np.full((4, 4), 7, np.uint8)).save(pred)
+    scores = hrseg_scores([(pred, gt)])
+    assert scores["mIoU_present"] == 0.0 and scores["mIoU"] == 0.0
+
+
+def test_void_predictions_count_as_misses() -> None:
+    """A (C, C + 1) matrix: the extra column (predicted ids outside the classes) lowers recall and IoU."""
+    cm = torch.tensor([[6, 0, 2], [0, 4, 0]])
+    out = confusion_matrix_scores(cm)
+    torch.testing.assert_close(out["iou"], torch.tensor([0.75, 1.0]))
+    torch.testing.assert_close(out["pixel_acc"], torch.tensor(10 / 12))
+    with pytest.raises(ValueError, match="C \\+ k"):
+        confusion_matrix_scores(torch.zeros(3, 2))

@@ -83,7 +83,7 @@ def test_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
     state = torch.load(path, weights_only=True)
     backbone = tmp_path / "backbone_only.pth"
     torch.save({k: v for k, v in state.items() if "last_layer" not in k}, backbone)
-    with pytest.raises(CheckpointError, match="missing|uninitialised"):
+    with pytest.raises(CheckpointError, match=r"missing|uninitialised"):
         Segmenter.from_weights(backbone, "hrnetv2_w18_small_v1", "cityscapes")
     with pytest.raises(ValueError, match="unknown label set"):
         Segmenter.from_weights(path, "hrnetv2_w18_small_v1", "ade20k")
