@@ -280,20 +280,16 @@ def read_model_checkpoint(path: str | Path, trusted: bool = False) -> tuple[Mode
     """Read a self-describing model: its :class:`ModelMeta` and the network's state dict (official keys).
 
     Args:
-        path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, a bundle
-            folder holding ``model.safetensors`` and ``config.json``, or an hrseg model on the Hugging Face
-            Hub (``org/name``, ``hf-hub:org/name@revision``; see :mod:`hrseg.hub`).
+        path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, or a bundle
+            folder holding ``model.safetensors`` and ``config.json``. Local files only: a Hugging Face Hub
+            reference (``org/name``) is turned into its cached folder first by the loader that accepts one
+            (:func:`hrseg.hub.resolve_model_path`, called by :func:`hrseg.inference.load_checkpoint`).
         trusted: allow pickled Python objects in a ``.ckpt`` (only for files you trust).
 
     Raises:
         CheckpointNotFoundError: the path (or a bundle's weights) does not exist.
         CheckpointError: the file is unreadable or carries no usable model config.
     """
-    from hrseg.hub import parse_reference, resolve_bundle  # hrseg.hub imports this module
-
-    ref = parse_reference(path)
-    if ref is not None:
-        path = resolve_bundle(ref, original=str(path)).path.parent
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointNotFoundError(f"checkpoint not found: {p}")

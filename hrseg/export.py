@@ -378,13 +378,11 @@ def export(
         if format == HUB_FORMAT:
             if out_path.suffix == ".safetensors":
                 raise ValueError(f"--format hub writes a folder, not a file: {out_path}")
+            from hrseg.hub import save_model_folder
             from hrseg.modelcard import model_card, read_training_summary
 
             summary = None if isinstance(checkpoint, nn.Module) else read_training_summary(checkpoint)
-            files = _write_bundle(model, meta, out_path)
-            card = out_path / "README.md"
-            card.write_text(model_card(meta, summary))
-            files.append(card)
+            files = save_model_folder(model, meta, out_path, card=model_card(meta, summary))
         else:
             files = _write_bundle(model, meta, out_path)
         export_seconds = time.perf_counter() - start

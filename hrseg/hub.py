@@ -1,4 +1,4 @@
-"""Weights and models on the Hugging Face Hub: references, cached downloads, publishing.
+"""hrseg models and weights on the Hugging Face Hub, through ``huggingface_hub``'s own classes.
 
 A ``weights:`` value (``SegmentationTask``, :func:`hrseg.load_pretrained`, configs) and the model argument of
 :meth:`hrseg.Segmenter.from_pretrained` may name a hub repository instead of a local path:
@@ -6,16 +6,22 @@ A ``weights:`` value (``SegmentationTask``, :func:`hrseg.load_pretrained`, confi
 - ``timm/hrnet_w48.ms_in1k`` or ``hf-hub:timm/hrnet_w48.ms_in1k``: timm's ImageNet HRNet weights (their key
   names are hrseg's backbone names; the classification head is dropped);
 - ``hf-hub:org/name@v1.0`` (``@`` pins a branch, tag or commit);
-- an hrseg model repository: ``config.json`` + ``model.safetensors`` (what ``hrseg export --format hub``
-  writes, the layout of ``huggingface_hub``'s ``ModelHubMixin``).
+- an hrseg model repository: ``config.json`` (the :class:`~hrseg.checkpoint.ModelMeta`) +
+  ``model.safetensors`` (official key names) + ``README.md`` (the model card, :mod:`hrseg.modelcard`).
 
 An existing local file or folder always wins; a value without the ``hf-hub:`` prefix counts as a hub
 reference only when it looks like ``<org>/<name>`` with no weights-file suffix (``.pth``, ``.ckpt``, ...).
 
-Files go through ``huggingface_hub.hf_hub_download``: its cache (``HF_HUB_CACHE``), no second download,
-``HF_HUB_OFFLINE=1`` to never touch the network. Both variables are read at each call, so they may be set
-after import. Errors name the reference and say how to work offline. This module imports only
-:mod:`hrseg.checkpoint` (for its error types) and ``huggingface_hub`` (inside the functions).
+An hrseg model folder is a :class:`ModelFolder`, a ``huggingface_hub.ModelHubMixin``: the mixin writes
+``config.json`` and the card, downloads (``from_pretrained``) and publishes (``push_to_hub``); hrseg adds only
+the weights file and the checks. Files go through ``hf_hub_download``: its cache (``HF_HUB_CACHE``), no second
+download, ``HF_HUB_OFFLINE=1`` to never touch the network; both variables are read at each call, so they may
+be set after import. Errors name the reference and say how to work offline.
+
+Dependencies run one way: this module imports :mod:`hrseg.checkpoint` (error types, :class:`ModelMeta`) and
+:mod:`hrseg.modelcard`; neither imports it. Loaders above both (:func:`hrseg.inference.load_checkpoint`,
+:func:`hrseg.load_pretrained`) turn a reference into a local path here, then read it with
+:mod:`hrseg.checkpoint`.
 """
 
 from __future__ import annotations
@@ -23,11 +29,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hrseg.checkpoint import CheckpointError, CheckpointNotFoundError
+from huggingface_hub import ModelCard, ModelHubMixin
+from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
+from torch import Tensor, nn
+
+from hrseg.checkpoint import (
+    CONFIG_METADATA_KEY,
+    CheckpointError,
+    CheckpointNotFoundError,
+    ModelMeta,
+    read_model_checkpoint,
+)
+from hrseg.modelcard import model_card
 
 __all__ = [
     "BUNDLE_FILES",
@@ -37,22 +56,29 @@ __all__ = [
     "HubFile",
     "HubNotFoundError",
     "HubReference",
+    "ModelFolder",
     "hub_cache_dir",
     "hub_offline",
+    "load_model_folder",
     "parse_reference",
     "push_to_hub",
     "resolve_bundle",
+    "resolve_model_path",
     "resolve_weights",
+    "save_model_folder",
 ]
 
 HUB_PREFIX = "hf-hub:"
-#: Weight files tried in a repository, in order (timm publishes both; hrseg bundles the first).
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-#: The files of an hrseg model repository (``ModelHubMixin`` layout).
-BUNDLE_FILES = ("config.json", "model.safetensors")
+#: Weight files tried in a repository, in order (timm publishes both; hrseg folders hold the first).
+WEIGHT_FILES = (SAFETENSORS_SINGLE_FILE, "pytorch_model.bin")
+#: The files of an hrseg model folder: huggingface_hub's names (``ModelHubMixin`` / ``PyTorchModelHubMixin``),
+#: the same as every earlier hrseg folder, so old folders load and new ones read in old hrseg.
+BUNDLE_FILES = (CONFIG_NAME, SAFETENSORS_SINGLE_FILE)
+CARD_FILE = "README.md"
 # Suffixes that make "<dir>/<file>" a local path even when it looks like "<org>/<name>".
 _LOCAL_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".json", ".onnx", ".pt2", ".tar", ".pkl"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_FOLDER_HINT = "a folder holding config.json + model.safetensors"
 
 
 class HubError(CheckpointError):
@@ -186,10 +212,10 @@ def _download(ref: HubReference, filename: str) -> HubFile:
     return HubFile(ref.repo_id, ref.revision, _commit_of(local, filename), filename, local)
 
 
-def _resolve(
-    ref: HubReference, candidates: tuple[str, ...], what: str, local_hint: str, original: str
-) -> HubFile:
-    """The first of ``candidates`` the repository has, with errors that name ``ref`` and the way out."""
+def _hub_error(
+    err: Exception, ref: HubReference, candidates: tuple[str, ...], what: str, local_hint: str, original: str
+) -> HubError | None:
+    """The hrseg error for a ``huggingface_hub`` download error (``None``: not a hub error, let it pass)."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -198,30 +224,48 @@ def _resolve(
         RevisionNotFoundError,
     )
 
-    not_cached: list[str] = []
-    for filename in candidates:
-        try:
-            return _download(ref, filename)
-        except LocalEntryNotFoundError:  # offline, or the hub unreachable, and not in the cache
-            not_cached.append(filename)
-        except EntryNotFoundError:  # the hub answered: the repository has no such file
-            continue
-        except RepositoryNotFoundError as err:
-            raise HubError(
-                f"{what} {ref}: no such repository on the hub (or it is private / gated: log in with "
-                f"`hf auth login`). {_local_note(original)}({type(err).__name__})"
-            ) from err
-        except RevisionNotFoundError as err:
-            raise HubError(f"{what} {ref}: the repository has no revision {ref.revision!r}") from err
-        except HfHubHTTPError as err:
-            raise HubError(f"{what} {ref}: the hub refused the download ({err})") from err
-    if not_cached:
+    if isinstance(err, LocalEntryNotFoundError):  # offline, or the hub unreachable, and not in the cache
         reason = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
-        raise HubNotFoundError(
+        return HubNotFoundError(
             f"{what} {ref} ({' or '.join(candidates)}) is not in the local Hugging Face cache "
             f"({hub_cache_dir()}) and {reason}. {_local_note(original)}"
             + _offline_help(ref, candidates[:1], local_hint)
         )
+    if isinstance(err, EntryNotFoundError):  # the hub answered: the repository has no such file
+        return HubNotFoundError(f"{what} {ref}: the repository holds none of {', '.join(candidates)}")
+    if isinstance(err, RepositoryNotFoundError):
+        return HubError(
+            f"{what} {ref}: no such repository on the hub (or it is private / gated: log in with "
+            f"`hf auth login`). {_local_note(original)}({type(err).__name__})"
+        )
+    if isinstance(err, RevisionNotFoundError):
+        return HubError(f"{what} {ref}: the repository has no revision {ref.revision!r}")
+    if isinstance(err, HfHubHTTPError):
+        return HubError(f"{what} {ref}: the hub refused the download ({err})")
+    return None
+
+
+def _resolve(
+    ref: HubReference, candidates: tuple[str, ...], what: str, local_hint: str, original: str
+) -> HubFile:
+    """The first of ``candidates`` the repository has, with errors that name ``ref`` and the way out."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    not_cached: LocalEntryNotFoundError | None = None
+    for filename in candidates:
+        try:
+            return _download(ref, filename)
+        except LocalEntryNotFoundError as err:  # another candidate may be cached
+            not_cached = not_cached or err
+        except EntryNotFoundError:  # (remote) the repository has no such file: try the next one
+            continue
+        except Exception as err:
+            hub_err = _hub_error(err, ref, candidates, what, local_hint, original)
+            if hub_err is None:
+                raise
+            raise hub_err from err
+    if not_cached is not None:
+        raise _hub_error(not_cached, ref, candidates, what, local_hint, original) or not_cached
     raise HubNotFoundError(f"{what} {ref}: the repository holds none of {', '.join(candidates)}")
 
 
@@ -232,8 +276,19 @@ def _local_note(original: str) -> str:
     return f"(No local file or folder {text!r} exists either, so it was read as a hub reference.) "
 
 
+def _as_reference(ref: HubReference | str) -> HubReference:
+    if isinstance(ref, HubReference):
+        return ref
+    parsed = parse_reference(ref if ref.startswith(HUB_PREFIX) else HUB_PREFIX + ref)
+    assert parsed is not None  # an hf-hub: value parses or raises
+    return parsed
+
+
 def resolve_weights(ref: HubReference | str, original: str | None = None) -> HubFile:
     """The cached weights file of a hub repository (``model.safetensors``, else ``pytorch_model.bin``).
+
+    Any repository qualifies (timm's ImageNet weights have no hrseg ``config.json``), so this is a plain
+    ``hf_hub_download``, not :class:`ModelFolder`.
 
     Args:
         ref: a reference or its text (``timm/hrnet_w48.ms_in1k``, ``hf-hub:org/name@rev``).
@@ -243,53 +298,236 @@ def resolve_weights(ref: HubReference | str, original: str | None = None) -> Hub
         HubNotFoundError: not cached and the hub is unreachable or off; the message says how to fix it.
         HubError: no such repository or revision, or another hub error.
     """
-    if isinstance(ref, str):
-        original = original or ref
-        parsed = parse_reference(ref if ref.startswith(HUB_PREFIX) else HUB_PREFIX + ref)
-        assert parsed is not None  # an hf-hub: value parses or raises
-        ref = parsed
+    original = original or str(ref)
     return _resolve(
-        ref,
+        _as_reference(ref),
         WEIGHT_FILES,
         "hub weights",
         "weights: /path/to/model.safetensors (or an official .pth)",
-        original or str(ref),
+        original,
     )
 
 
-def resolve_bundle(ref: HubReference | str, original: str | None = None) -> HubFile:
-    """Download (or find in the cache) an hrseg model repository; returns its ``model.safetensors``.
+def _meta_from_config(config: Any, source: str, ref: HubReference | None = None) -> ModelMeta:
+    """The :class:`ModelMeta` of a ``config.json``, or an error that says what else the file may be."""
+    if not isinstance(config, Mapping) or "model" not in config or "num_classes" not in config:
+        keys = sorted(config) if isinstance(config, Mapping) else []
+        kind = f" (a timm '{config.get('architecture')}' config?)" if "architecture" in keys else ""
+        name = str(ref) if ref is not None else source
+        raise HubError(
+            f"{source} is not an hrseg model: its config.json has no 'model' / 'num_classes' "
+            f"(keys {keys[:8]}){kind}. Weights of another library load into a model you build: "
+            f"hrseg.load_pretrained(model, {name!r}) or `weights: {name}`."
+        )
+    try:
+        return ModelMeta.from_dict(config)
+    except (TypeError, ValueError) as err:
+        raise HubError(f"{source}: invalid model config in config.json: {err}") from err
 
-    The ``config.json`` lies beside it (``.path.parent`` is the snapshot folder, a bundle folder).
+
+class ModelFolder(ModelHubMixin):
+    """An hrseg model folder: ``config.json`` (the :class:`ModelMeta`), ``model.safetensors``, ``README.md``.
+
+    ``huggingface_hub``'s :class:`~huggingface_hub.ModelHubMixin` does the folder work: ``save_pretrained``
+    writes ``config.json`` from the metadata and the model card, ``from_pretrained`` finds a local folder or
+    downloads a repository's ``config.json`` (cache first), ``push_to_hub`` creates the repository and uploads
+    the folder in one commit. hrseg adds the weights file (safetensors, official key names, the metadata also
+    in its header as earlier hrseg folders have it) and the checks.
+
+    It holds files, not a network: build one with :func:`hrseg.inference.build_from_meta` and
+    ``load_state_dict(folder.state_dict())``, or load a folder or reference with
+    :meth:`hrseg.Segmenter.from_pretrained`.
+
+    Attributes:
+        meta: the model's metadata (``config.json``).
+        path: the folder it was loaded from (a local folder or a hub cache snapshot); ``None`` when built from
+            weights in memory.
+        source: for a folder from the hub, where its weights came from (repository, revision, commit).
+        card: the model card to write (``None``: the one :func:`hrseg.modelcard.model_card` makes from
+            ``meta``).
+    """
+
+    def __init__(
+        self,
+        meta: ModelMeta,
+        state_dict: Mapping[str, Tensor] | None = None,
+        *,
+        path: Path | None = None,
+        source: HubFile | None = None,
+        card: ModelCard | None = None,
+    ) -> None:
+        """Hold ``meta`` and the weights: ``state_dict`` in memory, or the folder ``path`` that has them."""
+        if (state_dict is None) == (path is None):
+            raise ValueError("a ModelFolder needs either state_dict or path (the folder holding the weights)")
+        self.meta = meta
+        self.path = path
+        self.source = source
+        self.card = card
+        self._state = None if state_dict is None else dict(state_dict)
+        # config.json is the ModelMeta itself (the mixin writes a dataclass config as sorted, indented JSON)
+        self._hub_mixin_config = meta
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The network's weights (official key names), read from the folder when not held in memory."""
+        if self._state is not None:
+            return dict(self._state)
+        assert self.path is not None
+        return read_model_checkpoint(self.path)[1]
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``model.safetensors``; a loaded folder's files are copied as they are (also config, card)."""
+        if self.path is not None:
+            for name in (*BUNDLE_FILES, CARD_FILE):
+                src = self.path / name
+                if src.is_file() and src.resolve() != (save_directory / name).resolve():
+                    shutil.copyfile(src, save_directory / name)
+            return
+        from safetensors.torch import save_file
+
+        assert self._state is not None
+        state = {k: v.detach().cpu().contiguous() for k, v in self._state.items()}
+        # The header copy of the config lets a lone model.safetensors describe itself (see _read_bundle)
+        metadata = {CONFIG_METADATA_KEY: self.meta.to_json(), "format": "pt"}
+        save_file(state, str(save_directory / SAFETENSORS_SINGLE_FILE), metadata=metadata)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The card ``save_pretrained`` / ``push_to_hub`` write when the folder has none: :attr:`card`."""
+        return self.card if self.card is not None else model_card(self.meta)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: Mapping[str, Any] | None = None,
+        **model_kwargs: Any,
+    ) -> ModelFolder:
+        """The folder (``model_id`` a local folder) or the cached snapshot of a repository; see the mixin.
+
+        ``config`` is the ``config.json`` the mixin read (``None`` when it found none: the precise reason is
+        looked up here). Hub files are resolved through :func:`hf_hub_download` (``HF_HUB_CACHE``,
+        ``HF_HUB_OFFLINE``); weights come from the same commit as ``config.json``.
+        """
+        folder = Path(model_id)
+        if folder.is_dir():
+            missing = [name for name in BUNDLE_FILES if not (folder / name).is_file()]
+            if missing:
+                raise HubError(
+                    f"{folder} is not an hrseg model folder: {', '.join(missing)} missing "
+                    "(write one with `hrseg export --ckpt best.ckpt --format hub --out DIR`)"
+                )
+            meta = _meta_from_config(config, str(folder / CONFIG_NAME))
+            card_path = folder / CARD_FILE
+            card = ModelCard.load(card_path) if card_path.is_file() else None
+            return cls(meta, path=folder, card=card)
+        ref = HubReference(model_id, revision)
+        original = model_kwargs.pop("original", None) or str(ref)
+        config_file = _resolve(
+            ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, original
+        )  # cached by the mixin
+        if config is None:  # the mixin logs and goes on when config.json is absent; hrseg needs it
+            try:
+                config = json.loads(config_file.path.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise HubError(f"hrseg model {ref}: config.json is not valid JSON ({err})") from err
+        meta = _meta_from_config(config, str(ref), ref)
+        pinned = HubReference(ref.repo_id, config_file.commit or ref.revision)  # the snapshot of config.json
+        weights = _resolve(pinned, (SAFETENSORS_SINGLE_FILE,), "hrseg model", _FOLDER_HINT, original)
+        source = HubFile(ref.repo_id, ref.revision, weights.commit, weights.filename, weights.path)
+        return cls(meta, path=weights.path.parent, source=source)
+
+
+def load_model_folder(ref: HubReference | str | Path, original: str | None = None) -> ModelFolder:
+    """:meth:`ModelFolder.from_pretrained` for a local folder or a hub reference, with hrseg's errors.
+
+    Args:
+        ref: a model folder, or a reference (``org/name``, ``hf-hub:org/name@rev``, a :class:`HubReference`).
+        original: the user's spelling, for messages.
+
+    Raises:
+        HubNotFoundError: not cached and the hub is unreachable or off; the message says how to fix it.
+        HubError: not an hrseg model (e.g. timm weights: load those with :func:`hrseg.load_pretrained` into
+            a model you build), no such repository or revision, or another hub error.
+    """
+    if not isinstance(ref, HubReference) and Path(ref).expanduser().is_dir():
+        return ModelFolder.from_pretrained(Path(ref).expanduser())
+    hub_ref = _as_reference(str(ref) if not isinstance(ref, HubReference) else ref)
+    text = original or str(ref)
+    try:
+        return ModelFolder.from_pretrained(
+            hub_ref.repo_id,
+            revision=hub_ref.revision,
+            cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+            local_files_only=hub_offline(),
+            original=text,
+        )
+    except HubError:
+        raise
+    except Exception as err:  # the mixin's own config.json download
+        hub_err = _hub_error(err, hub_ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, text)
+        if hub_err is None:
+            raise
+        raise hub_err from err
+
+
+def resolve_bundle(ref: HubReference | str, original: str | None = None) -> HubFile:
+    """The cached ``model.safetensors`` of an hrseg model repository (``config.json`` lies beside it).
 
     Raises:
         HubNotFoundError: not cached and the hub is unreachable or off.
-        HubError: the repository is not an hrseg model (e.g. timm weights: load those with
-            :func:`hrseg.load_pretrained` into a model you build), or another hub error.
+        HubError: the repository is not an hrseg model, or another hub error.
     """
-    if isinstance(ref, str):
-        original = original or ref
-        parsed = parse_reference(ref if ref.startswith(HUB_PREFIX) else HUB_PREFIX + ref)
-        assert parsed is not None
-        ref = parsed
-    text = original or str(ref)
-    hint = "a folder holding config.json + model.safetensors"
-    config = _resolve(ref, ("config.json",), "hrseg model", hint, text)
-    try:
-        data = json.loads(config.path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise HubError(f"hrseg model {ref}: config.json is not valid JSON ({err})") from err
-    if not isinstance(data, dict) or "model" not in data or "num_classes" not in data:
-        keys = sorted(data) if isinstance(data, dict) else []
-        kind = f" (a timm '{data.get('architecture')}' config?)" if "architecture" in keys else ""
-        raise HubError(
-            f"{ref} is not an hrseg model: its config.json has no 'model' / 'num_classes' (keys {keys[:8]})"
-            f"{kind}. Weights of another library load into a model you build: "
-            f"hrseg.load_pretrained(model, {str(ref)!r}) or `weights: {ref}`."
-        )
-    pinned = HubReference(ref.repo_id, config.commit or ref.revision)  # the same snapshot as config.json
-    weights = _resolve(pinned, ("model.safetensors",), "hrseg model", hint, text)
-    return HubFile(ref.repo_id, ref.revision, weights.commit, weights.filename, weights.path)
+    folder = load_model_folder(_as_reference(ref), original=original or str(ref))
+    assert folder.source is not None  # a hub reference records where its weights came from
+    return folder.source
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A checkpoint argument as a local path: a hub reference becomes its cached model folder.
+
+    The one place where loaders (:func:`hrseg.inference.load_checkpoint`) turn ``org/name`` /
+    ``hf-hub:org/name@rev`` into files, before :mod:`hrseg.checkpoint` reads them. A local path (an existing
+    one always wins, see :func:`parse_reference`) comes back as it is, ``~`` expanded.
+
+    Raises:
+        HubNotFoundError: a reference that is not cached while the hub is unreachable or off.
+        HubError: a reference to something that is not an hrseg model, or another hub error.
+    """
+    ref = parse_reference(path)
+    if ref is None:
+        return Path(path).expanduser()
+    return resolve_bundle(ref, original=str(path)).path.parent
+
+
+def save_model_folder(
+    model: nn.Module | Mapping[str, Tensor],
+    meta: ModelMeta,
+    folder: str | Path,
+    card: ModelCard | None = None,
+) -> list[Path]:
+    """Write an hrseg model folder (``hrseg export --format hub``): weights, ``config.json``, model card.
+
+    Args:
+        model: the network, or its state dict (official key names; saved as fp32 as they are).
+        meta: its metadata (becomes ``config.json``).
+        folder: the output folder (created; files of the same names are replaced).
+        card: the model card (default: :func:`hrseg.modelcard.model_card` of ``meta``).
+
+    Returns:
+        The written ``model.safetensors``, ``config.json`` and ``README.md``.
+    """
+    root = Path(folder)
+    if root.suffix == ".safetensors":
+        raise HubError(f"an hrseg model folder is a folder, not a file: {root}")
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    (root / CARD_FILE).unlink(missing_ok=True)  # the mixin keeps an existing card; this export writes its own
+    ModelFolder(meta, state, card=card).save_pretrained(root)
+    return [root / SAFETENSORS_SINGLE_FILE, root / CONFIG_NAME, root / CARD_FILE]
 
 
 def push_to_hub(
@@ -304,12 +542,12 @@ def push_to_hub(
 ) -> str:
     """Publish a saved hrseg model folder (``hrseg export --format hub``) to a hub repository.
 
-    Creates the repository if needed (``huggingface_hub.create_repo``) and uploads the folder in one commit
-    (``huggingface_hub.upload_folder``). Log in first (``hf auth login``) or pass ``token``. Anyone can then
-    ``hrseg.Segmenter.from_pretrained(repo_id)``.
+    :meth:`ModelFolder.push_to_hub`: creates the repository if needed and uploads the folder's
+    ``config.json``, ``model.safetensors`` and ``README.md`` as they are, in one commit. Log in first
+    (``hf auth login``) or pass ``token``. Anyone can then ``hrseg.Segmenter.from_pretrained(repo_id)``.
 
     Args:
-        folder: the model folder: ``config.json``, ``model.safetensors`` (and the model card ``README.md``).
+        folder: the model folder.
         repo_id: ``<org or user>/<name>``.
         private: create the repository private (ignored when it exists).
         token: a hub token (default: the logged-in one).
@@ -324,20 +562,14 @@ def push_to_hub(
         HubError: the folder is not an hrseg model folder.
     """
     root = Path(folder)
-    missing = [name for name in BUNDLE_FILES if not (root / name).is_file()]
-    if missing:
-        raise HubError(
-            f"{root} is not an hrseg model folder: {', '.join(missing)} missing "
-            "(write one with `hrseg export --ckpt best.ckpt --format hub --out DIR`)"
-        )
-    from huggingface_hub import create_repo, upload_folder
-
-    create_repo(repo_id, private=private, token=token, exist_ok=True)
-    info: Any = upload_folder(
-        repo_id=repo_id,
-        folder_path=str(root),
-        revision=revision,
+    if not root.is_dir():
+        raise HubError(f"{root} is not an hrseg model folder: no such folder")
+    model = load_model_folder(root)
+    info: Any = model.push_to_hub(
+        repo_id,
+        private=private,
         token=token,
+        branch=revision,
         commit_message=commit_message,
         create_pr=create_pr,
     )

@@ -3,8 +3,10 @@
 The card is generated from the :class:`~hrseg.checkpoint.ModelMeta` (architecture, classes, normalization)
 and, when the export starts from a Lightning ``.ckpt``, from what the run recorded: the checkpoint callback's
 monitored score, epoch and step, the DataModule, and the run's ``config.yaml`` / ``metrics.csv`` beside the
-``checkpoints/`` folder when they are there. It carries the hub metadata header (``library_name``, tags,
-``pipeline_tag``) that the Hugging Face Hub reads. This module imports only :mod:`hrseg.checkpoint`.
+``checkpoints/`` folder when they are there. It is a ``huggingface_hub.ModelCard`` whose metadata
+(:class:`~huggingface_hub.ModelCardData`: library, license, tags, datasets, metrics and a ``model-index`` of
+:class:`~huggingface_hub.EvalResult` built from the checkpoint's validation scores) the Hugging Face Hub
+renders as the model's evaluation results. This module imports only :mod:`hrseg.checkpoint`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hrseg.checkpoint import ModelMeta
 
-__all__ = ["TrainingSummary", "model_card", "read_training_summary"]
+__all__ = ["DEFAULT_LICENSE", "TrainingSummary", "model_card", "read_training_summary", "validation_scores"]
+
+#: The card's default ``license``: hrseg's own (MIT). Weights trained on data with its own terms (Cityscapes
+#: is for non-commercial research) should say so: ``model_card(..., license="other")``.
+DEFAULT_LICENSE = "mit"
 
 
 @dataclass
@@ -33,8 +40,9 @@ class TrainingSummary:
         data_args: the DataModule's ``init_args`` from the run's ``config.yaml`` (``root``, ``crop_size``).
         monitor: the metric the checkpoint callback tracked (``val/mIoU``).
         best_score: its best value.
-        metrics: the last logged validation / test scores (from ``metrics.csv``), name -> value.
+        metrics: the last validation / test scores logged up to the checkpoint's step (``metrics.csv``).
         hparams: the task's training hyper-parameters (loss, optimizer, lr, ...).
+        is_best: the checkpoint is the callback's best model, so ``best_score`` is its own score.
     """
 
     epoch: int | None = None
@@ -45,6 +53,7 @@ class TrainingSummary:
     best_score: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
+    is_best: bool = False
 
 
 _HPARAM_KEYS = ("loss", "class_weights", "optimizer", "lr", "weight_decay", "weights", "eval_protocol")
@@ -57,11 +66,18 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
-def _last_metrics(csv_path: Path) -> dict[str, float]:
-    """The last logged value of each ``val/*`` and ``test/*`` scalar of a CSVLogger ``metrics.csv``."""
+def _last_metrics(csv_path: Path, max_step: int | None = None) -> dict[str, float]:
+    """The last logged value of each ``val/*`` and ``test/*`` scalar of a CSVLogger ``metrics.csv``.
+
+    ``max_step``: only rows logged up to that step (the checkpoint's), so an earlier (best) checkpoint is
+    described by its own validation, not by the run's last one.
+    """
     last: dict[str, float] = {}
     with csv_path.open() as fh:
         for row in csv.DictReader(fh):
+            step = _as_float(row.get("step"))
+            if max_step is not None and step is not None and step > max_step:
+                continue
             for key, value in row.items():
                 if key and key.startswith(("val/", "test/")) and value:
                     number = _as_float(value)
@@ -96,6 +112,8 @@ def read_training_summary(ckpt: str | Path) -> TrainingSummary:
         if str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping) and state.get("monitor"):
             summary.monitor = str(state["monitor"])
             summary.best_score = _as_float(state.get("best_model_score"))
+            best_path = str(state.get("best_model_path") or "")
+            summary.is_best = bool(best_path) and Path(best_path).name == path.name
             break
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     config = run_dir / "config.yaml"
@@ -112,7 +130,7 @@ def read_training_summary(ckpt: str | Path) -> TrainingSummary:
             summary.datamodule = class_path.split(".")[-1] or None
             summary.data_args = dict(data_cfg.get("init_args") or {})
     if (run_dir / "metrics.csv").is_file():
-        summary.metrics = _last_metrics(run_dir / "metrics.csv")
+        summary.metrics = _last_metrics(run_dir / "metrics.csv", summary.global_step)
     return summary
 
 
@@ -123,26 +141,100 @@ def _class_table(meta: ModelMeta) -> list[str]:
     return rows
 
 
-def model_card(meta: ModelMeta, summary: TrainingSummary | None = None, repo_id: str | None = None) -> str:
-    """The ``README.md`` of a model folder: hub metadata, usage, architecture, classes, data and metrics.
+#: DataModule -> (hub dataset id, readable name) for the card's ``datasets`` and ``model-index``.
+_DATASETS = {
+    "CityscapesDataModule": ("cityscapes", "Cityscapes"),
+    "VOCDataModule": ("pascal_voc", "PASCAL VOC 2012"),
+    "DemoDataModule": ("hrseg-synthetic-streets", "hrseg generated street scenes"),
+    "FolderDataModule": ("imagefolder", "images and masks in a folder"),
+}
+#: Logged score -> (hub metric type, readable name), in the order the model-index lists them.
+_METRICS = {
+    "val/mIoU": ("mean_iou", "mIoU"),
+    "val/mIoU_present": ("mean_iou", "mIoU (classes present)"),
+    "val/pixel_acc": ("accuracy", "pixel accuracy"),
+}
+# The metadata header's key order: what a reader of the README looks for first.
+_HEADER_ORDER = ["library_name", "license", "pipeline_tag", "tags", "datasets", "metrics"]
 
-    Args:
-        meta: the model's metadata (from the bundle's ``config.json``).
-        summary: the training record (:func:`read_training_summary`); ``None``: not known.
-        repo_id: the hub repository the card is for (used in the examples; default ``<org>/<name>``).
+
+def validation_scores(summary: TrainingSummary) -> dict[str, float]:
+    """The checkpoint's validation scores (mIoU, mIoU over present classes, pixel accuracy).
+
+    The last ``val/*`` values logged up to the checkpoint's step and, for the checkpoint callback's best
+    model, its monitored best score (the score of exactly these weights).
     """
-    s = summary or TrainingSummary()
-    name = repo_id or "<org>/<name>"
+    scores = {k: v for k, v in summary.metrics.items() if k in _METRICS}
+    if summary.is_best and summary.monitor in _METRICS and summary.best_score is not None:
+        scores[summary.monitor] = summary.best_score
+    return scores
+
+
+def _dataset(summary: TrainingSummary) -> tuple[str, str] | None:
+    if not summary.datamodule:
+        return None
+    return _DATASETS.get(
+        summary.datamodule, (summary.datamodule.removesuffix("DataModule").lower(), summary.datamodule)
+    )
+
+
+def _card_data(meta: ModelMeta, s: TrainingSummary, license: str) -> ModelCardData:
+    """The hub metadata: library, license, tags, datasets, metrics and the model-index of the scores."""
     tags = ["hrseg", "semantic-segmentation", "image-segmentation", "pytorch"]
     tags += ["hrnet"] if meta.model.startswith("hrnet") else ["segmentation-models-pytorch"]
     if s.datamodule:
         tags.append(s.datamodule.removesuffix("DataModule").lower())
+    dataset = _dataset(s)
+    scores = validation_scores(s)
+    results = [
+        EvalResult(
+            task_type="image-segmentation",
+            task_name="Semantic segmentation",
+            dataset_type=dataset[0],
+            dataset_name=dataset[1],
+            dataset_split="validation",
+            metric_type=_METRICS[key][0],
+            metric_name=_METRICS[key][1],
+            metric_value=round(value, 4),
+        )
+        for key, value in scores.items()
+        if dataset is not None
+    ]
+    return ModelCardData(
+        library_name="hrseg",
+        license=license,
+        pipeline_tag="image-segmentation",
+        tags=tags,
+        datasets=[dataset[0]] if dataset else None,
+        metrics=sorted({_METRICS[key][0] for key in scores}) or None,
+        model_name=meta.model,
+        eval_results=results or None,
+    )
+
+
+def model_card(
+    meta: ModelMeta,
+    summary: TrainingSummary | None = None,
+    repo_id: str | None = None,
+    license: str = DEFAULT_LICENSE,
+) -> ModelCard:
+    """The model card (``README.md``) of a model folder: hub metadata, use, architecture, classes, scores.
+
+    Args:
+        meta: the model's metadata (from the folder's ``config.json``).
+        summary: the training record (:func:`read_training_summary`); ``None``: not known.
+        repo_id: the hub repository the card is for (used in the examples; default ``<org>/<name>``).
+        license: the weights' license, a hub license id (default :data:`DEFAULT_LICENSE`).
+
+    Returns:
+        A ``huggingface_hub.ModelCard``; ``str(card)`` is the README text, ``card.save(path)`` writes it.
+    """
+    s = summary or TrainingSummary()
+    name = repo_id or "<org>/<name>"
+    header = _card_data(meta, s, license).to_yaml(original_order=_HEADER_ORDER)
     lines = [
         "---",
-        "library_name: hrseg",
-        "pipeline_tag: image-segmentation",
-        "tags:",
-        *[f"- {t}" for t in tags],
+        header,
         "---",
         "",
         f"# {meta.model} ({meta.num_classes} classes)",
@@ -197,7 +289,8 @@ def model_card(meta: ModelMeta, summary: TrainingSummary | None = None, repo_id:
         "",
         "`mIoU` averages over all classes (a class absent from ground truth and prediction counts 0, as",
         "in the official HRNet evaluation); `mIoU_present` over the classes present (cityscapesScripts'",
-        "averaging).",
+        "averaging). The metadata header's `model-index` lists this checkpoint's validation scores (the",
+        "best monitored score when it is the checkpoint callback's best model, else the last logged ones).",
         "",
     ]
-    return "\n".join(lines)
+    return ModelCard("\n".join(lines))

@@ -8,18 +8,32 @@ timm-format state dict (timm's own ``hrnet_w18_small`` classifier, random init) 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 import hrseg
 from hrseg.checkpoint import CheckpointError, CheckpointNotFoundError
-from hrseg.hub import HubError, HubNotFoundError, HubReference, parse_reference, push_to_hub
+from hrseg.hub import (
+    HubError,
+    HubNotFoundError,
+    HubReference,
+    ModelFolder,
+    parse_reference,
+    push_to_hub,
+    save_model_folder,
+)
+from hrseg.modelcard import DEFAULT_LICENSE
 from hrseg.models import build_model, load_pretrained
 
 TIMM_REPO = "timm/hrnet_w18_small.ms_in1k"
@@ -189,6 +203,21 @@ def test_hub_folder_layout_and_model_card(hub_folder: Path, tiny_checkpoint: Pat
     assert "DemoDataModule" in card  # training data, from the checkpoint and the run's config.yaml
     assert "best `val/mIoU` (checkpoint callback)" in card  # metrics from the checkpoint's callback state
     assert "Segmenter.from_pretrained" in card
+    # the hub metadata: license, datasets, metrics and a model-index of the checkpoint's validation scores,
+    # as huggingface_hub parses it (what the hub renders)
+    data = ModelCard.load(hub_folder / "README.md").data
+    assert data.license == DEFAULT_LICENSE and data.library_name == "hrseg"
+    assert data.datasets == ["hrseg-synthetic-streets"] and set(data.metrics) == {"mean_iou", "accuracy"}
+    assert data.model_name == "hrnetv2_w18_small_v1"
+    with (tiny_checkpoint.parent.parent / "metrics.csv").open() as fh:  # the run's own validation record
+        logged = [row for row in csv.DictReader(fh) if row.get("val/mIoU")][-1]
+    scores = {(r.metric_type, r.metric_name): r.metric_value for r in data.eval_results}
+    assert {r.dataset_split for r in data.eval_results} == {"validation"}
+    assert scores[("mean_iou", "mIoU")] == pytest.approx(float(logged["val/mIoU"]), abs=1e-4)
+    assert scores[("mean_iou", "mIoU (classes present)")] == pytest.approx(
+        float(logged["val/mIoU_present"]), abs=1e-4
+    )
+    assert scores[("accuracy", "pixel accuracy")] == pytest.approx(float(logged["val/pixel_acc"]), abs=1e-4)
     # the folder loads locally like the checkpoint
     seg = hrseg.Segmenter.from_pretrained(hub_folder)
     ref = hrseg.Segmenter.from_checkpoint(tiny_checkpoint)
@@ -196,26 +225,183 @@ def test_hub_folder_layout_and_model_card(hub_folder: Path, tiny_checkpoint: Pat
     torch.testing.assert_close(seg.probabilities(x), ref.probabilities(x))
 
 
+def _checked_fake(
+    monkeypatch: pytest.MonkeyPatch, name: str, answer: Callable[[dict[str, Any]], Any]
+) -> list:
+    """Replace ``HfApi.<name>`` by a fake that accepts exactly the calls the real method accepts.
+
+    Each call is bound to the real method's signature (a ``TypeError`` for any argument it would refuse)
+    and recorded; ``answer`` turns the bound arguments into the real return type.
+    """
+    from huggingface_hub import HfApi
+
+    signature = inspect.signature(getattr(HfApi, name))
+    calls: list[dict[str, Any]] = []
+
+    def fake(self: HfApi, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
+        calls.append(arguments)
+        return answer(arguments)
+
+    monkeypatch.setattr(HfApi, name, fake)
+    return calls
+
+
+def _fake_hub(monkeypatch: pytest.MonkeyPatch) -> tuple[list, list, dict[str, bytes]]:
+    """Fake ``create_repo`` / ``upload_folder`` (no network); returns their calls and the uploaded files."""
+    from huggingface_hub import CommitInfo
+    from huggingface_hub.hf_api import RepoUrl
+
+    uploaded: dict[str, bytes] = {}
+
+    def upload(args: dict[str, Any]) -> CommitInfo:
+        root = Path(args["folder_path"])  # a staging folder the mixin deletes afterwards: read it now
+        uploaded.update({p.name: p.read_bytes() for p in root.iterdir()})
+        repo = args["repo_id"]
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{repo}/commit/{'a' * 40}",
+            commit_message=args["commit_message"],
+            commit_description="",
+            oid="a" * 40,
+        )
+
+    created = _checked_fake(
+        monkeypatch, "create_repo", lambda a: RepoUrl(f"https://huggingface.co/{a['repo_id']}")
+    )
+    uploads = _checked_fake(monkeypatch, "upload_folder", upload)
+    return created, uploads, uploaded
+
+
 def test_push_to_hub_uploads_the_folder(hub_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub
-
-    calls: dict[str, dict] = {}
-
-    class Info:
-        commit_url = "https://hub.example/org/name/commit/abc"
-        pr_url = None
-
-    monkeypatch.setattr(
-        huggingface_hub,
-        "create_repo",
-        lambda repo_id, **kw: calls.setdefault("create", {"repo_id": repo_id, **kw}),
-    )
-    monkeypatch.setattr(
-        huggingface_hub, "upload_folder", lambda **kw: calls.setdefault("upload", kw) and Info()
-    )
+    created, uploads, uploaded = _fake_hub(monkeypatch)
     url = push_to_hub(hub_folder, "org/name", private=True)
-    assert url == Info.commit_url
-    assert calls["create"] == {"repo_id": "org/name", "private": True, "token": None, "exist_ok": True}
-    assert calls["upload"]["repo_id"] == "org/name" and calls["upload"]["folder_path"] == str(hub_folder)
+    assert url == f"https://huggingface.co/org/name/commit/{'a' * 40}"
+    assert len(created) == 1 and created[0]["repo_id"] == "org/name"
+    assert created[0]["private"] is True and created[0]["token"] is None and created[0]["exist_ok"] is True
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "org/name" and uploads[0]["repo_type"] == "model"
+    assert uploads[0]["commit_message"] == "Upload hrseg model" and uploads[0]["revision"] is None
+    # the folder goes up as it is: the same three files, byte for byte (the card is not regenerated)
+    assert uploaded == {p.name: p.read_bytes() for p in hub_folder.iterdir()}
     with pytest.raises(CheckpointError, match="not an hrseg model folder"):
         push_to_hub(hub_folder.parent, "org/name")
+    assert len(uploads) == 1
+
+
+def _old_layout_folder(root: Path) -> tuple[Path, torch.nn.Module]:
+    """A model folder as earlier hrseg versions wrote it, by hand: no huggingface_hub involved.
+
+    ``config.json`` is the ModelMeta JSON (sorted keys, ``format_version`` 1), ``model.safetensors`` the
+    official-key weights with the same JSON under ``hrseg_config`` in the header, ``README.md`` a card whose
+    header had no license, datasets or model-index.
+    """
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    model = build_model("hrnetv2_w18_small_v1", num_classes=3).eval()
+    config = {
+        "align_corners": False,
+        "class_names": ["road", "car", "sky"],
+        "format_version": 1,
+        "ignore_index": 255,
+        "mean": [0.485, 0.456, 0.406],
+        "model": "hrnetv2_w18_small_v1",
+        "model_options": {},
+        "num_classes": 3,
+        "palette": [[128, 64, 128], [0, 0, 142], [70, 130, 180]],
+        "std": [0.229, 0.224, 0.225],
+    }
+    text = json.dumps(config, indent=2, sort_keys=True)
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(text + "\n")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(root / "model.safetensors"), metadata={"hrseg_config": text, "format": "pt"})
+    (root / "README.md").write_text(
+        "---\nlibrary_name: hrseg\npipeline_tag: image-segmentation\ntags:\n- hrseg\n---\n\n# old card\n"
+    )
+    return root, model
+
+
+def test_a_folder_in_the_old_layout_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, model = _old_layout_folder(tmp_path / "old")
+    x = torch.rand(1, 3, 36, 40)
+    with torch.inference_mode():
+        expected = model(x)
+        seg = hrseg.Segmenter.from_pretrained(folder, fast=False)  # fast=False: the network as loaded
+        assert seg.class_names == ["road", "car", "sky"] and seg.palette[1] == [0, 0, 142]
+        torch.testing.assert_close(seg.model(x), expected, rtol=0, atol=0)  # the same weights
+    loaded = ModelFolder.from_pretrained(folder)
+    assert loaded.meta.num_classes == 3 and loaded.path == folder and loaded.source is None
+    assert loaded.card is not None and loaded.card.data.library_name == "hrseg"
+    state = loaded.state_dict()
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # the same folder published earlier: a hub repository in the cache, resolved by reference
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    add_to_cache(cache, "old-org/old-model", files, COMMIT_1, ("main",))
+    with torch.inference_mode():
+        seg = hrseg.Segmenter.from_pretrained("old-org/old-model", fast=False)
+        torch.testing.assert_close(seg.model(x), expected, rtol=0, atol=0)
+    # and it is published unchanged: the old card is kept, not replaced by a new one
+    _, _, uploaded = _fake_hub(monkeypatch)
+    push_to_hub(folder, "org/old")
+    assert uploaded == files
+
+
+def test_saved_folder_keeps_the_layout_earlier_hrseg_reads(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from hrseg.checkpoint import ModelMeta, read_model_checkpoint
+
+    torch.manual_seed(4)
+    model = build_model("hrnetv2_w18_small_v1", num_classes=2)
+    meta = ModelMeta("hrnetv2_w18_small_v1", 2, class_names=["a", "b"])
+    files = save_model_folder(model, meta, tmp_path / "new")
+    assert sorted(p.name for p in files) == ["README.md", "config.json", "model.safetensors"]
+    # what earlier hrseg reads: config.json is the ModelMeta JSON, and the header carries it too
+    assert json.loads((tmp_path / "new" / "config.json").read_text()) == json.loads(meta.to_json())
+    with safe_open(str(tmp_path / "new" / "model.safetensors"), framework="pt") as fh:
+        assert json.loads(fh.metadata()["hrseg_config"]) == json.loads(meta.to_json())
+        assert set(fh.keys()) == set(model.state_dict())  # official key names, no wrapper prefix
+    alone = tmp_path / "alone.safetensors"  # a lone weights file still describes itself through its header
+    alone.write_bytes((tmp_path / "new" / "model.safetensors").read_bytes())
+    read_meta, state = read_model_checkpoint(alone)
+    assert read_meta == meta and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    card = ModelCard.load(tmp_path / "new" / "README.md")  # no training record: a card without scores
+    assert card.data.license == DEFAULT_LICENSE and card.data.eval_results is None
+    with pytest.raises(ValueError, match="either state_dict or path"):
+        ModelFolder(meta)
+
+
+def test_card_scores_are_those_of_the_exported_checkpoint(tmp_path: Path) -> None:
+    """A best checkpoint before the run's end: the model-index shows its own validation, not the last."""
+    from hrseg.checkpoint import ModelMeta
+    from hrseg.modelcard import model_card, read_training_summary
+
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    best = ckpts / "best-epoch001-step000010.ckpt"
+    state = {"monitor": "val/mIoU", "best_model_score": torch.tensor(0.61), "best_model_path": str(best)}
+    callbacks = {"ModelCheckpoint{'monitor': 'val/mIoU'}": state}
+    record = {"epoch": 1, "global_step": 10, "callbacks": callbacks, "CityscapesDataModule": {}}
+    torch.save(record, best)
+    torch.save({**record, "epoch": 2, "global_step": 20}, ckpts / "last.ckpt")
+    torch.save({"epoch": 2, "global_step": 20, "callbacks": callbacks}, ckpts / "plain.ckpt")
+    (tmp_path / "run" / "metrics.csv").write_text(
+        "epoch,step,val/mIoU,val/mIoU_present,val/pixel_acc\n"
+        "0,4,0.40,0.45,0.80\n1,9,0.61,0.66,0.88\n2,19,0.55,0.60,0.86\n"
+    )
+    meta = ModelMeta("hrnetv2_w18_small_v1", 2)
+    # no DataModule recorded: the scores have no dataset to belong to, so the card claims no model-index
+    assert model_card(meta, read_training_summary(ckpts / "plain.ckpt")).data.eval_results is None
+    for path, expected in ((best, (0.61, 0.66, 0.88)), (ckpts / "last.ckpt", (0.55, 0.60, 0.86))):
+        card = model_card(meta, read_training_summary(path), license="other")
+        assert card.data.license == "other" and card.data.model_name == "hrnetv2_w18_small_v1"
+        assert card.data.datasets == ["cityscapes"]
+        values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+        assert values == dict(
+            zip(("mIoU", "mIoU (classes present)", "pixel accuracy"), expected, strict=True)
+        )

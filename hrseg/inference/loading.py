@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hrseg.checkpoint import CheckpointError, ModelMeta, read_exported, read_model_checkpoint
+from hrseg.hub import resolve_model_path
 from hrseg.inference.optimize import copy_capabilities
 from hrseg.models import build_model
 
@@ -59,8 +60,9 @@ def load_checkpoint(
     Args:
         path: ``*.ckpt`` (hrseg SegmentationTask), ``*.safetensors`` (+ ``*.json``), ``*.json``, a bundle
             folder holding ``model.safetensors`` and ``config.json``, or an ``hrseg export`` ``.onnx`` /
-            ``.pt2`` (run through ONNX Runtime / the exported program; already BN-folded), or an OpenVINO IR
-            ``.xml`` (``hrseg export --format openvino``; run by OpenVINO).
+            ``.pt2`` (run through ONNX Runtime / the exported program; already BN-folded), an OpenVINO IR
+            ``.xml`` (``hrseg export --format openvino``; run by OpenVINO), or an hrseg model on the Hugging
+            Face Hub (``org/name``, ``hf-hub:org/name@revision``; :func:`hrseg.hub.resolve_model_path`).
         trusted: allow pickled Python objects in a ``.ckpt`` (only for files you trust).
         device: where the inputs will live; an ``.onnx`` file then runs on ONNX Runtime's CUDA / TensorRT
             providers for a CUDA device (other checkpoints are returned on the CPU: move them yourself).
@@ -72,7 +74,8 @@ def load_checkpoint(
         CheckpointError: the file is missing (:class:`~hrseg.checkpoint.CheckpointNotFoundError`, also a
             ``FileNotFoundError``), unreadable, or its weights do not fit the architecture it names.
     """
-    p = Path(path).expanduser()
+    # A hub reference (org/name[@rev]) becomes its cached model folder here; checkpoint reads local files only
+    p = resolve_model_path(path)
     if p.suffix in (".onnx", ".pt2", ".xml"):
         run, meta, kind = read_exported(p, device)
         return ExportedModel(run, meta, kind), meta
