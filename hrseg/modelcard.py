@@ -22,11 +22,27 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hrseg.checkpoint import ModelMeta
 
-__all__ = ["DEFAULT_LICENSE", "TrainingSummary", "model_card", "read_training_summary", "validation_scores"]
+__all__ = [
+    "DATASET_LICENSES",
+    "DEFAULT_LICENSE",
+    "TrainingSummary",
+    "model_card",
+    "read_training_summary",
+    "validation_scores",
+]
 
-#: The card's default ``license``: hrseg's own (MIT). Weights trained on data with its own terms (Cityscapes
-#: is for non-commercial research) should say so: ``model_card(..., license="other")``.
+#: The card's ``license`` unless the training data has its own terms (:data:`DATASET_LICENSES`) or the caller
+#: names one: hrseg's own (MIT).
 DEFAULT_LICENSE = "mit"
+#: DataModule -> the hub license fields its data imposes on weights trained on it (``license: other`` with a
+#: name and link, as the hub spec asks for licenses outside its list).
+DATASET_LICENSES = {
+    "CityscapesDataModule": {
+        "license": "other",
+        "license_name": "cityscapes-terms-of-use",  # non-commercial research only
+        "license_link": "https://www.cityscapes-dataset.com/license/",
+    },
+}
 
 
 @dataclass
@@ -155,7 +171,10 @@ _METRICS = {
     "val/pixel_acc": ("accuracy", "pixel accuracy"),
 }
 # The metadata header's key order: what a reader of the README looks for first.
-_HEADER_ORDER = ["library_name", "license", "pipeline_tag", "tags", "datasets", "metrics"]
+_HEADER_ORDER = [
+    *("library_name", "license", "license_name", "license_link"),
+    *("pipeline_tag", "tags", "datasets", "metrics"),
+]
 
 
 def validation_scores(summary: TrainingSummary) -> dict[str, float]:
@@ -178,8 +197,10 @@ def _dataset(summary: TrainingSummary) -> tuple[str, str] | None:
     )
 
 
-def _card_data(meta: ModelMeta, s: TrainingSummary, license: str) -> ModelCardData:
+def _card_data(meta: ModelMeta, s: TrainingSummary, license: str | None) -> ModelCardData:
     """The hub metadata: library, license, tags, datasets, metrics and the model-index of the scores."""
+    terms: dict[str, str] = {"license": license} if license else {}
+    terms = terms or DATASET_LICENSES.get(s.datamodule or "", {"license": DEFAULT_LICENSE})
     tags = ["hrseg", "semantic-segmentation", "image-segmentation", "pytorch"]
     tags += ["hrnet"] if meta.model.startswith("hrnet") else ["segmentation-models-pytorch"]
     if s.datamodule:
@@ -202,13 +223,13 @@ def _card_data(meta: ModelMeta, s: TrainingSummary, license: str) -> ModelCardDa
     ]
     return ModelCardData(
         library_name="hrseg",
-        license=license,
         pipeline_tag="image-segmentation",
         tags=tags,
         datasets=[dataset[0]] if dataset else None,
         metrics=sorted({_METRICS[key][0] for key in scores}) or None,
         model_name=meta.model,
         eval_results=results or None,
+        **terms,
     )
 
 
@@ -216,7 +237,7 @@ def model_card(
     meta: ModelMeta,
     summary: TrainingSummary | None = None,
     repo_id: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str | None = None,
 ) -> ModelCard:
     """The model card (``README.md``) of a model folder: hub metadata, use, architecture, classes, scores.
 
@@ -224,7 +245,8 @@ def model_card(
         meta: the model's metadata (from the folder's ``config.json``).
         summary: the training record (:func:`read_training_summary`); ``None``: not known.
         repo_id: the hub repository the card is for (used in the examples; default ``<org>/<name>``).
-        license: the weights' license, a hub license id (default :data:`DEFAULT_LICENSE`).
+        license: the weights' license, a hub license id (default: the training data's terms,
+            :data:`DATASET_LICENSES`, else :data:`DEFAULT_LICENSE`).
 
     Returns:
         A ``huggingface_hub.ModelCard``; ``str(card)`` is the README text, ``card.save(path)`` writes it.

@@ -33,7 +33,7 @@ from hrseg.hub import (
     push_to_hub,
     save_model_folder,
 )
-from hrseg.modelcard import DEFAULT_LICENSE
+from hrseg.modelcard import DATASET_LICENSES, DEFAULT_LICENSE
 from hrseg.models import build_model, load_pretrained
 
 TIMM_REPO = "timm/hrnet_w18_small.ms_in1k"
@@ -395,6 +395,10 @@ def test_card_scores_are_those_of_the_exported_checkpoint(tmp_path: Path) -> Non
         "0,4,0.40,0.45,0.80\n1,9,0.61,0.66,0.88\n2,19,0.55,0.60,0.86\n"
     )
     meta = ModelMeta("hrnetv2_w18_small_v1", 2)
+    # the training data's terms are the default license (Cityscapes: non-commercial research)
+    terms = model_card(meta, read_training_summary(best)).data
+    assert (terms.license, terms.license_link) == ("other", "https://www.cityscapes-dataset.com/license/")
+    assert terms.license_name == DATASET_LICENSES["CityscapesDataModule"]["license_name"]
     # no DataModule recorded: the scores have no dataset to belong to, so the card claims no model-index
     assert model_card(meta, read_training_summary(ckpts / "plain.ckpt")).data.eval_results is None
     for path, expected in ((best, (0.61, 0.66, 0.88)), (ckpts / "last.ckpt", (0.55, 0.60, 0.86))):
