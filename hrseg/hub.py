@@ -35,8 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelHubMixin
+from huggingface_hub import ModelCard, ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from torch import Tensor, nn
 
 from hrseg.checkpoint import (
@@ -134,8 +141,6 @@ def hub_offline() -> bool:
     """Whether hub access is off (``HF_HUB_OFFLINE``, read now or when huggingface_hub was imported)."""
     if _env_true("HF_HUB_OFFLINE"):
         return True
-    from huggingface_hub import constants
-
     return bool(constants.HF_HUB_OFFLINE)
 
 
@@ -144,8 +149,6 @@ def hub_cache_dir() -> Path:
     env = os.environ.get("HF_HUB_CACHE")
     if env:
         return Path(env).expanduser()
-    from huggingface_hub import constants
-
     return Path(constants.HF_HUB_CACHE)
 
 
@@ -194,8 +197,6 @@ def _commit_of(path: Path, filename: str) -> str:
 
 def _download(ref: HubReference, filename: str) -> HubFile:
     """``hf_hub_download`` one file (cache first; offline when ``HF_HUB_OFFLINE``); library errors pass."""
-    from huggingface_hub import hf_hub_download
-
     from hrseg import __version__
 
     env_cache = os.environ.get("HF_HUB_CACHE")
@@ -216,14 +217,6 @@ def _hub_error(
     err: Exception, ref: HubReference, candidates: tuple[str, ...], what: str, local_hint: str, original: str
 ) -> HubError | None:
     """The hrseg error for a ``huggingface_hub`` download error (``None``: not a hub error, let it pass)."""
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
     if isinstance(err, LocalEntryNotFoundError):  # offline, or the hub unreachable, and not in the cache
         reason = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
         return HubNotFoundError(
@@ -249,8 +242,6 @@ def _resolve(
     ref: HubReference, candidates: tuple[str, ...], what: str, local_hint: str, original: str
 ) -> HubFile:
     """The first of ``candidates`` the repository has, with errors that name ``ref`` and the way out."""
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
     not_cached: LocalEntryNotFoundError | None = None
     for filename in candidates:
         try:
@@ -427,9 +418,8 @@ class ModelFolder(ModelHubMixin):
             return cls(meta, path=folder, card=card)
         ref = HubReference(model_id, revision)
         original = model_kwargs.pop("original", None) or str(ref)
-        config_file = _resolve(
-            ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, original
-        )  # cached by the mixin
+        # Already cached by the mixin; resolved again for its snapshot (commit) and for precise errors
+        config_file = _resolve(ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, original)
         if config is None:  # the mixin logs and goes on when config.json is absent; hrseg needs it
             try:
                 config = json.loads(config_file.path.read_text())

@@ -229,7 +229,9 @@ def _card_data(meta: ModelMeta, s: TrainingSummary, license: str | None) -> Mode
         metrics=sorted({_METRICS[key][0] for key in scores}) or None,
         model_name=meta.model,
         eval_results=results or None,
-        **terms,
+        license=terms.get("license"),
+        license_name=terms.get("license_name"),
+        license_link=terms.get("license_link"),
     )
 
 
