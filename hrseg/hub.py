@@ -355,8 +355,8 @@ class ModelFolder(ModelHubMixin):
         self.source = source
         self.card = card
         self._state = None if state_dict is None else dict(state_dict)
-        # config.json is the ModelMeta itself (the mixin writes a dataclass config as sorted, indented JSON)
-        self._hub_mixin_config = meta
+        # config.json is the ModelMeta's JSON (the mixin writes a dict config sorted and indented, as to_json)
+        self._hub_mixin_config = meta.to_dict()
 
     def state_dict(self) -> dict[str, Tensor]:
         """The network's weights (official key names), read from the folder when not held in memory."""

@@ -283,6 +283,7 @@ def model_card(
         f"- model: `{meta.model}`" + (f", options `{meta.model_options}`" if meta.model_options else ""),
         f"- input: RGB normalized with mean {meta.mean} and std {meta.std}",
         f"- align_corners: {meta.align_corners}; ignore index: {meta.ignore_index}",
+        f"- predicts with the protocol it was validated with: {meta.eval_protocol.describe()}",
         "",
         "## Classes",
         "",
