@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from hrseg.data import synthetic
+    from hrseg.data import layouts
 
     if args.num < 1:
         print("hrseg data synth: --num must be >= 1", file=sys.stderr)
@@ -108,15 +108,15 @@ def _synth(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     out = Path(args.out)
     if args.layout == "cityscapes":
-        synthetic.write_cityscapes(
+        layouts.write_cityscapes(
             out, args.num, num_val, num_test, args.seed, args.size, args.train_ids, progress
         )
         hint = f"hrseg data check --datamodule cityscapes --root {out}"
     elif args.layout == "voc":
-        synthetic.write_voc(out, args.num, num_val, num_aug, args.seed, args.size, progress)
+        layouts.write_voc(out, args.num, num_val, num_aug, args.seed, args.size, progress)
         hint = f"hrseg data check --datamodule voc --root {out} --aug"
     else:
-        synthetic.write_folder(out, args.num, num_val, args.seed, args.size, progress)
+        layouts.write_folder(out, args.num, num_val, args.seed, args.size, progress)
         hint = (
             f"hrseg data check --datamodule folder --images-dir {out / 'images'} --masks-dir {out / 'masks'} "
             f"--num-classes 19 --train-list {out / 'train.txt'} --val-list {out / 'val.txt'}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,16 @@ def test_plot_returns_figure() -> None:
     logits = torch.randn(19, 32, 64)
     fig = dm.plot(dm.val_dataset[0], prediction=logits)
     assert len(fig.axes) == 3
+
+
+def test_scenes_and_label_tables_import_without_the_training_stack() -> None:
+    """The deployment path draws scenes and reads label tables; hrseg.data must not load Lightning for it."""
+    code = (
+        "import sys; from hrseg.data import generate_scene, metadata; import hrseg.data.scenes; "
+        "image, mask = generate_scene(0, (32, 64)); assert image.shape == (32, 64, 3) and mask.max() < 19; "
+        "print(','.join(m for m in ('albumentations', 'cv2', 'lightning') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == ""
