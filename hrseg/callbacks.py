@@ -1,23 +1,19 @@
-"""Lightning extensions the hrseg CLI installs: prediction writing and preemption-safe checkpoints.
+"""Lightning callbacks the hrseg CLI installs: prediction writing and a preemption-safe ``last.ckpt``.
 
 - :class:`PredictionWriter` (behind ``hrseg predict --config``) writes the same files as
   :func:`hrseg.inference.predict_folder` (see :mod:`hrseg.inference.writer`);
-- :class:`LastCheckpoint` keeps ``last.ckpt`` fresh (every validation, every N steps or minutes, on SIGTERM);
-- :class:`AtomicCheckpointIO` writes every checkpoint atomically.
+- :class:`LastCheckpoint` keeps ``last.ckpt`` fresh (every validation, every N steps or minutes, on SIGTERM).
+
+Checkpoints are written atomically by :class:`hrseg.checkpoint_io.AtomicCheckpointIO` (a trainer plugin).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import fsspec
-import torch
-from fsspec.implementations.local import LocalFileSystem
-from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -25,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from hrseg.colors import default_palette
 from hrseg.inference.writer import output_paths, outputs_exist, write_prediction
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "PredictionWriter"]
+__all__ = ["LastCheckpoint", "PredictionWriter"]
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -161,44 +157,6 @@ class PredictionWriter(BasePredictionWriter):
             print(f"[rank {trainer.global_rank}] {message}", flush=True)
         else:
             print(message, flush=True)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file next to the target, fsync, then ``os.replace``.
-
-    A kill at any moment leaves either the previous checkpoint or the new one, never a truncated file.
-    Lightning's own save goes through an fsspec transaction whose temporary file lives in ``$TMPDIR``: when
-    that is another filesystem than the checkpoint folder (a node-local /tmp, a shared checkpoint disk) the
-    final "rename" is a copy, which a kill can cut short. Remote URLs (s3://, gs://...) keep Lightning's path.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        """Write ``checkpoint`` to ``path`` atomically (local paths)."""
-        fs, urlpath = fsspec.core.url_to_fs(str(path))
-        if storage_options is not None or not isinstance(fs, LocalFileSystem):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        target = Path(urlpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        try:  # make the rename itself durable
-            fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("hrseg.models", "hrseg.losses", "hrseg.metrics", "hrseg.viz"),
     ("hrseg.data", "hrseg.inference", "hrseg.export", "hrseg.evaluation"),
-    ("hrseg.task", "hrseg.callbacks", "hrseg.loggers"),
+    ("hrseg.task", "hrseg.callbacks", "hrseg.checkpoint_io", "hrseg.loggers"),
     ("hrseg.commands",),
 ]
 

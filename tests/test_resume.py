@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrseg.callbacks import AtomicCheckpointIO, LastCheckpoint
+from hrseg.callbacks import LastCheckpoint
+from hrseg.checkpoint_io import AtomicCheckpointIO
 from hrseg.data import DemoDataModule
-from hrseg.data.base import ResumableSampler, sample_seed
+from hrseg.data.resume import ResumableSampler, sample_seed
 
 
 @pytest.fixture(autouse=True)

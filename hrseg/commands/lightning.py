@@ -16,10 +16,10 @@ What this adds to plain LightningCLI:
 - OmegaConf interpolation (``${...}``) inside config files; a fixed default seed;
 - preemption safety: ``last.ckpt`` also every N training steps or minutes
   (``--last_checkpoint.every_n_train_steps`` / ``--last_checkpoint.train_time_interval``, besides every
-  validation), written atomically (:class:`hrseg.callbacks.AtomicCheckpointIO`: temp file in the same
+  validation), written atomically (:class:`hrseg.checkpoint_io.AtomicCheckpointIO`: temp file in the same
   folder, fsync, rename); SIGTERM saves ``last.ckpt`` at the end of the current step and exits with code 143
   (:class:`hrseg.callbacks.LastCheckpoint`); the training loader position is part of every checkpoint, so
-  ``--ckpt_path last`` continues bit-identically (:class:`hrseg.data.base.ResumableDataLoader`).
+  ``--ckpt_path last`` continues bit-identically (:class:`hrseg.data.resume.ResumableDataLoader`).
 
 Clusters. Any scheduler that sends SIGTERM before killing (Kubernetes, most batch systems, SLURM's
 ``scancel``/preemption with ``GraceTime``): rerun the same command with ``--ckpt_path last``; the exit code
@@ -58,9 +58,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from hrseg.callbacks import AtomicCheckpointIO, LastCheckpoint
+from hrseg.callbacks import LastCheckpoint
+from hrseg.checkpoint_io import AtomicCheckpointIO
 from hrseg.commands.configs import resolve_config
-from hrseg.data.base import SegmentationDataModule
+from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.task import SegmentationTask
 
 __all__ = [

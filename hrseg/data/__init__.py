@@ -19,11 +19,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 #: public name -> the module that defines it
 _LAZY: dict[str, str] = {
-    "ArraySegmentationDataset": "hrseg.data.base",
-    "SegmentationDataModule": "hrseg.data.base",
-    "SegmentationDataset": "hrseg.data.base",
-    "auto_num_workers": "hrseg.data.base",
-    "pad_collate": "hrseg.data.base",
+    "ArraySegmentationDataset": "hrseg.data.dataset",
+    "SegmentationDataset": "hrseg.data.dataset",
+    "SegmentationDataModule": "hrseg.data.datamodule",
+    "auto_num_workers": "hrseg.data.loaders",
+    "pad_collate": "hrseg.data.loaders",
     "CheckReport": "hrseg.data.checks",
     "DatasetError": "hrseg.data.checks",
     "LabelSpec": "hrseg.data.checks",
@@ -77,17 +77,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from hrseg.data.base import (
-        ArraySegmentationDataset,
-        SegmentationDataModule,
-        SegmentationDataset,
-        auto_num_workers,
-        pad_collate,
-    )
     from hrseg.data.checks import CheckReport, DatasetError, LabelSpec, Sample
     from hrseg.data.cityscapes import CityscapesDataModule
+    from hrseg.data.datamodule import SegmentationDataModule
+    from hrseg.data.dataset import ArraySegmentationDataset, SegmentationDataset
     from hrseg.data.folder import FolderDataModule
     from hrseg.data.layouts import write_cityscapes, write_folder, write_voc
+    from hrseg.data.loaders import auto_num_workers, pad_collate
     from hrseg.data.metadata import (
         CITYSCAPES_CLASSES,
         CITYSCAPES_PALETTE,

@@ -16,6 +16,9 @@ from PIL import Image
 
 from hrseg.images import IMAGE_EXTENSIONS, ImageFileError, open_image
 
+#: the ``label_specs`` key of samples whose DataModule has a single mask encoding
+DEFAULT_ENCODING = "default"
+
 
 class DatasetError(ValueError):
     """A dataset is missing, incomplete or holds a bad file; the message names the path and the problem.
@@ -39,7 +42,7 @@ class Sample:
     image: Path
     mask: Path | None
     name: str
-    encoding: str = "default"
+    encoding: str = DEFAULT_ENCODING
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,7 @@ def check_samples(
 
 
 __all__ = [
+    "DEFAULT_ENCODING",
     "IMAGE_EXTENSIONS",
     "CheckReport",
     "DatasetError",

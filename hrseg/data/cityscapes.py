@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from hrseg.data.base import SegmentationDataModule
 from hrseg.data.checks import DatasetError, LabelSpec, Problem, Sample, require_dir
+from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.metadata import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_NUM_CLASSES,

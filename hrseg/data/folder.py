@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from hrseg.data.base import SegmentationDataModule
 from hrseg.data.checks import (
     IMAGE_EXTENSIONS,
     DatasetError,
@@ -20,6 +19,7 @@ from hrseg.data.checks import (
     list_files,
     require_dir,
 )
+from hrseg.data.datamodule import SegmentationDataModule
 
 SPLITS = ("train", "val", "test")
 MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff")

@@ -9,8 +9,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from hrseg.data.base import ArraySegmentationDataset, SegmentationDataModule
 from hrseg.data.checks import CheckReport, Problem, check_samples
+from hrseg.data.datamodule import SegmentationDataModule
+from hrseg.data.dataset import ArraySegmentationDataset
 from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_NUM_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 from hrseg.data.scenes import GENERATOR_VERSION, generate_scene, generate_split, scene_rng
 

@@ -58,7 +58,7 @@ class SegmentationTransform:
         """Seed the pipeline's random generators.
 
         The training loader reseeds before every sample with ``sample_seed(seed, epoch, index)``
-        (:class:`hrseg.data.base.ResumableSampler`), so a sample's augmentation depends on nothing else: not
+        (:class:`hrseg.data.resume.ResumableSampler`), so a sample's augmentation depends on nothing else: not
         the worker, the batch position or a restart.
         """
         self.pipeline.set_random_seed(int(seed) % 2**32)

@@ -12,8 +12,8 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from hrseg.data.base import SegmentationDataModule
 from hrseg.data.checks import DatasetError, Problem, Sample
+from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.metadata import IGNORE_INDEX, VOC_CLASSES, VOC_NUM_CLASSES, VOC_PALETTE
 
 AUG_SPLIT = "trainaug"

@@ -111,12 +111,12 @@ def test_predict_falls_back_to_val_without_test_images(cityscapes_root: Path) ->
 def test_num_workers_auto_follows_the_device(cityscapes_root: Path, monkeypatch) -> None:
     import os
 
-    import hrseg.data.base as base
+    import hrseg.data.loaders as loaders
     from hrseg.data import auto_num_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert auto_num_workers("cpu") == 0  # workers would compete with the training threads
-    assert auto_num_workers("cuda") == base.MAX_AUTO_WORKERS
+    assert auto_num_workers("cuda") == loaders.MAX_AUTO_WORKERS
     assert auto_num_workers("cuda", processes_per_node=4) == 3  # one core per process left to the process
     assert auto_num_workers("cuda", processes_per_node=32) == 1
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hrseg.colors import denormalize
-from hrseg.data.base import pad_collate
+from hrseg.data.loaders import pad_collate
 from hrseg.data.transforms import build_eval_transform, build_train_transform
 
 # Four well-separated colours; the mask is a function of the image: class = index of the pixel's colour.
@@ -99,7 +99,8 @@ def test_pad_collate_mixed_sizes() -> None:
 def test_workers_draw_different_augmentations() -> None:
     from torch.utils.data import DataLoader
 
-    from hrseg.data.base import ArraySegmentationDataset, seed_worker
+    from hrseg.data.dataset import ArraySegmentationDataset
+    from hrseg.data.loaders import seed_worker
 
     image, mask = _pattern()
     t = build_train_transform(crop_size=(20, 20), scale_range=(0.5, 2.0), hflip_prob=0.5)

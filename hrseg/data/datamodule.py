@@ -1,4 +1,4 @@
-"""Shared DataModule behaviour: datasets, loaders, collate, class metadata and plotting.
+"""The DataModule base: splits -> datasets -> loaders, class metadata, prediction inputs and ``plot``.
 
 Every concrete DataModule (Cityscapes, VOC, folder, demo) only says how to list a split and how raw mask
 values become train ids; loaders, transforms, prediction inputs and plots live here once.
@@ -6,21 +6,20 @@ values become train ids; loaders, transforms, prediction inputs and plots live h
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.data import suggested_max_num_workers
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, default_palette, denormalize
 from hrseg.data.checks import (
+    DEFAULT_ENCODING,
     CheckReport,
     DatasetError,
     LabelSpec,
@@ -28,318 +27,12 @@ from hrseg.data.checks import (
     Sample,
     check_samples,
     format_problems,
-    load_sample,
-    read_image,
 )
-from hrseg.data.transforms import (
-    SegmentationTransform,
-    build_eval_transform,
-    build_train_transform,
-)
+from hrseg.data.dataset import SegmentationDataset
+from hrseg.data.loaders import PadCollate, auto_num_workers, seed_worker
+from hrseg.data.resume import ResumableDataLoader, ResumableSampler, fit_position, global_seed
+from hrseg.data.transforms import SegmentationTransform, build_eval_transform, build_train_transform
 from hrseg.images import list_images
-
-DEFAULT_ENCODING = "default"
-
-
-# ------------------------------------------------------------------------------------------- exact resume
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded with ``seed``.
-
-    A pure function of the three numbers (NumPy's ``SeedSequence`` mixes them), so the augmentation of
-    every sample is the same whichever process, worker, batch position or resumed run draws it.
-    """
-    state = np.random.SeedSequence([int(seed) % 2**32, int(epoch), int(index)]).generate_state(1)
-    return int(state[0])
-
-
-def _apply_sample_seed(transform: Any, key: int | tuple[int, int]) -> int:
-    """Dataset key -> index; an ``(index, seed)`` key (:class:`ResumableSampler`) reseeds ``transform``."""
-    if isinstance(key, tuple | list):
-        index, seed = int(key[0]), int(key[1])
-        if hasattr(transform, "reseed"):
-            transform.reseed(seed)
-        return index
-    return int(key)
-
-
-def global_seed(default: int = 0) -> int:
-    """The run's seed: ``PL_GLOBAL_SEED`` (set by ``seed_everything`` on every rank), else ``default``."""
-    value = os.environ.get("PL_GLOBAL_SEED")
-    return int(value) if value not in (None, "") else int(default)
-
-
-class ResumableSampler(DistributedSampler):
-    """Training order and augmentation seeds as a pure function of (seed, epoch), sharded over processes.
-
-    A :class:`~torch.utils.data.DistributedSampler` (so Lightning keeps it as is and calls ``set_epoch``)
-    that yields ``(index, sample_seed(seed, epoch, index))`` keys: the datasets reseed their augmentation
-    pipeline from the key, so neither the worker count nor a restart changes what a sample looks like.
-    :meth:`skip` starts the next iteration part-way into an epoch (mid-epoch resume).
-
-    Args:
-        dataset: the training dataset.
-        num_replicas: processes sharing the epoch (1 without DDP).
-        rank: this process's rank.
-        seed: base seed of the permutation and of the augmentations (the same on every rank).
-        shuffle: permute the indices every epoch.
-    """
-
-    def __init__(
-        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        self._skip = 0
-
-    def skip(self, epoch: int, samples: int) -> None:
-        """Make the next iteration run ``epoch`` from its ``samples``-th element of this rank's share.
-
-        Idempotent: the same position requested again (the DataModule and Lightning's loop may both
-        restore it) is applied once.
-        """
-        position = (int(epoch), max(0, int(samples)))
-        if position == getattr(self, "_restored", None):
-            return
-        self._restored = position
-        self.epoch, self._skip = position
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = list(super().__iter__())
-        skip, self._skip = self._skip, 0
-        return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices[skip:]])
-
-
-def _fit_position(trainer: Any) -> tuple[int, int] | None:
-    """(epoch, training batches consumed in it) from the trainer's progress counters, or None.
-
-    Counted by the loops rather than by the loader: Lightning fetches one batch ahead, so the loader has
-    always produced one batch more than the training loop has used when a checkpoint is written.
-    """
-    fit_loop = getattr(trainer, "fit_loop", None)
-    if fit_loop is None or getattr(getattr(trainer, "state", None), "fn", None) != "fit":
-        return None
-    epochs = fit_loop.epoch_progress.current
-    epoch = max(int(epochs.started) - 1, 0)
-    if epochs.started == 0 or epochs.processed >= epochs.started:
-        return int(epochs.processed), 0  # between epochs: the next one starts from its beginning
-    return epoch, int(fit_loop.epoch_loop.batch_progress.current.processed)
-
-
-class ResumableDataLoader(DataLoader):
-    """A training DataLoader whose position Lightning saves in checkpoints and restores on resume.
-
-    Lightning calls ``state_dict`` when it writes a checkpoint and ``load_state_dict`` before the first
-    ``iter`` of a resumed fit (any loader with both methods counts as stateful). The state is the sampler's
-    seed, the epoch and how many batches of it the training loop had consumed; on load, the sampler skips
-    those batches, so the resumed run sees exactly the batches (and augmentations) the interrupted run would
-    have seen. Requires a :class:`ResumableSampler` and ``batch_size`` batching.
-
-    Args:
-        *args: :class:`~torch.utils.data.DataLoader` arguments.
-        position: returns (epoch, batches consumed) of the current fit (the trainer's progress), or None to
-            count the batches this loader's iterators yielded.
-        **kwargs: :class:`~torch.utils.data.DataLoader` arguments.
-    """
-
-    def __init__(
-        self, *args: Any, position: Callable[[], tuple[int, int] | None] | None = None, **kwargs: Any
-    ):
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, ResumableSampler) or self.batch_size is None:
-            raise TypeError("ResumableDataLoader needs a ResumableSampler and a batch_size")
-        self.position = position
-        self._yielded = 0
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator over the base iterator
-        sampler = cast(ResumableSampler, self.sampler)
-        epoch = sampler.epoch
-        self._yielded = sampler._skip // int(self.batch_size or 1)
-        self._epoch = epoch
-        for batch in super().__iter__():
-            self._yielded += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"seed", "epoch", "batches", "batch_size"}``: where the next batch of this fit comes from."""
-        sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
-        pos = self.position() if self.position is not None else None
-        if pos is None:
-            pos = (getattr(self, "_epoch", sampler.epoch), self._yielded)
-        epoch, batches = pos
-        if batches >= len(self):
-            epoch, batches = epoch + 1, 0
-        return {
-            "seed": int(sampler.seed),
-            "epoch": int(epoch),
-            "batches": int(batches),
-            "batch_size": self.batch_size,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict`: same seed, same epoch, its consumed batches skipped."""
-        sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
-        sampler.seed = int(state.get("seed", sampler.seed))
-        batch_size = int(state.get("batch_size", self.batch_size))
-        if batch_size != self.batch_size:
-            rank_zero_warn(
-                f"resuming with batch_size={self.batch_size} from a checkpoint written with {batch_size}: "
-                "the rest of the interrupted epoch is approximated"
-            )
-        sampler.skip(int(state.get("epoch", 0)), int(state.get("batches", 0)) * batch_size)
-
-
-class SegmentationDataset(Dataset):
-    """Image / mask files -> ``{"image", "mask", "name"}`` samples, validated on every read.
-
-    Bad files raise :class:`DatasetError` from ``__getitem__`` with the path and the problem, so the message
-    survives the DataLoader worker re-raise.
-
-    Args:
-        samples: the split's items.
-        specs: label rules per ``Sample`` encoding key (``"default"`` unless a DataModule uses several).
-        transform: pipeline returning tensors.
-        labelled: False yields ``{"image", "name", "path", "error"}`` (prediction) and never reads masks.
-            An unreadable image does not stop a prediction run: its item carries the message in ``error``
-            (empty otherwise) and a 1x1 placeholder image, so the writer reports it by name at the end.
-    """
-
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        specs: Mapping[str, LabelSpec] | None,
-        transform: SegmentationTransform,
-        labelled: bool = True,
-    ) -> None:
-        self.samples = list(samples)
-        self.specs = dict(specs or {})
-        self.transform = transform
-        self.labelled = labelled
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def spec_for(self, sample: Sample) -> LabelSpec:
-        """Return the label rules of ``sample`` (by its encoding key)."""
-        return self.specs.get(sample.encoding) or self.specs[DEFAULT_ENCODING]
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-        """Decode sample ``index`` without transforms: RGB uint8 image, train-id mask (or None), name."""
-        sample = self.samples[index]
-        if not self.labelled:
-            return read_image(sample.image), None, sample.name
-        if sample.mask is None:
-            raise DatasetError(f"{sample.image}: no mask for this image in a labelled split")
-        image, mask = load_sample(sample, self.spec_for(sample))
-        return image, mask, sample.name
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index = _apply_sample_seed(self.transform, key)
-        if not self.labelled:
-            sample = self.samples[index]
-            try:
-                image, _, name = self.load(index)
-            except DatasetError as exc:  # reported by the prediction writer; the other images go on
-                return {
-                    "image": torch.zeros(3, 1, 1),
-                    "name": sample.name,
-                    "path": str(sample.image),
-                    "error": str(exc),
-                }
-            img_t, _ = self.transform(image, None)
-            return {"image": img_t, "name": name, "path": str(sample.image), "error": ""}
-        image, mask, name = self.load(index)
-        img_t, mask_t = self.transform(image, mask)
-        return {"image": img_t, "mask": mask_t, "name": name}
-
-
-class ArraySegmentationDataset(Dataset):
-    """In-memory (image, mask) arrays -> the same samples as :class:`SegmentationDataset`.
-
-    Args:
-        images: RGB uint8 arrays (H, W, 3).
-        masks: train-id arrays (H, W), or None for prediction.
-        names: one name per item.
-        transform: pipeline returning tensors.
-    """
-
-    def __init__(
-        self,
-        images: Sequence[np.ndarray],
-        masks: Sequence[np.ndarray] | None,
-        names: Sequence[str],
-        transform: SegmentationTransform,
-    ) -> None:
-        if masks is not None and len(masks) != len(images):
-            raise ValueError(f"{len(images)} images but {len(masks)} masks")
-        self.images = list(images)
-        self.masks = list(masks) if masks is not None else None
-        self.names = list(names)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-        """Return the raw image, mask (or None) and name of item ``index``."""
-        mask = self.masks[index] if self.masks is not None else None
-        return self.images[index], mask, self.names[index]
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index = _apply_sample_seed(self.transform, key)
-        image, mask, name = self.load(index)
-        img_t, mask_t = self.transform(image, mask)
-        if mask_t is None:
-            return {"image": img_t, "name": name, "path": name, "error": ""}
-        return {"image": img_t, "mask": mask_t, "name": name}
-
-
-def pad_collate(batch: Sequence[Mapping[str, Any]], ignore_index: int = IGNORE_INDEX) -> dict[str, Any]:
-    """Collate samples that may differ in size: pad images with 0 and masks with ``ignore_index``.
-
-    Padding goes at the bottom / right so pixel coordinates are unchanged; same-size batches are just
-    stacked. Non-tensor values (names, paths) become lists.
-    """
-    out: dict[str, Any] = {}
-    keys = batch[0].keys()
-    for key in keys:
-        values = [b[key] for b in batch]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) == 1:
-                out[key] = torch.stack(values)
-                continue
-            h = max(v.shape[-2] for v in values)
-            w = max(v.shape[-1] for v in values)
-            fill = ignore_index if key == "mask" else 0
-            padded = values[0].new_full((len(values), *values[0].shape[:-2], h, w), fill)
-            for i, v in enumerate(values):
-                padded[i, ..., : v.shape[-2], : v.shape[-1]] = v
-            out[key] = padded
-        else:
-            out[key] = values
-    return out
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's augmentation pipeline its own seed.
-
-    Albumentations keeps its own generator, which forked workers would otherwise share (identical
-    augmentations in every worker); ``worker_info.seed`` derives from the torch seed, so runs under
-    ``seed_everything`` stay reproducible.
-    """
-    info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if info is not None and transform is not None and hasattr(transform, "reseed"):
-        transform.reseed(info.seed)
-
-
-class _PadCollate:
-    """Picklable collate callable bound to an ignore index (lambdas break spawn-started workers)."""
-
-    def __init__(self, ignore_index: int) -> None:
-        self.ignore_index = ignore_index
-
-    def __call__(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return pad_collate(batch, self.ignore_index)
 
 
 def resolve_predict_inputs(predict_path: str) -> list[Path]:
@@ -372,23 +65,6 @@ def _label_map(value: Any) -> np.ndarray | None:
     if t.ndim != 2:
         raise ValueError(f"expected a (H, W) label map or logits, got shape {tuple(t.shape)}")
     return t.long().numpy()
-
-
-#: upper bound of :func:`auto_num_workers` per device process
-MAX_AUTO_WORKERS = 8
-
-
-def auto_num_workers(device_type: str, processes_per_node: int = 1) -> int:
-    """DataLoader workers for ``num_workers=None``: 0 on CPU, else Lightning's suggestion, at most 8.
-
-    Lightning's ``suggested_max_num_workers`` gives the cores per device process minus one (for the process
-    itself). On CPU the workers would compete with the training threads for the same cores (on the 2-core dev
-    machine two workers were slower than loading in-process). On a GPU one worker decodes and augments ~11
-    Cityscapes samples/s while an H200 trains HRNetV2 at 18-40 samples/s (see benchmarks/README.md).
-    """
-    if device_type == "cpu":
-        return 0
-    return min(MAX_AUTO_WORKERS, suggested_max_num_workers(max(1, processes_per_node)))
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -643,7 +319,7 @@ class SegmentationDataModule(L.LightningDataModule):
             "num_workers": workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": workers > 0,
-            "collate_fn": _PadCollate(self.ignore_index),
+            "collate_fn": PadCollate(self.ignore_index),
             "worker_init_fn": seed_worker if workers > 0 else None,
         }
         dist = self._distributed_kwargs()
@@ -694,7 +370,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self._train_loader_state = dict(state_dict.get("train_loader") or {}) or None
 
     def _fit_position(self) -> tuple[int, int] | None:
-        return _fit_position(self.trainer) if self.trainer is not None else None
+        return fit_position(self.trainer) if self.trainer is not None else None
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, resumable training batches of ``batch_size`` (incomplete last batch dropped).
@@ -764,15 +440,4 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
 
-__all__ = [
-    "ArraySegmentationDataset",
-    "ResumableDataLoader",
-    "ResumableSampler",
-    "SegmentationDataModule",
-    "SegmentationDataset",
-    "auto_num_workers",
-    "global_seed",
-    "pad_collate",
-    "resolve_predict_inputs",
-    "sample_seed",
-]
+__all__ = ["SegmentationDataModule", "resolve_predict_inputs"]
