@@ -90,11 +90,12 @@ class PredictionWriter(BasePredictionWriter):
             )
 
     def _palette(self, trainer: Trainer, pl_module: LightningModule) -> list[Sequence[int]]:
+        """The task's class colours (its defaults filled), else the DataModule's, else the default map."""
         palette = getattr(pl_module, "palette", None)
         if palette is None:
             palette = getattr(getattr(trainer, "datamodule", None), "palette", None)
-        if palette is None:
-            palette = default_palette(int(getattr(pl_module.hparams, "num_classes", 256)))
+        if palette is None:  # neither knows the classes: colour every 8-bit label the model may predict
+            palette = default_palette(256)
         return list(palette)
 
     def write_on_batch_end(

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette
+from hrseg.classes import resolve_class_metadata
+from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD
 from hrseg.eval_protocol import EvalProtocol
 
 __all__ = [
@@ -82,20 +83,14 @@ class ModelMeta:
 
     def __post_init__(self) -> None:
         """Fill defaults for missing class metadata and validate lengths."""
-        self.num_classes = int(self.num_classes)
-        if self.class_names is None:
-            self.class_names = [f"class_{i}" for i in range(self.num_classes)]
-        if self.palette is None:
-            self.palette = [list(c) for c in default_palette(self.num_classes)]
-        self.class_names = [str(n) for n in self.class_names]
-        self.palette = [[int(c) for c in rgb] for rgb in self.palette]
+        classes = resolve_class_metadata(self.num_classes, self.class_names, self.palette, self.ignore_index)
+        self.num_classes = classes.num_classes
+        self.class_names = classes.class_names
+        self.palette = [list(rgb) for rgb in classes.palette]
+        self.ignore_index = classes.ignore_index
         self.eval_protocol = EvalProtocol.coerce(self.eval_protocol)
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for num_classes={self.num_classes}")
-        if len(self.palette) < self.num_classes or any(len(c) != 3 for c in self.palette):
-            raise ValueError(f"palette must hold {self.num_classes} RGB triples")
 
     def build_options(self) -> dict[str, Any]:
         """Keywords for :func:`hrseg.build_model` (``model_options`` plus the metadata's ``align_corners``).

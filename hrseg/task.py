@@ -20,7 +20,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
-from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, default_palette, denormalize
+from hrseg.classes import ClassInfo, resolve_class_metadata
+from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.protocol import class_argmax, infer
 from hrseg.loggers import log_image
@@ -156,10 +157,7 @@ class SegmentationTask(L.LightningModule):
     ) -> None:
         """Save hyper-parameters, then build the network, the loss and the metrics."""
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
-        if palette is not None and len(palette) != num_classes:
-            raise ValueError(f"{len(palette)} palette colours for num_classes={num_classes}")
+        resolve_class_metadata(num_classes, class_names, palette, ignore_index)  # fail early on bad metadata
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         if nonfinite_patience < 1:
@@ -235,17 +233,20 @@ class SegmentationTask(L.LightningModule):
         self.test_loss = MeanMetric(nan_strategy="ignore")
 
     @property
+    def classes(self) -> ClassInfo:
+        """The class metadata, defaults filled (``class_<i>`` names, the VOC colour map)."""
+        hp = self.hparams
+        return resolve_class_metadata(hp.num_classes, hp.class_names, hp.palette, hp.ignore_index)
+
+    @property
     def class_names(self) -> list[str]:
         """Class names (``class_<i>`` when the DataModule gave none)."""
-        names = self.hparams.class_names
-        return list(names) if names is not None else [f"class_{i}" for i in range(self.hparams.num_classes)]
+        return self.classes.class_names
 
     @property
     def palette(self) -> list[tuple[int, int, int]]:
         """Class colours (the VOC colour map when the DataModule gave none)."""
-        if self.hparams.palette is not None:
-            return [cast(tuple[int, int, int], tuple(int(v) for v in c)) for c in self.hparams.palette]
-        return default_palette(self.hparams.num_classes)
+        return self.classes.palette
 
     def load_pretrained_weights(self) -> None:
         """Load ``weights`` into the network now (the CLI path calls this from :meth:`setup`)."""

@@ -21,6 +21,7 @@ PACKAGE = Path(hrseg.__file__).resolve().parent
 LAYERS: list[tuple[str, ...]] = [
     (
         "hrseg.colors",
+        "hrseg.classes",
         "hrseg.images",
         "hrseg.eval_protocol",
         "hrseg.checkpoint",

@@ -17,7 +17,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, default_palette, denormalize
+from hrseg.classes import resolve_class_metadata
+from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, denormalize
 from hrseg.data.checks import (
     DEFAULT_ENCODING,
     CheckReport,
@@ -118,30 +119,15 @@ class SegmentationDataModule(L.LightningDataModule):
         predict_path: str | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if 0 <= ignore_index < num_classes:
-            raise ValueError(
-                f"ignore_index {ignore_index} collides with a class id (num_classes={num_classes})"
-            )
-        names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} class names given for num_classes={num_classes}")
-        colors: list[tuple[int, ...]] = (
-            [tuple(int(c) for c in rgb) for rgb in palette]
-            if palette is not None
-            else list(default_palette(num_classes))
-        )
-        if len(colors) != num_classes or any(len(c) != 3 for c in colors):
-            raise ValueError(f"palette must hold {num_classes} RGB triples, got {len(colors)} entries")
+        classes = resolve_class_metadata(num_classes, class_names, palette, ignore_index)
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 or None (auto), got {num_workers}")
-        self.num_classes = int(num_classes)
-        self.class_names: list[str] = names
-        self.palette: list[Color] = colors  # type: ignore[assignment]
-        self.ignore_index = int(ignore_index)
+        self.num_classes = classes.num_classes
+        self.class_names: list[str] = classes.class_names
+        self.palette: list[Color] = classes.palette
+        self.ignore_index = classes.ignore_index
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hrseg_data_trees import REFERENCE_LABEL_TO_TRAIN
 
 from hrseg.colors import colorize, voc_colormap
@@ -47,3 +48,29 @@ def test_colorize_blacks_out_ignore() -> None:
     mask = np.array([[0, 1], [255, 7]])
     rgb = colorize(mask, [(10, 20, 30), (40, 50, 60)])
     assert rgb.tolist() == [[[10, 20, 30], [40, 50, 60]], [[0, 0, 0], [0, 0, 0]]]
+
+
+def test_class_metadata_defaults_and_checks_live_in_one_place() -> None:
+    """DataModules, the task and checkpoints all resolve class metadata through resolve_class_metadata."""
+    from hrseg.checkpoint import ModelMeta
+    from hrseg.classes import resolve_class_metadata
+    from hrseg.colors import default_palette
+    from hrseg.data import FolderDataModule
+
+    info = resolve_class_metadata(3)
+    assert info.class_names == ["class_0", "class_1", "class_2"] and info.palette == default_palette(3)
+    assert resolve_class_metadata(2, palette=voc_colormap(256)).palette == voc_colormap(256)  # longer is kept
+    for bad in (
+        {"class_names": ["a"]},
+        {"palette": [(1, 2, 3)]},
+        {"palette": [(1, 2), (3, 4)]},
+        {"ignore_index": 1},
+    ):
+        with pytest.raises(ValueError):
+            resolve_class_metadata(2, **bad)
+        with pytest.raises(ValueError):
+            ModelMeta(model="hrnetv2_w18_small_v1", num_classes=2, **bad)
+        with pytest.raises(ValueError):
+            FolderDataModule(images_dir="unused", masks_dir="unused", num_classes=2, **bad)
+    meta = ModelMeta(model="hrnetv2_w18_small_v1", num_classes=3)
+    assert (meta.class_names, meta.palette) == (info.class_names, [list(c) for c in info.palette])
