@@ -32,17 +32,6 @@ from hrseg.viz import plot_panels, save_evaluation_plots
 
 __all__ = ["NonFiniteLossError", "SegmentationTask", "poly_warmup_factor"]
 
-#: Attribute names of segmentation heads that get ``head_lr_mult``: HRNetV2, smp models and the HRNet-OCR
-#: head (the official rule: every parameter whose name contains ``aux``, ``ocr`` or ``cls``).
-HEAD_MODULE_NAMES = (
-    "last_layer",
-    "segmentation_head",
-    "aux_head",
-    "conv3x3_ocr",
-    "ocr_gather_head",
-    "ocr_distri_head",
-    "cls_head",
-)
 #: Default weight of each auxiliary output (HRNet-OCR: 0.4 x aux + 1.0 x main).
 AUX_LOSS_WEIGHT = 0.4
 
@@ -105,8 +94,8 @@ class SegmentationTask(L.LightningModule):
         momentum: SGD momentum (AdamW: beta1).
         weight_decay: weight decay of all parameters (official recipe: 5e-4 with SGD).
         nesterov: Nesterov momentum for SGD.
-        head_lr_mult: lr multiplier of the segmentation head (:data:`HEAD_MODULE_NAMES`: ``last_layer``,
-            ``segmentation_head``, HRNet-OCR's ``aux_head``, ``conv3x3_ocr``, ``ocr_*``, ``cls_head``).
+        head_lr_mult: lr multiplier of the segmentation head (the model's ``head_modules``: HRNetV2's
+            ``last_layer``, smp's ``segmentation_head``, the whole HRNet-OCR head).
         warmup_iters: linear warmup steps before the poly decay (0: none, as in the official recipe).
         poly_power: exponent of the per-iteration poly decay over ``trainer.estimated_stepping_batches``.
         eval_protocol: how validation, test and predict run the network
@@ -552,14 +541,15 @@ class SegmentationTask(L.LightningModule):
 
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Head parameters (:data:`HEAD_MODULE_NAMES`) get ``lr * head_lr_mult``."""
+        """Head parameters (the model's ``head_modules``) get ``lr * head_lr_mult``."""
         hp = self.hparams
+        head_modules = tuple(getattr(self.model, "head_modules", ()))
         head: list[nn.Parameter] = []
         body: list[nn.Parameter] = []
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            (head if name.split(".")[0] in HEAD_MODULE_NAMES else body).append(param)
+            (head if name.split(".")[0] in head_modules else body).append(param)
         if hp.head_lr_mult == 1.0 or not head:
             return [{"params": body + head, "lr": hp.lr}]
         return [{"params": body, "lr": hp.lr}, {"params": head, "lr": hp.lr * hp.head_lr_mult}]

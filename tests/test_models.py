@@ -162,7 +162,12 @@ def test_official_key_layout() -> None:
         "conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2",
         "transition2", "stage3", "transition3", "stage4", "last_layer",
     }  # fmt: skip
-    # Transitions keeping their channel count are None: only the new branch has keys.
+    # Transitions keeping their channel count are parameter-free nn.Identity placeholders (the official code's
+    # None, as in timm): only the new branch has keys, and no child is None.
+    assert isinstance(model.transition2[0], torch.nn.Identity)
+    assert isinstance(model.stage4[2].fuse_layers[1][1], torch.nn.Identity)
+    assert all(child is not None for m in model.modules() for child in m._modules.values())
+    assert model.stage4[2].out_channels == [48, 96, 192, 384]
     assert {k.split(".")[1] for k in sd if k.startswith("transition2.")} == {"2"}
     assert {k.split(".")[1] for k in sd if k.startswith("transition3.")} == {"3"}
     assert sd["transition1.0.0.weight"].shape == (48, 256, 3, 3)
@@ -438,6 +443,7 @@ def test_smp_baseline(name: str) -> None:
         out = model(torch.randn(1, 3, 64, 96))
     assert out.shape == (1, 6, 64, 96)
     assert upsample_logits(out, (64, 96)) is out
+    assert model.head_modules == ("segmentation_head",) and hasattr(model, "segmentation_head")
 
 
 def test_smp_bad_names() -> None:
@@ -445,3 +451,27 @@ def test_smp_bad_names() -> None:
         build_model("smp:Unet")
     with pytest.raises(ValueError, match="unknown smp architecture"):
         build_model("smp:NoSuchNet:resnet18")
+
+
+def test_models_own_their_head_metadata() -> None:
+    """Head names and the family's checkpoint heads live on the model classes (task and loader read them)."""
+    from hrseg.models import HRNet, HRNetOCR, HRNetSegmentationNet, HRNetV2
+
+    v2 = build_model("hrnetv2", spec=TINY_SPEC, num_classes=3)
+    ocr = build_model("hrnetv2_ocr", spec=TINY_SPEC, num_classes=3)
+    for model in (v2, ocr):
+        assert isinstance(model, HRNetSegmentationNet) and model.output_stride == 4
+        assert all(isinstance(getattr(model, m), torch.nn.Module) for m in model.head_modules)
+        head_keys = {k for k in model.state_dict() if k.split(".")[0] in model.head_modules}
+        assert head_keys and all(not k.startswith(("conv1.", "stage4.")) for k in head_keys)
+    assert HRNetV2.head_modules == ("last_layer",) and HRNetOCR.head_modules[0] == "aux_head"
+    assert set(HRNetV2.checkpoint_head_modules()) == {"last_layer", *HRNetOCR.head_modules}
+    assert HRNet.head_modules == () and HRNet.checkpoint_head_modules() == HRNetV2.checkpoint_head_modules()
+    # HRNetV2 takes checkpoints as they are; HRNet-OCR maps an HRNetV2 head onto its aux_head
+    state = {"last_layer.3.bias": torch.zeros(3), "conv1.weight": torch.zeros(1)}
+    assert HRNetV2.remap_checkpoint_keys(state).state is state
+    remap = HRNetOCR.remap_checkpoint_keys(state)
+    assert set(remap.state) == {"aux_head.3.bias", "conv1.weight"} and remap.notes
+    assert "aux_head" not in remap.fresh_modules and "cls_head" in remap.fresh_modules
+    official_ocr = {"aux_head.3.bias": torch.zeros(3), "cls_head.bias": torch.zeros(3)}
+    assert HRNetOCR.remap_checkpoint_keys(official_ocr).state is official_ocr

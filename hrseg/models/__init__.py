@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from hrseg.models.factory import MODEL_CAPABILITIES, build_model, list_models
 from hrseg.models.heads import concat_upsample, upsample_logits
-from hrseg.models.hrnet import HRNET_SPECS, HighResolutionModule, HRNet, HRNetSpec, StageSpec
-from hrseg.models.hrnetv2 import HRNetV2
+from hrseg.models.hrnet import (
+    HRNET_SPECS,
+    CheckpointRemap,
+    HighResolutionModule,
+    HRNet,
+    HRNetSpec,
+    StageSpec,
+)
+from hrseg.models.hrnetv2 import HRNetSegmentationNet, HRNetV2
 from hrseg.models.ocr import HRNetOCR
 from hrseg.models.weights import LoadReport, load_pretrained
 
 __all__ = [
     "HRNET_SPECS",
     "MODEL_CAPABILITIES",
+    "CheckpointRemap",
     "HRNet",
     "HRNetOCR",
+    "HRNetSegmentationNet",
     "HRNetSpec",
     "HRNetV2",
     "HighResolutionModule",

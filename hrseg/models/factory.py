@@ -20,7 +20,8 @@ __all__ = ["MODEL_CAPABILITIES", "build_model", "list_models"]
 #: dynamic-shape export accepts). Wrappers (the fast inference path, exported graphs) copy them.
 #: Training-only, not copied to inference wrappers: ``num_outputs`` (default 1 when absent; HRNet-OCR: 2):
 #: in training mode such a model returns a list of that many logits, auxiliary first and the main one last,
-#: and in eval mode the main logits alone.
+#: and in eval mode the main logits alone; ``head_modules`` (the top-level modules of the segmentation head,
+#: for the head learning rate and ``load_pretrained(..., ignore_head=True)``).
 MODEL_CAPABILITIES = (
     "num_classes",
     "in_channels",
@@ -87,6 +88,7 @@ def _build_smp(name: str, num_classes: int, options: dict[str, Any]) -> nn.Modul
     # setattr: nn.Module's __setattr__ is typed for tensors and modules only
     for attr, value in capabilities.items():
         setattr(model, attr, value)
+    setattr(model, "head_modules", ("segmentation_head",))  # noqa: B010  # smp's output conv: the head
     return model
 
 

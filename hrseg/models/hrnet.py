@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,6 +18,7 @@ __all__ = [
     "HRNET_SPECS",
     "BasicBlock",
     "Bottleneck",
+    "CheckpointRemap",
     "HRNet",
     "HRNetSpec",
     "HighResolutionModule",
@@ -63,11 +64,12 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+        # nn.Identity instead of the official None (as timm): no branch in forward, the same state-dict keys
+        self.downsample: nn.Module = downsample if downsample is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         """Residual forward; in-place ops are safe because every modified tensor is freshly made here."""
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         out += identity
@@ -97,11 +99,12 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, out_planes, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+        # nn.Identity instead of the official None (as timm): no branch in forward, the same state-dict keys
+        self.downsample: nn.Module = downsample if downsample is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         """Residual forward with in-place ReLU/add on freshly computed tensors."""
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -188,15 +191,20 @@ class HighResolutionModule(nn.Module):
             _make_blocks(block, num_inchannels[b], num_channels[b], num_blocks[b], bn_momentum)
             for b in range(num_branches)
         )
-        self.num_inchannels: list[int] = out_ch
+        #: channels of each output branch (the next module's ``num_inchannels``)
+        self.out_channels: list[int] = out_ch
         self.fuse_layers = self._make_fuse_layers(out_ch, bn_momentum)
         self.relu = nn.ReLU(inplace=True)
 
-    def _make_fuse_layers(self, ch: list[int], bn_momentum: float) -> nn.ModuleList | None:
-        """Fuse layers with the official sub-indices (``fuse_layers.i.j[.k].{0,1}``)."""
+    def _make_fuse_layers(self, ch: list[int], bn_momentum: float) -> nn.Module:
+        """Fuse layers with the official sub-indices (``fuse_layers.i.j[.k].{0,1}``).
+
+        Where the official code holds ``None`` (a single branch: nothing to fuse; ``j == i``: the branch
+        itself), this holds a parameter-free ``nn.Identity``, as timm does: the state-dict keys stay the same.
+        """
         n = self.num_branches
         if n == 1:
-            return None
+            return nn.Identity()
         layers = nn.ModuleList()
         for i in range(n if self.multi_scale_output else 1):
             row = nn.ModuleList()
@@ -204,9 +212,7 @@ class HighResolutionModule(nn.Module):
                 if j > i:
                     row.append(nn.Sequential(*_conv_bn(ch[j], ch[i], 1, 1, bn_momentum)))
                 elif j == i:
-                    # a None placeholder keeps the official indices; add_module (unlike append) is typed
-                    # to accept None, and append is exactly add_module(str(len(row)), module)
-                    row.add_module(str(len(row)), None)
+                    row.append(nn.Identity())  # keeps the official indices of the other entries
                 else:
                     steps: list[nn.Module] = []
                     for k in range(i - j):
@@ -219,24 +225,20 @@ class HighResolutionModule(nn.Module):
             layers.append(row)
         return layers
 
-    def get_num_inchannels(self) -> list[int]:
-        """Output channels per branch (the next stage's input channels)."""
-        return list(self.num_inchannels)
-
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
         """Run each branch, then fuse by summation into freshly allocated tensors."""
         xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
-        if self.fuse_layers is None:
+        if self.num_branches == 1:
             return xs
         out: list[Tensor] = []
-        for i, row in enumerate(self.fuse_layers):
-            row = cast(nn.ModuleList, row)  # each row is built as a ModuleList in _make_fuse_layers
+        for i, row in enumerate(cast(nn.ModuleList, self.fuse_layers)):  # rows of _make_fuse_layers
+            row = cast(nn.ModuleList, row)
             size = xs[i].shape[-2:]
             y: Tensor | None = None
             owned = False  # False while y still aliases a branch output that other rows read
             for j, layer in enumerate(row):
                 if j == i:
-                    term = xs[j]
+                    term = xs[j]  # the row's own branch (its layer is an nn.Identity)
                 elif j > i:
                     # 1x1 conv at the low resolution first (cheaper), then one resize to the exact size.
                     term = _resize(layer(xs[j]), size, self.fuse_mode, self.align_corners)
@@ -396,6 +398,22 @@ def get_spec(spec: str | HRNetSpec | Mapping[str, Any]) -> HRNetSpec:
     raise TypeError(f"spec must be a variant name, HRNetSpec or dict, got {type(spec).__name__}")
 
 
+@dataclass
+class CheckpointRemap:
+    """A checkpoint's state dict adapted to a model by :meth:`HRNet.remap_checkpoint_keys`.
+
+    Attributes:
+        state: the (renamed) tensors.
+        notes: what was mapped, for the load report.
+        fresh_modules: head modules the remapped checkpoint cannot fill; they keep their initialisation
+            (their keys are expected to be missing).
+    """
+
+    state: dict[str, Tensor]
+    notes: list[str] = field(default_factory=list)
+    fresh_modules: tuple[str, ...] = ()
+
+
 # --------------------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------------------
@@ -405,6 +423,19 @@ class HRNet(nn.Module):
     ``forward_features`` returns the four branch outputs after stage 4 at strides 4, 8, 16, 32.
     ``out_channels`` lists their channel counts.
     """
+
+    #: Top-level modules of the ImageNet classifier built on this backbone (official
+    #: HRNet-Image-Classification and timm): an ImageNet checkpoint's keys under them are no part of this
+    #: network, so :func:`hrseg.load_pretrained` drops them and reads the file as a classification checkpoint.
+    classification_head_modules: ClassVar[tuple[str, ...]] = (
+        "incre_modules",
+        "downsamp_modules",
+        "final_layer",
+        "classifier",
+    )
+    #: Top-level modules of the segmentation head (none on the bare backbone): they get the task's
+    #: ``head_lr_mult`` and are what ``load_pretrained(..., ignore_head=True)`` skips.
+    head_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -462,7 +493,7 @@ class HRNet(nn.Module):
                 if c != pre[i]:
                     transition.append(nn.Sequential(*_conv_bn(pre[i], c, 3, 1, mom), nn.ReLU(inplace=True)))
                 else:
-                    transition.add_module(str(len(transition)), None)  # None placeholder, see fuse layers
+                    transition.append(nn.Identity())  # the official None: the branch goes on as it is
             else:
                 # New lower-resolution branch, made from the LAST existing branch by stride-2 convs.
                 steps: list[nn.Module] = []
@@ -485,7 +516,7 @@ class HRNet(nn.Module):
                 align_corners=self.align_corners,
                 bn_momentum=mom,
             )
-            channels = module.get_num_inchannels()
+            channels = list(module.out_channels)
             modules.append(module)
         return transition, nn.Sequential(*modules), channels
 
@@ -506,7 +537,7 @@ class HRNet(nn.Module):
         out: list[Tensor] = []
         for i, layer in enumerate(transition):
             if i < len(xs):
-                out.append(xs[i] if layer is None else layer(xs[i]))
+                out.append(layer(xs[i]))
             else:
                 out.append(layer(xs[-1]))
         return out
@@ -523,3 +554,23 @@ class HRNet(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """Backbone forward: same as :meth:`forward_features`."""
         return self.forward_features(x)
+
+    @classmethod
+    def checkpoint_head_modules(cls) -> tuple[str, ...]:
+        """Head modules a checkpoint of any network built on this backbone may hold (every subclass's heads).
+
+        ``ignore_head`` drops all of them, so fine-tuning from another family member's checkpoint (an
+        HRNet-OCR file into HRNetV2, say) keeps its backbone and skips its head.
+        """
+        found: list[str] = []
+        todo: list[type[HRNet]] = [HRNet]
+        while todo:
+            klass = todo.pop(0)
+            found += [m for m in klass.head_modules if m not in found]
+            todo += klass.__subclasses__()
+        return tuple(found)
+
+    @classmethod
+    def remap_checkpoint_keys(cls, state: dict[str, Tensor]) -> CheckpointRemap:
+        """Adapt another family member's state dict to this class (default: keys are used as they are)."""
+        return CheckpointRemap(state)

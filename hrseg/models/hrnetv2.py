@@ -1,4 +1,8 @@
-"""HRNetV2 for semantic segmentation: HRNet backbone + concat-upsample head + ``last_layer``.
+"""HRNet segmentation networks: their shared base, and HRNetV2 (concat-upsample head + ``last_layer``).
+
+The base class holds what every HRNet segmentation network shares: the head input, the capabilities and
+construction checks. What a network knows about its checkpoints (head modules, key remapping) lives on the
+backbone class :class:`~hrseg.models.hrnet.HRNet`, so the training task and the weight loader name no module.
 
 Free of any Lightning import so it can be used (and exported) as a plain ``nn.Module``.
 """
@@ -13,15 +17,28 @@ from torch import Tensor, nn
 from hrseg.models.heads import concat_upsample
 from hrseg.models.hrnet import FuseMode, HRNet, HRNetSpec
 
-__all__ = ["HRNetV2"]
+__all__ = ["HRNetSegmentationNet", "HRNetV2", "hrnetv2_head"]
 
 
-class HRNetV2(HRNet):
-    """HRNetV2 segmentation network; logits come out at 1/4 of the input resolution.
+def hrnetv2_head(channels: int, num_classes: int, bn_momentum: float) -> nn.Sequential:
+    """The HRNetV2 head: 1x1 conv (C->C, bias) + BN + ReLU + 1x1 conv (C->num_classes, bias).
 
-    ``last_layer`` is 1x1 conv (C->C, bias) + BN + ReLU + 1x1 conv (C->num_classes, bias) on the
-    concatenation of all four upsampled branches (C = sum of branch channels, e.g. 720 for W48); the
-    flat attribute names keep the official checkpoint keys ``last_layer.{0,1,3}.*``.
+    HRNetV2's ``last_layer`` and HRNet-OCR's ``aux_head`` (keys ``{0,1,3}.*``), laid out identically.
+    """
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, kernel_size=1, bias=True),
+        nn.BatchNorm2d(channels, momentum=bn_momentum),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, num_classes, kernel_size=1, bias=True),
+    )
+
+
+class HRNetSegmentationNet(HRNet):
+    """An HRNet backbone with a segmentation head on the concatenated, upsampled branches.
+
+    Subclasses build their head in ``__init__`` (``self.head_channels`` is its input width), name its
+    top-level modules in :attr:`~hrseg.models.hrnet.HRNet.head_modules` and adapt other family members'
+    checkpoints in :meth:`~hrseg.models.hrnet.HRNet.remap_checkpoint_keys`.
 
     Capabilities (see :data:`hrseg.models.factory.MODEL_CAPABILITIES`): logits at ``output_stride`` 4, any
     input size (``size_divisor`` 1); ``forward`` resizes to symbolic sizes, so it exports with dynamic height
@@ -43,19 +60,40 @@ class HRNetV2(HRNet):
         align_corners: bool = False,
         bn_momentum: float = 0.1,
     ) -> None:
-        """Build backbone and head (see :class:`HRNet` for the shared options)."""
+        """Check ``num_classes`` and build the backbone (see :class:`HRNet` for the shared options)."""
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         super().__init__(spec, in_channels, fuse_mode, align_corners, bn_momentum)
         self.num_classes = num_classes
         self.head_channels = sum(self.out_channels)
-        c = self.head_channels
-        self.last_layer = nn.Sequential(
-            nn.Conv2d(c, c, kernel_size=1, bias=True),
-            nn.BatchNorm2d(c, momentum=bn_momentum),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c, num_classes, kernel_size=1, bias=True),
-        )
+
+    def head_features(self, x: Tensor) -> Tensor:
+        """The head's input: all four branches upsampled to 1/4 and concatenated (``head_channels`` wide)."""
+        return concat_upsample(self.forward_features(x), self.align_corners)
+
+
+class HRNetV2(HRNetSegmentationNet):
+    """HRNetV2 segmentation network; logits come out at 1/4 of the input resolution.
+
+    ``last_layer`` is :func:`hrnetv2_head` on the concatenation of all four upsampled branches (C = sum of
+    branch channels, e.g. 720 for W48); the flat attribute names keep the official checkpoint keys
+    ``last_layer.{0,1,3}.*``.
+    """
+
+    head_modules = ("last_layer",)
+
+    def __init__(
+        self,
+        spec: str | HRNetSpec | Mapping[str, Any] = "w48",
+        num_classes: int = 19,
+        in_channels: int = 3,
+        fuse_mode: FuseMode = "bilinear",
+        align_corners: bool = False,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        """Build backbone and head (see :class:`HRNet` for the shared options)."""
+        super().__init__(spec, num_classes, in_channels, fuse_mode, align_corners, bn_momentum)
+        self.last_layer = hrnetv2_head(self.head_channels, num_classes, bn_momentum)
         for m in self.last_layer.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -68,4 +106,4 @@ class HRNetV2(HRNet):
     # (inheritance keeps the official flat checkpoint keys), so the narrower override is deliberate.
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """Logits ``(B, num_classes, ceil(H/4), ceil(W/4))``."""
-        return self.last_layer(concat_upsample(self.forward_features(x), self.align_corners))
+        return self.last_layer(self.head_features(x))

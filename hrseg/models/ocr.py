@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hrseg.models.heads import concat_upsample
-from hrseg.models.hrnet import FuseMode, HRNet, HRNetSpec
+from hrseg.models.hrnet import CheckpointRemap, FuseMode, HRNetSpec
+from hrseg.models.hrnetv2 import HRNetSegmentationNet, HRNetV2, hrnetv2_head
 
 __all__ = ["HRNetOCR", "ObjectAttentionBlock", "SpatialGather", "SpatialOCR"]
 
@@ -134,7 +134,7 @@ class SpatialOCR(nn.Module):
         return self.conv_bn_dropout(torch.cat([context, feats], dim=1))
 
 
-class HRNetOCR(HRNet):
+class HRNetOCR(HRNetSegmentationNet):
     """HRNet + OCR head; logits at 1/4 of the input resolution.
 
     In training mode ``forward`` returns ``[out_aux, out]`` (both ``(B, K, ceil(H/4), ceil(W/4))``, the
@@ -142,18 +142,19 @@ class HRNetOCR(HRNet):
     export treat it like HRNetV2. ``num_outputs = 2`` tells the training task so (it reads no names).
 
     The head keeps PyTorch's default initialization, as in the official code (which applies its
-    ``normal(0.001)`` init to the backbone only); ``aux_head`` is laid out like HRNetV2's ``last_layer``, so
-    an HRNetV2 segmentation checkpoint initialises it through :func:`hrseg.load_pretrained`.
+    ``normal(0.001)`` init to the backbone only); ``aux_head`` is laid out like HRNetV2's ``last_layer``
+    (:func:`~hrseg.models.hrnetv2.hrnetv2_head`), so an HRNetV2 segmentation checkpoint initialises it
+    (:meth:`remap_checkpoint_keys`, applied by :func:`hrseg.load_pretrained`).
 
-    Capabilities (see :data:`hrseg.models.factory.MODEL_CAPABILITIES`): ``output_stride`` 4, any input
-    size (``size_divisor`` 1), dynamic-size export from 33 pixels up.
+    Capabilities: those of :class:`~hrseg.models.hrnetv2.HRNetSegmentationNet` (``output_stride`` 4, any
+    input size, dynamic-size export from 33 pixels up).
     """
 
-    output_stride = 4
-    size_divisor = 1
-    min_export_size = 33
     #: Outputs in training mode (auxiliary, main); the main output is the last one.
     num_outputs = 2
+    head_modules = ("aux_head", "conv3x3_ocr", "ocr_gather_head", "ocr_distri_head", "cls_head")
+    #: The auxiliary head, laid out like HRNetV2's ``last_layer``.
+    _AUX_HEAD = "aux_head"
 
     def __init__(
         self,
@@ -180,13 +181,10 @@ class HRNetOCR(HRNet):
             ocr_key_channels: query/key/value width of the attention (official 256).
             ocr_dropout: ``Dropout2d`` rate after the fusion conv (official 0.05).
         """
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if ocr_mid_channels < 1 or ocr_key_channels < 1:
             raise ValueError(f"OCR channels must be >= 1, got {ocr_mid_channels}, {ocr_key_channels}")
-        super().__init__(spec, in_channels, fuse_mode, align_corners, bn_momentum)
-        self.num_classes = num_classes
-        self.head_channels = c = sum(self.out_channels)
+        super().__init__(spec, num_classes, in_channels, fuse_mode, align_corners, bn_momentum)
+        c = self.head_channels
         self.ocr_mid_channels = ocr_mid_channels
         self.ocr_key_channels = ocr_key_channels
         mid, mom = ocr_mid_channels, bn_momentum
@@ -198,16 +196,29 @@ class HRNetOCR(HRNet):
         self.ocr_gather_head = SpatialGather(num_classes)
         self.ocr_distri_head = SpatialOCR(mid, ocr_key_channels, mid, dropout=ocr_dropout, bn_momentum=mom)
         self.cls_head = nn.Conv2d(mid, num_classes, kernel_size=1, bias=True)
-        self.aux_head = nn.Sequential(
-            nn.Conv2d(c, c, kernel_size=1, bias=True),
-            nn.BatchNorm2d(c, momentum=mom),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c, num_classes, kernel_size=1, bias=True),
+        self.aux_head = hrnetv2_head(c, num_classes, mom)
+
+    @classmethod
+    def remap_checkpoint_keys(cls, state: dict[str, Tensor]) -> CheckpointRemap:
+        """An HRNetV2 checkpoint's ``last_layer.*`` initialises ``aux_head.*``; the OCR modules stay fresh.
+
+        Checkpoints that hold any OCR head key (official HRNet-OCR files) are used as they are.
+        """
+        seg_heads = tuple(f"{m}." for m in HRNetV2.head_modules)
+        own_heads = tuple(f"{m}." for m in cls.head_modules)
+        if not any(k.startswith(seg_heads) for k in state) or any(k.startswith(own_heads) for k in state):
+            return CheckpointRemap(state)
+        renamed = {k: f"{cls._AUX_HEAD}.{k.split('.', 1)[1]}" for k in state if k.startswith(seg_heads)}
+        fresh = tuple(m for m in cls.head_modules if m != cls._AUX_HEAD)
+        note = (
+            f"HRNetV2 head mapped: {len(renamed)} last_layer.* keys initialise aux_head.*; "
+            f"{', '.join(m for m in fresh if m != 'ocr_gather_head')} keep their initialisation"
         )
+        return CheckpointRemap({renamed.get(k, k): v for k, v in state.items()}, [note], fresh)
 
     def forward_heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(out_aux, out)`` whatever the mode."""
-        feats = concat_upsample(self.forward_features(x), self.align_corners)
+        feats = self.head_features(x)
         out_aux = self.aux_head(feats)
         feats = self.conv3x3_ocr(feats)
         regions = self.ocr_gather_head(feats, out_aux)

@@ -17,20 +17,12 @@ from torch import Tensor, nn
 
 from hrseg.checkpoint import CheckpointError, read_state_dict
 from hrseg.hub import HubFile, parse_reference, resolve_weights
+from hrseg.models.hrnet import CheckpointRemap
 
 __all__ = ["LoadReport", "load_pretrained"]
 
 Source = Literal["official-seg", "classification", "safetensors", "lightning", "plain"]
 
-#: Key prefixes of ImageNet classification heads (official HRNet-Image-Classification and timm).
-CLASSIFICATION_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
-#: The segmentation head of HRNetV2.
-SEG_HEAD_PREFIX = "last_layer."
-#: The HRNet-OCR head: ``aux_head`` (laid out like ``last_layer``) and the OCR modules.
-OCR_AUX_PREFIX = "aux_head."
-OCR_HEAD_PREFIXES = (OCR_AUX_PREFIX, "conv3x3_ocr.", "ocr_gather_head.", "ocr_distri_head.", "cls_head.")
-#: Every segmentation-head key prefix (optional from ImageNet checkpoints, dropped by ``ignore_head``).
-HEAD_PREFIXES = (SEG_HEAD_PREFIX, *OCR_HEAD_PREFIXES)
 # Written by every Lightning checkpoint; official training checkpoints also carry "epoch", so it is no marker.
 _LIGHTNING_MARKERS = ("pytorch-lightning_version", "lightning_version")
 
@@ -67,6 +59,11 @@ class LoadReport:
             f"missing {len(self.missing)}"
         )
         return "; ".join([text, *self.notes])
+
+
+def _prefixes(modules: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``("last_layer",)`` -> ``("last_layer.",)``: key prefixes of top-level modules."""
+    return tuple(f"{m}." for m in modules)
 
 
 def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, Tensor], bool]:
@@ -122,14 +119,15 @@ def load_pretrained(
     the model's ``last_layer.*`` is reported as missing, which is expected), safetensors files, Lightning
     checkpoints of :class:`~hrseg.task.SegmentationTask` (keys ``model.<official>``), and plain state dicts.
 
-    HRNet-OCR models (``aux_head``, ``conv3x3_ocr``, ``ocr_*``, ``cls_head``) load official HRNet-OCR
-    checkpoints as they are. From an HRNetV2 segmentation checkpoint, ``last_layer.*`` initialises the
-    identically laid out ``aux_head.*`` (listed in ``notes``) and the rest of the OCR head is reported as
-    missing; from an ImageNet checkpoint the whole head is missing, which is expected.
+    What is a head and how another network's checkpoint maps is the model's own knowledge (see
+    :class:`hrseg.models.hrnetv2.HRNetSegmentationNet`): HRNet-OCR loads official HRNet-OCR checkpoints as
+    they are, and from an HRNetV2 segmentation checkpoint its ``remap_checkpoint_keys`` lets ``last_layer.*``
+    initialise the identically laid out ``aux_head.*`` (listed in ``notes``) while the rest of the OCR head
+    is reported as missing; from an ImageNet checkpoint the whole head is missing, which is expected.
 
     Policy: by default every disagreement is an error, including a ``last_layer.3`` of another class
-    count; pass ``ignore_head=True`` to skip the checkpoint's segmentation head (``last_layer.*``, or the
-    whole OCR head: fine-tuning on a new dataset: they are listed in ``dropped`` and the model's head in
+    count; pass ``ignore_head=True`` to skip the checkpoint's segmentation head (the model family's
+    ``head_modules``: fine-tuning on a new dataset: they are listed in ``dropped`` and the model's head in
     ``missing``), or ``strict=False`` to load whatever fits and report the rest instead of raising.
 
     Args:
@@ -138,7 +136,7 @@ def load_pretrained(
             ``hf-hub:org/name@revision``: timm ImageNet weights or an hrseg model; cached, and read from the
             cache alone with ``HF_HUB_OFFLINE=1``; see :mod:`hrseg.hub`). A local path always wins.
         strict: raise on unexpected, missing or shape-mismatched keys.
-        ignore_head: do not load the segmentation head (``last_layer.*`` / the OCR head) from the checkpoint.
+        ignore_head: do not load the segmentation head (the family's ``head_modules``) from the checkpoint.
         trusted: allow full pickle loading (``weights_only=False``) for files you trust.
 
     Returns:
@@ -159,9 +157,14 @@ def load_pretrained(
     model_keys = set(model_sd)
     sd, dropped, prefixed = _strip_prefixes(sd, model_keys)
 
-    is_cls = any(k.startswith(CLASSIFICATION_HEAD_PREFIXES) for k in sd) and not any(
-        k.startswith(CLASSIFICATION_HEAD_PREFIXES) for k in model_keys
+    # What the model knows about its checkpoints (hrseg.models.hrnetv2.HRNetSegmentationNet): its
+    # head modules, those of its family's checkpoints, and the classifier modules of its ImageNet backbone.
+    cls_heads = _prefixes(getattr(model, "classification_head_modules", ()))
+    family_heads = getattr(model, "checkpoint_head_modules", None)
+    head_prefixes = _prefixes(
+        family_heads() if callable(family_heads) else getattr(model, "head_modules", ())
     )
+    is_cls = bool(cls_heads) and any(k.startswith(cls_heads) for k in sd)
     source: Source
     if is_st:
         source = "safetensors"
@@ -175,29 +178,16 @@ def load_pretrained(
         source = "plain"
 
     if is_cls:
-        dropped += [k for k in sd if k.startswith(CLASSIFICATION_HEAD_PREFIXES)]
-        sd = {k: v for k, v in sd.items() if not k.startswith(CLASSIFICATION_HEAD_PREFIXES)}
-    if ignore_head:
-        dropped += [k for k in sd if k.startswith(HEAD_PREFIXES)]
-        sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIXES)}
+        dropped += [k for k in sd if k.startswith(cls_heads)]
+        sd = {k: v for k, v in sd.items() if not k.startswith(cls_heads)}
+    if ignore_head and head_prefixes:
+        dropped += [k for k in sd if k.startswith(head_prefixes)]
+        sd = {k: v for k, v in sd.items() if not k.startswith(head_prefixes)}
 
-    notes: list[str] = []
-    head_partial = False  # an HRNetV2 head initialised HRNet-OCR's aux_head; the OCR modules start fresh
-    if (
-        any(k.startswith(OCR_AUX_PREFIX) for k in model_keys)
-        and not any(k.startswith(SEG_HEAD_PREFIX) for k in model_keys)
-        and any(k.startswith(SEG_HEAD_PREFIX) for k in sd)
-        and not any(k.startswith(OCR_HEAD_PREFIXES) for k in sd)
-    ):
-        renamed = {
-            k: OCR_AUX_PREFIX + k.removeprefix(SEG_HEAD_PREFIX) for k in sd if k.startswith(SEG_HEAD_PREFIX)
-        }
-        sd = {renamed.get(k, k): v for k, v in sd.items()}
-        head_partial = True
-        notes.append(
-            f"HRNetV2 head mapped: {len(renamed)} last_layer.* keys initialise aux_head.*; "
-            "conv3x3_ocr, ocr_distri_head and cls_head keep their initialisation"
-        )
+    remap_keys = getattr(model, "remap_checkpoint_keys", None)
+    remap = remap_keys(sd) if callable(remap_keys) else CheckpointRemap(sd)
+    sd, notes = remap.state, list(remap.notes)
+    fresh = _prefixes(remap.fresh_modules)  # head modules the checkpoint cannot fill: expected missing
 
     unexpected = sorted(k for k in sd if k not in model_keys)
     mismatched = sorted(k for k in sd if k in model_keys and sd[k].shape != model_sd[k].shape)
@@ -208,8 +198,8 @@ def load_pretrained(
         k
         for k in missing
         if not k.endswith("num_batches_tracked")
-        and not (head_optional and k.startswith(HEAD_PREFIXES))
-        and not (head_partial and k.startswith(OCR_HEAD_PREFIXES))
+        and not (head_optional and head_prefixes and k.startswith(head_prefixes))
+        and not (fresh and k.startswith(fresh))
     ]
 
     problems: list[str] = []
@@ -228,7 +218,7 @@ def load_pretrained(
     if problems and strict:
         hint = (
             " (a different num_classes? pass ignore_head=True)"
-            if any(k.startswith(HEAD_PREFIXES) for k in mismatched)
+            if head_prefixes and any(k.startswith(head_prefixes) for k in mismatched)
             else ""
         )
         raise CheckpointError(
