@@ -67,7 +67,7 @@ def _input_shapes(seg: object, image: np.ndarray) -> list[tuple[int, ...]]:
 
 
 def test_checkpoint_predicts_with_its_protocol_unless_overridden(slide_checkpoint: Path) -> None:
-    from hrseg.data import generate_scene
+    from hrseg.data.scenes import generate_scene
     from hrseg.inference import Segmenter
 
     ckpt = torch.load(slide_checkpoint, map_location="cpu", weights_only=True)
@@ -86,7 +86,7 @@ def test_hrseg_predict_uses_the_stored_protocol(
     slide_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from hrseg.commands import main
-    from hrseg.data import generate_scene
+    from hrseg.data.scenes import generate_scene
     from hrseg.inference import Segmenter
 
     image, _ = generate_scene(5, size=(64, 96))

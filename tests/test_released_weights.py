@@ -36,7 +36,7 @@ def _official_checkpoint(
 
 @pytest.fixture(scope="module")
 def scene() -> np.ndarray:
-    from hrseg.data import generate_scene
+    from hrseg.data.scenes import generate_scene
 
     return generate_scene(11, size=(48, 80))[0]
 

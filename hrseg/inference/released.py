@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from hrseg.checkpoint import CheckpointError, ModelMeta
-from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, default_palette
+from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES, VOC_PALETTE
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.loading import build_from_meta
@@ -57,14 +57,13 @@ def released_meta(
             )
         names, palette = LABEL_SETS[classes]
     else:
-        names = [str(c) for c in classes]
-        palette = default_palette(len(names))
+        names, palette = [str(c) for c in classes], None  # ModelMeta picks the default palette
     return ModelMeta(
         model=model,
         num_classes=len(names),
         model_options=dict(model_options or {}),
         class_names=list(names),
-        palette=[list(c) for c in palette],
+        palette=None if palette is None else [list(c) for c in palette],
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
         align_corners=align_corners,
