@@ -82,7 +82,8 @@ def _paths(device: str, selected: tuple[str, ...] = ()) -> list[tuple[str, str]]
 
     ``selected``: ``--paths``, ``"backend:precision"`` items (empty: all).
     """
-    from hrseg.inference.backends import available_backends, openvino_precisions
+    from hrseg.inference.backends import available_backends
+    from hrseg.inference.runtime import openvino_precisions
 
     have = available_backends()
     if device.startswith("cuda"):
@@ -144,7 +145,8 @@ def speed(
     """Seconds per image of the baseline and each hrseg path for one variant and size."""
     import hrseg
     from hrseg.checkpoint import ModelMeta
-    from hrseg.inference.backends import build_backend, export_cached
+    from hrseg.export import export_cached
+    from hrseg.inference.backends import build_backend
 
     name = f"hrnetv2_{variant}"
     torch.manual_seed(0)
@@ -195,8 +197,8 @@ def demo_accuracy(
 ) -> list[dict[str, Any]]:
     """mIoU on the demo validation split per backend and precision, against torch fp32 on ``device``."""
     from hrseg.data import DemoDataModule
+    from hrseg.export import accuracy_report
     from hrseg.inference import Segmenter
-    from hrseg.inference.backends import accuracy_report
 
     images, masks = DemoDataModule(num_val=num_val, image_size=(80, 160)).scenes("val")
     reference = Segmenter.from_checkpoint(ckpt, device=device)
@@ -249,7 +251,7 @@ def predict_folder_check(ckpt: Path, count: int, size: tuple[int, int], out: Pat
 
     from PIL import Image
 
-    from hrseg.data.synthetic import generate_scene
+    from hrseg.data.scenes import generate_scene
     from hrseg.inference.backends import resolve_backend
 
     work = out / "predict-folder"

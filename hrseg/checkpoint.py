@@ -9,8 +9,9 @@ Formats:
   :class:`~hrseg.task.SegmentationTask` (hyper-parameters + ``model.*`` weights) or a safetensors bundle
   (``model.safetensors`` + ``config.json``, or the config in the safetensors header), giving
   :class:`ModelMeta` and the network's state dict;
-- exported graphs (:func:`read_exported`): ``hrseg export`` ``.onnx`` (an ONNX Runtime session) and ``.pt2``
-  (a ``torch.export`` program), with the :class:`ModelMeta` embedded at export.
+- exported graphs (:func:`read_exported`): ``hrseg export`` ``.onnx``, ``.pt2`` (a ``torch.export`` program)
+  and OpenVINO IR ``.xml``, described as an :class:`ExportedGraph` with the :class:`ModelMeta` embedded at
+  export. Sessions are not created here: :mod:`hrseg.inference.runtime` runs what this module reads.
 
 Everything is read on the CPU with ``weights_only=True`` unless the caller passes ``trusted=True``: pickles
 can run code. This module imports no other hrseg module except :mod:`hrseg.colors`, so the model, inference
@@ -21,11 +22,10 @@ from __future__ import annotations
 
 import json
 import pickle
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -36,13 +36,12 @@ from hrseg.eval_protocol import EvalProtocol
 
 __all__ = [
     "CONFIG_METADATA_KEY",
+    "PRECISION_METADATA_KEY",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "ExportedGraph",
     "ModelMeta",
     "import_openvino",
-    "onnxruntime_providers",
-    "onnxruntime_runner",
-    "openvino_runner",
     "read_exported",
     "read_model_checkpoint",
     "read_state_dict",
@@ -50,6 +49,9 @@ __all__ = [
 
 CONFIG_METADATA_KEY = "hrseg_config"
 """Key under which exports embed the :class:`ModelMeta` JSON (safetensors header, ONNX metadata, .pt2)."""
+
+PRECISION_METADATA_KEY = "hrseg_precision"
+"""Key under which an exported graph records its precision (``"int8"``, OpenVINO ``"bf16"`` / ``"fp16"``)."""
 
 
 class CheckpointError(ValueError):
@@ -91,6 +93,15 @@ class ModelMeta:
         self.eval_protocol = EvalProtocol.coerce(self.eval_protocol)
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
+        if (
+            len(self.std) != len(self.mean)
+            or any(v > 1.0 for v in self.mean)
+            or not all(0.0 < v <= 1.0 for v in self.std)
+        ):
+            raise ValueError(
+                f"mean {self.mean} and std {self.std} must be per-channel values in [0, 1] units (as for "
+                "images in [0, 1]; divide 0..255 values by 255), one std > 0 per mean"
+            )
 
     def build_options(self) -> dict[str, Any]:
         """Keywords for :func:`hrseg.build_model` (``model_options`` plus the metadata's ``align_corners``).
@@ -101,20 +112,27 @@ class ModelMeta:
         options.setdefault("align_corners", self.align_corners)
         return options
 
-    def normalization(
-        self, channels: int | None = None, device: str | torch.device = "cpu"
-    ) -> tuple[Tensor, Tensor]:
-        """``(mean, std)`` as ``(1, C, 1, 1)`` float32 tensors for [0, 1] images: ``x_in = (x - mean) / std``.
+    def normalize(self, images: Tensor) -> Tensor:
+        """The network input for float images in [0, 1]: ``(images - mean) / std`` per channel.
 
-        Configs may give them in 0..255 units (any mean above 1); they are rescaled. ``channels`` keeps the
-        first C values (default: all).
+        The one normalisation of the inference side: every image enters as uint8 or float in [0, 1] and is
+        brought to a float ``(N, C, H, W)`` tensor in [0, 1] by :func:`hrseg.images.to_image_tensor`; this
+        method makes the model input of it (the first C of the metadata's mean / std, on the images' device).
+
+        Raises:
+            ValueError: not a float ``(N, C, H, W)`` tensor, or more channels than the metadata has values.
         """
-        c = len(self.mean) if channels is None else channels
-        mean = torch.tensor(self.mean[:c], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std[:c], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        if float(mean.max()) > 1.0:
-            mean, std = mean / 255.0, std / 255.0
-        return mean, std
+        if images.ndim != 4 or not images.is_floating_point():
+            raise ValueError(
+                f"normalize takes float (N, C, H, W) images in [0, 1], got {images.dtype} of shape "
+                f"{tuple(images.shape)} (hrseg.images.to_image_tensor converts uint8 and other inputs)"
+            )
+        c = images.shape[1]
+        if c > len(self.mean):
+            raise ValueError(f"{c}-channel images, but the model metadata has {len(self.mean)} mean values")
+        mean = torch.tensor(self.mean[:c], dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+        std = torch.tensor(self.std[:c], dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+        return (images - mean) / std
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (the protocol as its dict form)."""
@@ -139,6 +157,29 @@ class ModelMeta:
         # training hyper-parameters of older checkpoints hold the protocol as flat eval_* keys
         kwargs["eval_protocol"] = EvalProtocol.from_hparams(data)
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ExportedGraph:
+    """An ``hrseg export`` graph as read from disk (:func:`read_exported`).
+
+    :func:`hrseg.inference.runtime.open_exported` runs it.
+
+    Attributes:
+        path: the file (``.onnx``, ``.pt2`` or OpenVINO ``.xml``).
+        kind: ``"onnx"``, ``"pt2"`` or ``"openvino"``.
+        meta: the embedded :class:`ModelMeta`.
+        precision: the precision the export recorded (``"fp32"`` unless quantized or given an OpenVINO
+            inference precision).
+        graph: the loaded graph where reading needs it: the ``torch.export.ExportedProgram`` of a ``.pt2``,
+            the ``openvino.Model`` of an IR; None for ONNX (ONNX Runtime reads the file).
+    """
+
+    path: Path
+    kind: Literal["onnx", "pt2", "openvino"]
+    meta: ModelMeta
+    precision: str = "fp32"
+    graph: Any = None
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -293,15 +334,12 @@ def read_model_checkpoint(path: str | Path, trusted: bool = False) -> tuple[Mode
     return _read_lightning(_existing_file(p), trusted)
 
 
-def read_exported(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
-    """Open an ``hrseg export`` graph: a ``(N, C, H, W) -> logits`` callable, its metadata and its kind.
+def read_exported(path: str | Path) -> ExportedGraph:
+    """Read an ``hrseg export`` graph and describe it: its kind, metadata, stored precision and the graph.
 
-    ``.onnx`` files run in an ONNX Runtime session (:func:`onnxruntime_runner`: on a CUDA ``device`` through
-    the TensorRT / CUDA providers when installed); ``.pt2`` files through ``torch.export.load``; OpenVINO IR
-    ``.xml`` (+ ``.bin``) files in OpenVINO on the CPU (:func:`openvino_runner`, fp32 unless the export stored
-    a reduced inference precision).
+    ``.onnx`` files are described from their metadata (ONNX Runtime reads the file itself); ``.pt2`` files are
+    loaded with ``torch.export.load``; OpenVINO IR ``.xml`` (+ ``.bin``) files with OpenVINO's reader. Nothing
+    is compiled or run here: :mod:`hrseg.inference.runtime` turns the result into a model.
 
     Raises:
         CheckpointNotFoundError: the path does not exist.
@@ -309,7 +347,7 @@ def read_exported(
     """
     p = _existing_file(path)
     if p.suffix == ".onnx":
-        return _read_onnx(p, torch.device(device))
+        return _read_onnx(p)
     if p.suffix == ".pt2":
         return _read_pt2(p)
     if p.suffix == ".xml":
@@ -317,25 +355,23 @@ def read_exported(
     raise CheckpointError(f"{p}: not an exported graph (expected .onnx, .pt2 or OpenVINO .xml)")
 
 
-def _read_openvino(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+def _read_openvino(path: Path) -> ExportedGraph:
     """An ``hrseg export --format openvino`` IR (.xml + .bin), its metadata in the IR's rt_info."""
     try:
         ov = import_openvino()
     except ImportError as err:
         raise CheckpointError(f"{path}: OpenVINO IR needs openvino (pip install 'hrseg[deploy]')") from err
-    core = ov.Core()
     try:
-        model = core.read_model(str(path))
+        model = ov.Core().read_model(str(path))
     except Exception as err:  # OpenVINO raises RuntimeError subclasses for damaged IR
         raise CheckpointError(f"cannot read OpenVINO IR {path}: corrupt or truncated ({err})") from err
     if not model.has_rt_info([CONFIG_METADATA_KEY]):
         raise CheckpointError(f"{path}: no '{CONFIG_METADATA_KEY}' metadata (not exported by hrseg export)")
     meta = _meta_from(json.loads(model.get_rt_info([CONFIG_METADATA_KEY]).astype(str)), path)
-    # fp32 unless the export stored a reduced inference precision (hrseg export --format openvino --precision)
-    hint = "f32"
-    if model.has_rt_info(["hrseg_precision"]):
-        hint = model.get_rt_info(["hrseg_precision"]).astype(str)
-    return openvino_runner(model, hint), meta, "openvino"
+    precision = "fp32"
+    if model.has_rt_info([PRECISION_METADATA_KEY]):
+        precision = model.get_rt_info([PRECISION_METADATA_KEY]).astype(str)
+    return ExportedGraph(path, "openvino", meta, precision, model)
 
 
 def import_openvino() -> Any:
@@ -359,82 +395,7 @@ def import_openvino() -> Any:
     return ov
 
 
-def openvino_runner(
-    model: Any, precision_hint: str = "f32", threads: int | None = None
-) -> Callable[[Tensor], Tensor]:
-    """A ``(N, C, H, W) -> logits`` callable running an OpenVINO model (or IR path) compiled for the CPU.
-
-    Args:
-        model: an ``openvino.Model`` or the path of an IR ``.xml``.
-        precision_hint: OpenVINO's ``INFERENCE_PRECISION_HINT`` (``"f32"``, ``"bf16"``, ``"f16"``).
-        threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice).
-    """
-    ov = import_openvino()
-    core = ov.Core()
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision_hint}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    source = core.read_model(str(model)) if isinstance(model, str | Path) else model
-    request = core.compile_model(source, "CPU", config).create_infer_request()
-
-    def run(x: Tensor) -> Tensor:
-        request.infer({0: x.detach().float().cpu().contiguous().numpy()})
-        out = torch.from_numpy(request.get_output_tensor(0).data.copy())
-        return out.to(x.device)
-
-    return run
-
-
-def onnxruntime_providers(device: str | torch.device = "cpu") -> list[Any]:
-    """ONNX Runtime execution providers for ``device``: TensorRT > CUDA > CPU on a CUDA device, CPU otherwise.
-
-    Only installed providers are listed (``onnxruntime-gpu`` has the CUDA one, TensorRT needs its own
-    libraries); on a CUDA device without them a warning says that the session runs on the CPU.
-    """
-    import onnxruntime as ort
-
-    dev = torch.device(device)
-    if dev.type != "cuda":
-        return ["CPUExecutionProvider"]
-    available = set(ort.get_available_providers())
-    options = {"device_id": dev.index or 0}
-    gpu = [(p, options) for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-    if not gpu:
-        warnings.warn(
-            "ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu); running on the CPU",
-            stacklevel=3,
-        )
-    return [*gpu, "CPUExecutionProvider"]
-
-
-def onnxruntime_runner(
-    path: str | Path, device: str | torch.device = "cpu", threads: int | None = None
-) -> Callable[[Tensor], Tensor]:
-    """A ``(N, C, H, W) -> logits`` callable running an ONNX file in ONNX Runtime.
-
-    Args:
-        path: the ``.onnx`` file.
-        device: where inputs live; a CUDA device selects the GPU providers (:func:`onnxruntime_providers`),
-            and the logits come back on it.
-        threads: intra-op threads (default: ONNX Runtime's, one per physical core).
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    session = ort.InferenceSession(str(path), opts, providers=onnxruntime_providers(device))
-    name = session.get_inputs()[0].name
-
-    def run(x: Tensor) -> Tensor:
-        out = session.run(None, {name: x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out).to(x.device)
-
-    return run
-
-
-def _read_onnx(path: Path, device: torch.device) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+def _read_onnx(path: Path) -> ExportedGraph:
     import onnx
 
     try:
@@ -444,10 +405,10 @@ def _read_onnx(path: Path, device: torch.device) -> tuple[Callable[[Tensor], Ten
     if CONFIG_METADATA_KEY not in props:
         raise CheckpointError(f"{path}: no '{CONFIG_METADATA_KEY}' metadata (not exported by hrseg export)")
     meta = _meta_from(json.loads(props[CONFIG_METADATA_KEY]), path)
-    return onnxruntime_runner(path, device), meta, "onnx"
+    return ExportedGraph(path, "onnx", meta, props.get(PRECISION_METADATA_KEY, "fp32"))
 
 
-def _read_pt2(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
+def _read_pt2(path: Path) -> ExportedGraph:
     extra = {f"{CONFIG_METADATA_KEY}.json": ""}
     try:
         program = torch.export.load(str(path), extra_files=extra)
@@ -456,4 +417,4 @@ def _read_pt2(path: Path) -> tuple[Callable[[Tensor], Tensor], ModelMeta, str]:
     if not extra[f"{CONFIG_METADATA_KEY}.json"]:
         raise CheckpointError(f"{path}: no {CONFIG_METADATA_KEY}.json inside (not exported by hrseg export)")
     meta = _meta_from(json.loads(extra[f"{CONFIG_METADATA_KEY}.json"]), path)
-    return program.module(), meta, "pt2"
+    return ExportedGraph(path, "pt2", meta, "fp32", program)

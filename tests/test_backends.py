@@ -1,4 +1,5 @@
-"""Runtime backends (hrseg.inference.backends): same label maps as torch, the export cache, int8, OpenVINO IR.
+"""Runtime backends (hrseg.inference.backends / .runtime, hrseg.export): same label maps as torch, the export
+cache, int8, OpenVINO IR.
 
 Agreement thresholds: fp32 backends must give the torch label map exactly except at ties (pixels whose top-2
 logits are within 1e-3 of each other). int8 is checked against a stated floor of 60 % pixel agreement: the
@@ -18,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hrseg.inference import Segmenter
+from hrseg.export import accuracy_report, cache
+from hrseg.inference import Segmenter, runtime
 from hrseg.inference import backends as B
 
 openvino_missing = pytest.mark.skipif(not B._installed("openvino"), reason="openvino not installed")
@@ -33,7 +35,7 @@ def backend_cache(shared_tmp_dir: Path) -> Path:
 
 
 def _scenes(n: int, size: tuple[int, int] = (96, 160), seed: int = 7) -> list[np.ndarray]:
-    from hrseg.data.synthetic import generate_scene
+    from hrseg.data.scenes import generate_scene
 
     rng = np.random.default_rng(seed)
     return [generate_scene(rng, size)[0] for _ in range(n)]
@@ -73,7 +75,6 @@ def test_export_cache_is_reused_and_invalidated_when_the_weights_change(
 ) -> None:
     """One export per (weights, backend, precision); changed weights export again into a new folder."""
     import hrseg
-    import hrseg.export
     from hrseg.checkpoint import ModelMeta
 
     calls: list[Path] = []
@@ -83,19 +84,19 @@ def test_export_cache_is_reused_and_invalidated_when_the_weights_change(
         Path(out).write_bytes(b"onnx")
         return type("R", (), {"passed": True, "max_abs_diff": 0.0, "tolerance": 1.0})()
 
-    monkeypatch.setattr(hrseg.export, "export", fake_export)
+    monkeypatch.setattr(cache, "export", fake_export)
     model = hrseg.build_model("hrnetv2_w18_small_v1", num_classes=19).eval()
     meta = ModelMeta(model="hrnetv2_w18_small_v1", num_classes=19)
-    first = B.export_cached(model, meta, "onnx", cache_dir=tmp_path)
-    again = B.export_cached(model, meta, "onnx", cache_dir=tmp_path)
+    first = cache.export_cached(model, meta, "onnx", cache_dir=tmp_path)
+    again = cache.export_cached(model, meta, "onnx", cache_dir=tmp_path)
     assert first == again and len(calls) == 1
     assert not list(first.parent.glob(".tmp-*")), "temporary export folder left behind"
     with torch.no_grad():
         model.last_layer[-1].bias.add_(0.5)
-    changed = B.export_cached(model, meta, "onnx", cache_dir=tmp_path)
+    changed = cache.export_cached(model, meta, "onnx", cache_dir=tmp_path)
     assert len(calls) == 2 and changed != first and changed.parent != first.parent
     monkeypatch.setenv("HRSEG_CACHE", str(tmp_path / "env"))
-    assert B.default_cache_dir() == tmp_path / "env"
+    assert cache.default_cache_dir() == tmp_path / "env"
 
 
 def test_accuracy_report_counts_agreement_and_miou_drop() -> None:
@@ -104,18 +105,18 @@ def test_accuracy_report_counts_agreement_and_miou_drop() -> None:
     ref = np.array([[0, 0, 1, 1], [2, 2, 2, 1]])
     cand = np.array([[0, 1, 1, 1], [2, 2, 2, 1]])
     maps = {"ref": ref, "cand": cand}
-    report = B.accuracy_report(lambda k: maps["ref"], lambda k: maps["cand"], ["x"], [gt], num_classes=3)
+    report = accuracy_report(lambda k: maps["ref"], lambda k: maps["cand"], ["x"], [gt], num_classes=3)
     assert report.agreement == pytest.approx(7 / 8)
     assert report.miou_reference == pytest.approx(1.0)
     assert 0 < report.miou < 1 and report.drop == pytest.approx(1.0 - report.miou)
-    vs_ref = B.accuracy_report(lambda k: ref, lambda k: cand, ["x"], None, num_classes=3)
+    vs_ref = accuracy_report(lambda k: ref, lambda k: cand, ["x"], None, num_classes=3)
     assert vs_ref.against == "fp32 label maps" and vs_ref.miou_reference == 1.0
 
 
 def test_importing_hrseg_inference_loads_no_runtime() -> None:
     """The runtimes are imported lazily: ``import hrseg.inference`` pulls in neither OpenVINO nor ORT."""
     code = (
-        "import sys, hrseg.inference, hrseg.inference.backends; "
+        "import sys, hrseg.inference, hrseg.inference.backends, hrseg.inference.runtime, hrseg.export; "
         "print(','.join(m for m in ('openvino', 'onnxruntime') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -127,11 +128,11 @@ def test_reduced_float_precision_is_refused_where_the_cpu_lacks_it(tiny_checkpoi
     """bf16 / fp16 run only where OpenVINO reports the capability; torch needs CUDA for them."""
     with pytest.raises(ValueError, match="CUDA"):
         Segmenter.from_checkpoint(tiny_checkpoint, precision="bf16")
-    missing = [p for p in ("bf16", "fp16") if p not in B.openvino_precisions()]
+    missing = [p for p in ("bf16", "fp16") if p not in runtime.openvino_precisions()]
     if not missing:
         pytest.skip("this CPU runs bf16 and fp16 in OpenVINO")
     with pytest.raises(ValueError, match="does not run"):
-        B._openvino_run("unused.xml", missing[0])
+        runtime.openvino_runner("unused.xml", missing[0])
 
 
 # --- end to end (real exports) -------------------------------------------------------------------------
@@ -164,7 +165,7 @@ def test_int8_backends_agree_above_the_stated_threshold(
         tiny_checkpoint, backend=backend, precision="int8", cache_dir=backend_cache, calib_images=_scenes(4)
     )
     assert seg.precision == "int8" and "int8" in seg.model.path.name
-    report = B.accuracy_report(ref.predict, seg.predict, _scenes(4, seed=3), None, 19)
+    report = accuracy_report(ref.predict, seg.predict, _scenes(4, seed=3), None, 19)
     assert report.agreement >= INT8_MIN_AGREEMENT, report.summary()
 
 
@@ -264,18 +265,17 @@ def test_onnx_files_use_the_gpu_providers_on_a_cuda_device(
     import onnxruntime as ort
 
     import hrseg
-    from hrseg import checkpoint
     from hrseg.checkpoint import ModelMeta
     from hrseg.export import export
 
-    assert checkpoint.onnxruntime_providers("cpu") == ["CPUExecutionProvider"]
+    assert runtime.onnxruntime_providers("cpu") == ["CPUExecutionProvider"]
     with pytest.warns(UserWarning, match="no CUDA provider"):
         monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-        assert checkpoint.onnxruntime_providers("cuda") == ["CPUExecutionProvider"]
+        assert runtime.onnxruntime_providers("cuda") == ["CPUExecutionProvider"]
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
-    assert checkpoint.onnxruntime_providers("cuda:1") == [
+    assert runtime.onnxruntime_providers("cuda:1") == [
         ("CUDAExecutionProvider", {"device_id": 1}),
         "CPUExecutionProvider",
     ]
@@ -293,7 +293,7 @@ def test_onnx_files_use_the_gpu_providers_on_a_cuda_device(
     path = tmp_path / "m.onnx"
     assert export(model, format="onnx", out=path, meta=ModelMeta("hrnetv2_w18_small_v1", 3)).passed
     monkeypatch.setattr(ort, "InferenceSession", FakeSession)
-    checkpoint.read_exported(path, device="cuda")
+    runtime.load_exported(path, model, device="cuda")
     assert seen == [[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hrseg.commands.export import main
-from hrseg.data import generate_scene
+from hrseg.data.scenes import generate_scene
 from hrseg.export import ExportResult, ExportWrapper, default_check_size, export
 from hrseg.inference import Segmenter, load_checkpoint
 
@@ -132,7 +132,7 @@ def test_cli_exports_and_reports(
 def test_cli_fails_above_tolerance(
     tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import hrseg.export as ex
+    import hrseg.export.formats as ex
 
     real = ex.load_checkpoint
 

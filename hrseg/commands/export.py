@@ -105,16 +105,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] | None]:
-    """Images (and ground truth masks) for calibration or validation.
+    """Raw images (and ground truth masks) for calibration or validation: what a deployed model is given.
 
     Args:
-        spec: an image folder or glob (no masks), or a config name / file whose ``data`` DataModule gives the
-            split (demo scenes directly; other DataModules through their dataset, images denormalized).
+        spec: an image folder or glob (file paths, no masks), or a config name / file whose ``data``
+            DataModule lists the split; its samples are decoded without transforms (RGB uint8 images and
+            train-id masks, the dataset's ``load``), never augmented or normalized.
         split: ``"train"`` (calibration) or ``"val"``.
         num: at most this many, the first ones in order.
     """
-    import numpy as np
-
     from hrseg.images import IMAGE_EXTENSIONS, list_images
 
     path = Path(spec).expanduser()
@@ -122,21 +121,14 @@ def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] |
         return [str(f) for f in list_images(spec, recursive=True)[:num]], None
     from hrseg.commands.data import datamodule_from_config
 
-    dm = datamodule_from_config(spec)
-    if hasattr(dm, "scenes"):  # DemoDataModule: the generated images and masks themselves
-        images, masks = dm.scenes(split)
-        return list(images[:num]), list(masks[:num])
-    from hrseg.colors import denormalize
-
-    dm.setup("fit" if split == "train" else "validate")
-    dataset = (dm.train_dataloader() if split == "train" else dm.val_dataloader()).dataset
-    imgs, msks = [], []
+    dataset = datamodule_from_config(spec).build_dataset(split, train=False)
+    images, masks = [], []
     for i in range(min(num, len(dataset))):
-        sample = dataset[i]
-        img = denormalize(sample["image"], dm.mean, dm.std)
-        imgs.append(np.asarray(img))
-        msks.append(np.asarray(sample["mask"]))
-    return imgs, msks
+        image, mask, _ = dataset.load(i)
+        images.append(image)
+        masks.append(mask)
+    # an unlabelled split is compared with the fp32 label maps
+    return images, (masks if all(m is not None for m in masks) else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

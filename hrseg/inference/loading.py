@@ -1,49 +1,26 @@
-"""Rebuild a ready-to-run network from any checkpoint: Lightning ``.ckpt``, safetensors bundle, ONNX, pt2.
+"""Rebuild a ready-to-run network from any checkpoint: Lightning ``.ckpt``, safetensors bundle, ONNX, pt2, IR.
 
 Files are read by :mod:`hrseg.checkpoint` (one reader, one error type); this module builds the network the
-metadata describes and loads the weights into it, or wraps an exported graph so it looks like one.
+metadata describes and loads the weights into it, or runs an exported graph through
+:mod:`hrseg.inference.runtime` so it looks like one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hrseg.checkpoint import CheckpointError, ModelMeta, read_exported, read_model_checkpoint
 from hrseg.hub import resolve_model_path
-from hrseg.inference.optimize import copy_capabilities
+from hrseg.inference.runtime import open_exported
 from hrseg.models import build_model
 
-__all__ = ["ExportedModel", "build_from_meta", "load_checkpoint"]
+__all__ = ["EXPORTED_SUFFIXES", "build_from_meta", "load_checkpoint"]
 
-
-class ExportedModel(nn.Module):
-    """An exported graph (ONNX Runtime session or ``.pt2`` program) behind the ``model(x) -> logits`` call.
-
-    Exported graphs are already BN-folded and fixed in eval mode, so ``train()`` is a no-op and
-    :class:`~hrseg.inference.Segmenter` does not prepare them again. The capability attributes come from the
-    architecture the metadata names (built on the meta device, so no weights are allocated).
-    """
-
-    exported = True
-
-    def __init__(self, run: Callable[[Tensor], Tensor], meta: ModelMeta, kind: str) -> None:
-        """Wrap ``run`` (the graph) with the metadata's capabilities; ``kind`` is ``"onnx"`` or ``"pt2"``."""
-        super().__init__()
-        self._run = run
-        self.kind = kind
-        copy_capabilities(build_from_meta(meta, device="meta"), self)
-
-    def train(self, mode: bool = True) -> ExportedModel:
-        """Exported graphs have no training mode."""
-        return self
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits of the exported graph for a normalized batch."""
-        return self._run(x)
+EXPORTED_SUFFIXES = (".onnx", ".pt2", ".xml")
+"""File suffixes of exported graphs (run by :mod:`hrseg.inference.runtime`, not rebuilt from weights)."""
 
 
 def build_from_meta(meta: ModelMeta, device: str = "cpu") -> nn.Module:
@@ -68,7 +45,8 @@ def load_checkpoint(
             providers for a CUDA device (other checkpoints are returned on the CPU: move them yourself).
 
     Returns:
-        The network (eval mode) and its :class:`~hrseg.checkpoint.ModelMeta`.
+        The network (eval mode; a :class:`~hrseg.inference.runtime.RuntimeModel` for exported graphs) and
+        its :class:`~hrseg.checkpoint.ModelMeta`.
 
     Raises:
         CheckpointError: the file is missing (:class:`~hrseg.checkpoint.CheckpointNotFoundError`, also a
@@ -76,9 +54,10 @@ def load_checkpoint(
     """
     # A hub reference (org/name[@rev]) becomes its cached model folder here; checkpoint reads local files only
     p = resolve_model_path(path)
-    if p.suffix in (".onnx", ".pt2", ".xml"):
-        run, meta, kind = read_exported(p, device)
-        return ExportedModel(run, meta, kind), meta
+    if p.suffix in EXPORTED_SUFFIXES:
+        graph = read_exported(p)
+        # the capabilities come from the architecture the metadata names, built without weights
+        return open_exported(graph, build_from_meta(graph.meta, device="meta"), device), graph.meta
     meta, state = read_model_checkpoint(p, trusted=trusted)
     model = build_from_meta(meta)
     try:

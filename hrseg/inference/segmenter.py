@@ -18,6 +18,7 @@ from hrseg.images import ImageInput, to_image_tensor
 from hrseg.inference.device import resolve_device
 from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.protocol import Output, class_argmax, infer
+from hrseg.inference.runtime import RuntimeModel
 
 __all__ = ["Segmenter"]
 
@@ -81,9 +82,8 @@ class Segmenter:
         self.model: nn.Module = model
         if compile and backend == "torch":
             backend = "compile"
-        if getattr(model, "exported", False):
-            self.backend = str(getattr(model, "backend", getattr(model, "kind", "exported")))
-            self.precision = str(getattr(model, "precision", "fp32"))
+        if isinstance(model, RuntimeModel):  # an exported graph: already what it runs as
+            self.backend, self.precision = model.backend, model.precision
         else:
             from hrseg.inference.backends import build_backend, resolve_backend
 
@@ -101,7 +101,6 @@ class Segmenter:
                     calib_images=calib_images,
                     fast=fast,
                 )
-        self._mean, self._std = meta.normalization(min(self.in_channels, len(meta.mean)), self.device)
         self._time_first_call = compile
 
     @classmethod
@@ -198,8 +197,8 @@ class Segmenter:
         return list(self.meta.palette or [])
 
     def normalize(self, x: Tensor) -> Tensor:
-        """[0, 1] RGB -> the model's input normalization."""
-        return (x.to(self.device) - self._mean) / self._std
+        """[0, 1] images -> the model's input (:meth:`ModelMeta.normalize`), on the Segmenter's device."""
+        return self.meta.normalize(x.to(self.device))
 
     def probabilities(self, image: ImageInput) -> Tensor:
         """Class probabilities ``(B, C, H, W)`` for any supported input (always batched)."""
