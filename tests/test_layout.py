@@ -1,7 +1,8 @@
-"""The package layout: layers import only downwards, commands stay apart, light imports stay light.
+"""The package layout: layers import only downwards, no import circle, commands stay apart, light stays light.
 
 docs/architecture.md draws these layers; this test reads every import statement (also those inside
-functions) so the drawing cannot drift from the code.
+functions) so the drawing cannot drift from the code. The deployment path (``hrseg predict``, ``evaluate``,
+``export``) is run in fresh processes to check that no code path pulls in the training stack.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import hrseg
 
 PACKAGE = Path(hrseg.__file__).resolve().parent
 
-#: Lowest first; a module may import its own layer and the ones below.
+#: Lowest first; a module may import its own layer and the ones below. A module belongs to the layer of the
+#: longest prefix that names it (``hrseg.inference.runtime`` is below ``hrseg.export``, the rest of
+#: ``hrseg.inference`` above it: the backend builder exports on demand, the export package runs and reads
+#: what it writes through the runtime and the loader).
 LAYERS: list[tuple[str, ...]] = [
     (
         "hrseg.colors",
@@ -29,10 +33,22 @@ LAYERS: list[tuple[str, ...]] = [
         "hrseg.modelcard",
     ),
     ("hrseg.models", "hrseg.losses", "hrseg.metrics", "hrseg.viz"),
-    ("hrseg.data", "hrseg.inference", "hrseg.export", "hrseg.evaluation"),
+    (
+        "hrseg.data",
+        "hrseg.evaluation",
+        "hrseg.inference.protocol",
+        "hrseg.inference.optimize",
+        "hrseg.inference.runtime",
+        "hrseg.inference.loading",
+    ),
+    ("hrseg.export",),
+    ("hrseg.inference",),
     ("hrseg.task", "hrseg.callbacks", "hrseg.checkpoint_io", "hrseg.loggers"),
     ("hrseg.commands",),
 ]
+
+#: what a deployment must never load: the training stack
+TRAINING_STACK = ("albumentations", "cv2", "lightning")
 
 
 def _module_name(path: Path) -> str:
@@ -43,14 +59,25 @@ def _module_name(path: Path) -> str:
 
 
 def _layer(module: str) -> int | None:
+    """The layer of the longest prefix in :data:`LAYERS` that names ``module`` (None: not placed)."""
+    best: tuple[int, int] | None = None  # (prefix length, layer)
     for level, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return level
-    return None
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > best[0]):
+                best = (len(p), level)
+    return None if best is None else best[1]
 
 
 def _library_modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py" and p.parent != PACKAGE.parent)
+
+
+def _is_hrseg_module(name: str) -> bool:
+    """``name`` is a module or package of hrseg (a file under the package)."""
+    if not (name == "hrseg" or name.startswith("hrseg.")):
+        return False
+    base = PACKAGE.parent.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:
@@ -61,9 +88,12 @@ def _imports(path: Path) -> list[tuple[str, int]]:
             found += [(a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.append((node.module, node.lineno))
-            # ``from hrseg import task`` imports a module, not just the package
-            if node.module == "hrseg":
-                found += [(f"hrseg.{a.name}", node.lineno) for a in node.names]
+            # ``from hrseg import task`` / ``from hrseg.export import cache`` import a module, not a name
+            found += [
+                (f"{node.module}.{a.name}", node.lineno)
+                for a in node.names
+                if _is_hrseg_module(f"{node.module}.{a.name}")
+            ]
     return found
 
 
@@ -88,6 +118,73 @@ def test_no_module_imports_a_higher_layer() -> None:
             if level is not None and level > own:
                 upward.append(f"{module} -> {imported}")
     assert upward == []
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """hrseg module -> the hrseg modules its import statements name (module level and inside functions).
+
+    Module granularity: ``import hrseg.a.b`` is an edge to ``hrseg.a.b`` only (Python also runs
+    ``hrseg/a/__init__.py`` first, but that package file's own imports are its own edges). The package root
+    ``hrseg`` is left out: it is the public façade above every layer, importing its modules lazily on
+    attribute access (its import statements are for type checkers), so importing it (for ``__version__``)
+    runs none of them.
+    """
+    graph: dict[str, set[str]] = {}
+    for path in _library_modules():
+        module = _module_name(path)
+        if module == "hrseg":
+            continue
+        graph[module] = {
+            m for m in _hrseg_imports(path) if m not in (module, "hrseg") and _is_hrseg_module(m)
+        }
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in sorted(graph.get(node, ())):
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_circle_finder_finds_circles() -> None:
+    """The checker itself: a three-module loop and a self-contained pair are found, a chain is not."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"f"}, "f": {"e"}, "g": {"a"}}
+    assert _circles(graph) == [["a", "b", "c"], ["e", "f"]]
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_import_circle_inside_hrseg() -> None:
+    """No group of hrseg modules imports each other round in a circle, at module level or inside functions."""
+    assert _circles(_import_graph()) == []
 
 
 def test_commands_live_apart_from_the_library() -> None:
@@ -118,13 +215,69 @@ def test_commands_live_apart_from_the_library() -> None:
 def test_inference_and_colours_import_without_training_dependencies(statement: str) -> None:
     code = (
         f"import sys; {statement}; "
-        "heavy = sorted(m for m in ('albumentations', 'cv2', 'lightning') if m in sys.modules); "
+        f"heavy = sorted(m for m in {TRAINING_STACK!r} if m in sys.modules); "
         "print(','.join(heavy))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "", f"{statement} imported {out.stdout.strip()}"
+
+
+def _run_command_and_list_training_modules(argv: list[str]) -> str:
+    """Run ``hrseg <argv>`` in a fresh interpreter; its exit code and the training-stack modules it loaded."""
+    code = (
+        "import sys\n"
+        "from hrseg.commands import main\n"
+        f"code = main({argv!r})\n"
+        f"heavy = sorted(m for m in {TRAINING_STACK!r} if m in sys.modules)\n"
+        "print(f'EXIT {code} LOADED [{\",\".join(heavy)}]')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def cityscapes_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two generated Cityscapes val images with their label-id ground truth (written by this process)."""
+    from hrseg.data import write_cityscapes
+
+    return write_cityscapes(tmp_path_factory.mktemp("cs"), 0, 2, 0, size=(64, 128), progress=False)
+
+
+def test_predict_and_evaluate_load_no_training_stack(
+    tiny_checkpoint: Path, cityscapes_val: Path, tmp_path: Path
+) -> None:
+    """``hrseg predict`` (cityscapes label ids, so the label tables are read) then ``hrseg evaluate``."""
+    images = str(cityscapes_val / "leftImg8bit" / "val" / "*" / "*_leftImg8bit.png")
+    pred = tmp_path / "pred"
+    argv = ["predict", "--ckpt", str(tiny_checkpoint), "--input", images, "--output", str(pred)]
+    assert _run_command_and_list_training_modules([*argv, "--format", "cityscapes", "--no-progress"]) == (
+        "EXIT 0 LOADED []"
+    )
+    assert len(list(pred.rglob("*_labelIds.png"))) == 2
+    gt = str(cityscapes_val / "gtFine" / "val")
+    argv = ["evaluate", "--pred", str(pred), "--gt", gt, "--json", str(tmp_path / "scores.json")]
+    assert _run_command_and_list_training_modules(argv) == "EXIT 0 LOADED []"
+    assert (tmp_path / "scores.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--format", "onnx"],
+        # calibrated on generated scenes, checked on others: the scene generator must stay light too
+        pytest.param(["--format", "onnx", "--quantize", "int8", "--warn-only"], marks=pytest.mark.slow),
+    ],
+    ids=["onnx", "int8"],
+)
+def test_export_loads_no_training_stack(tiny_checkpoint: Path, tmp_path: Path, options: list[str]) -> None:
+    """``hrseg export`` (parity check, and for int8 quantization and the accuracy check)."""
+    out = tmp_path / "model.onnx"
+    argv = ["export", "--ckpt", str(tiny_checkpoint), "--out", str(out), "--height", "64", "--width", "96"]
+    assert _run_command_and_list_training_modules([*argv, *options]) == "EXIT 0 LOADED []"
+    assert out.is_file()
 
 
 def test_openvino_is_imported_only_through_import_openvino() -> None:
