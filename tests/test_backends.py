@@ -144,7 +144,7 @@ def test_fp32_backends_give_the_torch_label_map(
     tiny_checkpoint: Path, backend_cache: Path, backend: str
 ) -> None:
     """Same argmax as the torch fast path except at ties, whole image and sliding window + flip."""
-    for options in ({}, {"mode": "slide", "window": (64, 96), "flip": True}):
+    for options in ({}, {"protocol": {"mode": "slide", "window": (64, 96), "flip": True}}):
         ref = Segmenter.from_checkpoint(tiny_checkpoint, **options)
         seg = Segmenter.from_checkpoint(tiny_checkpoint, backend=backend, cache_dir=backend_cache, **options)
         assert seg.backend == backend and seg.model.path.is_relative_to(backend_cache)
