@@ -220,16 +220,34 @@ def _torch_load(path: Path, trusted: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        # only a well-formed pickle that names a class ("Unsupported global") holds objects worth trusting;
+        # random or damaged bytes also fail as "weights only load failed", with an unsupported opcode
+        refused = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        if refused:
+            name = refused[0].split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in refused[0] else "?"
             raise CheckpointError(
-                f"checkpoint {path} contains Python objects that weights_only loading refuses; if you trust "
-                f"the file, pass trusted=True. Original error: {str(err).splitlines()[0]}"
+                f"checkpoint {path} is a pickle holding Python objects ({name}) that weights_only loading "
+                "refuses; only if you trust the file, load it with trusted=True"
             ) from err
-        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated file ({err})") from err
-    except Exception as err:  # torch raises RuntimeError, EOFError, IndexError ... for damaged files
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: corrupt or truncated file ({type(err).__name__}: {err})"
-        ) from err
+        raise CheckpointError(_unreadable(path)) from err
+    except Exception as err:  # torch raises RuntimeError, EOFError, KeyError ... for damaged files
+        raise CheckpointError(_unreadable(path, f"{type(err).__name__}: {str(err).splitlines()[0]}")) from err
+
+
+def _unreadable(path: Path, detail: str = "") -> str:
+    """Say what the unreadable file is (zip archive, pickle, something else) and what was expected."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK"):
+        what = "a corrupt or truncated torch.save zip archive"
+    elif head.startswith(b"\x80"):
+        what = "a corrupt or truncated pickle"
+    else:
+        what = "not a PyTorch checkpoint (corrupt or truncated, or another format: neither zip nor pickle)"
+    return (
+        f"cannot read checkpoint {path}: {what}; expected a file written by torch.save, Lightning or "
+        f"safetensors{f' ({detail})' if detail else ''}"
+    )
 
 
 def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, Any], bool]:

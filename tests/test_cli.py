@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,7 +114,7 @@ def test_demo_fit_then_validate_test_predict(tmp_path, capsys):
     # the README figures of a run: validation panels and the learning curve
     from hrseg.commands.report import main as viz_main
 
-    assert viz_main([str(root / "csv" / "version_0"), "--out", str(tmp_path / "figures")]) == 0
+    assert viz_main([str(root / "csv" / "version_0"), "--output", str(tmp_path / "figures")]) == 0
     for name in ("predictions.png", "learning_curve.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 0
 
@@ -174,3 +176,175 @@ def test_a_missing_data_root_fails_once_before_ddp_starts(tmp_path):
     assert proc.stderr.count("Cityscapes root directory not found") == 1
     assert "Traceback" not in proc.stderr
     assert "Initializing distributed" not in proc.stderr + proc.stdout  # no process group was ever set up
+
+
+def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
+    from hrseg.commands import data, export, predict, report
+
+    return {
+        "predict": predict._parser,
+        "export": export._parser,
+        "report": report.build_parser,
+        "data": data.build_parser,
+    }
+
+
+# (command, old spelling, new spelling, attribute both fill, value, (old, new) as the note names them)
+ALIASES = [
+    ("predict", ["--ckpt", "a.ckpt"], ["--ckpt_path", "a.ckpt"], "ckpt", "a.ckpt", ("--ckpt", "--ckpt_path")),
+    ("predict", ["--window", "512", "1024"], ["--window", "512x1024"], "window", (512, 1024), ("H W", "HxW")),
+    ("predict", ["--stride", "300", "600"], ["--stride", "300x600"], "stride", (300, 600), ("H W", "HxW")),
+    ("export", ["--ckpt", "a.ckpt"], ["--ckpt_path", "a.ckpt"], "ckpt", "a.ckpt", ("--ckpt", "--ckpt_path")),
+    ("export", ["--out", "m.onnx"], ["--output", "m.onnx"], "out", "m.onnx", ("--out", "--output")),
+    (
+        "export",
+        ["--quantize", "int8"],
+        ["--precision", "int8"],
+        "precision",
+        "int8",
+        ("--quantize", "--precision"),
+    ),
+    ("report", ["r", "--out", "figs"], ["r", "--output", "figs"], "out", "figs", ("--out", "--output")),
+    (
+        "report",
+        ["r", "--checkpoint", "c"],
+        ["r", "--ckpt_path", "c"],
+        "checkpoint",
+        "c",
+        ("--checkpoint", "--ckpt_path"),
+    ),
+    (
+        "data",
+        ["synth", "--layout", "voc", "--num", "1", "--out", "d"],
+        ["synth", "--layout", "voc", "--num", "1", "--output", "d"],
+        "out",
+        "d",
+        ("--out", "--output"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("command", "old", "new", "attribute", "value", "named"), ALIASES)
+def test_old_spellings_still_work_with_a_deprecation_note(command, old, new, attribute, value, named, capsys):
+    parser = _parsers()[command]()
+    assert getattr(parser.parse_args(new), attribute) == value
+    assert capsys.readouterr().err == ""
+    assert getattr(parser.parse_args(old), attribute) == value
+    note = capsys.readouterr().err.strip()
+    assert note.count("\n") == 0 and "warning:" in note and "deprecated" in note, note
+    assert named[0] in note and named[1] in note, note
+    if named[0].startswith("--"):
+        assert f"{named[0]} " not in parser.format_help()  # hidden: --help shows one vocabulary
+
+
+def test_export_size_is_one_hxw_option(capsys):
+    parser = _parsers()["export"]()
+    assert parser.parse_args(["--size", "128x192"]).size == (128, 192)
+    args = parser.parse_args(["--height", "128", "--width", "192"])
+    assert (args.height, args.width) == (128, 192)
+    assert capsys.readouterr().err.count("use --size HxW") == 2
+
+
+def test_predict_config_passes_lightning_options_through(capsys):
+    """``predict --config`` accepts what LightningCLI accepts: --print_config, --data <class>."""
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "predict",
+                "-c",
+                "demo",
+                "--data",
+                "FolderDataModule",
+                "--data.init_args.images_dir=x",
+                "--data.init_args.masks_dir=y",
+                "--data.init_args.num_classes=3",
+                "--print_config",
+            ]
+        )
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "FolderDataModule" in out and "images_dir: x" in out and "num_classes: 3" in out
+
+
+@pytest.mark.slow
+def test_one_optimiser_switch_keeps_poly_warmup_and_head_lr(tmp_path):
+    """``--model.optimizer sgd`` trains with the task's schedule; LightningCLI's --optimizer is not there."""
+    from hrseg.commands.lightning import run_lightning_cli
+
+    cli = run_lightning_cli(["--config", "demo"], run=False)
+    assert "optimizer" not in cli.parser.groups  # no second switch that could replace the schedule
+    lr, mult, warmup, steps = 0.02, 10.0, 2, 4
+    root = tmp_path / "run"
+    args = _args(
+        root,
+        "--model.optimizer=sgd",
+        f"--model.lr={lr}",
+        f"--model.head_lr_mult={mult}",
+        f"--model.warmup_iters={warmup}",
+        "--model.poly_power=0.9",
+        f"--trainer.max_steps={steps}",
+        "--trainer.limit_val_batches=1",
+        "--data.init_args.image_size=[32, 64]",
+    )
+    assert main(["fit", *args]) == 0
+    ckpt = torch.load(root / "csv" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == steps
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    assert len(groups) == 2 and all("momentum" in g and "nesterov" in g for g in groups)  # SGD, two groups
+    factor = poly_warmup_factor(steps, steps, 0.9, warmup)
+    assert [g["lr"] for g in groups] == pytest.approx([lr * factor, lr * mult * factor])
+    assert ckpt["lr_schedulers"][0]["base_lrs"] == pytest.approx([lr, lr * mult])
+    lrs = [v for _, v in _values(_rows(root, 0), "train/lr")]
+    expected = [lr * poly_warmup_factor(s, steps, 0.9, warmup) for s in range(steps)]
+    assert lrs == pytest.approx(expected, rel=1e-5)  # warmup ramp, then the poly decay, per step
+
+
+@pytest.mark.slow  # one interpreter runs predict, an ONNX export and evaluate (~30 s on 2 busy cores)
+def test_commands_without_a_trainer_never_import_lightning(tmp_path, tiny_checkpoint, demo_images_dir):
+    """``predict`` without --config, ``export`` and ``evaluate`` start without Lightning's ~10 s import."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    gt, pred = tmp_path / "gtFine" / "val" / "aachen", tmp_path / "pred"
+    gt.mkdir(parents=True)
+    pred.mkdir()
+    labels = np.full((32, 64), 7, dtype=np.uint8)  # road
+    labels[:8] = 23  # sky
+    Image.fromarray(labels).save(gt / "aachen_000000_000019_gtFine_labelIds.png")
+    Image.fromarray(labels).save(pred / "aachen_000000_000019_labelIds.png")
+    commands = [
+        [
+            "predict",
+            "--ckpt_path",
+            str(tiny_checkpoint),
+            "--input",
+            str(demo_images_dir),
+            "--output",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        [
+            "export",
+            "--ckpt_path",
+            str(tiny_checkpoint),
+            "--output",
+            str(tmp_path / "m.onnx"),
+            "--size",
+            "64x64",
+        ],
+        ["evaluate", "--pred", str(pred), "--gt", str(tmp_path / "gtFine" / "val"), "--no-official"],
+    ]
+    code = (
+        "import sys; from hrseg.commands import main\n"
+        f"for argv in {commands!r}:\n"
+        "    assert main(argv) == 0, argv\n"
+        "print('LOADED', sorted(m for m in ('lightning', 'albumentations') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout, proc.stdout
+    assert (tmp_path / "m.onnx").is_file() and any((tmp_path / "out").glob("*_trainIds.png"))
+    assert "mIoU" in proc.stdout

@@ -36,8 +36,8 @@ def roots(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("synth")
     common = ["--num", "3", "--num-val", "2", "--size", "64x128", "--no-progress"]
     cs, voc = base / "cityscapes", base / "voc"
-    assert main(["data", "synth", "--layout", "cityscapes", "--out", str(cs), *common]) == 0
-    assert main(["data", "synth", "--layout", "voc", "--out", str(voc), *common]) == 0
+    assert main(["data", "synth", "--layout", "cityscapes", "--output", str(cs), *common]) == 0
+    assert main(["data", "synth", "--layout", "voc", "--output", str(voc), *common]) == 0
     return {"cityscapes": cs, "voc": voc}
 
 
@@ -79,7 +79,7 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     assert task.hparams.num_classes == dm.num_classes == num_classes  # linked, not repeated in the YAML
     assert task.hparams.class_names == dm.class_names
     if not name.startswith("demo"):  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
-        assert model_name in str(trainer.default_root_dir)  # ${model.model} interpolation in the YAML
+        assert model_name in str(trainer.default_root_dir)  # ${..model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)
         assert trainer.max_steps in (20000, 40000, 120000)
         assert task.hparams.optimizer == "sgd" and task.hparams.lr == 0.01
@@ -98,3 +98,33 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     crop = dm.crop_size or batch["image"].shape[-2:]
     assert tuple(batch["image"].shape[-2:]) == tuple(crop)
     assert batch["image"].shape[0] == min(dm.batch_size, len(dm.train_dataset))
+
+
+@pytest.mark.parametrize("name", ["cityscapes/hrnetv2_w18_small_v1", "voc/hrnetv2_w48_ocr"])
+def test_interpolations_follow_command_line_overrides(name, roots, capsys, monkeypatch):
+    """``--model.model X`` moves the run folder too: interpolations resolve after the command line."""
+    family = name.split("/")[0]
+    other = "hrnetv2_w18_small_v2" if family == "cityscapes" else "hrnetv2_w18_ocr"
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "fit",
+                "--config",
+                name,
+                *_overrides(name, roots, monkeypatch),
+                "--model.model",
+                other,
+                "--print_config",
+            ]
+        )
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert f"default_root_dir: runs/{family}/{other}" in out, out
+    assert f"model: {other}" in out
+    assert "${" not in out  # nothing left unresolved
+    cli = run_lightning_cli(
+        ["--config", name, *_overrides(name, roots, monkeypatch), f"--model.model={other}"], run=False
+    )
+    assert cli.trainer.default_root_dir == f"runs/{family}/{other}"
+    if family == "cityscapes":  # ${oc.env:CITYSCAPES_ROOT,...}: the environment still fills the data root
+        assert str(cli.datamodule.root) == str(roots["cityscapes"])

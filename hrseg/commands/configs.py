@@ -7,9 +7,19 @@ config's ``data:`` section stay free of Lightning.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["CONFIG_DIR", "list_configs", "resolve_config"]
+from hrseg.commands.options import UsageError
+
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigNotFoundError",
+    "list_configs",
+    "require_config",
+    "resolve_config",
+    "resolve_config_args",
+]
 
 #: Shipped configs (the repository's top-level ``configs`` is a symlink to this folder).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -34,3 +44,45 @@ def resolve_config(value: str) -> str:
         if candidate.is_file():
             return str(candidate)
     return value
+
+
+class ConfigNotFoundError(UsageError, FileNotFoundError):
+    """A ``--config`` value that is neither a file nor a shipped config (the error lists the shipped ones)."""
+
+
+def require_config(value: str) -> str:
+    """:func:`resolve_config`, failing with the list of shipped configs when nothing is found.
+
+    Raises:
+        ConfigNotFoundError: ``value`` is neither an existing file nor a shipped config name.
+    """
+    path = Path(resolve_config(value)).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a config file" if path.is_dir() else "not found"
+        raise ConfigNotFoundError(
+            f"config {value!r} {what}; give a YAML file or a shipped config: {', '.join(list_configs())}"
+        )
+    return str(path)
+
+
+def resolve_config_args(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every ``--config`` / ``-c`` value replaced by its file (:func:`require_config`).
+
+    Raises:
+        ConfigNotFoundError: a config value names neither a file nor a shipped config.
+    """
+    out: list[str] = []
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            out.append(require_config(arg))
+            expect_value = False
+        elif arg in ("--config", "-c"):
+            out.append(arg)
+            expect_value = True
+        elif arg.startswith(("--config=", "-c=")):
+            name, value = arg.split("=", 1)
+            out.append(f"{name}={require_config(value)}")
+        else:
+            out.append(arg)
+    return out

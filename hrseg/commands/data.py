@@ -12,28 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hrseg.commands.configs import resolve_config
+from hrseg.commands.configs import require_config
+from hrseg.commands.options import EXIT_DATA, EXIT_USAGE, CommandParser, add_deprecated_alias, size_type
 from hrseg.data.checks import CheckReport, DatasetError, Problem
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PROBLEMS = 0, EXIT_DATA
 DATAMODULES = ("cityscapes", "voc", "folder", "demo")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().replace("*", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 128x256, got {text!r}") from None
-    if h < 16 or w < 16:
-        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
-    return h, w
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``hrseg data`` argument parser (subcommands ``synth`` and ``check``)."""
-    parser = argparse.ArgumentParser(
-        prog="hrseg data", description="Generate demo datasets or validate datasets."
-    )
+    parser = CommandParser(prog="hrseg data", description="Generate demo datasets or validate datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser(
@@ -44,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "read them.",
     )
     synth.add_argument("--layout", choices=("cityscapes", "voc", "folder"), required=True)
-    synth.add_argument("--out", required=True, help="output root directory")
+    synth.add_argument("--output", dest="out", default=None, help="output root directory (required)")
+    add_deprecated_alias(synth, "--out", "out", "--output")
     synth.add_argument("--num", type=int, required=True, help="number of training images")
     synth.add_argument(
         "--num-val", type=int, default=None, help="validation images (default: max(1, num // 4))"
@@ -54,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--num-aug", type=int, default=None, help="VOC: extra SBD-aug images (default: num)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=_size, default=(128, 256), help="image size HxW (default 128x256)")
+    synth.add_argument(
+        "--size", type=size_type(16), default=(128, 256), help="image size HxW (default 128x256)"
+    )
     synth.add_argument("--train-ids", action="store_true", help="Cityscapes: also write *_labelTrainIds.png")
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -66,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "histogram. Exits 1 when a problem is found.",
     )
     src = check.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="a YAML config whose `data:` section has class_path / init_args")
+    src.add_argument(
+        "-c",
+        "--config",
+        help="a YAML config (file or shipped name) whose `data:` section has class_path / init_args",
+    )
     src.add_argument("--datamodule", choices=DATAMODULES, help="build the DataModule from the options below")
     check.add_argument(
         "--split",
@@ -99,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _synth(args: argparse.Namespace) -> int:
     from hrseg.data import layouts
 
+    if args.out is None:
+        print("hrseg data synth: error: the following arguments are required: --output", file=sys.stderr)
+        return EXIT_USAGE
     if args.num < 1:
-        print("hrseg data synth: --num must be >= 1", file=sys.stderr)
+        print("hrseg data synth: error: --num must be >= 1", file=sys.stderr)
         return EXIT_USAGE
     num_val = max(1, args.num // 4) if args.num_val is None else args.num_val
     num_test = num_val if args.num_test is None else args.num_test
@@ -142,9 +141,7 @@ def datamodule_from_config(config: str | Path) -> Any:
     """Instantiate the DataModule of a LightningCLI-style YAML config (its ``data:`` section)."""
     from omegaconf import OmegaConf
 
-    path = Path(resolve_config(str(config))).expanduser()
-    if not path.is_file():
-        raise DatasetError(f"{path}: config file not found")
+    path = Path(require_config(str(config))).expanduser()
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as exc:  # YAML syntax or interpolation errors: report them as config problems
@@ -232,7 +229,7 @@ def _check(args: argparse.Namespace) -> int:
     try:
         dm = datamodule_from_config(args.config) if args.config else datamodule_from_args(args)
     except (DatasetError, TypeError, ValueError) as exc:
-        print(f"hrseg data check: {exc}", file=sys.stderr)
+        print(f"hrseg data check: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     splits = args.split or default_splits(dm)
     print(

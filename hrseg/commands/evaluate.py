@@ -1,6 +1,6 @@
 """``hrseg evaluate``: score Cityscapes predictions with hrseg's metric and with the official evaluator.
 
-    hrseg predict --ckpt best.ckpt --input ROOT/leftImg8bit/val --output preds/ --format cityscapes
+    hrseg predict --ckpt_path best.ckpt --input ROOT/leftImg8bit/val --output preds/ --format cityscapes
     hrseg evaluate --pred preds/ --gt ROOT/gtFine/val [--json scores.json]
 
 The scoring is :mod:`hrseg.evaluation`; this module parses arguments and prints the table.
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hrseg.commands.options import CommandParser
 from hrseg.evaluation import evaluate_folder
 
 __all__ = ["main"]
@@ -55,7 +56,7 @@ def _print_table(result: dict[str, Any]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="hrseg evaluate",
         description="Score Cityscapes label-id predictions (hrseg predict --format cityscapes) against "
         "gtFine with hrseg's whole-split metric and cityscapesScripts' official evaluator.",
@@ -70,10 +71,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hrseg evaluate``; returns 0, or 1 when the folders cannot be scored."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    for option, folder in (("--pred", args.pred), ("--gt", args.gt)):
+        if not Path(folder).expanduser().is_dir():
+            what = "is a file, not a folder" if Path(folder).expanduser().exists() else "folder not found"
+            print(f"hrseg evaluate: error: {option} {folder}: {what}", file=sys.stderr)
+            return 1
     try:
         result = evaluate_folder(args.pred, args.gt, official=not args.no_official)
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
-        print(f"hrseg evaluate: {err}", file=sys.stderr)
+        print(f"hrseg evaluate: error: {err}", file=sys.stderr)
         return 1
     _print_table(result)
     if args.json:

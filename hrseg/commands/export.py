@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from hrseg.checkpoint import CheckpointError
+from hrseg.commands.options import CommandParser, add_deprecated_alias, size_type
 from hrseg.export import FORMATS, HUB_FORMAT, OPENVINO_FORMAT, SUFFIXES, export
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="hrseg export",
         description=(
             "Export a checkpoint to ONNX (dynamic batch/height/width), torch.export .pt2 or a "
@@ -28,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
             "model at another input size."
         ),
     )
-    p.add_argument("--ckpt", required=True, help="Lightning .ckpt or safetensors bundle to export")
+    p.add_argument(
+        "--ckpt_path", dest="ckpt", default=None, help="Lightning .ckpt or safetensors bundle (required)"
+    )
+    add_deprecated_alias(p, "--ckpt", "ckpt", "--ckpt_path")
     p.add_argument(
         "--format",
         default="onnx",
@@ -37,12 +41,21 @@ def _parser() -> argparse.ArgumentParser:
         "model card README.md; openvino: OpenVINO IR .xml + .bin (pip install 'hrseg[deploy]')",
     )
     p.add_argument(
-        "--out",
+        "--output",
+        dest="out",
         default=None,
-        help="output file (a folder with --format all or for a safetensors bundle); default next to --ckpt",
+        help="output file (a folder with --format all or for a safetensors bundle); default: next to the "
+        "checkpoint",
     )
-    p.add_argument("--height", type=int, default=256, help="export example height (graph stays dynamic)")
-    p.add_argument("--width", type=int, default=256, help="export example width (graph stays dynamic)")
+    add_deprecated_alias(p, "--out", "out", "--output")
+    p.add_argument(
+        "--size",
+        type=size_type(),
+        default=(256, 256),
+        help="export example size HxW (default 256x256; the graph stays dynamic)",
+    )
+    add_deprecated_alias(p, "--height", "height", "--size HxW", type=int)
+    add_deprecated_alias(p, "--width", "width", "--size HxW", type=int)
     p.add_argument(
         "--tolerance",
         type=float,
@@ -67,14 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         "reduced precision (onnx / openvino): checked by mIoU against the fp32 model on a validation set"
     )
     low.add_argument(
-        "--quantize", default=None, choices=["int8"], help="int8 post-training static quantization"
-    )
-    low.add_argument(
         "--precision",
         default="fp32",
         choices=["fp32", "bf16", "fp16", "int8"],
-        help="bf16 / fp16: OpenVINO inference precision where the CPU runs it; int8 = --quantize int8",
+        help="int8: post-training static quantization; bf16 / fp16: OpenVINO inference precision where the "
+        "CPU runs it",
     )
+    add_deprecated_alias(low, "--quantize", "precision", "--precision int8", choices=["int8"])
     low.add_argument(
         "--calib-data",
         default=None,
@@ -135,14 +147,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``hrseg export``: returns 0 when every export matches eager within the tolerance, else 1."""
     parser = _parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.ckpt is None:
+        parser.error("the following arguments are required: --ckpt_path")
+    height, width = args.size
+    height, width = getattr(args, "height", height), getattr(args, "width", width)
     if args.push_to_hub and args.format != HUB_FORMAT:
         parser.error("--push-to-hub needs --format hub")
     formats: list[str] = list(FORMATS) if args.format == "all" else [args.format]
-    precision = args.quantize or args.precision
+    precision = args.precision
     calib = val = masks = None
     if precision != "fp32":
         if args.format not in ("onnx", OPENVINO_FORMAT):
-            parser.error(f"--precision / --quantize {precision} applies to --format onnx or openvino")
+            parser.error(f"--precision {precision} applies to --format onnx or openvino")
         try:
             if args.calib_data and precision == "int8":
                 calib, _ = load_images(args.calib_data, "train", args.calib_num)
@@ -152,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if val_spec:
                 val, masks = load_images(val_spec, "val", args.val_num)
         except (FileNotFoundError, ValueError, OSError) as err:
-            print(f"hrseg export: {err}", file=sys.stderr)
+            print(f"hrseg export: error: {err}", file=sys.stderr)
             return 1
     ckpt = Path(args.ckpt)
     status = 0
@@ -167,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ckpt,
                 format=fmt,  # type: ignore[arg-type]
                 out=out,
-                height=args.height,
-                width=args.width,
+                height=height,
+                width=width,
                 tolerance=args.tolerance,
                 fold_bn=not args.no_fold_bn,
                 exporter=args.exporter,
@@ -183,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_drop=args.max_drop,
             )
         except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as err:
-            print(f"hrseg export: {fmt}: {err}", file=sys.stderr)
+            print(f"hrseg export: error: {fmt}: {err}", file=sys.stderr)
             status = 1
             continue
         print(result.summary())
@@ -196,12 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             for f in result.files:
                 f.unlink(missing_ok=True)
-            print(f"hrseg export: {fmt} {precision}: {drop}; refused, the file is removed", file=sys.stderr)
+            print(
+                f"hrseg export: error: {fmt} {precision}: {drop}; refused, the file is removed",
+                file=sys.stderr,
+            )
             status = 1
         elif not result.passed:
             print(
-                f"hrseg export: {fmt}: the exported model differs from eager by {result.max_abs_diff:.3g} "
-                f"> {result.tolerance:.3g}; the file is kept for inspection",
+                f"hrseg export: error: {fmt}: the exported model differs from eager by "
+                f"{result.max_abs_diff:.3g} > {result.tolerance:.3g}; the file is kept for inspection",
                 file=sys.stderr,
             )
             status = 1
@@ -211,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 url = push_to_hub(result.path, args.push_to_hub, private=args.private or None)
             except Exception as err:  # network, authentication and hub errors all end the command here
-                print(f"hrseg export: push to {args.push_to_hub} failed: {err}", file=sys.stderr)
+                print(f"hrseg export: error: push to {args.push_to_hub} failed: {err}", file=sys.stderr)
                 return 1
             print(f"pushed {result.path} -> {url}")
     return status

@@ -13,7 +13,16 @@ What this adds to plain LightningCLI:
   installed ``hrseg`` works outside a checkout;
 - ``--ckpt_path last`` finds the newest ``last.ckpt`` of earlier runs (Lightning alone only looks in the
   new run's version directory, where there is none yet) and resumes optimizer, schedule and step from it;
-- OmegaConf interpolation (``${...}``) inside config files; a fixed default seed;
+- OmegaConf interpolation (``${...}``) inside config files, resolved after the command line
+  (``parser_mode="omegaconf+"``: ``--model.model X`` moves a ``runs/${..model.model}`` folder too); a fixed
+  default seed;
+- one optimiser switch, the task's ``--model.optimizer`` (with its poly schedule, warmup and head lr):
+  LightningCLI's own ``--optimizer`` / ``--lr_scheduler`` are not offered
+  (``auto_configure_optimizers=False``);
+- mistakes end in one line (:class:`hrseg.commands.options.UsageError` for the command line, exit 2): an
+  unknown config name lists the shipped ones, an unreadable ``--ckpt_path`` is diagnosed before any Trainer
+  work, a launch that fails before its first step leaves no empty ``version_N`` folder behind, and
+  evaluating without ``--ckpt_path`` or ``--model.weights`` warns that the network is untrained;
 - preemption safety: ``last.ckpt`` also every N training steps or minutes
   (``--last_checkpoint.every_n_train_steps`` / ``--last_checkpoint.train_time_interval``, besides every
   validation), written atomically (:class:`hrseg.checkpoint_io.AtomicCheckpointIO`: temp file in the same
@@ -37,6 +46,8 @@ Multi-node: ``torchrun`` or Lightning's variables (``MASTER_ADDR``, ``MASTER_POR
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,8 +71,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hrseg.callbacks import LastCheckpoint
 from hrseg.checkpoint_io import AtomicCheckpointIO
-from hrseg.commands.configs import resolve_config
+from hrseg.commands.configs import resolve_config_args
+from hrseg.commands.options import UsageError
+
+# imported so LightningCLI knows them by short name: `--data FolderDataModule` (hrseg.data loads lazily)
+from hrseg.data.cityscapes import CityscapesDataModule  # noqa: F401
 from hrseg.data.datamodule import SegmentationDataModule
+from hrseg.data.folder import FolderDataModule  # noqa: F401
+from hrseg.data.synthetic import DemoDataModule  # noqa: F401
+from hrseg.data.voc import VOCDataModule  # noqa: F401
 from hrseg.task import SegmentationTask
 
 __all__ = [
@@ -76,27 +94,12 @@ LINKED_METADATA = ("num_classes", "ignore_index", "class_names", "palette", "mea
 
 DEFAULT_SEED = 42
 
+#: ``ckpt_path`` values Lightning resolves itself (or ``last``, resolved here): no file to check.
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
 #: exit status of a fit stopped by SIGTERM after saving ``last.ckpt`` (128 + 15, as a shell reports it):
 #: not 0, so schedulers and job controllers that restart failed jobs restart it.
 SIGTERM_EXIT_CODE = 143
-
-
-def _resolve_config_args(argv: Sequence[str]) -> list[str]:
-    """Rewrite every ``--config``/``-c`` value with :func:`resolve_config`."""
-    out: list[str] = []
-    expect_value = False
-    for arg in argv:
-        if expect_value:
-            out.append(resolve_config(arg))
-            expect_value = False
-        elif arg in ("--config", "-c"):
-            out.append(arg)
-            expect_value = True
-        elif arg.startswith("--config="):
-            out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
-        else:
-            out.append(arg)
-    return out
 
 
 def find_last_checkpoint(trainer: Trainer) -> str | None:
@@ -156,6 +159,18 @@ class HRSegCLI(LightningCLI):
         for name in LINKED_METADATA:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a value their constructors refuse is a usage error (one line)."""
+        from hrseg.checkpoint import CheckpointError
+        from hrseg.data.checks import DatasetError
+
+        try:
+            super().instantiate_classes()
+        except (CheckpointError, DatasetError):
+            raise
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"invalid configuration: {_one_line(str(err))}") from err
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the rich progress bar (unless disabled or replaced) and, for predict, a prediction writer."""
         config = self._get(self.config_init, "trainer", default={})
@@ -204,8 +219,20 @@ class HRSegCLI(LightningCLI):
             else:
                 self.trainer.print(f"Resuming from {path}")
             sub["ckpt_path"] = path
-        if sub.get("ckpt_path") and isinstance(self.model, SegmentationTask):
+        ckpt_path = sub.get("ckpt_path")
+        if ckpt_path and isinstance(self.model, SegmentationTask):
             self.model.skip_pretrained_weights()
+        if (
+            not ckpt_path
+            and self.subcommand in ("validate", "test", "predict")
+            and isinstance(self.model, SegmentationTask)
+            and not self.model.hparams.get("weights")
+        ):
+            print(
+                f"hrseg {self.subcommand}: warning: no --ckpt_path and no --model.weights: this scores an "
+                "untrained (randomly initialised) network",
+                file=sys.stderr,
+            )
         self._check_inputs()
 
     def _check_inputs(self) -> None:
@@ -223,6 +250,33 @@ class HRSegCLI(LightningCLI):
             self.datamodule.setup(stage)
         if stage == "fit" and isinstance(self.model, SegmentationTask):
             self.model.load_pretrained_weights()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run the subcommand; a launch that fails before its first step leaves no empty run folder."""
+        existed = self._run_folders()
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if self.trainer.global_step == 0 and self.trainer.is_global_zero:
+                self._remove_new_run_folders(existed)
+            raise
+
+    def _run_folders(self) -> set[Path]:
+        """The run folders that exist now: ``default_root_dir``, each logger's folder and its versions."""
+        found = {Path(self.trainer.default_root_dir)}
+        for logger in self.trainer.loggers:
+            if logger.save_dir is None:
+                continue
+            base = Path(logger.save_dir) / str(logger.name) if logger.name else Path(logger.save_dir)
+            found.add(base)
+            found.update(p for p in base.glob("*") if p.is_dir())
+        return {p for p in found if p.is_dir()}
+
+    def _remove_new_run_folders(self, existed: set[Path]) -> None:
+        """Delete the run folders this launch created, unless they hold a checkpoint."""
+        for folder in sorted(self._run_folders() - existed, key=lambda p: len(p.parts)):
+            if folder.is_dir() and not any(p.suffix == ".ckpt" for p in folder.rglob("*")):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path last`` before training; start the clock for the summary."""
@@ -271,17 +325,63 @@ class HRSegCLI(LightningCLI):
         self._prepare_checkpoint()
 
 
+def _option_value(args: Sequence[str], option: str) -> str | None:
+    """The last value given to ``option`` (``--opt value`` or ``--opt=value``), None when absent."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _check_lightning_checkpoint(path: str) -> None:
+    """Fail with one line when ``--ckpt_path`` is missing, unreadable or not a Lightning checkpoint.
+
+    Lightning would otherwise fail deep inside ``trainer.fit/validate/test`` with a long traceback.
+    """
+    from hrseg.checkpoint import CheckpointError, read_state_dict
+
+    state, is_safetensors = read_state_dict(path)
+    if is_safetensors or "state_dict" not in state:
+        raise CheckpointError(
+            f"{path}: not a Lightning checkpoint (no 'state_dict'; a trainer checkpoint written by "
+            f"`hrseg fit` was expected); to start from plain weights use --model.weights {path}"
+        )
+
+
+def _one_line(message: str, limit: int = 400) -> str:
+    """The multi-line parse errors of jsonargparse as one line (long ones cut, the option stays named)."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HRSegCLI:
-    """Run ``hrseg fit|validate|test|predict`` on ``argv`` (e.g. ``["fit", "--config", "demo"]``)."""
-    args = _resolve_config_args(list(argv) if argv is not None else [])
+    """Run ``hrseg fit|validate|test|predict`` on ``argv`` (e.g. ``["fit", "--config", "demo"]``).
+
+    Raises:
+        UsageError: the command line does not parse (unknown option, wrong value, unknown config name).
+    """
+    from jsonargparse import ArgumentError
+
+    args = resolve_config_args(list(argv) if argv is not None else [])
+    ckpt_path = _option_value(args, "--ckpt_path")
+    if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
+        # LightningCLI itself loads the file while parsing (its hyper-parameters): check it before
+        _check_lightning_checkpoint(ckpt_path)
     # `hrseg` always passes its (rewritten) argv explicitly; Lightning would warn that sys.argv is also set.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
-    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf"}
+    # omegaconf+: interpolations resolve on the merged config, after the command-line overrides.
+    # exit_on_error=False: a parse error is raised, reported by `hrseg` as one line instead of the full usage.
+    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf+", "exit_on_error": False}
     if run:
         for sub in ("fit", "validate", "test", "predict"):
-            parser_kwargs[sub] = {"parser_mode": "omegaconf"}
+            parser_kwargs[sub] = {"parser_mode": "omegaconf+", "exit_on_error": False}
     try:
         cli = _make_cli(args, parser_kwargs, run)
+    except ArgumentError as exc:
+        raise UsageError(_one_line(str(exc))) from exc
     except SIGTERMException as exc:
         # Lightning stops at the end of the step after SIGTERM; `LastCheckpoint` saved last.ckpt
         _destroy_process_group()  # every rank stops at the same step (Lightning shares the signal)
@@ -310,6 +410,7 @@ def _make_cli(args: list[str], parser_kwargs: dict[str, Any], run: bool) -> HRSe
         datamodule_class=SegmentationDataModule,
         subclass_mode_data=True,
         seed_everything_default=DEFAULT_SEED,
+        auto_configure_optimizers=False,  # one optimiser switch: the task's --model.optimizer
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"accelerator": "auto"},
         parser_kwargs=parser_kwargs,

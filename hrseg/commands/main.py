@@ -27,11 +27,11 @@ USAGE = """usage: hrseg [-h] [--version] {fit,validate,test,predict,evaluate,exp
 HRNetV2 semantic segmentation on PyTorch Lightning.
 
 commands:
-  fit         train a model (LightningCLI), e.g. hrseg fit --config configs/demo.yaml
+  fit         train a model (LightningCLI), e.g. hrseg fit --config demo
   validate    evaluate a checkpoint on the validation split
   test        evaluate a checkpoint on the test split (per-class IoU table and plots)
   predict     write label / colour PNGs for a folder, glob or file of images (resumable):
-                hrseg predict --ckpt best.ckpt --input images/ --output out/ [--config X.yaml] [...]
+                hrseg predict --ckpt_path best.ckpt --input images/ --output out/ [--config X.yaml] [...]
   evaluate    score Cityscapes label-id predictions (predict --format cityscapes) with hrseg's metric and
               cityscapesScripts: hrseg evaluate --pred preds/ --gt ROOT/gtFine/val
   export      export a checkpoint to ONNX, torch.export (.pt2), safetensors or a hub model folder
@@ -43,27 +43,48 @@ Run `hrseg COMMAND --help` for the options of one command.
 """
 
 
-def _run_trainer_command(argv: list[str]) -> int:
-    """LightningCLI ``fit`` / ``validate`` / ``test``; a bad dataset, weights file or run prints one line.
+#: (module, class) of the errors a user's input causes; matched only when the module is already imported, so
+#: reporting them never imports torch or Lightning into a command that did not need them
+DATA_ERRORS = (
+    ("hrseg.checkpoint", "CheckpointError"),
+    ("hrseg.data.checks", "DatasetError"),
+    ("hrseg.task", "NonFiniteLossError"),
+)
 
-    Those errors are raised in the launching process before any DDP worker starts (see
-    ``HRSegCLI._check_inputs``), so the user reads one message instead of a traceback per process.
-    """
-    from hrseg.checkpoint import CheckpointError
-    from hrseg.commands.lightning import run_lightning_cli
-    from hrseg.data.checks import DatasetError
-    from hrseg.task import NonFiniteLossError
 
-    try:
-        run_lightning_cli(argv)
-    except (DatasetError, CheckpointError, FileNotFoundError, NonFiniteLossError) as err:
-        print(f"hrseg {argv[0]}: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+def _data_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, IsADirectoryError]
+    for module_name, class_name in DATA_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            types.append(getattr(module, class_name))
+    return tuple(types)
+
+
+def _run(command: str, argv: list[str]) -> int:
+    if command in TRAINER_COMMANDS:
+        from hrseg.commands.configs import resolve_config_args
+
+        resolve_config_args(argv)  # an unknown config name fails here, before Lightning is imported
+        from hrseg.commands.lightning import run_lightning_cli
+
+        # Data and weights errors are raised in the launching process before any DDP worker starts (see
+        # ``HRSegCLI._check_inputs``), so the user reads one message instead of a traceback per process.
+        run_lightning_cli([command, *argv])
+        return 0
+    module = importlib.import_module(f"hrseg.commands.{TOOL_COMMANDS[command]}")
+    return int(module.main(argv))
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Run the ``hrseg`` command line; returns the process exit code."""
+    """Run the ``hrseg`` command line; returns the process exit code.
+
+    Mistakes end in one line on stderr, ``hrseg <command>: error: ...``: exit 2 for a command line that
+    cannot run (:class:`~hrseg.commands.options.UsageError`, unknown options, an unknown config name), 1 for
+    inputs that cannot be used (a missing file or folder, a corrupt checkpoint, a dataset problem).
+    """
+    from hrseg.commands.options import EXIT_DATA, EXIT_USAGE, UsageError
+
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -74,11 +95,17 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"hrseg {__version__}")
         return 0
     command = argv[0]
-    if command in TOOL_COMMANDS:
-        module = importlib.import_module(f"hrseg.commands.{TOOL_COMMANDS[command]}")
-        return int(module.main(argv[1:]))
-    if command in TRAINER_COMMANDS:
-        return _run_trainer_command(argv)
-    print(f"hrseg: unknown command {command!r}\n", file=sys.stderr)
-    print(USAGE, file=sys.stderr)
-    return 2
+    if command not in TOOL_COMMANDS and command not in TRAINER_COMMANDS:
+        choices = ", ".join([*TRAINER_COMMANDS, *TOOL_COMMANDS])
+        print(f"hrseg: error: unknown command {command!r} (choose from {choices})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _run(command, argv[1:])
+    except UsageError as err:
+        print(f"hrseg {command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:
+        if not isinstance(err, _data_error_types()):
+            raise  # a bug, not a mistake: keep the traceback
+        print(f"hrseg {command}: error: {err}", file=sys.stderr)
+        return EXIT_DATA

@@ -2,14 +2,15 @@
 
 One command, one syntax, two engines:
 
-- ``hrseg predict --ckpt CKPT --input PATH --output DIR``: the checkpoint alone describes the model and its
-  classes (a Lightning ``.ckpt``, a safetensors bundle, an exported ``.onnx`` / ``.pt2``); images of any size
-  go one at a time through :class:`hrseg.Segmenter` (:func:`hrseg.inference.predict_folder`). Resumable;
-  unreadable inputs are listed at the end and make the exit code 1.
+- ``hrseg predict --ckpt_path CKPT --input PATH --output DIR``: the checkpoint alone describes the model and
+  its classes (a Lightning ``.ckpt``, a safetensors bundle, an exported ``.onnx`` / ``.pt2``); images of any
+  size go one at a time through :class:`hrseg.Segmenter` (:func:`hrseg.inference.predict_folder`).
+  Resumable; unreadable inputs are listed at the end and make the exit code 1.
 - the same plus ``--config CFG``: the config's DataModule reads the images and LightningCLI's Trainer runs the
-  task restored from ``--ckpt`` (GPUs, several devices, ``--trainer.*`` / ``--data.*`` / ``--model.*``
-  overrides); :class:`hrseg.callbacks.PredictionWriter` writes the same files, batch by batch, and no
-  prediction is kept in memory (``return_predictions`` is off).
+  task restored from ``--ckpt_path`` (GPUs, several devices, and every LightningCLI option: ``--trainer.*`` /
+  ``--data.*`` / ``--model.*`` overrides, ``--data FolderDataModule``, ``--print_config``);
+  :class:`hrseg.callbacks.PredictionWriter` writes the same files, batch by batch, and no prediction is kept
+  in memory (``return_predictions`` is off).
 
 The protocol options (``--mode``, ``--window``, ``--stride``, ``--scales``, ``--flip``) mean the same in both;
 each one given changes that field of the protocol the model was validated with (stored in the checkpoint, or
@@ -23,31 +24,29 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hrseg.checkpoint import CheckpointError
+from hrseg.commands.options import CommandParser, add_deprecated_alias, add_size_argument
 
 __all__ = ["main"]
 
-#: Option prefixes handed to LightningCLI (with ``--config`` only).
-LIGHTNING_PREFIXES = ("--trainer.", "--data.", "--model.", "--seed_everything")
-
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="hrseg predict",
-        allow_abbrev=False,  # --trainer.* etc. pass through; no prefix of them may match an option here
+    p = CommandParser(
+        prog="hrseg predict",  # allow_abbrev is off: --trainer.* etc. pass through, no prefix may match here
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Predict a folder, glob or file of images and write <name>_trainIds.png, "
         "<name>_color.png (and <name>_overlay.png), or the Cityscapes / VOC benchmark files (--format); "
         "images whose outputs exist are skipped, so an interrupted run resumes.",
         epilog="""examples:
-  hrseg predict --ckpt best.ckpt --input images/ --output out/ [--overlay] [--mode slide --window 512 1024]
+  hrseg predict --ckpt_path best.ckpt --input images/ --output out/ [--overlay] \\
+      [--mode slide --window 512x1024]
       the checkpoint (.ckpt, safetensors bundle, .onnx, .pt2) carries model and classes; no config needed
-  hrseg predict --config cityscapes/hrnetv2_w48 --ckpt best.ckpt --input images/ --output out/ \\
+  hrseg predict --config cityscapes/hrnetv2_w48 --ckpt_path best.ckpt --input images/ --output out/ \\
       --trainer.devices 2
-      the config's DataModule and Trainer run the prediction (LightningCLI); --trainer.* / --data.* /
-      --model.* options pass through, e.g. --data.init_args.eval_size [512,1024]""",
+      the config's DataModule and Trainer run the prediction (LightningCLI); every other option passes
+      through to it, e.g. --data.init_args.eval_size [512,1024] or --print_config""",
     )
-    p.add_argument("--ckpt", "--ckpt_path", dest="ckpt", required=True, help="the trained model")
+    p.add_argument("--ckpt_path", dest="ckpt", default=None, help="the trained model (required)")
+    add_deprecated_alias(p, "--ckpt", "ckpt", "--ckpt_path")
     p.add_argument(
         "--input",
         "--data.predict_path",
@@ -63,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", "-c", default=None, help="a LightningCLI config (file or shipped name)")
     rel = p.add_argument_group(
-        "released weights (a bare state dict / official .pth / .safetensors / hub weights as --ckpt)"
+        "released weights (a bare state dict / official .pth / .safetensors / hub weights as --ckpt_path)"
     )
     rel.add_argument(
         "--model",
@@ -90,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         help="whole: one forward per image; slide: sliding windows over images larger than --window "
         "(multiscale: the former name of slide/whole, kept for a release)",
     )
-    group.add_argument("--window", type=int, nargs=2, default=None, metavar=("H", "W"), help="sliding window")
-    group.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"), help="window stride")
+    add_size_argument(group, "--window", default=None, help="sliding window, e.g. 512x1024")
+    add_size_argument(group, "--stride", default=None, help="window stride, e.g. 341x683")
     group.add_argument(
         "--scales", type=float, nargs="+", default=None, help="test scales, e.g. 0.75 1.0 1.25"
     )
@@ -158,6 +157,7 @@ def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from hrseg.checkpoint import CheckpointError
     from hrseg.inference import Segmenter, predict_folder
     from hrseg.inference.device import describe_device
 
@@ -198,7 +198,7 @@ def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             format=args.format,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"hrseg predict: {err}", file=sys.stderr)
+        print(f"hrseg predict: error: {err}", file=sys.stderr)
         return 1
     print(summary)
     return 1 if summary.failed else 0
@@ -221,11 +221,13 @@ def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse
         parser.error("--device applies without --config; use --trainer.accelerator / --trainer.devices")
     if args.backend != "torch" or args.precision != "fp32" or args.cache_dir is not None:
         parser.error("--backend / --precision / --cache-dir apply without --config")
-    argv = ["predict", "--config", args.config, "--ckpt_path", args.ckpt, "--return_predictions=false"]
+    argv = ["predict", "--config", args.config, "--return_predictions=false"]
+    if args.ckpt is not None:
+        argv += ["--ckpt_path", args.ckpt]
     if args.input is not None:
         argv += ["--data.predict_path", args.input]
     for name, value in _protocol_overrides(args).items():
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             argv.append(f"--model.eval_protocol.{name}=[{','.join(str(v) for v in value)}]")
         else:
             argv.append(f"--model.eval_protocol.{name}={str(value).lower() if name == 'flip' else value}")
@@ -250,24 +252,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hrseg predict``; returns the exit code (1 when any input failed)."""
     parser = _parser()
     args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    unknown = [a for a in extra if a.startswith("-") and not a.startswith(LIGHTNING_PREFIXES)]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.model is None and (args.classes is not None or args.align_corners):
         parser.error("--classes / --align-corners describe released weights: give --model too")
     if args.config is None:
         if extra:
-            parser.error(f"{' '.join(extra)}: --trainer.* / --data.* / --model.* options need --config")
+            lightning = any(a.startswith(("--trainer", "--data", "--model", "--seed")) for a in extra)
+            hint = ": LightningCLI options (--trainer.* / --data.* / --model.*) need --config" * lightning
+            parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        if args.ckpt is None:
+            parser.error("the following arguments are required: --ckpt_path")
         return _standalone(args, parser)
+    from hrseg.commands.configs import require_config
+
+    args.config = require_config(args.config)  # an unknown name lists the shipped configs, before any loading
     from hrseg.callbacks import PredictionWriter
-    from hrseg.checkpoint import read_model_checkpoint
+    from hrseg.checkpoint import CheckpointError, read_model_checkpoint
     from hrseg.commands.lightning import run_lightning_cli
 
-    try:  # the same reader and messages as the bare form, before any Trainer or process starts
-        read_model_checkpoint(args.ckpt)
-    except CheckpointError as err:
-        print(f"hrseg predict: {err}", file=sys.stderr)
-        return 1
-    cli = run_lightning_cli(_lightning_argv(args, extra, parser))
+    if args.ckpt is None and "--print_config" not in " ".join(extra):
+        parser.error("the following arguments are required: --ckpt_path")
+    if args.ckpt is not None:
+        try:  # the same reader and messages as the bare form, before any Trainer or process starts
+            read_model_checkpoint(args.ckpt)
+        except CheckpointError as err:
+            print(f"hrseg predict: error: {err}", file=sys.stderr)
+            return 1
+    cli = run_lightning_cli(_lightning_argv(args, extra, parser))  # its usage errors: one line, by `hrseg`
     writers = [cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)]  # type: ignore[attr-defined]
     return 1 if any(w.failed for w in writers) else 0

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-import yaml
-from lightning.pytorch.cli import instantiate_class
+from hrseg.commands.options import CommandParser, add_deprecated_alias
 
-from hrseg.colors import denormalize
-from hrseg.task import SegmentationTask
-from hrseg.viz import plot_learning_curve, plot_panels, read_scalars
-
-__all__ = ["main", "run_report"]
+__all__ = ["build_parser", "main", "run_report"]
 
 
 def _pick_checkpoint(run: Path) -> Path:
@@ -25,7 +18,7 @@ def _pick_checkpoint(run: Path) -> Path:
         return best[-1]
     if (folder / "last.ckpt").is_file():
         return folder / "last.ckpt"
-    raise FileNotFoundError(f"{folder}: no best-*.ckpt or last.ckpt")
+    raise FileNotFoundError(f"{folder}: no best-*.ckpt or last.ckpt (pass one with --ckpt_path)")
 
 
 def run_report(
@@ -36,11 +29,29 @@ def run_report(
     Reads the run's ``config.yaml`` (saved by the CLI) to rebuild its DataModule, predicts the first
     ``num_images`` validation images with the best checkpoint and writes ``predictions.png`` and
     ``learning_curve.png`` into ``out_dir``.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run folder (no ``config.yaml``) or holds no checkpoint.
     """
     run = Path(run_dir)
     config_path = run / "config.yaml"
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"run folder not found: {run} (expected e.g. runs/demo/lightning_logs/version_0)"
+        )
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: not found (is {run} a run directory of `hrseg fit`?)")
+        raise FileNotFoundError(
+            f"{run} is not a run folder of `hrseg fit`: no config.yaml in it (expected e.g. "
+            "runs/demo/lightning_logs/version_0)"
+        )
+    import torch
+    import yaml
+    from lightning.pytorch.cli import instantiate_class
+
+    from hrseg.colors import denormalize
+    from hrseg.task import SegmentationTask
+    from hrseg.viz import plot_learning_curve, plot_panels, read_scalars
+
     data_cfg = yaml.safe_load(config_path.read_text())["data"]
     dm = instantiate_class(
         (), {"class_path": data_cfg["class_path"], "init_args": data_cfg.get("init_args") or {}}
@@ -72,18 +83,27 @@ def run_report(
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``hrseg report RUN_DIR [--out DIR]``: write the README figures of a demo (or any) run."""
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    """The ``hrseg report`` argument parser."""
+    parser = CommandParser(
         prog="hrseg report",
         description="Draw validation predictions (image / ground truth / prediction) and the learning curve "
         "of a finished `hrseg fit` run, e.g. runs/demo/lightning_logs/version_0.",
     )
     parser.add_argument("run_dir", help="the run's log directory (holds config.yaml and checkpoints/)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/figures)")
+    parser.add_argument("--output", dest="out", default=None, help="output folder (default: RUN_DIR/figures)")
+    add_deprecated_alias(parser, "--out", "out", "--output")
     parser.add_argument("--num-images", type=int, default=4, help="validation images to show")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint (default: best, else last)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--ckpt_path", dest="checkpoint", default=None, help="checkpoint (default: best, else last)"
+    )
+    add_deprecated_alias(parser, "--checkpoint", "checkpoint", "--ckpt_path")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``hrseg report RUN_DIR [--output DIR]``: write the README figures of a demo (or any) run."""
+    args = build_parser().parse_args(argv)
     out = args.out or str(Path(args.run_dir) / "figures")
     for path in run_report(args.run_dir, out, args.num_images, args.checkpoint):
         print(path)

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import albumentations as A
-import cv2
 import numpy as np
 import torch
 
 from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
-# Without this, OpenCV spawns one thread pool per DataLoader worker and oversubscribes small machines.
-cv2.setNumThreads(0)
+if TYPE_CHECKING:
+    import albumentations as A
+
+
+def _libraries() -> tuple[ModuleType, ModuleType]:
+    """Import albumentations and OpenCV on first use: ``hrseg fit --help`` needs neither (0.4 s)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+    import cv2
+
+    # Without this, OpenCV spawns one thread pool per DataLoader worker and oversubscribes small machines.
+    cv2.setNumThreads(0)
+    return albumentations, cv2
 
 
 class SegmentationTransform:
@@ -40,6 +49,7 @@ class SegmentationTransform:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Transform one (image, mask) pair; returns (float image tensor, int64 mask tensor or None)."""
         if self.image_size is not None and image.shape[:2] != self.image_size:
+            _, cv2 = _libraries()
             h, w = self.image_size
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
             if mask is not None:
@@ -68,7 +78,8 @@ class SegmentationTransform:
 
 
 def _normalize_and_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
-    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), A.ToTensorV2()]
+    alb, _ = _libraries()
+    return [alb.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), alb.ToTensorV2()]
 
 
 def build_train_transform(
@@ -92,6 +103,7 @@ def build_train_transform(
         std: normalization std.
         ignore_index: mask value used for padding, so padding never invents labels.
     """
+    alb, cv2 = _libraries()
     steps: list[A.BasicTransform] = []
     if crop_size is not None:
         ch, cw = int(crop_size[0]), int(crop_size[1])
@@ -100,7 +112,7 @@ def build_train_transform(
             if not 0 < lo <= hi:
                 raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
             steps.append(
-                A.RandomScale(
+                alb.RandomScale(
                     scale_limit=(lo - 1.0, hi - 1.0),
                     interpolation=cv2.INTER_LINEAR,
                     mask_interpolation=cv2.INTER_NEAREST,
@@ -108,7 +120,7 @@ def build_train_transform(
                 )
             )
         steps += [
-            A.PadIfNeeded(
+            alb.PadIfNeeded(
                 min_height=ch,
                 min_width=cw,
                 position="top_left",
@@ -116,14 +128,14 @@ def build_train_transform(
                 fill=0,
                 fill_mask=ignore_index,
             ),
-            A.RandomCrop(height=ch, width=cw),
+            alb.RandomCrop(height=ch, width=cw),
         ]
     if hflip_prob > 0:
-        steps.append(A.HorizontalFlip(p=hflip_prob))
+        steps.append(alb.HorizontalFlip(p=hflip_prob))
     if photometric:
-        steps.append(A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.05, p=0.8))
+        steps.append(alb.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.05, p=0.8))
     steps += _normalize_and_tensor(mean, std)
-    return SegmentationTransform(A.Compose(steps))
+    return SegmentationTransform(alb.Compose(steps))
 
 
 def build_eval_transform(
@@ -132,7 +144,8 @@ def build_eval_transform(
     std: Sequence[float] = IMAGENET_STD,
 ) -> SegmentationTransform:
     """Build the evaluation / prediction pipeline: optional image-only resize to ``image_size`` (H, W)."""
-    return SegmentationTransform(A.Compose(_normalize_and_tensor(mean, std)), image_size=image_size)
+    alb, _ = _libraries()
+    return SegmentationTransform(alb.Compose(_normalize_and_tensor(mean, std)), image_size=image_size)
 
 
 __all__ = ["SegmentationTransform", "build_eval_transform", "build_train_transform"]

@@ -1,0 +1,162 @@
+"""The conventions every ``hrseg`` command shares: one vocabulary, one size syntax, one-line errors.
+
+- Names follow LightningCLI where it has one: ``--ckpt_path`` for a checkpoint, ``-c`` / ``--config`` for a
+  config; ``--output`` names what a command writes; sizes are ``HxW`` (``--size 512x1024``); reduced
+  precision is ``--precision`` (``int8`` included).
+- Old spellings stay accepted as hidden options (:func:`add_deprecated_alias`) and print a one-line note.
+- Usage errors print one line, ``hrseg <cmd>: error: ...``, and exit 2 (:class:`CommandParser`); errors in
+  the data a command reads exit 1 (:mod:`hrseg.commands.main` turns them into one line).
+
+Imports nothing beyond the standard library, so ``hrseg <cmd> --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+__all__ = [
+    "EXIT_DATA",
+    "EXIT_USAGE",
+    "CommandParser",
+    "UsageError",
+    "add_deprecated_alias",
+    "add_size_argument",
+    "deprecation_note",
+    "parse_size",
+    "size_type",
+]
+
+#: exit status of a command line that cannot run as written (argparse's convention)
+EXIT_USAGE = 2
+#: exit status of a command that ran but could not read or use its inputs (a file, a folder, a checkpoint)
+EXIT_DATA = 1
+
+
+class UsageError(ValueError):
+    """A command line that cannot run as written; reported as one line with exit status 2."""
+
+
+def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
+    """Parse ``HxW`` (``512x1024``; ``512X1024`` and ``512*1024`` too) into ``(height, width)``.
+
+    Raises:
+        ValueError: not two integers separated by ``x``, or a side below ``minimum``.
+    """
+    parts = text.strip().lower().replace("*", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"expected HxW, e.g. 512x1024, got {text!r}") from None
+    if height < minimum or width < minimum:
+        raise ValueError(f"size must be at least {minimum}x{minimum}, got {text!r}")
+    return height, width
+
+
+def size_type(minimum: int = 1) -> Any:
+    """An argparse ``type=`` for ``HxW`` values (errors become usage errors naming the option)."""
+
+    def convert(text: str) -> tuple[int, int]:
+        try:
+            return parse_size(text, minimum)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = "HxW size"  # argparse names the type in "invalid HxW size value"
+    return convert
+
+
+def deprecation_note(prog: str, old: str, new: str) -> None:
+    """Print the one-line note for an old option spelling (to stderr, so outputs stay clean)."""
+    print(f"{prog}: warning: {old} is deprecated; use {new}", file=sys.stderr)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Store like the new option, after a one-line deprecation note naming it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, replacement: str, **kwargs: Any) -> None:
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        deprecation_note(parser.prog, option_string or self.option_strings[0], self.replacement)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    old: str,
+    dest: str,
+    replacement: str,
+    **kwargs: Any,
+) -> None:
+    """Accept ``old`` as a hidden spelling of the option stored in ``dest`` (named ``replacement`` in notes).
+
+    Args:
+        parser: the parser (or group) that holds the new option.
+        old: the old option string, e.g. ``"--ckpt"``.
+        dest: the new option's destination, so both spellings fill one value.
+        replacement: the new spelling, as the note shows it (``"--ckpt_path"``).
+        **kwargs: ``type``, ``choices``, ``nargs`` ... as the new option has them.
+    """
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_DeprecatedAlias,
+        replacement=replacement,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+        **kwargs,
+    )
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line: ``hrseg <cmd>: error: ... (see --help)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # an abbreviation must never silently pick an option
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Print the message on one line and exit with :data:`EXIT_USAGE`."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _SizeAction(argparse.Action):
+    """``--opt HxW``; the old two-number form ``--opt H W`` still parses, with a deprecation note."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        texts = [str(v) for v in values]
+        option = option_string or self.option_strings[0]
+        try:
+            if len(texts) == 1:
+                size = parse_size(texts[0])
+            elif len(texts) == 2 and all(t.isdigit() for t in texts):
+                deprecation_note(parser.prog, f"{option} H W", f"{option} HxW")
+                size = parse_size("x".join(texts))
+            else:
+                raise ValueError(f"expected HxW, e.g. 512x1024, got {' '.join(texts)!r}")
+        except ValueError as err:
+            parser.error(f"argument {option}: {err}")
+        setattr(namespace, self.dest, size)
+
+
+def add_size_argument(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str, **kwargs: Any
+) -> None:
+    """An ``HxW`` option (``--window 512x1024``) stored as ``(height, width)``; ``H W`` stays accepted."""
+    parser.add_argument(*names, nargs="+", action=_SizeAction, metavar="HxW", **kwargs)
