@@ -410,7 +410,7 @@ class ModelFolder(ModelHubMixin):
             if missing:
                 raise HubError(
                     f"{folder} is not an hrseg model folder: {', '.join(missing)} missing "
-                    "(write one with `hrseg export --ckpt best.ckpt --format hub --out DIR`)"
+                    "(write one with `hrseg export --ckpt_path best.ckpt --format hub --output DIR`)"
                 )
             meta = _meta_from_config(config, str(folder / CONFIG_NAME))
             card_path = folder / CARD_FILE

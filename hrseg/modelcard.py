@@ -275,7 +275,7 @@ def model_card(
         'mask = seg.predict("street.png")                   # (H, W) class ids',
         "```",
         "",
-        f"or `hrseg predict --ckpt hf-hub:{name} --input images/ --output out/`; fine-tune from it with",
+        f"or `hrseg predict --ckpt_path hf-hub:{name} --input images/ --output out/`; fine-tune from it with",
         f"`--model.weights hf-hub:{name}`.",
         "",
         "## Architecture",
