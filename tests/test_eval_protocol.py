@@ -93,7 +93,7 @@ def test_hrseg_predict_uses_the_stored_protocol(
     Image.fromarray(image).save(tmp_path / "scene.png")
     runs = {"stored": [], "override": ["--mode", "whole"]}
     for name, extra in runs.items():
-        args = ["predict", "--ckpt", str(slide_checkpoint), "--input", str(tmp_path / "scene.png")]
+        args = ["predict", "--ckpt_path", str(slide_checkpoint), "--input", str(tmp_path / "scene.png")]
         assert main([*args, "--output", str(tmp_path / name), "--device", "cpu", *extra]) == 0
     err = capsys.readouterr().err
     assert "protocol slide 32x48 (stride 21x32)" in err and "protocol whole\n" in err

@@ -64,7 +64,7 @@ def test_hrseg_predict_from_official_state_dict(tmp_path: Path, model: str, scen
 
     path, _ = _official_checkpoint(tmp_path, model)
     Image.fromarray(scene).save(tmp_path / "street.png")
-    argv = ["predict", "--ckpt", str(path), "--model", model, "--classes", "cityscapes"]
+    argv = ["predict", "--ckpt_path", str(path), "--model", model, "--classes", "cityscapes"]
     code = main([*argv, "--input", str(tmp_path / "street.png"), "--output", str(tmp_path / "out")])
     assert code == 0
     written = np.asarray(Image.open(tmp_path / "out" / "street_trainIds.png"))
@@ -99,3 +99,26 @@ def test_device_auto_picks_cuda_when_available(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_export_hub_folder_from_official_state_dict(tmp_path: Path, scene: np.ndarray) -> None:
+    """``hrseg export --format hub`` makes released weights self-describing: the folder needs no --model."""
+    from hrseg.commands import main
+
+    path, _ = _official_checkpoint(tmp_path, "hrnetv2_w18_small_v1_ocr", align_corners=True)
+    argv = [
+        "export",
+        "--ckpt_path",
+        str(path),
+        "--model",
+        "hrnetv2_w18_small_v1_ocr",
+        "--classes",
+        "cityscapes",
+    ]
+    assert main([*argv, "--align-corners", "--format", "hub", "--size", "64x64"]) == 0
+    folder = tmp_path / f"{path.stem}_hub"
+    assert (folder / "config.json").is_file() and (folder / "README.md").is_file()
+    loaded = Segmenter.from_pretrained(folder, device="cpu")
+    assert loaded.meta.align_corners and loaded.class_names[-1] == "bicycle"
+    expected = Segmenter.from_weights(path, "hrnetv2_w18_small_v1_ocr", align_corners=True, device="cpu")
+    np.testing.assert_array_equal(loaded.predict(scene), expected.predict(scene))

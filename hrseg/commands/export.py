@@ -2,7 +2,9 @@
 
 Each export is checked against eager. ``--format hub`` writes ``config.json`` + ``model.safetensors`` + a
 generated model card ``README.md`` (loadable with ``hrseg.Segmenter.from_pretrained(folder)``);
-``--push-to-hub org/name`` then uploads that folder (:func:`hrseg.hub.push_to_hub`).
+``--push-to-hub org/name`` then uploads that folder (:func:`hrseg.hub.push_to_hub`). Released weights (an
+official ``.pth`` or any state dict) export with ``--model NAME --classes cityscapes``: ``--format hub`` turns
+them into a self-describing folder.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from hrseg.checkpoint import CheckpointError
-from hrseg.commands.options import CommandParser, add_deprecated_alias, size_type
+from hrseg.commands.options import (
+    CommandParser,
+    add_deprecated_alias,
+    add_released_weights_options,
+    check_released_weights_options,
+    size_type,
+)
 from hrseg.export import FORMATS, HUB_FORMAT, OPENVINO_FORMAT, SUFFIXES, export
 
 __all__ = ["main"]
@@ -68,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", action="store_true", help="resize logits to the input size inside the graph")
     p.add_argument("--check-image", default=None, help="image file for the parity check (default: generated)")
     p.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the .ckpt")
+    add_released_weights_options(p)
     p.add_argument(
         "--push-to-hub",
         default=None,
@@ -153,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     height, width = getattr(args, "height", height), getattr(args, "width", width)
     if args.push_to_hub and args.format != HUB_FORMAT:
         parser.error("--push-to-hub needs --format hub")
+    check_released_weights_options(args, parser)
     formats: list[str] = list(FORMATS) if args.format == "all" else [args.format]
     precision = args.precision
     calib = val = masks = None
@@ -171,16 +181,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hrseg export: error: {err}", file=sys.stderr)
             return 1
     ckpt = Path(args.ckpt)
+    source: Any = ckpt
+    meta = None
+    if args.model is not None:  # released weights: build the model they describe, export it like a checkpoint
+        from hrseg.inference.released import model_from_weights, released_meta
+
+        try:
+            meta = released_meta(args.model, args.classes or "cityscapes", align_corners=args.align_corners)
+            source = model_from_weights(args.ckpt, meta, trusted=args.trusted)
+        except (CheckpointError, FileNotFoundError, ValueError) as err:
+            print(f"hrseg export: error: {err}", file=sys.stderr)
+            return 1
     status = 0
     for fmt in formats:
         if args.format == "all":
             base = Path(args.out) if args.out else ckpt.with_suffix("")
             out: Path | None = base / (f"model{SUFFIXES[fmt]}" if fmt != "safetensors" else "bundle")
-        else:
-            out = Path(args.out) if args.out else None
+        elif args.out:
+            out = Path(args.out)
+        else:  # beside the weights, as for a checkpoint
+            out = ckpt.with_name(f"{ckpt.stem}_hub") if fmt == HUB_FORMAT else ckpt.with_suffix(SUFFIXES[fmt])
         try:
             result = export(
-                ckpt,
+                source,
+                meta=meta,
                 format=fmt,  # type: ignore[arg-type]
                 out=out,
                 height=height,

@@ -160,3 +160,36 @@ def add_size_argument(
 ) -> None:
     """An ``HxW`` option (``--window 512x1024``) stored as ``(height, width)``; ``H W`` stays accepted."""
     parser.add_argument(*names, nargs="+", action=_SizeAction, metavar="HxW", **kwargs)
+
+
+def add_released_weights_options(parser: argparse.ArgumentParser, what: str = "--ckpt_path") -> None:
+    """``--model`` / ``--classes`` / ``--align-corners``: what a bare state dict given as ``what`` is.
+
+    Official HRNet / HRNet-OCR checkpoints and any plain ``.pth`` / ``.safetensors`` state dict carry only
+    tensors; with these options predict, export and serve build the model they describe
+    (:mod:`hrseg.inference.released`).
+    """
+    group = parser.add_argument_group(
+        f"released weights (a bare state dict / official .pth / .safetensors / hub weights as {what})"
+    )
+    group.add_argument(
+        "--model",
+        default=None,
+        help="the architecture of the weights, e.g. hrnetv2_w48_ocr (hrseg.list_models())",
+    )
+    group.add_argument(
+        "--classes",
+        default=None,
+        help="the label set of its head: cityscapes (default with --model) or voc",
+    )
+    group.add_argument(
+        "--align-corners",
+        action="store_true",
+        help="bilinear resizes with align_corners=True (the official HRNet-OCR branch's *_torch11.pth)",
+    )
+
+
+def check_released_weights_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--classes`` / ``--align-corners`` describe released weights: they need ``--model``."""
+    if args.model is None and (args.classes is not None or args.align_corners):
+        parser.error("--classes / --align-corners describe released weights: give --model too")

@@ -24,7 +24,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hrseg.commands.options import CommandParser, add_deprecated_alias, add_size_argument
+from hrseg.commands.options import (
+    CommandParser,
+    add_deprecated_alias,
+    add_released_weights_options,
+    add_size_argument,
+    check_released_weights_options,
+)
 
 __all__ = ["main"]
 
@@ -61,24 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         help="output folder (with --config: default <trainer.default_root_dir>/predictions)",
     )
     p.add_argument("--config", "-c", default=None, help="a LightningCLI config (file or shipped name)")
-    rel = p.add_argument_group(
-        "released weights (a bare state dict / official .pth / .safetensors / hub weights as --ckpt_path)"
-    )
-    rel.add_argument(
-        "--model",
-        default=None,
-        help="the architecture of the weights, e.g. hrnetv2_w48_ocr (hrseg.list_models())",
-    )
-    rel.add_argument(
-        "--classes",
-        default=None,
-        help="the label set of its head: cityscapes (default with --model) or voc",
-    )
-    rel.add_argument(
-        "--align-corners",
-        action="store_true",
-        help="bilinear resizes with align_corners=True (the official HRNet-OCR branch's *_torch11.pth)",
-    )
+    add_released_weights_options(p)
     group = p.add_argument_group(
         "evaluation protocol (default: the one stored with the model; each option given overrides its field)"
     )
@@ -252,8 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hrseg predict``; returns the exit code (1 when any input failed)."""
     parser = _parser()
     args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    if args.model is None and (args.classes is not None or args.align_corners):
-        parser.error("--classes / --align-corners describe released weights: give --model too")
+    check_released_weights_options(args, parser)
     if args.config is None:
         if extra:
             lightning = any(a.startswith(("--trainer", "--data", "--model", "--seed")) for a in extra)
