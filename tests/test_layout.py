@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hrseg.inference.loading",
     ),
     ("hrseg.export",),
-    ("hrseg.inference",),
+    ("hrseg.inference", "hrseg.serve"),
     ("hrseg.task", "hrseg.callbacks", "hrseg.checkpoint_io", "hrseg.loggers"),
     ("hrseg.commands",),
 ]
@@ -207,6 +207,8 @@ def test_commands_live_apart_from_the_library() -> None:
         "from hrseg.inference import Segmenter, infer, prepare_for_inference, predict_folder",
         "import hrseg; hrseg.Segmenter",
         "import hrseg.checkpoint, hrseg.images",
+        # hrseg serve runs on the deployment path too (LitServe, no Lightning)
+        "import hrseg.commands.serve, hrseg.serve.server, hrseg.serve.api",
         # hrseg predict's own path: listing a folder must not pull in the DataModules (4 s of imports)
         "import hrseg.commands.predict, hrseg.inference.writer as w, tempfile, PIL.Image as I; "
         "d = tempfile.mkdtemp(); I.new('RGB', (4, 4)).save(d + '/a.png'); assert len(w._resolve_inputs(d))",

@@ -1,8 +1,8 @@
 """The ``hrseg`` command: dispatches to one module per command.
 
-LightningCLI owns ``fit``, ``validate`` and ``test``; ``predict``, ``evaluate``, ``export``, ``data`` and
-``report`` are argparse commands with their own ``--help`` (``predict`` runs LightningCLI itself when given
-``--config``).
+LightningCLI owns ``fit``, ``validate`` and ``test``; ``predict``, ``evaluate``, ``export``, ``data``,
+``report`` and ``serve`` are argparse commands with their own ``--help`` (``predict`` runs LightningCLI itself
+when given ``--config``).
 Modules are imported only for the command that runs, so ``hrseg --help`` answers without loading torch.
 """
 
@@ -20,9 +20,10 @@ TOOL_COMMANDS = {
     "export": "export",
     "data": "data",
     "report": "report",
+    "serve": "serve",
 }
 
-USAGE = """usage: hrseg [-h] [--version] {fit,validate,test,predict,evaluate,export,data,report} ...
+USAGE = """usage: hrseg [-h] [--version] {fit,validate,test,predict,evaluate,export,data,report,serve} ...
 
 HRNetV2 semantic segmentation on PyTorch Lightning.
 
@@ -38,6 +39,8 @@ commands:
               (--format hub: config.json + model.safetensors + model card; --push-to-hub org/name)
   data        generate demo data in real dataset layouts (synth) or validate a dataset (check)
   report      draw the validation panels and learning curve of a finished fit run
+  serve       serve a model over HTTP (LitServe): POST /predict, a page at /, /health, /info:
+                hrseg serve --ckpt_path best.ckpt [--port 8000] [--api-key KEY]
 
 Run `hrseg COMMAND --help` for the options of one command.
 """

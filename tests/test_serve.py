@@ -1,0 +1,369 @@
+"""``hrseg serve``: the real server in a subprocess on a free loopback port, driven over HTTP.
+
+One server (module scope, the session's tiny checkpoint, an API key, small limits so that the limit cases
+are cheap) answers every test here; each bad request must get its 4xx and leave the server answering.
+``serving`` is also used by tests/test_serve_browser.py.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hrseg.data import generate_scene
+
+API_KEY = "test-key-123"
+MAX_PIXELS = 300_000
+MAX_BODY_MB = 0.5
+STARTUP_SECONDS = 180  # two busy cores: importing torch and loading the model in two processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """A running ``hrseg serve`` and how to reach it."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    api_key: str | None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | Iterator[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        key: bool = True,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a fresh connection: (status, lower-case headers, body)."""
+        sent = dict(headers or {})
+        if key and self.api_key is not None:
+            sent.setdefault("X-API-Key", self.api_key)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request(
+                method, path, body=body, headers=sent, encode_chunked=not isinstance(body, bytes | None)
+            )
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def predict(self, data: bytes, content_type: str = "image/png", fmt: str | None = None, **kw: Any) -> Any:
+        path = "/predict" if fmt is None else f"/predict?format={fmt}"
+        return self.request("POST", path, data, {"Content-Type": content_type}, **kw)
+
+
+@contextmanager
+def serving(ckpt: Path, log_dir: Path, *options: str, api_key: str | None = None) -> Iterator[Served]:
+    """Start ``python -m hrseg serve`` on a free port, wait until ``/health`` answers, stop it afterwards."""
+    port = free_port()
+    log = log_dir / f"serve-{port}.log"
+    cmd = [sys.executable, "-m", "hrseg", "serve", "--ckpt_path", str(ckpt), "--port", str(port)]
+    cmd += ["--device", "cpu", "--log-level", "warning", *options]
+    if api_key is not None:
+        cmd += ["--api-key", api_key]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log_dir, start_new_session=True
+        )
+    served = Served(port, process, log, api_key)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"hrseg serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if served.request("GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"hrseg serve did not answer /health in {STARTUP_SECONDS} s:\n{log.read_text()}"
+                )
+            time.sleep(0.5)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+        with suppress(
+            ProcessLookupError
+        ):  # workers and HTTP servers are the server's children, in its session
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def scene(seed: int, size: tuple[int, int]) -> Image.Image:
+    return Image.fromarray(generate_scene(seed, size=size)[0])
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` (8-bit RGB) and carries one tiny compressed row."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def decode_png(body: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(body)) as img:
+        assert img.format == "PNG"
+        return np.asarray(img)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_checkpoint: Path) -> Any:
+    from hrseg.inference import Segmenter
+
+    return Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    options = ["--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_MB), "--batch-timeout", "0.05"]
+    with serving(tiny_checkpoint, tmp_path_factory.mktemp("serve"), *options, api_key=API_KEY) as served:
+        yield served
+
+
+def test_help_lists_serve() -> None:
+    from hrseg.commands.main import TOOL_COMMANDS, USAGE
+
+    assert TOOL_COMMANDS["serve"] == "serve"
+    assert "serve" in USAGE.split("commands:")[1]
+
+
+def test_bad_checkpoint_fails_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.ckpt"
+    result = subprocess.run(
+        [sys.executable, "-m", "hrseg", "serve", "--ckpt_path", str(missing), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hrseg serve:") and "nope.ckpt" in lines[0]
+
+
+def test_health_info_and_page(server: Served, segmenter: Any) -> None:
+    status, _, body = server.request("GET", "/health", key=False)
+    assert (status, body) == (200, b"ok")
+    status, headers, body = server.request("GET", "/", key=False)
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    page = body.decode()
+    for element in ('id="file"', 'id="overlay"', 'id="legend"'):
+        assert element in page
+    assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched from elsewhere
+    status, _, body = server.request("GET", "/info")
+    assert status == 200
+    info = json.loads(body)
+    assert info["model"] == segmenter.meta.model
+    assert info["classes"] == segmenter.class_names
+    assert info["palette"] == [list(c) for c in segmenter.palette]
+    assert (info["backend"], info["device"], info["precision"]) == ("torch", "cpu", "fp32")
+    assert info["protocol"]
+    assert info["batching"]["max_batch_size"] == 4 and info["batching"]["batch_timeout"] == 0.05
+    assert info["limits"]["max_pixels"] == MAX_PIXELS
+    assert info["auth"] is True
+
+
+def test_formats_equal_segmenter(server: Served, segmenter: Any) -> None:
+    image = scene(3, (48, 80))
+    expected = segmenter.predict(image)
+    status, headers, body = server.predict(encode(image))
+    assert status == 200 and headers["content-type"] == "image/png"
+    labels = decode_png(body)
+    assert labels.dtype == np.uint8 and labels.shape == (48, 80)
+    np.testing.assert_array_equal(labels, expected)
+
+    status, _, body = server.predict(encode(image), fmt="color")
+    assert status == 200
+    np.testing.assert_array_equal(decode_png(body), segmenter.colorize(expected))
+
+    status, _, body = server.predict(encode(image), fmt="overlay")
+    assert status == 200
+    np.testing.assert_array_equal(decode_png(body), segmenter.overlay(image, expected))
+
+    status, headers, body = server.predict(encode(image), fmt="json")
+    assert status == 200 and headers["content-type"] == "application/json"
+    result = json.loads(body)
+    assert (result["model"], result["width"], result["height"]) == (segmenter.meta.model, 80, 48)
+    assert result["classes"] == segmenter.class_names
+    counts = np.bincount(expected.ravel(), minlength=segmenter.num_classes)
+    assert result["pixels"] == {name: int(counts[i]) for i, name in enumerate(segmenter.class_names)}
+
+
+def test_jpeg_webp_multipart_and_modes(server: Served, segmenter: Any) -> None:
+    rgb = scene(4, (40, 56))
+    cases = {
+        "jpeg": (encode(rgb, "JPEG"), "image/jpeg"),
+        "webp": (encode(rgb, "WEBP"), "image/webp"),
+        "grey png": (encode(rgb.convert("L")), "image/png"),
+        "palette png": (encode(rgb.convert("P")), "image/png"),
+        "rgba png": (encode(rgb.convert("RGBA")), "image/png"),
+    }
+    for name, (data, content_type) in cases.items():
+        expected = segmenter.predict(Image.open(io.BytesIO(data)))
+        status, _, body = server.predict(data, content_type)
+        assert status == 200, name
+        np.testing.assert_array_equal(decode_png(body), expected, err_msg=name)
+
+    data = encode(rgb)
+    boundary = "hrsegboundary"
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="street.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, _, body = server.predict(form, f"multipart/form-data; boundary={boundary}")
+    assert status == 200
+    np.testing.assert_array_equal(decode_png(body), segmenter.predict(rgb))
+
+
+def test_concurrent_mixed_sizes_are_batched_and_exact(server: Served, segmenter: Any) -> None:
+    sizes = [(32, 48), (48, 64), (32, 48), (64, 40), (48, 64), (32, 48), (64, 40), (40, 40)]
+    images = [scene(10 + i, size) for i, size in enumerate(sizes)]
+    with ThreadPoolExecutor(len(images)) as pool:
+        answers = list(pool.map(lambda img: server.predict(encode(img)), images))
+    batch_sizes = []
+    for image, (status, headers, body) in zip(images, answers, strict=True):
+        assert status == 200
+        np.testing.assert_array_equal(decode_png(body), segmenter.predict(image))
+        batch_sizes.append(int(headers["x-batch-size"]))
+    assert max(batch_sizes) > 1, f"no request was batched: {batch_sizes}"
+
+
+def test_api_key(server: Served) -> None:
+    data = encode(scene(5, (32, 32)))
+    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+        status, _, body = server.request(
+            "POST", "/predict", data, {"Content-Type": "image/png", **headers}, key=False
+        )
+        assert status == 401
+        assert "API key" in json.loads(body)["detail"]
+    assert server.request("GET", "/info", key=False)[0] == 401
+    bearer = {"Content-Type": "image/png", "Authorization": f"Bearer {API_KEY}"}
+    assert server.request("POST", "/predict", data, bearer, key=False)[0] == 200
+
+
+def _bad_requests() -> dict[str, tuple[bytes | Iterator[bytes], str, str | None, int]]:
+    """name -> (body, content type, ?format=, expected status)."""
+    good = encode(scene(6, (40, 48)))
+    bmp = encode(scene(6, (40, 48)), "BMP")
+    over = int(MAX_BODY_MB * 1024 * 1024) + 1000
+    return {
+        "not an image": (b"this is not an image" * 10, "image/png", None, 400),
+        "truncated": (good[: len(good) // 2], "image/png", None, 400),
+        "empty body": (b"", "image/png", None, 400),
+        "zero size": (png_header(0, 32), "image/png", None, 400),
+        "too many pixels": (png_header(700, 700), "image/png", None, 413),
+        "decompression bomb": (png_header(40_000, 40_000), "image/png", None, 413),
+        "wrong content type": (good, "text/plain", None, 415),
+        "no content type": (good, "", None, 415),
+        "other image format": (bmp, "image/png", None, 415),
+        "oversize body": (b"\0" * over, "image/png", None, 413),
+        "oversize chunked body": (iter([b"\0" * 65536] * (over // 65536 + 1)), "image/png", None, 413),
+        "unknown format": (good, "image/png", "xml", 400),
+        "multipart without file": (
+            b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+            None,
+            400,
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_requests()))
+def test_bad_input_gets_its_4xx_and_the_server_keeps_serving(server: Served, case: str) -> None:
+    body, content_type, fmt, expected = _bad_requests()[case]
+    headers = {"Content-Type": content_type} if content_type else {}
+    path = "/predict" if fmt is None else f"/predict?format={fmt}"
+    status, response_headers, answer = server.request("POST", path, body, headers)
+    assert status == expected, answer
+    assert response_headers["content-type"] == "application/json"
+    detail = json.loads(answer)["detail"]
+    assert isinstance(detail, str) and detail and "\n" not in detail
+    status, _, _ = server.predict(encode(scene(7, (32, 32))))
+    assert status == 200
+
+
+def test_small_load(server: Served, segmenter: Any) -> None:
+    """4 clients x 20 requests of mixed sizes, 10 % bad: every good one exact, every bad one its 4xx."""
+    sizes = [(32, 48), (48, 64), (64, 96), (40, 40)]
+    images = {size: encode(scene(20 + i, size)) for i, size in enumerate(sizes)}
+    expected = {size: segmenter.predict(Image.open(io.BytesIO(data))) for size, data in images.items()}
+    bad = [(b"not an image", "image/png", 400), (images[sizes[0]], "text/plain", 415)]
+
+    def client(index: int) -> list[str]:
+        problems = []
+        for step in range(20):
+            if (index * 20 + step) % 10 == 3:
+                data, content_type, want = bad[step % len(bad)]
+                status, _, body = server.predict(data, content_type)
+                if status != want:
+                    problems.append(f"bad request: {status} instead of {want}")
+                continue
+            size = sizes[(index + step) % len(sizes)]
+            status, _, body = server.predict(images[size])
+            if status != 200:
+                problems.append(f"{size}: status {status} {body[:200]!r}")
+            elif not np.array_equal(decode_png(body), expected[size]):
+                problems.append(f"{size}: label map differs from Segmenter.predict")
+        return problems
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        problems = [p for result in pool.map(client, range(4)) for p in result]
+    assert problems == []
+    assert time.monotonic() - start < 120
+    assert server.process.poll() is None
+    assert server.request("GET", "/health")[0] == 200
