@@ -367,3 +367,27 @@ def test_small_load(server: Served, segmenter: Any) -> None:
     assert time.monotonic() - start < 120
     assert server.process.poll() is None
     assert server.request("GET", "/health")[0] == 200
+
+
+def test_a_failing_forward_fails_only_its_own_request(tiny_checkpoint: Path) -> None:
+    """In-process: a forward that raises (e.g. out of memory) answers 500 to its own request alone."""
+    from hrseg.inference import Segmenter
+    from hrseg.serve.api import PredictRequest, SegmentationAPI
+
+    class FailsAt40x40(Segmenter):  # fault injection: the real model, except on one image size
+        def predict(self, image: Any, return_probs: bool = False) -> Any:
+            if tuple(image.shape[-2:]) == (40, 40):
+                raise MemoryError("injected")
+            return super().predict(image, return_probs)
+
+    api = SegmentationAPI(str(tiny_checkpoint), max_batch_size=4)
+    api.segmenter = FailsAt40x40.from_checkpoint(tiny_checkpoint, device="cpu")
+    images = [scene(30, (32, 48)), scene(31, (40, 40)), scene(32, (32, 48))]
+    outputs = api.unbatch(api.predict(api.batch([PredictRequest(img, "labels") for img in images])))
+    responses = [api.encode_response(out) for out in outputs]
+    assert [r.status_code for r in responses] == [200, 500, 200]
+    assert json.loads(responses[1].body)["detail"] == "inference failed: MemoryError"
+    reference = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
+    for image, response in zip([images[0], images[2]], [responses[0], responses[2]], strict=True):
+        np.testing.assert_array_equal(decode_png(bytes(response.body)), reference.predict(image))
+        assert response.headers["x-batch-size"] == "3"

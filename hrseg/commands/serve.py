@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -106,11 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_timeout < 0 or args.timeout <= 0:
         parser.error("--batch-timeout must be >= 0 and --timeout > 0")
 
-    try:
-        import litserve  # noqa: F401  # an optional dependency: say how to install it
-        import multipart  # noqa: F401
-    except ImportError as err:
-        print(f"hrseg serve: {err.name} is not installed: pip install 'hrseg[serve]'", file=sys.stderr)
+    # optional dependencies (the serve extra): say how to install them instead of a traceback
+    missing = [name for name in ("litserve", "multipart") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"hrseg serve: {', '.join(missing)} not installed: pip install 'hrseg[serve]'", file=sys.stderr)
         return 1
 
     from hrseg.checkpoint import CheckpointError

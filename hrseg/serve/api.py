@@ -19,6 +19,7 @@ import ctypes
 import hmac
 import io
 import json
+import logging
 import multiprocessing
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from torch import Tensor
 
 from hrseg.serve.limits import RequestError, RequestLimits, check_content_type, decode_image
 
@@ -48,6 +50,7 @@ OUTPUT_FORMATS: tuple[str, ...] = ("labels", "color", "overlay", "json")
 #: Paths served without the API key: the page (it holds no data; it asks for the key) and the health probe.
 OPEN_PATHS: frozenset[str] = frozenset({"/", "/health"})
 
+_log = logging.getLogger(__name__)
 _INFO_BYTES = 1 << 20  # room for the worker's runtime description (class lists of any real dataset fit)
 
 
@@ -67,8 +70,9 @@ class PredictRequest:
 @dataclass(frozen=True)
 class _Prediction:
     request: PredictRequest
-    mask: np.ndarray
+    mask: np.ndarray | None
     batch_size: int  # requests in the worker's batch, sent back as the X-Batch-Size header
+    failed: tuple[int, str] | None = None  # (status, message) of a request the model could not run
 
 
 def _http_error(err: RequestError) -> HTTPException:
@@ -220,21 +224,39 @@ class SegmentationAPI(ls.LitAPI):
         return self._predict_batch(x)
 
     def _predict_batch(self, requests: Sequence[PredictRequest]) -> list[_Prediction]:
-        import torch
-
         from hrseg.images import to_image_tensor
 
         seg = self.segmenter
-        tensors = [to_image_tensor(r.image, seg.in_channels)[0] for r in requests]
+        tensors: dict[int, Tensor] = {}
+        failed: dict[int, tuple[int, str]] = {}  # request -> (status, message): only that request fails
+        for i, r in enumerate(requests):
+            try:
+                tensors[i] = to_image_tensor(r.image, seg.in_channels)[0]
+            except ValueError as err:  # e.g. channels the model cannot take
+                failed[i] = (400, f"the model cannot take this image: {err}")
         by_size: dict[tuple[int, ...], list[int]] = {}
-        for i, t in enumerate(tensors):
+        for i, t in tensors.items():
             by_size.setdefault(tuple(t.shape[-2:]), []).append(i)
         masks: dict[int, np.ndarray] = {}
         for indices in by_size.values():
-            out = seg.predict(torch.cat([tensors[i] for i in indices]))
-            for row, i in enumerate(indices):
-                masks[i] = out[row].cpu().numpy().astype(np.int64)
-        return [_Prediction(r, masks[i], len(requests)) for i, r in enumerate(requests)]
+            try:
+                self._forward(tensors, indices, masks)
+            except Exception:  # e.g. out of memory: one by one, so that only the image that fails fails
+                for i in indices:
+                    try:
+                        self._forward(tensors, [i], masks)
+                    except Exception as err:
+                        _log.exception("inference failed on a %s image", tuple(tensors[i].shape[-2:]))
+                        failed[i] = (500, f"inference failed: {type(err).__name__}")
+        return [_Prediction(r, masks.get(i), len(requests), failed.get(i)) for i, r in enumerate(requests)]
+
+    def _forward(self, tensors: dict[int, Tensor], indices: list[int], masks: dict[int, np.ndarray]) -> None:
+        """Label maps of equal-size images ``indices`` in one forward pass, into ``masks``."""
+        import torch
+
+        out = self.segmenter.predict(torch.cat([tensors[i] for i in indices]))
+        for row, i in enumerate(indices):
+            masks[i] = out[row].cpu().numpy().astype(np.int64)
 
     def unbatch(self, output: list[_Prediction]) -> list[_Prediction]:
         """One prediction per request, in request order."""
@@ -246,6 +268,10 @@ class SegmentationAPI(ls.LitAPI):
         mask = output.mask
         fmt = output.request.output
         headers = {"X-Batch-Size": str(output.batch_size)}
+        if output.failed is not None or mask is None:
+            status, message = output.failed or (500, "no prediction")
+            detail = json.dumps({"detail": message})
+            return Response(detail, status_code=status, media_type="application/json", headers=headers)
         if fmt == "json":
             counts = np.bincount(mask.ravel(), minlength=seg.num_classes)
             names = seg.class_names or [str(i) for i in range(seg.num_classes)]
