@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import multiprocessing
+import sys
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -89,11 +90,10 @@ async def _read_body(request: Request, limits: RequestLimits) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            limits.check_length(int(declared))
-        except ValueError as err:
-            if isinstance(err, RequestError):
-                raise
+            length = int(declared)
+        except ValueError:
             raise RequestError(400, f"invalid Content-Length {declared!r}") from None
+        limits.check_length(length)
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
@@ -107,10 +107,18 @@ async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
     yield data
 
 
+class _InMemoryMultiPartParser(MultiPartParser):
+    """Starlette's parser with its file parts kept in memory (it spools parts over 1 MiB to a temporary file).
+
+    The body is already read within the size limit, so memory is bounded, and nothing reaches the disk.
+    """
+
+    spool_max_size = sys.maxsize
+
+
 async def _multipart_file(request: Request, body: bytes) -> bytes:
     """The bytes of the form's image file (field ``file`` or ``image``, else the only file sent)."""
-    # LitServe raises Starlette's spool size so that uploads stay in memory: nothing is written to disk.
-    parser = MultiPartParser(request.headers, _one_chunk(body), max_files=1, max_fields=16)
+    parser = _InMemoryMultiPartParser(request.headers, _one_chunk(body), max_files=1, max_fields=16)
     try:
         form = await parser.parse()
     except MultiPartException as err:
