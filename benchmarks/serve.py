@@ -13,7 +13,7 @@ Configurations (``--configs``):
   (torch fast path) inline, one request per forward: the wrapper users write;
 - ``serve_torch``: ``hrseg serve --backend torch`` (dynamic batching, decoding in the HTTP process);
 - ``serve_auto``: ``hrseg serve --backend auto`` (OpenVINO on x86 CPUs, else ONNX Runtime; torch on CUDA);
-- ``serve_torch_nobatch``: ``hrseg serve --backend torch --max-batch-size 1`` (what batching adds).
+- ``serve_torch_nobatch`` / ``serve_auto_nobatch``: the same with ``--max-batch-size 1`` (what batching adds).
 
     python -m benchmarks.serve --ckpt runs/demo/best.ckpt [--clients 8 --requests 200 --bad 0.1]
 
@@ -52,6 +52,7 @@ CONFIGS = {
     "serve_torch": {"server": "serve", "backend": "torch", "max_batch_size": 4},
     "serve_auto": {"server": "serve", "backend": "auto", "max_batch_size": 4},
     "serve_torch_nobatch": {"server": "serve", "backend": "torch", "max_batch_size": 1},
+    "serve_auto_nobatch": {"server": "serve", "backend": "auto", "max_batch_size": 1},
 }
 STARTUP_S = 600  # an OpenVINO / ONNX export on a busy 2-core machine takes minutes the first time
 
