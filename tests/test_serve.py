@@ -207,7 +207,9 @@ def test_health_info_and_page(server: Served, segmenter: Any) -> None:
     assert info["classes"] == segmenter.class_names
     assert info["palette"] == [list(c) for c in segmenter.palette]
     assert (info["backend"], info["device"], info["precision"]) == ("torch", "cpu", "fp32")
-    assert info["protocol"]
+    protocol = dict(info["protocol"])
+    assert protocol.pop("description") == segmenter.protocol.describe()
+    assert protocol == segmenter.protocol.to_dict()  # the one stored in the checkpoint
     assert info["batching"]["max_batch_size"] == 4 and info["batching"]["batch_timeout"] == 0.05
     assert info["limits"]["max_pixels"] == MAX_PIXELS
     assert info["auth"] is True

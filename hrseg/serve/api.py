@@ -311,7 +311,8 @@ class SegmentationAPI(ls.LitAPI):
             "backend": seg.backend,
             "precision": seg.precision,
             "device": str(seg.device),
-            "protocol": _protocol(seg),
+            # the protocol the model was validated with, as stored in the checkpoint (Segmenter's default)
+            "protocol": {**seg.protocol.to_dict(), "description": seg.protocol.describe()},
         }
         data = json.dumps(info).encode()[: _INFO_BYTES - 8]
         view = memoryview(self._runtime_info).cast("B")
@@ -346,29 +347,3 @@ class SegmentationAPI(ls.LitAPI):
         state = dict(self.__dict__)
         state["segmenter"] = None
         return state
-
-
-def _protocol(segmenter: Any) -> Any:
-    """The evaluation protocol a Segmenter runs, as JSON-ready data."""
-    protocol = getattr(segmenter, "protocol", None)
-    if protocol is not None:
-        return _jsonable(protocol)
-    return {
-        "mode": segmenter.mode,
-        "window": _jsonable(segmenter.window),
-        "stride": _jsonable(segmenter.stride),
-        "scales": list(segmenter.scales),
-        "flip": bool(segmenter.flip),
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {name: _jsonable(getattr(value, name)) for name in value.__dataclass_fields__}
-    return str(value)
