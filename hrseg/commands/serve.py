@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -40,7 +41,19 @@ def _parser() -> argparse.ArgumentParser:
         dest="ckpt",
         required=True,
         help="the model: a Lightning .ckpt, a safetensors bundle, a hub folder or reference, an exported "
-        ".onnx / .pt2 / OpenVINO .xml",
+        ".onnx / .pt2 / OpenVINO .xml, or released weights with --model",
+    )
+    rel = p.add_argument_group(
+        "released weights (a bare state dict / official .pth / .safetensors / hub weights as --ckpt_path)"
+    )
+    rel.add_argument(
+        "--model", default=None, help="the architecture of the weights, e.g. hrnetv2_w48_ocr (as in predict)"
+    )
+    rel.add_argument("--classes", default=None, help="the label set of its head: cityscapes (default) or voc")
+    rel.add_argument(
+        "--align-corners",
+        action="store_true",
+        help="bilinear resizes with align_corners=True (the official HRNet-OCR branch's *_torch11.pth)",
     )
     net = p.add_argument_group("network")
     net.add_argument(
@@ -106,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-batch-size and --workers must be at least 1")
     if args.batch_timeout < 0 or args.timeout <= 0:
         parser.error("--batch-timeout must be >= 0 and --timeout > 0")
+    if args.model is None and (args.classes is not None or args.align_corners):
+        parser.error("--classes / --align-corners describe released weights: give --model too")
+    released: dict[str, Any] | None = None
+    if args.model is not None:
+        released = {"model": args.model, "classes": args.classes or "cityscapes"}
+        released["align_corners"] = args.align_corners
 
     # optional dependencies (the serve extra): say how to install them instead of a traceback
     missing = [name for name in ("litserve", "multipart") if importlib.util.find_spec(name) is None]
@@ -123,7 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_accelerator(args.device)
         # read the model here once: a bad path fails with one line before any worker starts, and /info gets
         # the classes; the workers load their own copy
-        model, meta = load_checkpoint(args.ckpt, device="cpu")
+        if released is not None:
+            from hrseg.inference.released import model_from_weights, released_meta
+
+            meta = released_meta(
+                released["model"], released["classes"], align_corners=released["align_corners"]
+            )
+            model = model_from_weights(args.ckpt, meta)
+        else:
+            model, meta = load_checkpoint(args.ckpt, device="cpu")
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"hrseg serve: {err}", file=sys.stderr)
         return 1
@@ -141,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         limits=limits,
         timeout=args.timeout,
+        released=released,
     )
     server = build_server(config, meta)
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -22,7 +22,7 @@ import json
 import logging
 import multiprocessing
 import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -167,6 +167,9 @@ class SegmentationAPI(ls.LitAPI):
         precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
         cache_dir: the export cache of non-torch backends.
         api_key: the key requests must send (``X-API-Key`` or ``Authorization: Bearer``); None: no key.
+        released: for released weights (a bare state dict, an official ``.pth``), what they are:
+            :meth:`Segmenter.from_weights`'s ``model``, ``classes`` and ``align_corners``; None: ``model``
+            is a checkpoint that describes itself.
         threads: torch CPU threads per worker (None: torch's default).
         max_batch_size: the most requests run together.
         batch_timeout: how long (seconds) a batch waits to fill.
@@ -179,6 +182,7 @@ class SegmentationAPI(ls.LitAPI):
         precision: str = "fp32",
         cache_dir: str | None = None,
         api_key: str | None = None,
+        released: Mapping[str, Any] | None = None,
         threads: int | None = None,
         max_batch_size: int = 4,
         batch_timeout: float = 0.01,
@@ -189,6 +193,7 @@ class SegmentationAPI(ls.LitAPI):
         self.precision = precision
         self.cache_dir = cache_dir
         self.api_key = api_key or None
+        self.released = dict(released) if released is not None else None
         self.threads = threads
         # what the worker loaded (backend, device, protocol), written by setup() and read by GET /info in the
         # HTTP processes: shared memory inherited by both (spawned workers, forked HTTP servers)
@@ -204,13 +209,16 @@ class SegmentationAPI(ls.LitAPI):
 
         if self.threads is not None and str(device).startswith("cpu"):
             torch.set_num_threads(self.threads)
-        self.segmenter = Segmenter.from_checkpoint(
-            self.model_ref,
-            device=device,
-            backend=self.backend,
-            precision=self.precision,
-            cache_dir=self.cache_dir,
-        )
+        runtime: dict[str, Any] = {
+            "device": device,
+            "backend": self.backend,
+            "precision": self.precision,
+            "cache_dir": self.cache_dir,
+        }
+        if self.released is not None:
+            self.segmenter = Segmenter.from_weights(self.model_ref, **self.released, **runtime)
+        else:
+            self.segmenter = Segmenter.from_checkpoint(self.model_ref, **runtime)
         self._publish_runtime_info()
 
     def decode_request(

@@ -25,7 +25,7 @@ class ServeConfig:
     """Everything ``hrseg serve`` needs to start.
 
     Args:
-        model: what :meth:`hrseg.Segmenter.from_checkpoint` loads.
+        model: what :meth:`hrseg.Segmenter.from_checkpoint` loads (or released weights, see ``released``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         backend: the runtime (see :mod:`hrseg.inference.backends`).
         precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
@@ -36,6 +36,8 @@ class ServeConfig:
         api_key: the key every request but the page and ``/health`` must send; None: none.
         limits: body size and pixel limits.
         timeout: seconds a request may wait for a worker before a 504.
+        released: for released weights, :meth:`hrseg.Segmenter.from_weights`'s ``model``, ``classes`` and
+            ``align_corners``; None: ``model`` describes itself.
     """
 
     model: str
@@ -49,6 +51,7 @@ class ServeConfig:
     api_key: str | None = None
     limits: RequestLimits = field(default_factory=RequestLimits)
     timeout: float = 30.0
+    released: dict[str, Any] | None = None
 
 
 def resolve_accelerator(device: str) -> tuple[str, Any]:
@@ -105,6 +108,7 @@ def build_server(config: ServeConfig, meta: Any) -> Any:
         precision=config.precision,
         cache_dir=config.cache_dir,
         api_key=config.api_key,
+        released=config.released,
         threads=threads,
         max_batch_size=config.max_batch_size,
         batch_timeout=config.batch_timeout,
