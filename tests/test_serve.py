@@ -393,3 +393,23 @@ def test_a_failing_forward_fails_only_its_own_request(tiny_checkpoint: Path) -> 
     for image, response in zip([images[0], images[2]], [responses[0], responses[2]], strict=True):
         np.testing.assert_array_equal(decode_png(bytes(response.body)), reference.predict(image))
         assert response.headers["x-batch-size"] == "3"
+
+
+@pytest.mark.slow  # a second server start
+def test_released_weights_with_a_model_name(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A bare state dict (released weights) served with --model answers like Segmenter.from_weights."""
+    from safetensors.torch import save_file
+
+    from hrseg.inference import Segmenter, load_checkpoint
+
+    model, meta = load_checkpoint(tiny_checkpoint)
+    weights = tmp_path / "released.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    segmenter = Segmenter.from_weights(weights, meta.model, "cityscapes", device="cpu")
+    image = scene(50, (48, 64))
+    with serving(weights, tmp_path, "--model", meta.model) as server:
+        status, _, body = server.predict(encode(image))
+        info = json.loads(server.request("GET", "/info")[2])
+    assert status == 200
+    np.testing.assert_array_equal(decode_png(body), segmenter.predict(image))
+    assert (info["model"], info["classes"]) == (meta.model, segmenter.class_names)
