@@ -123,7 +123,7 @@ class Workload:
 def build_workload(sizes: Sequence[tuple[int, int]], per_size: int, seed: int) -> tuple[Workload, list[Any]]:
     from PIL import Image
 
-    from hrseg.data import generate_scene
+    from hrseg.data.scenes import generate_scene
 
     images, pil = [], []
     for s, size in enumerate(sizes):

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hrseg.data import generate_scene
+from hrseg.data.scenes import generate_scene
 
 API_KEY = "test-key-123"
 MAX_PIXELS = 300_000
