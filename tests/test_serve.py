@@ -413,3 +413,11 @@ def test_released_weights_with_a_model_name(tiny_checkpoint: Path, tmp_path: Pat
     assert status == 200
     np.testing.assert_array_equal(decode_png(body), segmenter.predict(image))
     assert (info["model"], info["classes"]) == (meta.model, segmenter.class_names)
+
+
+def test_device_names() -> None:
+    from hrseg.serve.server import resolve_accelerator
+
+    assert resolve_accelerator("cpu") == ("cpu", "auto")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_accelerator("tpu-ish")

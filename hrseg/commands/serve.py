@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rt = p.add_argument_group("runtime")
     rt.add_argument(
-        "--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:N, mps"
+        "--device", default="auto", help="auto (default: CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps"
     )
     rt.add_argument(
         "--backend",

@@ -58,27 +58,25 @@ def resolve_accelerator(device: str) -> tuple[str, Any]:
     """LitServer's ``accelerator`` and ``devices`` for a torch-style device name.
 
     Args:
-        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        device: ``auto`` (CUDA, else MPS, else CPU: :func:`hrseg.inference.device.resolve_device`, as
+            ``hrseg predict``), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
 
     Returns:
         ``(accelerator, devices)``: e.g. ``("cpu", "auto")``, ``("cuda", 1)``, ``("cuda", [1])``.
 
     Raises:
-        ValueError: another name.
+        ValueError: another name, or CUDA asked for where there is none.
     """
-    name = device.strip().lower()
-    if name == "auto":
-        import torch
+    from hrseg.inference.device import resolve_device
 
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
+    resolved = resolve_device(device.strip().lower())
+    if resolved.type == "cpu":
         return "cpu", "auto"
-    if name in ("cuda", "mps"):
-        return name, 1
-    kind, _, index = name.partition(":")
-    if kind == "cuda" and index.isdigit():
-        return "cuda", [int(index)]
-    raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    if resolved.type == "cuda":
+        return "cuda", 1 if resolved.index is None else [resolved.index]
+    if resolved.type == "mps":
+        return "mps", 1
+    raise ValueError(f"hrseg serve runs on cpu, cuda or mps, not {device!r}")
 
 
 def page_html() -> str:
