@@ -16,6 +16,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from hrseg.commands.options import (
+    CommandParser,
+    add_deprecated_alias,
+    add_released_weights_options,
+    check_released_weights_options,
+)
+
 __all__ = ["main"]
 
 #: environment variable read for the API key when ``--api-key`` is not given
@@ -23,7 +30,7 @@ API_KEY_ENV = "HRSEG_API_KEY"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="hrseg serve",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve a trained model over HTTP: POST /predict (an image -> its label map PNG, or "
@@ -37,24 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ckpt_path",
-        "--ckpt",
         dest="ckpt",
         required=True,
         help="the model: a Lightning .ckpt, a safetensors bundle, a hub folder or reference, an exported "
         ".onnx / .pt2 / OpenVINO .xml, or released weights with --model",
     )
-    rel = p.add_argument_group(
-        "released weights (a bare state dict / official .pth / .safetensors / hub weights as --ckpt_path)"
-    )
-    rel.add_argument(
-        "--model", default=None, help="the architecture of the weights, e.g. hrnetv2_w48_ocr (as in predict)"
-    )
-    rel.add_argument("--classes", default=None, help="the label set of its head: cityscapes (default) or voc")
-    rel.add_argument(
-        "--align-corners",
-        action="store_true",
-        help="bilinear resizes with align_corners=True (the official HRNet-OCR branch's *_torch11.pth)",
-    )
+    add_deprecated_alias(p, "--ckpt", "ckpt", "--ckpt_path")
+    add_released_weights_options(p)
     net = p.add_argument_group("network")
     net.add_argument(
         "--host",
@@ -119,8 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-batch-size and --workers must be at least 1")
     if args.batch_timeout < 0 or args.timeout <= 0:
         parser.error("--batch-timeout must be >= 0 and --timeout > 0")
-    if args.model is None and (args.classes is not None or args.align_corners):
-        parser.error("--classes / --align-corners describe released weights: give --model too")
+    check_released_weights_options(args, parser)
     released: dict[str, Any] | None = None
     if args.model is not None:
         released = {"model": args.model, "classes": args.classes or "cityscapes"}
