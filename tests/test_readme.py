@@ -14,7 +14,10 @@ What runs, and the documented substitutions that keep it small and offline:
   network in tests);
 - ``python`` blocks run in the same folder after the blocks above them;
 - blocks after ``<!-- readme-test: released-weights -->`` (released checkpoint to predictions) run in
-  :func:`test_released_weights_blocks`, on a state dict in the official layout built by the test.
+  :func:`test_released_weights_blocks`, on a state dict in the official layout built by the test;
+- blocks after ``<!-- readme-test: serve -->`` run in :func:`test_serving_blocks`: ``hrseg serve`` starts
+  in the background on a free loopback port (``best.ckpt`` is the suite's tiny checkpoint), ``curl`` lines
+  and the Python client run against it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from hrseg.commands import main
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MARKER = "<!-- readme-test: released-weights -->"
+SERVE_MARKER = "<!-- readme-test: serve -->"
 
 TRAINER = [
     "--trainer.accelerator=cpu",
@@ -74,15 +78,22 @@ TINY = {
 }
 
 
-def blocks() -> list[tuple[str, str, bool]]:
-    """The README's ``bash`` / ``python`` blocks in order: ``(language, code, released_weights)``."""
+def blocks(marker: str | None = None) -> list[tuple[str, str, bool]]:
+    """The README's ``bash`` / ``python`` blocks in order: ``(language, code, released_weights)``.
+
+    With ``marker``, only the blocks after that marker; without, the serving blocks are left out (they run in
+    :func:`test_serving_blocks`).
+    """
     found = []
     for match in re.finditer(
         r"(<!-- readme-test: [\w-]+ -->\n)?```(bash|python)\n(.*?)```", README.read_text(), re.S
     ):
-        found.append(
-            (match.group(2), match.group(3), match.group(1) is not None and MARKER in match.group(1))
-        )
+        tag = match.group(1) or ""
+        if marker is not None and marker not in tag:
+            continue
+        if marker is None and SERVE_MARKER in tag:
+            continue
+        found.append((match.group(2), match.group(3), MARKER in tag))
     return found
 
 
@@ -216,3 +227,63 @@ def test_released_weights_blocks(tmp_path, monkeypatch, datasets):
         else:
             exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
     assert any((tmp_path / "out").glob("street*"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow  # starts a LitServe server (a few seconds) and sends it the README's requests
+def test_serving_blocks(tmp_path, tiny_checkpoint):
+    """The README's serving section as written: the server, the curl lines and the Python client."""
+    import sys
+    import time
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+
+    from hrseg.data.scenes import generate_scene
+
+    found = blocks(SERVE_MARKER)
+    assert [lang for lang, _, _ in found] == ["bash", "python"]
+    port = _free_port()
+    Image.fromarray(generate_scene(1, size=(64, 96))[0]).save(tmp_path / "street.png")
+    server = None
+    lines = [line for line in found[0][1].splitlines() if line.strip() and not line.startswith("#")]
+    try:
+        for line in lines:
+            line = line.replace("best.ckpt", str(tiny_checkpoint)).replace(":8000", f":{port}")
+            words = [w for w in shlex.split(line.replace("--port 8000", f"--port {port}"), comments=True)]
+            if words[0] == "pip":
+                _check_pip(words)
+            elif words[:2] == ["hrseg", "serve"]:
+                assert words[-1] == "&", "the README starts the server in the background"
+                args = [sys.executable, "-m", "hrseg", *words[1:-1], "--device", "cpu"]
+                server = subprocess.Popen(args, cwd=tmp_path)
+                deadline = time.monotonic() + 120
+                while True:
+                    assert server.poll() is None, "hrseg serve exited"
+                    try:
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline, "hrseg serve did not answer /health"
+                        time.sleep(0.5)
+            else:
+                assert words[0] == "curl", f"README runs {words[0]!r} in the serving section"
+                subprocess.run(words, cwd=tmp_path, check=True, timeout=60)
+        labels = np.asarray(Image.open(tmp_path / "street_trainIds.png"))
+        assert labels.shape == (64, 96) and labels.max() < 19
+        code = found[1][1].replace(":8000", f":{port}")
+        with contextlib.chdir(tmp_path):
+            exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+        assert Image.open(tmp_path / "street_overlay.png").size == (96, 64)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
