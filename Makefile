@@ -36,8 +36,8 @@ demo: $(RUNTIME_STAMP)
 
 # lint (ruff rules incl. Google-style docstrings, formatting, mypy on hrseg/) gates the test run.
 test: $(STAMP) lint
-	# no reruns: the xdist worker crashes of 2026-11-27 were a segfault in PyTorch's DataLoader SIGCHLD handler,
-	# fixed in tests/conftest.py (_restore_sigchld); a crash now fails the run
+	# no reruns: the xdist worker crashes of 2026-11-27 were a segfault under PyTorch's DataLoader SIGCHLD handler,
+	# which hrseg's loaders now remove after iterating (hrseg/data/worker_signals.py); a crash fails the run
 	$(BIN)/python -m pytest -n 2 -m "not slow or slow" --ignore=tests/test_benchmarks.py
 	# the benchmark suite times itself and starts its own processes: run it alone, nothing competing for the cores
 	$(BIN)/python -m pytest -m "not slow or slow" tests/test_benchmarks.py

@@ -8,8 +8,7 @@ checkpoint a user would have" gets the same one cheaply.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +20,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # an empty folder of this run, see hub_cache below) and W&B never syncs.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
-
-
-@pytest.fixture(autouse=True)
-def _restore_sigchld() -> Iterator[None]:
-    """Give each test the SIGCHLD handler it started with.
-
-    PyTorch's first multi-worker DataLoader iterator installs a process-wide SIGCHLD handler that stays
-    for the life of the process. In a test process that later loaded OpenVINO and ONNX Runtime, the next
-    child's exit (a plain ``subprocess.run``) segfaulted inside that handler: the "node down: Not properly
-    terminated" xdist crashes of 2026-11-27, reproduced serially by ``pytest tests/data
-    tests/test_backends.py`` (exit 139) and gone with this fixture.
-    """
-    before = signal.getsignal(signal.SIGCHLD)
-    yield
-    signal.signal(signal.SIGCHLD, before if before is not None else signal.SIG_DFL)
 
 
 def _limit_threads() -> None:

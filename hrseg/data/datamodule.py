@@ -33,6 +33,7 @@ from hrseg.data.dataset import SegmentationDataset
 from hrseg.data.loaders import PadCollate, auto_num_workers, seed_worker
 from hrseg.data.resume import ResumableDataLoader, ResumableSampler, fit_position, global_seed
 from hrseg.data.transforms import SegmentationTransform, build_eval_transform, build_train_transform
+from hrseg.data.worker_signals import WorkerSignalDataLoader
 from hrseg.images import list_images
 
 
@@ -340,7 +341,7 @@ class SegmentationDataModule(L.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=dist["num_replicas"], rank=dist["rank"], shuffle=False
             )
-        return DataLoader(dataset, sampler=sampler, shuffle=False, drop_last=False, **common)
+        return WorkerSignalDataLoader(dataset, sampler=sampler, shuffle=False, drop_last=False, **common)
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpointed state: the training loader's position (seed, epoch, batches consumed)."""

@@ -15,7 +15,9 @@ from typing import Any, cast
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
+
+from hrseg.data.worker_signals import WorkerSignalDataLoader
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -100,7 +102,7 @@ def fit_position(trainer: Any) -> tuple[int, int] | None:
     return epoch, int(fit_loop.epoch_loop.batch_progress.current.processed)
 
 
-class ResumableDataLoader(DataLoader):
+class ResumableDataLoader(WorkerSignalDataLoader):
     """A training DataLoader whose position Lightning saves in checkpoints and restores on resume.
 
     Lightning calls ``state_dict`` when it writes a checkpoint and ``load_state_dict`` before the first

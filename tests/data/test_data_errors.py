@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hrseg_data_trees import corrupt_png, save_palette_png
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from hrseg.commands.data import main as data_main
 from hrseg.data import CityscapesDataModule, DatasetError, FolderDataModule, VOCDataModule
+from hrseg.data.worker_signals import WorkerSignalDataLoader
 
 
 def _break_corrupt_image(images: Path, masks: Path) -> Path:
@@ -92,7 +92,7 @@ def test_error_survives_dataloader_worker(folder_dirs: tuple[Path, Path]) -> Non
     bad = _break_range(*folder_dirs)
     dm = _folder_dm(folder_dirs)
     dm.setup("fit")
-    loader = DataLoader(dm.train_dataset, batch_size=6, num_workers=1)
+    loader = WorkerSignalDataLoader(dm.train_dataset, batch_size=6, num_workers=1)  # no handler left behind
     with pytest.raises(DatasetError) as err:
         next(iter(loader))
     assert str(bad) in str(err.value) and "label values out of range" in str(err.value)

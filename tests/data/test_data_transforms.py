@@ -97,15 +97,14 @@ def test_pad_collate_mixed_sizes() -> None:
 
 
 def test_workers_draw_different_augmentations() -> None:
-    from torch.utils.data import DataLoader
-
     from hrseg.data.dataset import ArraySegmentationDataset
     from hrseg.data.loaders import seed_worker
+    from hrseg.data.worker_signals import WorkerSignalDataLoader
 
     image, mask = _pattern()
     t = build_train_transform(crop_size=(20, 20), scale_range=(0.5, 2.0), hflip_prob=0.5)
     ds = ArraySegmentationDataset([image] * 4, [mask] * 4, [str(i) for i in range(4)], t)
-    loader = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=seed_worker)
+    loader = WorkerSignalDataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=seed_worker)
     masks = [b["mask"][0] for b in loader]
     # items 0 and 1 are the first draws of worker 0 and worker 1: the same pixels without per-worker seeds
     assert not torch.equal(masks[0], masks[1])
