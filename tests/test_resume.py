@@ -236,6 +236,5 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path):
     assert "Resuming from" in out
     expected, resumed = _final_state(tmp_path / "full", 0), _final_state(root, 1)
     differing = [k for k, v in expected.items() if not torch.equal(resumed[k], v)]
-    assert not differing, (
-        f"killed at step {killed_at} ({SEED_ENV}={seed}): {len(differing)} tensors differ, e.g. {differing[:3]}"
-    )
+    where = f"killed at step {killed_at} ({SEED_ENV}={seed})"
+    assert not differing, f"{where}: {len(differing)} tensors differ, e.g. {differing[:3]}"
