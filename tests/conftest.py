@@ -130,6 +130,36 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return ckpt
 
 
+# 60 AdamW steps on 16 demo scenes: enough for confident logits (a two-step model's are nearly flat, so int8
+# noise flips many argmaxes and agreement says little about the quantization)
+TRAINED_FIT_ARGS = (
+    "--trainer.max_steps",
+    "60",
+    "--trainer.max_epochs",
+    "100",
+    "--data.init_args.num_train",
+    "16",
+    "--data.init_args.batch_size",
+    "4",
+)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``hrnetv2_w18_small_v1`` after 60 demo training steps (TRAINED_FIT_ARGS); built once per run."""
+    from filelock import FileLock
+
+    shared = shared_tmp(tmp_path_factory)
+    root = shared / "trained_checkpoint"
+    with FileLock(str(shared / "trained_checkpoint.lock")):
+        done = root / "PATH"
+        if done.is_file() and Path(done.read_text()).is_file():
+            return Path(done.read_text())
+        ckpt = make_tiny_checkpoint(root, *TRAINED_FIT_ARGS)
+        done.write_text(str(ckpt))
+        return ckpt
+
+
 def write_mixed_images(folder: Path) -> dict[str, Path]:
     """Write images of mixed sizes and modes (RGB / L / RGBA / P PNGs, an RGB JPEG); returns name -> path."""
     from hrseg.data import generate_scene

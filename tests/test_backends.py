@@ -2,9 +2,10 @@
 cache, int8, OpenVINO IR.
 
 Agreement thresholds: fp32 backends must give the torch label map exactly except at ties (pixels whose top-2
-logits are within 1e-3 of each other). int8 is checked against a stated floor of 60 % pixel agreement: the
-``tiny_checkpoint`` has trained for two steps, so its logits are nearly flat and quantization noise flips many
-argmaxes; on the trained demo model int8 agreement is measured by ``benchmarks/backends.py``.
+logits are within 1e-3 of each other). int8 is checked on ``trained_checkpoint`` (60 demo steps), whose int8
+exports agreed with fp32 on 99.3 % (ONNX Runtime) and 99.4 % (OpenVINO) of the pixels here, against 33 % for a
+model that always answers the majority class and 88-89 % on the two-step ``tiny_checkpoint`` (nearly flat
+logits): the 95 % floor fails a broken quantization.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hrseg.inference import backends as B
 
 openvino_missing = pytest.mark.skipif(not B._installed("openvino"), reason="openvino not installed")
 
-INT8_MIN_AGREEMENT = 0.6  # tiny two-step model, see the module docstring
+INT8_MIN_AGREEMENT = 0.95  # on trained_checkpoint, see the module docstring
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +158,16 @@ def test_fp32_backends_give_the_torch_label_map(
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=openvino_missing)])
 def test_int8_backends_agree_above_the_stated_threshold(
-    tiny_checkpoint: Path, backend_cache: Path, backend: str
+    trained_checkpoint: Path, backend_cache: Path, backend: str
 ) -> None:
     """int8 (static quantization, calibrated on generated scenes) keeps INT8_MIN_AGREEMENT of the pixels."""
-    ref = Segmenter.from_checkpoint(tiny_checkpoint)
+    ref = Segmenter.from_checkpoint(trained_checkpoint)
     seg = Segmenter.from_checkpoint(
-        tiny_checkpoint, backend=backend, precision="int8", cache_dir=backend_cache, calib_images=_scenes(4)
+        trained_checkpoint,
+        backend=backend,
+        precision="int8",
+        cache_dir=backend_cache,
+        calib_images=_scenes(4),
     )
     assert seg.precision == "int8" and "int8" in seg.model.path.name
     report = accuracy_report(ref.predict, seg.predict, _scenes(4, seed=3), None, 19)

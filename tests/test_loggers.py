@@ -1,8 +1,8 @@
 """Image panels and evaluation plots reach every Lightning logger through its own image call.
 
-A real validate + test run with TensorBoard, CSV, Weights & Biases (offline) and MLflow (local files); W&B and
-MLflow are test extras and their part is skipped when they are not installed. The adapter is also checked
-against a fake logger with a TensorBoard-like ``add_image``.
+A real validate + test run with TensorBoard and CSV, Weights & Biases (offline), MLflow (local files); W&B and
+MLflow are test extras and their tests are skipped (pytest.importorskip) when they are not installed. The
+adapter is also checked against a fake logger with a TensorBoard-like ``add_image``.
 """
 
 from __future__ import annotations
@@ -43,27 +43,10 @@ def _run(loggers: list[Any], root: Path) -> None:
     trainer.test(task, datamodule=dm)
 
 
-def test_panels_and_plots_reach_every_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_panels_and_plots_reach_tensorboard_and_csv(tmp_path: Path) -> None:
     csv = CSVLogger(tmp_path, name="csv")
-    loggers: list[Any] = [csv, TensorBoardLogger(tmp_path, name="tb")]
-    wandb = mlflow = None
-    try:
-        import wandb
-        from lightning.pytorch.loggers import WandbLogger
-
-        monkeypatch.setenv("WANDB_SILENT", "true")
-        loggers.append(WandbLogger(offline=True, save_dir=str(tmp_path), project="hrseg-test"))
-    except ImportError:
-        pass
-    try:
-        import mlflow
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # local files (mlflow-skinny has no SQL store)
-        loggers.append(MLFlowLogger(experiment_name="hrseg-test", tracking_uri=f"file:{tmp_path / 'mlruns'}"))
-    except ImportError:
-        pass
-    _run(loggers, tmp_path)
+    tensorboard = TensorBoardLogger(tmp_path, name="tb")
+    _run([csv, tensorboard], tmp_path)
 
     # CSV: PNG files in the run folder (the test plots are saved there by the task itself)
     run = Path(csv.log_dir)
@@ -74,22 +57,35 @@ def test_panels_and_plots_reach_every_logger(tmp_path: Path, monkeypatch: pytest
     # TensorBoard: unchanged add_image of the panels, plus the test plots
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(loggers[1].log_dir), size_guidance={"images": 0})
+    events = EventAccumulator(str(tensorboard.log_dir), size_guidance={"images": 0})
     events.Reload()
     assert {"val/predictions", "test/confusion_matrix", "test/per_class_iou"} <= set(events.Tags()["images"])
 
-    if wandb is not None:
-        wandb.finish()
-        media = {
-            p.relative_to(p.parents[1]).as_posix()
-            for p in tmp_path.glob("wandb/offline-run-*/files/media/images/*/*.png")
-        }
-        assert any(m.startswith("val/predictions") for m in media), media
-        assert any(m.startswith("test/confusion_matrix") for m in media), media
-    if mlflow is not None:
-        artifacts = {p.name for p in (tmp_path / "mlruns").glob("*/*/artifacts/images/*.png")}
-        assert image_file_name("val/predictions", 0) in artifacts
-        assert image_file_name("test/per_class_iou", 0) in artifacts
+
+def test_panels_and_plots_reach_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wandb = pytest.importorskip("wandb")  # a test extra: skipped, not passed, without it
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _run([WandbLogger(offline=True, save_dir=str(tmp_path), project="hrseg-test")], tmp_path)
+    wandb.finish()
+    media = {
+        p.relative_to(p.parents[1]).as_posix()
+        for p in tmp_path.glob("wandb/offline-run-*/files/media/images/*/*.png")
+    }
+    assert any(m.startswith("val/predictions") for m in media), media
+    assert any(m.startswith("test/confusion_matrix") for m in media), media
+
+
+def test_panels_and_plots_reach_mlflow_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow")  # a test extra: skipped, not passed, without it
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # local files (mlflow-skinny has no SQL store)
+    _run([MLFlowLogger(experiment_name="hrseg-test", tracking_uri=f"file:{tmp_path / 'mlruns'}")], tmp_path)
+    artifacts = {p.name for p in (tmp_path / "mlruns").glob("*/*/artifacts/images/*.png")}
+    assert image_file_name("val/predictions", 0) in artifacts
+    assert image_file_name("test/per_class_iou", 0) in artifacts
 
 
 def test_log_image_uses_each_loggers_own_call(tmp_path: Path) -> None:
