@@ -117,9 +117,8 @@ def test_fast_path_matches_eager_fp32(
     top2 = ref.topk(2, dim=1).values
     confident = (top2[:, 0] - top2[:, 1]) > 0.05 * scale
     agree = float((out.argmax(1) == ref.argmax(1))[confident].float().mean())
-    print(
-        f"{dtype or 'fp32'} tf32={tf32}: max |diff| / scale {diff:.2e} (scale {scale:.2f}), argmax {agree:.4f}"
-    )
+    name = f"{dtype or 'fp32'} tf32={tf32}"
+    print(f"{name}: max |diff| / scale {diff:.2e} (scale {scale:.2f}), argmax agreement {agree:.4f}")
     assert diff <= max_rel
     assert agree >= min_agree
 
