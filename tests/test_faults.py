@@ -113,13 +113,23 @@ def test_a_fit_that_meets_a_corrupt_image_stops_naming_it_and_resumes_from_last_
     )
     root = tmp_path / "run"
     total = EPOCHS * (len(train) // 2)
-    args = [sys.executable, "-m", "hrseg", *FIT, f"--config={cfg}", f"--trainer.default_root_dir={root}"]
+    args = [
+        sys.executable,
+        "-m",
+        "hrseg",
+        *FIT,
+        f"--config={cfg}",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.save_dir={root}",
+    ]
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     victim = next((data / "images").glob(f"{Path(train[-1]).stem}*"))
     good = victim.read_bytes()
     while proc.poll() is None and _step(last) < 3:
         time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.fail(f"the fit ended before its third step:\n{proc.communicate()[0][-3000:]}")
     victim.write_bytes(good[: len(good) // 3])  # truncated on disk mid-run: read during the next epoch
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode not in (0, None), out[-3000:]
