@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,11 +31,21 @@ from benchmarks.common import describe_machine, log, machine_info
 SIZE = (192, 384)
 FORMS = ("checkpoint", "config")
 
+# The peak alone can hide growth: start-up (imports, the first batch) may set it. So a thread also samples the
+# resident memory every 50 ms, and the record compares the middle of the run with its end.
 _RUN_AND_REPORT = """
-import resource, sys
+import resource, sys, threading, time
+samples = []
+def sample():
+    while True:
+        with open("/proc/self/status") as fh:
+            samples.append(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 from hrseg.commands import main
 code = main(sys.argv[1:])
 print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("RSS_KB", *samples)
 sys.exit(code)
 """
 
@@ -57,8 +68,22 @@ def predict_args(form: str, ckpt: Path, images: Path, out: Path, root: Path) -> 
     return args
 
 
-def peak_rss_kb(args: list[str], cwd: Path, timeout: float = 1800) -> int:
-    """Run ``hrseg predict ARGS`` in a fresh single-threaded process; its peak resident memory in KiB."""
+@dataclass(frozen=True)
+class MemoryUse:
+    """Resident memory of one ``hrseg predict`` process, in KiB."""
+
+    peak_kb: int  #: the high-water mark (``ru_maxrss``)
+    mid_kb: int  #: sampled halfway through the run
+    end_kb: int  #: the last sample before the command returned
+
+    @property
+    def late_growth_mb(self) -> float:
+        """Growth over the second half of the run, in MB: what predictions held in memory would show."""
+        return (self.end_kb - self.mid_kb) / 1024
+
+
+def memory_use(args: list[str], cwd: Path, timeout: float = 1800) -> MemoryUse:
+    """Run ``hrseg predict ARGS`` in a fresh single-threaded process; its peak, mid-run and final memory."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", _RUN_AND_REPORT, "predict", *args],
@@ -72,8 +97,10 @@ def peak_rss_kb(args: list[str], cwd: Path, timeout: float = 1800) -> int:
         raise RuntimeError(
             f"hrseg predict failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         )
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MAXRSS_KB"))
-    return int(line.split()[1])
+    lines = proc.stdout.splitlines()
+    peak = int(next(ln for ln in lines if ln.startswith("MAXRSS_KB")).split()[1])
+    samples = [int(v) for v in next(ln for ln in lines if ln.startswith("RSS_KB")).split()[1:]] or [peak]
+    return MemoryUse(peak, samples[len(samples) // 2], samples[-1])
 
 
 def held_label_maps_mb(images: int) -> float:
@@ -126,10 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         for count in counts:
             images = write_images(args.work / f"in_{count}", count)
             out = args.work / f"out_{form}_{count}"
-            kb = peak_rss_kb(predict_args(form, ckpt, images, out, args.work), args.work)
+            use = memory_use(predict_args(form, ckpt, images, out, args.work), args.work)
             written = len(list(out.glob("*_trainIds.png")))
-            rows.append({"form": form, "images": count, "peak_mb": round(kb / 1024), "written": written})
-            log(f"{form}: {count} images -> peak RSS {kb / 1024:.0f} MB ({written} label maps written)")
+            row = {
+                "form": form,
+                "images": count,
+                "peak_mb": round(use.peak_kb / 1024),
+                "mid_mb": round(use.mid_kb / 1024),
+                "end_mb": round(use.end_kb / 1024),
+                "written": written,
+            }
+            rows.append(row)
+            log(f"{form}: {count} images -> {row} (MB)")
     lines = [
         "# hrseg predict: peak memory against the image count",
         "",
@@ -138,17 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{(time.perf_counter() - t0) / 60:.1f} min  ",
         f"Machine: {describe_machine(info)}  ",
         f"Images: generated {SIZE[0]}x{SIZE[1]} PNGs; one fresh process per run, OMP_NUM_THREADS=1; "
-        "peak = ru_maxrss of that process.",
+        "peak = ru_maxrss of that process; mid / end = its resident memory sampled halfway through the run "
+        "and last before the command returned (predictions held in memory would grow it from mid to end by "
+        "half the last column; on a short run the middle is still start-up).",
         "",
-        "| form | images | peak RSS MB | label maps written | growth over the first count MB | "
-        "holding the label maps would add MB |",
-        "|---|---|---|---|---|---|",
+        "| form | images | label maps written | peak RSS MB | peak growth over the first count MB | "
+        "RSS mid / end MB | holding the label maps would add MB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         first = next(r for r in rows if r["form"] == row["form"])
         grown = row["peak_mb"] - first["peak_mb"]
         held = held_label_maps_mb(row["images"] - first["images"])
-        cells = [row["form"], row["images"], row["peak_mb"], row["written"], grown, f"{held:.0f}"]
+        mid_end = f"{row['mid_mb']} / {row['end_mb']}"
+        cells = [row["form"], row["images"], row["written"], row["peak_mb"], grown, mid_end, f"{held:.0f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)

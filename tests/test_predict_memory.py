@@ -1,8 +1,8 @@
 """Prediction over a dataset holds O(batch) memory, in both forms of ``hrseg predict``.
 
-Each run is a fresh process that reports its peak resident memory (``benchmarks.memory``, which also writes
-the 1000-image record quoted in the README); the test compares a run over few images with a run over six
-times as many. Keeping every label map (what ``return_predictions`` did) would add
+Each run is a fresh process that reports its peak resident memory and samples of it (``benchmarks.memory``,
+which also writes the 1000-image record quoted in the README); the test compares a run over few images with a
+run over six times as many, and the middle of the larger run with its end. Keeping every label map (what ``return_predictions`` did) would add
 ``images x H x W x 8`` bytes, far above the bound.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.memory import held_label_maps_mb, peak_rss_kb, predict_args, write_images
+from benchmarks.memory import held_label_maps_mb, memory_use, predict_args, write_images
 
 # HRSEG_PREDICT_IMAGES=1000 reruns the check at the scale of the record (python -m benchmarks.memory)
 FEW, MANY = 30, int(os.environ.get("HRSEG_PREDICT_IMAGES", "180"))
@@ -24,14 +24,19 @@ FEW, MANY = 30, int(os.environ.get("HRSEG_PREDICT_IMAGES", "180"))
 def test_predict_memory_does_not_grow_with_the_image_count(
     form: str, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    peaks = {}
+    peaks, late_growth_mb = {}, 0.0
     for count in (FEW, MANY):
         images = write_images(tmp_path / f"in_{count}", count)
         out = tmp_path / f"out_{form}_{count}"
-        peaks[count] = peak_rss_kb(predict_args(form, tiny_checkpoint, images, out, tmp_path), tmp_path)
+        use = memory_use(predict_args(form, tiny_checkpoint, images, out, tmp_path), tmp_path)
+        peaks[count], late_growth_mb = use.peak_kb, use.late_growth_mb
         assert len(list(out.glob("*_trainIds.png"))) == count
     growth_mb = (peaks[MANY] - peaks[FEW]) / 1024
     kept_mb = held_label_maps_mb(MANY - FEW)  # what holding every int64 label map would add
     mb = {count: peak / 1024 for count, peak in peaks.items()}
     print(f"{form}: peak RSS {mb[FEW]:.0f} MB for {FEW} images, {mb[MANY]:.0f} MB for {MANY}")
     assert growth_mb < kept_mb / 4, f"peak grew {growth_mb:.0f} MB for {MANY - FEW} more images ({peaks})"
+    # the peak can be set at start-up; over the second half of the larger run memory must not grow either
+    assert late_growth_mb < held_label_maps_mb(MANY // 2) / 4, (
+        f"grew {late_growth_mb:.0f} MB in the second half"
+    )
