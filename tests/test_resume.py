@@ -1,8 +1,9 @@
 """Exact resume: data order, augmentations and the loader position survive a kill -9.
 
 Fast tests check the pieces (sampler, per-sample augmentation seeds, loader state, atomic checkpoint writes);
-the slow one kills ``hrseg fit --config demo`` (shrunk) with SIGKILL at a random mid-run step, resumes it
-with ``--ckpt_path last`` and requires the final weights to be bitwise those of an uninterrupted run.
+the slow one kills ``hrseg fit --config demo`` (shrunk) with SIGKILL at a random mid-run step (the seed is
+printed; ``HRSEG_KILL_SEED=<seed>`` replays it), resumes it with ``--ckpt_path last`` and requires the final
+weights to be bitwise those of an uninterrupted run.
 """
 
 from __future__ import annotations
