@@ -62,7 +62,7 @@ def write_images(folder: Path, count: int) -> Path:
 
 def predict_args(form: str, ckpt: Path, images: Path, out: Path, root: Path) -> list[str]:
     """``hrseg predict`` arguments: the checkpoint alone (``checkpoint``) or the demo config's Trainer."""
-    args = ["--ckpt", str(ckpt), "--input", str(images), "--output", str(out), "--no-progress"]
+    args = ["--ckpt_path", str(ckpt), "--input", str(images), "--output", str(out), "--no-progress"]
     if form == "config":
         args += ["--config", "demo", "--trainer.logger=false", f"--trainer.default_root_dir={root}"]
     return args

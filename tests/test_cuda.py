@@ -62,10 +62,10 @@ def _scene_batch(n: int = 2) -> torch.Tensor:
 
 
 def _eager(tiny_checkpoint: Path) -> torch.nn.Module:
-    from hrseg.checkpoint import load_checkpoint
+    from hrseg.inference.loading import load_checkpoint
 
-    model, _ = load_checkpoint(tiny_checkpoint, device="cuda")
-    return model.eval()
+    model, _ = load_checkpoint(tiny_checkpoint)
+    return model.cuda().eval()
 
 
 def test_auto_device_is_the_gpu_and_predictions_come_back_on_the_host(tiny_checkpoint: Path) -> None:
