@@ -15,14 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-__all__ = ["EvalProtocol", "Mode", "as_pair"]
+__all__ = ["LEGACY_PROTOCOL_KEYS", "EvalProtocol", "Mode", "as_pair"]
 
 #: ``whole``: one forward per (scaled) image. ``slide``: sliding windows over every (scaled) image larger
 #: than the window, a whole forward for one that fits (the official rule).
 Mode = Literal["whole", "slide"]
 
 #: Keys of the flat hyper-parameters that older checkpoints stored instead of ``eval_protocol``.
-_LEGACY_KEYS = {
+LEGACY_PROTOCOL_KEYS = {
     "eval_mode": "mode",
     "eval_window": "window",
     "eval_stride": "stride",
@@ -155,7 +155,9 @@ class EvalProtocol:
         """
         if hparams.get("eval_protocol") is not None:
             return cls.coerce(hparams["eval_protocol"])
-        legacy = {new: hparams[old] for old, new in _LEGACY_KEYS.items() if hparams.get(old) is not None}
+        legacy = {
+            new: hparams[old] for old, new in LEGACY_PROTOCOL_KEYS.items() if hparams.get(old) is not None
+        }
         if legacy.get("mode") == "multiscale":
             legacy["mode"] = "slide" if legacy.get("window") is not None else "whole"
         return cls.from_dict(legacy)

@@ -101,3 +101,31 @@ def test_hrseg_predict_uses_the_stored_protocol(
         expected = Segmenter.from_checkpoint(slide_checkpoint, device="cpu", protocol=protocol).predict(image)
         written = np.asarray(Image.open(tmp_path / name / "scene_trainIds.png"))
         np.testing.assert_array_equal(written, expected)
+
+
+def test_config_runs_read_older_checkpoints_and_the_command_line_wins(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """LightningCLI applies a --ckpt_path checkpoint's hyper-parameters over the config: an older checkpoint's
+    flat eval_* keys are read as the protocol there too, and a protocol given on the command line wins."""
+    from hrseg.commands.lightning import run_lightning_cli
+
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    hparams = ckpt["hyper_parameters"]
+    del hparams["eval_protocol"]
+    hparams.update(eval_mode="multiscale", eval_window=[32, 48], eval_flip=True)
+    old = tmp_path / "before_eval_protocol.ckpt"
+    torch.save(ckpt, old)
+
+    def protocol_run_with(*extra: str) -> EvalProtocol:
+        small = ["--data.init_args.num_val=2", "--data.init_args.image_size=[64, 96]"]
+        run = [
+            "--trainer.limit_predict_batches=1",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+        ]
+        args = ["predict", "--config", "demo", "--ckpt_path", str(old), *small, *run, *extra]
+        return run_lightning_cli([*args, f"--trainer.default_root_dir={tmp_path}"]).model.eval_protocol
+
+    assert protocol_run_with() == EvalProtocol("slide", (32, 48), flip=True)
+    assert protocol_run_with("--model.eval_protocol.mode=whole").mode == "whole"

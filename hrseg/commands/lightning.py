@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
@@ -80,6 +81,7 @@ from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.folder import FolderDataModule  # noqa: F401
 from hrseg.data.synthetic import DemoDataModule  # noqa: F401
 from hrseg.data.voc import VOCDataModule  # noqa: F401
+from hrseg.eval_protocol import LEGACY_PROTOCOL_KEYS, EvalProtocol
 from hrseg.task import SegmentationTask
 
 __all__ = [
@@ -158,6 +160,36 @@ class HRSegCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         for name in LINKED_METADATA:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    #: set by run_lightning_cli: whether ``--model.eval_protocol.*`` was given on the command line
+    protocol_on_command_line = False
+
+    def _parse_ckpt_path(self) -> None:
+        """Apply a ``--ckpt_path`` checkpoint's hyper-parameters to the config, as LightningCLI does.
+
+        Unlike LightningCLI, older checkpoints' flat ``eval_*`` keys are read as the protocol, and a protocol
+        given on the command line wins (Lightning applies the checkpoint's values over everything else).
+        """
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(
+            torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+        )
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        protocol = EvalProtocol.from_hparams(hparams)
+        for key in LEGACY_PROTOCOL_KEYS:
+            hparams.pop(key, None)
+        hparams["eval_protocol"] = protocol.to_dict()
+        if self.protocol_on_command_line:
+            hparams.pop("eval_protocol")
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a value their constructors refuse is a usage error (one line)."""
@@ -405,6 +437,8 @@ def _destroy_process_group() -> None:
 
 
 def _make_cli(args: list[str], parser_kwargs: dict[str, Any], run: bool) -> HRSegCLI:
+    # the protocol given on this command line wins over the checkpoint's (HRSegCLI._parse_ckpt_path)
+    HRSegCLI.protocol_on_command_line = any(a.startswith("--model.eval_protocol") for a in args)
     return HRSegCLI(
         model_class=SegmentationTask,
         datamodule_class=SegmentationDataModule,
