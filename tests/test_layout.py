@@ -226,20 +226,6 @@ def test_inference_and_colours_import_without_training_dependencies(statement: s
     assert out.stdout.strip() == "", f"{statement} imported {out.stdout.strip()}"
 
 
-def _run_command_and_list_training_modules(argv: list[str]) -> str:
-    """Run ``hrseg <argv>`` in a fresh interpreter; its exit code and the training-stack modules it loaded."""
-    code = (
-        "import sys\n"
-        "from hrseg.commands import main\n"
-        f"code = main({argv!r})\n"
-        f"heavy = sorted(m for m in {TRAINING_STACK!r} if m in sys.modules)\n"
-        "print(f'EXIT {code} LOADED [{\",\".join(heavy)}]')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def cityscapes_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two generated Cityscapes val images with their label-id ground truth (written by this process)."""
@@ -248,38 +234,55 @@ def cityscapes_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cityscapes(tmp_path_factory.mktemp("cs"), 0, 2, 0, size=(64, 128), progress=False)
 
 
-def test_predict_and_evaluate_load_no_training_stack(
+@pytest.mark.slow
+def test_deployment_commands_load_no_training_stack(
     tiny_checkpoint: Path, cityscapes_val: Path, tmp_path: Path
 ) -> None:
-    """``hrseg predict`` (cityscapes label ids, so the label tables are read) then ``hrseg evaluate``."""
+    """``predict`` (bare --ckpt_path, cityscapes ids so the label tables are read), ``evaluate``, ``export``
+    (parity check) and ``export --quantize int8`` (calibration on generated scenes, accuracy check on others:
+    the scene generator must stay light too) run without Lightning's ~10 s import or the augmentation stack.
+
+    All four run in ONE fresh interpreter (one start-up and torch import instead of four); the training-stack
+    modules are listed after each command, so a command that pulls one in is named.
+    """
     images = str(cityscapes_val / "leftImg8bit" / "val" / "*" / "*_leftImg8bit.png")
-    pred = tmp_path / "pred"
-    argv = ["predict", "--ckpt", str(tiny_checkpoint), "--input", images, "--output", str(pred)]
-    assert _run_command_and_list_training_modules([*argv, "--format", "cityscapes", "--no-progress"]) == (
-        "EXIT 0 LOADED []"
+    pred, gt = tmp_path / "pred", str(cityscapes_val / "gtFine" / "val")
+    onnx, int8 = tmp_path / "model.onnx", tmp_path / "model_int8.onnx"
+    predict = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", images]
+    export = ["export", "--ckpt_path", str(tiny_checkpoint), "--height", "64", "--width", "96"]
+    tiny_calibration = ["--calib-num", "2", "--val-num", "2"]
+    commands = [
+        [*predict, "--output", str(pred), "--format", "cityscapes", "--no-progress"],
+        ["evaluate", "--pred", str(pred), "--gt", gt, "--json", str(tmp_path / "scores.json")],
+        [*export, "--out", str(onnx), "--format", "onnx"],
+        [
+            *export,
+            "--out",
+            str(int8),
+            "--format",
+            "onnx",
+            "--quantize",
+            "int8",
+            "--warn-only",
+            *tiny_calibration,
+        ],
+    ]
+    code = (
+        "import sys\n"
+        "from hrseg.commands import main\n"
+        f"for argv in {commands!r}:\n"
+        "    code = main(argv)\n"
+        f"    heavy = sorted(m for m in {TRAINING_STACK!r} if m in sys.modules)\n"
+        "    print(f'{argv[0]} EXIT {code} LOADED [{\",\".join(heavy)}]')\n"
     )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    reports = [line for line in out.stdout.splitlines() if " EXIT " in line]
+    expected = [f"{argv[0]} EXIT 0 LOADED []" for argv in commands]
+    assert reports == expected, out.stdout[-3000:]
     assert len(list(pred.rglob("*_labelIds.png"))) == 2
-    gt = str(cityscapes_val / "gtFine" / "val")
-    argv = ["evaluate", "--pred", str(pred), "--gt", gt, "--json", str(tmp_path / "scores.json")]
-    assert _run_command_and_list_training_modules(argv) == "EXIT 0 LOADED []"
-    assert (tmp_path / "scores.json").is_file()
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        ["--format", "onnx"],
-        # calibrated on generated scenes, checked on others: the scene generator must stay light too
-        pytest.param(["--format", "onnx", "--quantize", "int8", "--warn-only"], marks=pytest.mark.slow),
-    ],
-    ids=["onnx", "int8"],
-)
-def test_export_loads_no_training_stack(tiny_checkpoint: Path, tmp_path: Path, options: list[str]) -> None:
-    """``hrseg export`` (parity check, and for int8 quantization and the accuracy check)."""
-    out = tmp_path / "model.onnx"
-    argv = ["export", "--ckpt", str(tiny_checkpoint), "--out", str(out), "--height", "64", "--width", "96"]
-    assert _run_command_and_list_training_modules([*argv, *options]) == "EXIT 0 LOADED []"
-    assert out.is_file()
+    assert (tmp_path / "scores.json").is_file() and "mIoU" in out.stdout
+    assert onnx.is_file() and int8.is_file()
 
 
 def test_openvino_is_imported_only_through_import_openvino() -> None:
