@@ -474,7 +474,8 @@ def test_cli_export_all_and_predict(ocr_checkpoint: Path, tmp_path: Path, capsys
     from hrseg.data import generate_scene
 
     out = tmp_path / "exports"
-    assert main(["export", "--ckpt", str(ocr_checkpoint), "--format", "all", "--out", str(out)]) == 0
+    argv = ["export", "--ckpt", str(ocr_checkpoint), "--format", "all", "--out", str(out), "--size", "64x96"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count(" OK") == 3, printed
     images = tmp_path / "images"
