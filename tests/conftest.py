@@ -160,6 +160,26 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return ckpt
 
 
+@pytest.fixture(scope="session")
+def uninterrupted_fit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The root of one uninterrupted ``test_resume.TINY`` fit, built once per run.
+
+    The reference of the SIGKILL (test_resume) and SIGTERM (test_preemption) tests: how often ``last.ckpt``
+    is written leaves the training as it is, so both compare their resumed runs with this one.
+    """
+    from filelock import FileLock
+    from test_resume import _finish, _fit
+
+    shared = shared_tmp(tmp_path_factory)
+    root = shared / "uninterrupted_fit"
+    with FileLock(str(shared / "uninterrupted_fit.lock")):
+        done = root / "DONE"
+        if not done.is_file():
+            _finish(_fit(root))
+            done.write_text("")
+    return root
+
+
 def write_mixed_images(folder: Path) -> dict[str, Path]:
     """Write images of mixed sizes and modes (RGB / L / RGBA / P PNGs, an RGB JPEG); returns name -> path."""
     from hrseg.data import generate_scene

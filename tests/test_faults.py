@@ -20,7 +20,7 @@ from test_resume import ENV, SEED_ENV, _step, kill_seed
 
 from hrseg.commands.data import main as data_main
 
-CHECKPOINT_MB = 48
+CHECKPOINT_MB = 24
 WRITER = textwrap.dedent(
     f"""
     import itertools, sys, torch
@@ -46,13 +46,13 @@ def _saved_step(path: Path) -> int:
 def test_sigkill_while_a_large_checkpoint_is_written_leaves_the_previous_one_and_no_litter(
     tmp_path: Path,
 ) -> None:
-    """Five writers, each killed at a random moment of a 48 MB write: no truncated file, no litter."""
+    """Three writers, each killed at a random moment of a 24 MB write: no truncated file, no litter."""
     seed = kill_seed()
     rng = random.Random(seed)
     print(f"{SEED_ENV}={seed}")
     path = tmp_path / "checkpoints" / "last.ckpt"
     completed = -1
-    for round_ in range(5):
+    for round_ in range(3):
         proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(path), str(completed + 1)],
             env=ENV,
@@ -80,7 +80,7 @@ def test_sigkill_while_a_large_checkpoint_is_written_leaves_the_previous_one_and
         completed = step
 
 
-EPOCHS = 8
+EPOCHS = 4
 FIT = [
     "fit",
     f"--trainer.max_epochs={EPOCHS}",

@@ -17,7 +17,7 @@ import pytest
 from benchmarks.memory import held_label_maps_mb, memory_use, predict_args, write_images
 
 # HRSEG_PREDICT_IMAGES=1000 reruns the check at the scale of the record (python -m benchmarks.memory)
-FEW, MANY = 30, int(os.environ.get("HRSEG_PREDICT_IMAGES", "180"))
+FEW, MANY = 20, int(os.environ.get("HRSEG_PREDICT_IMAGES", "120"))
 
 
 @pytest.mark.slow

@@ -163,7 +163,7 @@ def test_last_checkpoint_is_written_every_n_steps_and_after_every_validation(tmp
 TINY = [
     "fit",
     "--config=demo",
-    "--data.init_args.num_train=24",
+    "--data.init_args.num_train=16",
     "--data.init_args.num_val=4",
     "--data.init_args.image_size=[32,64]",
     "--data.init_args.crop_size=[24,48]",
@@ -173,11 +173,11 @@ TINY = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
     "--trainer.accelerator=cpu",
-    "--trainer.max_epochs=4",  # 6 steps per epoch, 24 in all
+    "--trainer.max_epochs=3",  # 4 steps per epoch, 12 in all
     "--trainer.log_every_n_steps=1",
     "--last_checkpoint.every_n_train_steps=1",
 ]
-TOTAL_STEPS = 24
+TOTAL_STEPS = 12
 ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
 # the random kill points of these tests come from one printed seed; set it to replay a failure
 SEED_ENV = "HRSEG_KILL_SEED"
@@ -214,9 +214,7 @@ def _final_state(root: Path, version: int) -> dict:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path):
-    reference = _fit(tmp_path / "full")
-    _finish(reference)
+def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path, uninterrupted_fit):
     seed = kill_seed()
     target = random.Random(seed).randint(2, TOTAL_STEPS - 3)  # mid-epoch or at an epoch boundary
     print(f"{SEED_ENV}={seed}: SIGKILL at step {target}")
@@ -235,7 +233,7 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path):
     assert 0 < _step(last) < TOTAL_STEPS  # whatever the kill interrupted, last.ckpt is whole
     out = _finish(_fit(root, "--ckpt_path=last"))
     assert "Resuming from" in out
-    expected, resumed = _final_state(tmp_path / "full", 0), _final_state(root, 1)
+    expected, resumed = _final_state(uninterrupted_fit, 0), _final_state(root, 1)
     differing = [k for k, v in expected.items() if not torch.equal(resumed[k], v)]
     where = f"killed at step {killed_at} ({SEED_ENV}={seed})"
     assert not differing, f"{where}: {len(differing)} tensors differ, e.g. {differing[:3]}"
