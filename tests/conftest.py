@@ -114,20 +114,24 @@ def tiny_fit() -> Callable[..., Path]:
     return make_tiny_checkpoint
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Lightning ``.ckpt`` of ``hrnetv2_w18_small_v1`` (19 Cityscapes classes), two CLI training steps."""
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(folder)`` once per test run, shared by the xdist workers through a file lock; its path."""
     from filelock import FileLock
 
     shared = shared_tmp(tmp_path_factory)
-    root = shared / "tiny_checkpoint"
-    with FileLock(str(shared / "tiny_checkpoint.lock")):
-        done = root / "PATH"
-        if done.is_file() and Path(done.read_text()).is_file():
+    with FileLock(str(shared / f"{name}.lock")):
+        done = shared / name / "PATH"
+        if done.is_file() and Path(done.read_text()).exists():
             return Path(done.read_text())
-        ckpt = make_tiny_checkpoint(root)
-        done.write_text(str(ckpt))
-        return ckpt
+        path = build(shared / name)
+        done.write_text(str(path))
+        return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Lightning ``.ckpt`` of ``hrnetv2_w18_small_v1`` (19 Cityscapes classes), two CLI training steps."""
+    return build_once(tmp_path_factory, "tiny_checkpoint", make_tiny_checkpoint)
 
 
 # 60 AdamW steps on 16 demo scenes: enough for confident logits (a two-step model's are nearly flat, so int8
@@ -147,17 +151,9 @@ TRAINED_FIT_ARGS = (
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``hrnetv2_w18_small_v1`` after 60 demo training steps (TRAINED_FIT_ARGS); built once per run."""
-    from filelock import FileLock
-
-    shared = shared_tmp(tmp_path_factory)
-    root = shared / "trained_checkpoint"
-    with FileLock(str(shared / "trained_checkpoint.lock")):
-        done = root / "PATH"
-        if done.is_file() and Path(done.read_text()).is_file():
-            return Path(done.read_text())
-        ckpt = make_tiny_checkpoint(root, *TRAINED_FIT_ARGS)
-        done.write_text(str(ckpt))
-        return ckpt
+    return build_once(
+        tmp_path_factory, "trained_checkpoint", lambda root: make_tiny_checkpoint(root, *TRAINED_FIT_ARGS)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -167,17 +163,13 @@ def uninterrupted_fit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     The reference of the SIGKILL (test_resume) and SIGTERM (test_preemption) tests: how often ``last.ckpt``
     is written leaves the training as it is, so both compare their resumed runs with this one.
     """
-    from filelock import FileLock
     from test_resume import _finish, _fit
 
-    shared = shared_tmp(tmp_path_factory)
-    root = shared / "uninterrupted_fit"
-    with FileLock(str(shared / "uninterrupted_fit.lock")):
-        done = root / "DONE"
-        if not done.is_file():
-            _finish(_fit(root))
-            done.write_text("")
-    return root
+    def build(root: Path) -> Path:
+        _finish(_fit(root))
+        return root
+
+    return build_once(tmp_path_factory, "uninterrupted_fit", build)
 
 
 def write_mixed_images(folder: Path) -> dict[str, Path]:
