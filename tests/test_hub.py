@@ -154,10 +154,17 @@ def test_hrseg_bundle_from_the_hub_cache(cache: Path, tiny_checkpoint: Path, dem
     assert f"hf-hub:{BUNDLE_REPO}@v1 (commit {COMMIT_2[:12]}) file model.safetensors" in str(report)
 
 
-def test_task_weights_from_the_hub_cache(cache: Path) -> None:
+def test_task_weights_from_the_hub_cache(cache: Path, timm_state: dict[str, torch.Tensor]) -> None:
+    """``weights:`` a hub reference: the task's backbone holds the cached file's tensors afterwards."""
     task = hrseg.SegmentationTask(model="hrnetv2_w18_small_v1", weights=TIMM_REPO)
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
     task.load_pretrained_weights()
-    assert task._pretrained_done
+    loaded = task.model.state_dict()
+    shared = [k for k in timm_state if k in loaded]
+    assert len(shared) > 100
+    for key in shared:
+        assert torch.equal(loaded[key], timm_state[key]), key
+    assert any(not torch.equal(before[k], loaded[k]) for k in shared if before[k].is_floating_point())
 
 
 def test_timm_repository_is_no_hrseg_model(cache: Path) -> None:
