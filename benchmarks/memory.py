@@ -3,7 +3,7 @@
 Each run is a fresh process that reports its peak resident memory (``ru_maxrss``); the images are generated
 192x384 PNGs. Holding every label map (int64) would add ``images x 192 x 384 x 8`` bytes, so a flat peak
 shows that predictions are written and dropped batch by batch. ``tests/test_predict_memory.py`` runs the
-same measurement at 20 and 120 images; this command writes the record for the larger counts::
+same measurement at 20 and 180 images; this command writes the record for the larger counts::
 
     python -m benchmarks.memory --counts 30,1000 --out benchmarks/records/<date>-cpu-predict-memory
 
