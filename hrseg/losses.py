@@ -1,13 +1,19 @@
 """Segmentation losses: (class-weighted) cross-entropy, OHEM cross-entropy, smp losses, weighted sums.
 
-A loss is described by a small spec that reads naturally in YAML, so LightningCLI can carry it:
+What a task minimises is one value, :class:`LossConfig` (``SegmentationTask(loss=...)``, ``--model.loss.*``):
+the loss terms of the main output, the class weights, and the weight of each training output. The terms are a
+small spec that reads naturally in YAML:
 
 .. code-block:: yaml
 
-    loss: ce                      # one name: ce | ohem | dice | focal | lovasz
-    loss:                         # or a weighted sum; extra keys are options of that term
-      - {name: ohem, weight: 1.0, thresh: 0.7}
-      - {name: dice, weight: 0.5}
+    loss:
+      terms: ce                     # one name: ce | ohem | dice | focal | lovasz (or "ce+dice")
+    loss:
+      terms:                        # or a weighted sum; extra keys are options of that term
+        - {name: ohem, weight: 1.0, thresh: 0.7, min_kept: 100000}
+        - {name: dice, weight: 0.5}
+      class_weights: cityscapes     # CE / OHEM class weights: a list or a named table
+      output_weights: [0.4, 1.0]    # models with auxiliary outputs (HRNet-OCR): auxiliary first, main last
 
 Every loss takes full-resolution logits ``(B, C, H, W)`` and an int64 mask ``(B, H, W)`` in which
 ``ignore_index`` marks pixels that never contribute.
@@ -16,6 +22,7 @@ Every loss takes full-resolution logits ``(B, C, H, W)`` and an int64 mask ``(B,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -24,8 +31,10 @@ from torch import Tensor, nn
 
 __all__ = [
     "CITYSCAPES_CLASS_WEIGHTS",
+    "LEGACY_LOSS_KEYS",
     "LOSS_NAMES",
     "CrossEntropy",
+    "LossConfig",
     "OhemCrossEntropy",
     "WeightedSum",
     "build_loss",
@@ -45,6 +54,13 @@ LOSS_NAMES = ("ce", "ohem", "dice", "focal", "lovasz")
 _NAMED_WEIGHTS: dict[str, tuple[float, ...]] = {"cityscapes": CITYSCAPES_CLASS_WEIGHTS}
 
 LossSpec = str | Sequence[Mapping[str, Any]]
+
+#: The official Cityscapes OHEM settings, :class:`OhemCrossEntropy`'s defaults.
+OHEM_THRESH = 0.9
+OHEM_MIN_KEPT = 131072
+
+#: Default weight of each auxiliary output (HRNet-OCR: 0.4 x aux + 1.0 x main, the official weights).
+AUX_LOSS_WEIGHT = 0.4
 
 
 def resolve_class_weights(weights: str | Sequence[float] | None, num_classes: int) -> Tensor | None:
@@ -116,8 +132,8 @@ class OhemCrossEntropy(nn.Module):
     def __init__(
         self,
         ignore_index: int = 255,
-        thresh: float = 0.9,
-        min_kept: int = 131072,
+        thresh: float = OHEM_THRESH,
+        min_kept: int = OHEM_MIN_KEPT,
         class_weights: Tensor | None = None,
     ) -> None:
         """Validate the selection parameters."""
@@ -214,12 +230,7 @@ def normalize_loss_spec(spec: LossSpec) -> list[dict[str, Any]]:
 
 
 def _build_term(
-    name: str,
-    options: dict[str, Any],
-    ignore_index: int,
-    class_weights: Tensor | None,
-    ohem_thresh: float,
-    ohem_min_kept: int,
+    name: str, options: dict[str, Any], ignore_index: int, class_weights: Tensor | None
 ) -> nn.Module:
     """One loss term; smp is imported lazily because only its losses need it here."""
     if name in ("ce", "ohem"):
@@ -229,12 +240,7 @@ def _build_term(
             raise ValueError(f"unknown option {sorted(unknown)} for loss {name!r}; valid: {sorted(allowed)}")
         if name == "ce":
             return CrossEntropy(ignore_index=ignore_index, class_weights=class_weights)
-        return OhemCrossEntropy(
-            ignore_index=ignore_index,
-            thresh=float(options.get("thresh", ohem_thresh)),
-            min_kept=int(options.get("min_kept", ohem_min_kept)),
-            class_weights=class_weights,
-        )
+        return OhemCrossEntropy(ignore_index=ignore_index, class_weights=class_weights, **options)
     from segmentation_models_pytorch import losses as smp_losses
 
     if name == "dice":
@@ -249,19 +255,16 @@ def build_loss(
     num_classes: int = 19,
     ignore_index: int = 255,
     class_weights: str | Sequence[float] | None = None,
-    ohem_thresh: float = 0.9,
-    ohem_min_kept: int = 131072,
 ) -> WeightedSum:
     """Build the criterion described by ``spec``.
 
     Args:
-        spec: see :func:`normalize_loss_spec`. Options in a term override the defaults below for that term
-            (``thresh`` / ``min_kept`` for ``ohem``; any smp keyword for ``dice`` / ``focal`` / ``lovasz``).
+        spec: see :func:`normalize_loss_spec`. Options in a term are that loss's keywords (``thresh`` /
+            ``min_kept`` for ``ohem``, :class:`OhemCrossEntropy`'s defaults otherwise; any smp keyword for
+            ``dice`` / ``focal`` / ``lovasz``).
         num_classes: number of classes (checks the class-weight length).
         ignore_index: label value that never contributes.
         class_weights: per-class weights for ``ce`` and ``ohem``: a list or ``"cityscapes"``.
-        ohem_thresh: OHEM probability threshold.
-        ohem_min_kept: OHEM minimum kept pixels per batch.
 
     Returns:
         A :class:`WeightedSum` (also for a single term, so callers can always log ``components``).
@@ -275,7 +278,128 @@ def build_loss(
         key, n = name, 1
         while key in terms:
             key, n = f"{name}_{n}", n + 1
-        term = _build_term(name, options, ignore_index, weights, ohem_thresh, ohem_min_kept)
+        term = _build_term(name, options, ignore_index, weights)
         terms[key] = term
         term_weights[key] = item["weight"]
     return WeightedSum(terms, term_weights)
+
+
+#: Flat hyper-parameters of older checkpoints beside ``loss`` (then the terms alone) and their field here;
+#: None: now an option of the ``ohem`` terms (``thresh``, ``min_kept``).
+LEGACY_LOSS_KEYS: dict[str, str | None] = {
+    "class_weights": "class_weights",
+    "loss_weights": "output_weights",
+    "ohem_thresh": None,
+    "ohem_min_kept": None,
+}
+_LEGACY_FIELDS = {"class_weights": "class_weights", "loss_weights": "output_weights"}
+_LEGACY_OHEM_OPTIONS = {"ohem_thresh": "thresh", "ohem_min_kept": "min_kept"}
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """What training minimises: the loss terms of the main output, class weights, and per-output weights.
+
+    Args:
+        terms: the main output's loss: a name (``"ce"``, ``"ohem"``, ``"dice"``, ``"focal"``, ``"lovasz"``),
+            a ``+``-joined sum (``"ce+dice"``) or a list of ``{name, weight, **options}`` mappings (a weighted
+            sum; ``thresh`` / ``min_kept`` for OHEM, smp keywords for the others), see :func:`build_loss`.
+        class_weights: per-class CE / OHEM weights: a list, or ``"cityscapes"`` for the official table.
+        output_weights: one weight per training output of the model, auxiliary ones first and the main one
+            last (models with ``num_outputs > 1``; HRNet-OCR: ``[0.4, 1.0]``, the official weights). None:
+            0.4 per auxiliary output and 1.0 for the main one. ``terms`` apply to the main output; auxiliary
+            outputs take plain (class-weighted) cross-entropy, as the official HRNet-OCR criterion does.
+
+    Example:
+        >>> LossConfig([{"name": "ohem", "thresh": 0.7}], class_weights="cityscapes").terms[0]["name"]
+        'ohem'
+    """
+
+    terms: str | list[dict[str, Any]] = "ce"
+    class_weights: str | list[float] | None = None
+    output_weights: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        """Reject an unknown loss name, a bad term option or an unknown weight table at construction."""
+        normalize_loss_spec(self.terms)
+        if isinstance(self.class_weights, str) and self.class_weights.lower() not in _NAMED_WEIGHTS:
+            known = ", ".join(sorted(_NAMED_WEIGHTS))
+            raise ValueError(
+                f"unknown class-weight table {self.class_weights!r}; use a list or one of: {known}"
+            )
+        if self.output_weights is not None and any(float(w) < 0 for w in self.output_weights):
+            raise ValueError(f"loss output_weights must be >= 0, got {list(self.output_weights)}")
+
+    def build(self, num_classes: int, ignore_index: int) -> WeightedSum:
+        """The main output's criterion (:func:`build_loss` of ``terms`` with the class weights)."""
+        return build_loss(self.terms, num_classes, ignore_index, self.class_weights)
+
+    def weights_for(self, num_outputs: int) -> list[float]:
+        """One weight per training output (the configured ones, or 0.4 per auxiliary output and 1.0 main).
+
+        Raises:
+            ValueError: ``output_weights`` has another length than the model has training outputs.
+        """
+        if self.output_weights is None:
+            return [AUX_LOSS_WEIGHT] * (num_outputs - 1) + [1.0]
+        if len(self.output_weights) != num_outputs:
+            raise ValueError(
+                f"loss output_weights has {len(self.output_weights)} entries, the model has {num_outputs} "
+                "training output(s) (auxiliary first, main last)"
+            )
+        return [float(w) for w in self.output_weights]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as stored in checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
+        """Build from stored data; unknown keys are an error (a typo must not fall back to defaults)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown loss keys {unknown}; expected some of {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if v is not None})
+
+    @classmethod
+    def coerce(cls, value: LossConfig | Mapping[str, Any] | None) -> LossConfig:
+        """A ``LossConfig`` from itself, its dict form, or None (plain cross-entropy)."""
+        if value is None:
+            return cls()
+        if isinstance(value, LossConfig):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise TypeError(
+            f"expected a LossConfig or a mapping, got {type(value).__name__} {value!r} "
+            "(a loss name or term list goes in LossConfig(terms=...))"
+        )
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> LossConfig:
+        """The loss of a checkpoint's hyper-parameters, including older checkpoints' flat keys.
+
+        Older checkpoints stored the terms as ``loss`` beside flat ``class_weights``, ``loss_weights``,
+        ``ohem_thresh`` and ``ohem_min_kept``; the OHEM values become options of each ``ohem`` term that does
+        not set its own (left out where they equal :class:`OhemCrossEntropy`'s defaults, which the terms use).
+        """
+        stored = hparams.get("loss")
+        if isinstance(stored, LossConfig | Mapping):
+            return cls.coerce(stored)
+        legacy: dict[str, Any] = {
+            new: hparams[old] for old, new in _LEGACY_FIELDS.items() if hparams.get(old) is not None
+        }
+        if stored is None:
+            return cls.from_dict(legacy)
+        defaults = {"thresh": OHEM_THRESH, "min_kept": OHEM_MIN_KEPT}
+        ohem = {
+            new: hparams[old]
+            for old, new in _LEGACY_OHEM_OPTIONS.items()
+            if hparams.get(old) is not None and hparams[old] != defaults[new]
+        }
+        terms: str | list[dict[str, Any]] = stored
+        items = normalize_loss_spec(stored)
+        if ohem and any(item["name"] == "ohem" for item in items):
+            terms = [{**ohem, **item} if item["name"] == "ohem" else item for item in items]
+        return cls.from_dict({"terms": terms, **legacy})

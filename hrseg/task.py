@@ -2,16 +2,20 @@
 
 Every hyper-parameter is an explicit typed argument, so LightningCLI turns each into a documented option and
 checkpoints carry everything needed to rebuild the network (``model``, ``model_options``, ``num_classes``,
-class metadata). The task knows nothing about files: batches come from a DataModule as
-``{"image", "mask", "name"}``; predictions leave as ``{"pred", "name", "path"}``.
+class metadata). What belongs together is one value: the loss (:class:`~hrseg.losses.LossConfig`,
+``--model.loss.*``), the optimiser and its schedule (:class:`~hrseg.optim.OptimizerConfig`,
+``--model.optimizer.*``) and the evaluation protocol (:class:`~hrseg.eval_protocol.EvalProtocol`,
+``--model.eval_protocol.*``); checkpoints store each as a plain dict. The task knows nothing about files:
+batches come from a DataModule as ``{"image", "mask", "name"}``; predictions leave as ``{"pred", "name",
+"path"}``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -22,18 +26,17 @@ from torch import Tensor, nn
 
 from hrseg.classes import ClassInfo, resolve_class_metadata
 from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, denormalize
-from hrseg.eval_protocol import EvalProtocol
+from hrseg.eval_protocol import LEGACY_PROTOCOL_KEYS, EvalProtocol
 from hrseg.inference.protocol import class_argmax, infer
 from hrseg.loggers import log_image
-from hrseg.losses import CrossEntropy, LossSpec, build_loss, resolve_class_weights
+from hrseg.losses import LEGACY_LOSS_KEYS, CrossEntropy, LossConfig, resolve_class_weights
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
 from hrseg.models import build_model, load_pretrained, upsample_logits
+from hrseg.optim import LEGACY_OPTIMIZER_KEYS, OptimizerConfig, build_optimizer, poly_schedule
 from hrseg.viz import plot_panels, save_evaluation_plots
 
-__all__ = ["NonFiniteLossError", "SegmentationTask", "poly_warmup_factor"]
+__all__ = ["NonFiniteLossError", "SegmentationTask", "upgrade_hparams"]
 
-#: Default weight of each auxiliary output (HRNet-OCR: 0.4 x aux + 1.0 x main).
-AUX_LOSS_WEIGHT = 0.4
 
 
 def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -43,17 +46,19 @@ def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[
     return args
 
 
-def poly_warmup_factor(step: int, max_steps: int, power: float = 0.9, warmup_iters: int = 0) -> float:
-    """Learning-rate factor at ``step``: linear warmup then ``(1 - step / max_steps) ** power``.
+def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters in today's form: older flat keys folded into their groups.
 
-    The poly decay is the official HRNet schedule (per iteration); the warmup ramps linearly from
-    ``1 / warmup_iters`` to 1 over the first ``warmup_iters`` steps and multiplies the poly factor.
+    Older checkpoints stored the loss (``loss``, ``class_weights``, ``ohem_*``, ``loss_weights``), the
+    optimiser (``optimizer``, ``lr``, ``momentum``, ...) and the protocol (``eval_*``) as flat keys; each
+    group's ``from_hparams`` reads both forms. Other keys pass through unchanged.
     """
-    progress = min(max(step, 0) / max(max_steps, 1), 1.0)
-    factor = (1.0 - progress) ** power
-    if warmup_iters > 0 and step < warmup_iters:
-        factor *= (step + 1) / warmup_iters
-    return factor
+    legacy = {*LEGACY_PROTOCOL_KEYS, *LEGACY_LOSS_KEYS, *LEGACY_OPTIMIZER_KEYS}
+    upgraded = {k: v for k, v in hparams.items() if k not in legacy}
+    upgraded["loss"] = LossConfig.from_hparams(hparams).to_dict()
+    upgraded["optimizer"] = OptimizerConfig.from_hparams(hparams).to_dict()
+    upgraded["eval_protocol"] = EvalProtocol.from_hparams(hparams).to_dict()
+    return upgraded
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,25 +84,13 @@ class SegmentationTask(L.LightningModule):
             starts; skipped when the CLI restores a ``--ckpt_path``, so resuming does not need this file.
         weights_ignore_head: skip the checkpoint's ``last_layer`` (fine-tuning to another class count).
         align_corners: ``align_corners`` of every bilinear resize (model fusion/head and logits upsampling).
-        loss: ``"ce"``, ``"ohem"``, ``"dice"``, ``"focal"``, ``"lovasz"``, ``"ce+dice"`` or a list of
-            ``{name, weight, **options}`` mappings (a weighted sum), see :mod:`hrseg.losses`.
-        class_weights: per-class CE/OHEM weights: a list, or ``"cityscapes"`` for the official table.
-        ohem_thresh: OHEM keeps pixels whose ground-truth-class probability is below this.
-        ohem_min_kept: OHEM keeps at least this many pixels per batch.
-        loss_weights: one weight per training output of the model, auxiliary ones first and the main one
-            last (models with ``num_outputs > 1``; HRNet-OCR: ``[0.4, 1.0]``, the official weights). None:
-            0.4 per auxiliary output and 1.0 for the main one. The ``loss`` spec (OHEM included) applies to
-            the main output; auxiliary outputs take plain (class-weighted) cross-entropy, as the official
-            HRNet-OCR criterion does. Metrics and evaluation use the main output only.
-        optimizer: ``"sgd"`` (official recipe) or ``"adamw"``.
-        lr: base learning rate.
-        momentum: SGD momentum (AdamW: beta1).
-        weight_decay: weight decay of all parameters (official recipe: 5e-4 with SGD).
-        nesterov: Nesterov momentum for SGD.
-        head_lr_mult: lr multiplier of the segmentation head (the model's ``head_modules``: HRNetV2's
-            ``last_layer``, smp's ``segmentation_head``, the whole HRNet-OCR head).
-        warmup_iters: linear warmup steps before the poly decay (0: none, as in the official recipe).
-        poly_power: exponent of the per-iteration poly decay over ``trainer.estimated_stepping_batches``.
+        loss: what training minimises (:class:`~hrseg.losses.LossConfig`: ``terms`` of the main output, e.g.
+            ``ce``, ``ohem`` or a weighted list with per-term options; ``class_weights``; ``output_weights``
+            of auxiliary and main outputs). Metrics and evaluation use the main output only.
+        optimizer: the optimiser and its per-iteration poly schedule over
+            ``trainer.estimated_stepping_batches`` (:class:`~hrseg.optim.OptimizerConfig`: ``name`` sgd /
+            adamw, ``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``head_lr_mult``, ``warmup_iters``,
+            ``poly_power``; the official recipe by default).
         eval_protocol: how validation, test and predict run the network
             (:class:`~hrseg.eval_protocol.EvalProtocol`: ``mode`` whole / slide, ``window``, ``stride``,
             ``scales``, ``flip``; :func:`hrseg.inference.infer`). Stored in the checkpoint, so
@@ -126,20 +119,9 @@ class SegmentationTask(L.LightningModule):
         weights: str | None = None,
         weights_ignore_head: bool = False,
         align_corners: bool = False,
-        loss: str | list[dict[str, Any]] = "ce",
-        class_weights: str | list[float] | None = None,
-        ohem_thresh: float = 0.9,
-        ohem_min_kept: int = 131072,
-        loss_weights: list[float] | None = None,
-        optimizer: Literal["sgd", "adamw"] = "sgd",
-        lr: float = 0.01,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        nesterov: bool = False,
-        head_lr_mult: float = 1.0,
-        warmup_iters: int = 0,
-        poly_power: float = 0.9,
-        eval_protocol: EvalProtocol | None = None,
+        loss: LossConfig | None = LossConfig(),
+        optimizer: OptimizerConfig | None = OptimizerConfig(),
+        eval_protocol: EvalProtocol | None = EvalProtocol(),
         log_images: int = 4,
         channels_last: bool | None = None,
         nonfinite_patience: int = 5,
@@ -147,14 +129,16 @@ class SegmentationTask(L.LightningModule):
         """Save hyper-parameters, then build the network, the loss and the metrics."""
         super().__init__()
         resolve_class_metadata(num_classes, class_names, palette, ignore_index)  # fail early on bad metadata
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         if nonfinite_patience < 1:
             raise ValueError(f"nonfinite_patience must be >= 1, got {nonfinite_patience}")
-        # a checkpoint stores plain data (weights_only loading refuses dataclasses): the protocol as a dict;
-        # a dict also comes back here from load_from_checkpoint
+        self.loss_config = LossConfig.coerce(loss)
+        self.optimizer_config = OptimizerConfig.coerce(optimizer)
         self.eval_protocol = EvalProtocol.coerce(eval_protocol)
-        self.save_hyperparameters(ignore=["eval_protocol"])
+        # a checkpoint stores plain data (weights_only loading refuses dataclasses): each group as a dict;
+        # a dict also comes back here from load_from_checkpoint
+        self.save_hyperparameters(ignore=["loss", "optimizer", "eval_protocol"])
+        self.hparams["loss"] = self.loss_config.to_dict()
+        self.hparams["optimizer"] = self.optimizer_config.to_dict()
         self.hparams["eval_protocol"] = self.eval_protocol.to_dict()
         self._pretrained_done = False
         self._channels_last = False
@@ -171,6 +155,21 @@ class SegmentationTask(L.LightningModule):
         """The saved hyper-parameters (Lightning's type also allows any mapping; this task saves a dict)."""
         return cast(AttributeDict, super().hparams)
 
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, map_location: str | torch.device = "cpu"
+    ) -> SegmentationTask:
+        """Load an ``hrseg fit`` checkpoint (``weights_only``), older hyper-parameter layouts included.
+
+        Lightning's ``load_from_checkpoint`` drops stored keys the constructor does not take, so an older
+        checkpoint's flat loss / optimiser / protocol keys would fall back to the defaults without a word;
+        here they are read into their groups first (:func:`upgrade_hparams`).
+        """
+        stored = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+        return cls.load_from_checkpoint(
+            path, map_location=map_location, weights_only=True, **upgrade_hparams(stored)
+        )
+
     # ------------------------------------------------------------------ construction
     def configure_models(self) -> None:
         """Build ``self.model`` (checkpoint keys are ``model.<official key>``)."""
@@ -180,35 +179,22 @@ class SegmentationTask(L.LightningModule):
         self.model: nn.Module = build_model(hp.model, num_classes=hp.num_classes, **options)
 
     def configure_losses(self) -> None:
-        """Build ``self.criterion`` (the main output's loss spec) and ``self.aux_criterion`` (auxiliary CE).
+        """Build ``self.criterion`` (the main output's loss terms) and ``self.aux_criterion`` (auxiliary CE).
 
         Also resolves ``self.loss_weights``, one per training output (the model's ``num_outputs``).
         """
-        hp = self.hparams
-        spec: LossSpec = hp.loss
-        self.criterion = build_loss(
-            spec,
-            num_classes=hp.num_classes,
-            ignore_index=hp.ignore_index,
-            class_weights=hp.class_weights,
-            ohem_thresh=hp.ohem_thresh,
-            ohem_min_kept=hp.ohem_min_kept,
-        )
+        hp, config = self.hparams, self.loss_config
+        self.criterion = config.build(hp.num_classes, hp.ignore_index)
         num_outputs = int(getattr(self.model, "num_outputs", 1))
         # as the official HRNet-OCR criterion: CE on auxiliary outputs, the configured loss (OHEM) on the main
         self.aux_criterion: CrossEntropy | None = None
         if num_outputs > 1:
-            weights_table = resolve_class_weights(hp.class_weights, hp.num_classes)
+            weights_table = resolve_class_weights(config.class_weights, hp.num_classes)
             self.aux_criterion = CrossEntropy(hp.ignore_index, weights_table)
-        weights = hp.get("loss_weights")
-        if weights is None:
-            weights = [AUX_LOSS_WEIGHT] * (num_outputs - 1) + [1.0]
-        if len(weights) != num_outputs:
-            raise ValueError(
-                f"loss_weights has {len(weights)} entries, the model {hp.model!r} has {num_outputs} training "
-                "output(s) (auxiliary first, main last)"
-            )
-        self.loss_weights: list[float] = [float(w) for w in weights]
+        try:
+            self.loss_weights: list[float] = config.weights_for(num_outputs)
+        except ValueError as err:
+            raise ValueError(f"{err} (model {hp.model!r})") from None
 
     def configure_metrics(self) -> None:
         """One confusion-matrix metric per evaluation split (states sum across processes)."""
@@ -542,40 +528,15 @@ class SegmentationTask(L.LightningModule):
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Head parameters (the model's ``head_modules``) get ``lr * head_lr_mult``."""
-        hp = self.hparams
-        head_modules = tuple(getattr(self.model, "head_modules", ()))
-        head: list[nn.Parameter] = []
-        body: list[nn.Parameter] = []
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            (head if name.split(".")[0] in head_modules else body).append(param)
-        if hp.head_lr_mult == 1.0 or not head:
-            return [{"params": body + head, "lr": hp.lr}]
-        return [{"params": body, "lr": hp.lr}, {"params": head, "lr": hp.lr * hp.head_lr_mult}]
+        return self.optimizer_config.parameter_groups(self.model)
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        """SGD or AdamW with a per-iteration poly schedule (and optional warmup)."""
-        hp = self.hparams
-        groups = self.parameter_groups()
-        if hp.optimizer == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
-            )
-        else:
-            optimizer = torch.optim.AdamW(
-                groups, lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay
-            )
+        """SGD or AdamW with a per-iteration poly schedule (and optional warmup), from ``optimizer``."""
+        optimizer = build_optimizer(self.model, self.optimizer_config)
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total <= 0:
             raise ValueError(
                 "the poly schedule needs a finite step count: set trainer.max_steps or trainer.max_epochs"
             )
-        max_steps = int(total)
-        power, warmup = hp.poly_power, hp.warmup_iters
-
-        def factor(step: int) -> float:
-            return poly_warmup_factor(step, max_steps, power, warmup)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = poly_schedule(optimizer, self.optimizer_config, int(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

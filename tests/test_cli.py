@@ -13,7 +13,7 @@ import torch
 
 from hrseg.commands import main
 from hrseg.commands.configs import CONFIG_DIR, list_configs, resolve_config
-from hrseg.task import poly_warmup_factor
+from hrseg.optim import poly_warmup_factor
 
 # Tiny demo data: every CLI test overrides the shipped demo config with these.
 SMALL_DATA = [
@@ -76,7 +76,9 @@ def test_print_config_shows_links_and_defaults(capsys):
 @pytest.mark.slow
 def test_demo_fit_then_validate_test_predict(tmp_path, capsys):
     root = tmp_path / "run"
-    fit = _args(root, "--trainer.max_epochs=6", "--model.warmup_iters=0", "--model.lr=0.005")
+    fit = _args(
+        root, "--trainer.max_epochs=6", "--model.optimizer.warmup_iters=0", "--model.optimizer.lr=0.005"
+    )
     assert main(["fit", *fit]) == 0
     rows = _rows(root, 0)
     miou = [v for _, v in _values(rows, "val/mIoU")]
@@ -122,7 +124,7 @@ def test_demo_fit_then_validate_test_predict(tmp_path, capsys):
 @pytest.mark.slow
 def test_resume_from_last_continues_step_optimizer_and_schedule(tmp_path, capsys):
     root = tmp_path / "run"
-    common = ["--trainer.max_steps=8", "--model.warmup_iters=0", "--model.lr=0.004"]
+    common = ["--trainer.max_steps=8", "--model.optimizer.warmup_iters=0", "--model.optimizer.lr=0.004"]
     # first run: interrupted after the first epoch (4 steps) by a callback that always stops
     stop = [
         "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
@@ -268,7 +270,7 @@ def test_predict_config_passes_lightning_options_through(capsys):
 
 @pytest.mark.slow
 def test_one_optimiser_switch_keeps_poly_warmup_and_head_lr(tmp_path):
-    """``--model.optimizer sgd`` trains with the task's schedule; LightningCLI's --optimizer is not there."""
+    """``--model.optimizer.name sgd`` trains with the task's schedule; LightningCLI's --optimizer is gone."""
     from hrseg.commands.lightning import run_lightning_cli
 
     cli = run_lightning_cli(["--config", "demo"], run=False)
@@ -277,11 +279,11 @@ def test_one_optimiser_switch_keeps_poly_warmup_and_head_lr(tmp_path):
     root = tmp_path / "run"
     args = _args(
         root,
-        "--model.optimizer=sgd",
-        f"--model.lr={lr}",
-        f"--model.head_lr_mult={mult}",
-        f"--model.warmup_iters={warmup}",
-        "--model.poly_power=0.9",
+        "--model.optimizer.name=sgd",
+        f"--model.optimizer.lr={lr}",
+        f"--model.optimizer.head_lr_mult={mult}",
+        f"--model.optimizer.warmup_iters={warmup}",
+        "--model.optimizer.poly_power=0.9",
         f"--trainer.max_steps={steps}",
         "--trainer.limit_val_batches=1",
         "--data.init_args.image_size=[32, 64]",

@@ -82,12 +82,12 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
         assert model_name in str(trainer.default_root_dir)  # ${..model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)
         assert trainer.max_steps in (20000, 40000, 120000)
-        assert task.hparams.optimizer == "sgd" and task.hparams.lr == 0.01
+        assert task.optimizer_config.name == "sgd" and task.optimizer_config.lr == 0.01
         assert task.hparams.weights is not None
         with pytest.raises(FileNotFoundError):  # a missing pretrained file fails loudly, never silently
             task.setup("fit")
     if name.startswith("cityscapes/"):
-        assert task.hparams.class_weights == "cityscapes"
+        assert task.loss_config.class_weights == "cityscapes"
     assert task.model.num_classes == num_classes
     if model_name.endswith("_ocr"):  # official HRNet-OCR criterion: 0.4 x aux + 1.0 x main
         assert task.loss_weights == [0.4, 1.0]

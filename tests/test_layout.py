@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hrseg.hub",
         "hrseg.modelcard",
     ),
-    ("hrseg.models", "hrseg.losses", "hrseg.metrics", "hrseg.viz"),
+    ("hrseg.models", "hrseg.losses", "hrseg.optim", "hrseg.metrics", "hrseg.viz"),
     (
         "hrseg.data",
         "hrseg.evaluation",

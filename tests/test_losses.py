@@ -30,7 +30,7 @@ def _batch(num_classes: int = 5, shape: tuple[int, int, int] = (2, 8, 12), seed:
     "spec",
     [
         "ce",
-        "ohem",
+        [{"name": "ohem", "min_kept": 20}],
         "dice",
         "focal",
         "lovasz",
@@ -43,7 +43,7 @@ def test_each_loss_runs_a_training_step(spec):
     torch.manual_seed(0)
     net = torch.nn.Conv2d(3, 5, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    criterion = build_loss(spec, num_classes=5, ignore_index=IGNORE, ohem_min_kept=20)
+    criterion = build_loss(spec, num_classes=5, ignore_index=IGNORE)
     x = torch.randn(2, 3, 8, 12)
     _, target = _batch()
     before = net.weight.detach().clone()

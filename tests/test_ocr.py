@@ -18,10 +18,11 @@ from torch import Tensor, nn
 
 from hrseg.checkpoint import ModelMeta
 from hrseg.eval_protocol import EvalProtocol
-from hrseg.losses import CrossEntropy, OhemCrossEntropy, resolve_class_weights
+from hrseg.losses import CrossEntropy, LossConfig, OhemCrossEntropy, resolve_class_weights
 from hrseg.models import HRNetOCR, HRNetV2, build_model, list_models, load_pretrained
 from hrseg.models.hrnet import HRNET_SPECS
 from hrseg.models.ocr import ObjectAttentionBlock, SpatialGather
+from hrseg.optim import OptimizerConfig
 
 # Exact parameter counts with 19 classes (W48: docs/reference/ocr.md), the official 512 / 256 head.
 EXACT_OCR = {
@@ -309,7 +310,9 @@ def test_loss_is_weighted_aux_ce_plus_main_ohem() -> None:
     from hrseg.task import SegmentationTask
 
     task = SegmentationTask(
-        model=TINY, num_classes=19, loss="ohem", ohem_thresh=0.7, ohem_min_kept=50, class_weights="cityscapes"
+        model=TINY,
+        num_classes=19,
+        loss=LossConfig([{"name": "ohem", "thresh": 0.7, "min_kept": 50}], class_weights="cityscapes"),
     )
     assert task.loss_weights == [0.4, 1.0]  # the official default
     gen = torch.Generator().manual_seed(0)
@@ -330,19 +333,19 @@ def test_loss_is_weighted_aux_ce_plus_main_ohem() -> None:
     assert not torch.allclose(ohem(up[0], mask), ce(up[0], mask))
     assert not torch.allclose(ohem(up[1], mask), ce(up[1], mask))
 
-    custom = SegmentationTask(model=TINY, num_classes=19, loss_weights=[1.0, 0.5])
+    custom = SegmentationTask(model=TINY, num_classes=19, loss=LossConfig(output_weights=[1.0, 0.5]))
     total, _ = custom.training_loss([aux, main], mask)
     plain_ce = CrossEntropy(255)
     torch.testing.assert_close(total, 1.0 * plain_ce(up[0], mask) + 0.5 * plain_ce(up[1], mask))
-    with pytest.raises(ValueError, match="loss_weights has 1"):
-        SegmentationTask(model=TINY, num_classes=19, loss_weights=[1.0])
+    with pytest.raises(ValueError, match="output_weights has 1"):
+        SegmentationTask(model=TINY, num_classes=19, loss=LossConfig(output_weights=[1.0]))
     assert SegmentationTask(model="hrnetv2_w18_small_v1", num_classes=19).loss_weights == [1.0]
 
 
 def test_head_lr_multiplier_covers_the_ocr_modules() -> None:
     from hrseg.task import SegmentationTask
 
-    task = SegmentationTask(model=TINY, num_classes=19, lr=0.01, head_lr_mult=10.0)
+    task = SegmentationTask(model=TINY, num_classes=19, optimizer=OptimizerConfig(lr=0.01, head_lr_mult=10.0))
     body, head = task.parameter_groups()
     assert head["lr"] == pytest.approx(0.1) and body["lr"] == pytest.approx(0.01)
     model = task.model
@@ -374,10 +377,7 @@ def test_short_demo_fit_improves_the_loss(tmp_path: Path) -> None:
     task = SegmentationTask(
         model=TINY,
         model_options={"ocr_mid_channels": 64, "ocr_key_channels": 32},
-        optimizer="adamw",
-        lr=0.01,
-        weight_decay=1e-4,
-        warmup_iters=2,
+        optimizer=OptimizerConfig("adamw", lr=0.01, weight_decay=1e-4, warmup_iters=2),
         log_images=0,
     )
     losses: list[float] = []

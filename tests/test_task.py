@@ -13,7 +13,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from hrseg.data import DemoDataModule
 from hrseg.eval_protocol import EvalProtocol
-from hrseg.task import SegmentationTask, poly_warmup_factor
+from hrseg.losses import LossConfig
+from hrseg.optim import OptimizerConfig, poly_warmup_factor
+from hrseg.task import SegmentationTask
 
 SMALL = {"num_train": 4, "num_val": 2, "image_size": (48, 96), "batch_size": 2, "eval_batch_size": 2}
 
@@ -25,7 +27,7 @@ def _task(**kwargs) -> SegmentationTask:
         ignore_index=dm.ignore_index,
         class_names=dm.class_names,
         palette=dm.palette,
-        ohem_min_kept=100,
+        loss=LossConfig([{"name": "ohem", "min_kept": 100}]),
     )
     defaults.update(kwargs)
     return SegmentationTask(**defaults)
@@ -59,21 +61,21 @@ def test_poly_schedule_with_warmup():
 
 
 def test_head_lr_multiplier_groups():
-    task = _task(head_lr_mult=10.0, lr=0.01)
+    task = _task(optimizer=OptimizerConfig(head_lr_mult=10.0, lr=0.01))
     groups = task.parameter_groups()
     assert [g["lr"] for g in groups] == [0.01, 0.1]
     head_ids = {id(p) for p in task.model.last_layer.parameters()}
     assert {id(p) for p in groups[1]["params"]} == head_ids
     n_params = sum(1 for _ in task.model.parameters())
     assert sum(len(g["params"]) for g in groups) == n_params
-    assert len(_task(head_lr_mult=1.0).parameter_groups()) == 1
+    assert len(_task(optimizer=OptimizerConfig(head_lr_mult=1.0)).parameter_groups()) == 1
 
 
 def test_invalid_metadata_fails_early():
     with pytest.raises(ValueError, match="class names"):
         SegmentationTask(num_classes=3, class_names=["a", "b"])
     with pytest.raises(ValueError, match="unknown loss"):
-        SegmentationTask(num_classes=3, loss="nope")
+        SegmentationTask(num_classes=3, loss=LossConfig("nope"))
 
 
 @pytest.mark.parametrize(
@@ -83,7 +85,11 @@ def test_invalid_metadata_fails_early():
 def test_fit_logs_loss_lr_metrics_and_panels(tmp_path, optimizer, loss):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    task = _task(optimizer=optimizer, loss=loss, class_weights="cityscapes", warmup_iters=1, log_images=2)
+    task = _task(
+        optimizer=OptimizerConfig(optimizer, warmup_iters=1),
+        loss=LossConfig(loss, class_weights="cityscapes"),
+        log_images=2,
+    )
     trainer = _trainer(tmp_path)
     trainer.fit(task, datamodule=DemoDataModule(**SMALL))
     metrics = trainer.callback_metrics
@@ -197,7 +203,7 @@ def test_viz_helpers_colour_overlay_and_figures():
 
 
 def test_smp_baseline_head_group_and_full_size_logits():
-    task = _task(model="smp:FPN:resnet18", head_lr_mult=10.0).eval()
+    task = _task(model="smp:FPN:resnet18", optimizer=OptimizerConfig(head_lr_mult=10.0)).eval()
     head_ids = {id(p) for p in task.model.segmentation_head.parameters()}
     assert {id(p) for p in task.parameter_groups()[1]["params"]} == head_ids
     with torch.no_grad():

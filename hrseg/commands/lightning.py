@@ -73,7 +73,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from hrseg.callbacks import LastCheckpoint
 from hrseg.checkpoint_io import AtomicCheckpointIO
 from hrseg.commands.configs import resolve_config_args
-from hrseg.commands.options import UsageError
+from hrseg.commands.options import UsageError, deprecation_note
 
 # imported so LightningCLI knows them by short name: `--data FolderDataModule` (hrseg.data loads lazily)
 from hrseg.data.cityscapes import CityscapesDataModule  # noqa: F401
@@ -81,8 +81,10 @@ from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.folder import FolderDataModule  # noqa: F401
 from hrseg.data.synthetic import DemoDataModule  # noqa: F401
 from hrseg.data.voc import VOCDataModule  # noqa: F401
-from hrseg.eval_protocol import LEGACY_PROTOCOL_KEYS, EvalProtocol
-from hrseg.task import SegmentationTask
+from hrseg.eval_protocol import LEGACY_PROTOCOL_KEYS
+from hrseg.losses import LEGACY_LOSS_KEYS, LOSS_NAMES
+from hrseg.optim import LEGACY_OPTIMIZER_KEYS
+from hrseg.task import SegmentationTask, upgrade_hparams
 
 __all__ = [
     "SIGTERM_EXIT_CODE",
@@ -167,8 +169,9 @@ class HRSegCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Apply a ``--ckpt_path`` checkpoint's hyper-parameters to the config, as LightningCLI does.
 
-        Unlike LightningCLI, older checkpoints' flat ``eval_*`` keys are read as the protocol, and a protocol
-        given on the command line wins (Lightning applies the checkpoint's values over everything else).
+        Unlike LightningCLI, older checkpoints' flat keys are read into their groups (:func:`upgrade_hparams`:
+        loss, optimizer, eval protocol), and a protocol given on the command line wins (Lightning applies the
+        checkpoint's values over everything else).
         """
         if not self.config.get("subcommand"):
             return
@@ -181,10 +184,7 @@ class HRSegCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         if not hparams:
             return
-        protocol = EvalProtocol.from_hparams(hparams)
-        for key in LEGACY_PROTOCOL_KEYS:
-            hparams.pop(key, None)
-        hparams["eval_protocol"] = protocol.to_dict()
+        hparams = upgrade_hparams(hparams)
         if self.protocol_on_command_line:
             hparams.pop("eval_protocol")
         if "_class_path" in hparams:
@@ -389,6 +389,63 @@ def _one_line(message: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _legacy_model_options() -> dict[str, str | None]:
+    """Flat ``--model.*`` options of earlier releases -> their grouped spelling (None: no single option)."""
+    table: dict[str, str | None] = {}
+    for group, keys in (
+        ("optimizer", LEGACY_OPTIMIZER_KEYS),
+        ("loss", LEGACY_LOSS_KEYS),
+        ("eval_protocol", LEGACY_PROTOCOL_KEYS),
+    ):
+        for old, new in keys.items():
+            table[f"--model.{old}"] = f"--model.{group}.{new}" if new is not None else None
+    return table
+
+
+def _is_loss_terms(value: str) -> bool:
+    """Whether a ``--model.loss`` value is a bare loss spec (``ohem``, ``ce+dice``, ``[{name: ...}]``)."""
+    text = value.strip()
+    return text.startswith("[") or all(part.strip() in LOSS_NAMES for part in text.split("+"))
+
+
+def upgrade_legacy_options(args: Sequence[str], prog: str) -> list[str]:
+    """``args`` with the flat ``--model.*`` options of earlier releases in their grouped spelling.
+
+    ``--model.lr 0.02`` -> ``--model.optimizer.lr 0.02``, ``--model.optimizer adamw`` ->
+    ``--model.optimizer.name adamw``, ``--model.loss ohem`` -> ``--model.loss.terms ohem``,
+    ``--model.eval_mode slide`` -> ``--model.eval_protocol.mode slide`` ..., each with a one-line note.
+
+    Raises:
+        UsageError: ``--model.ohem_thresh`` / ``--model.ohem_min_kept``: now options of the ohem loss term.
+    """
+    table = _legacy_model_options()
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, has_value, value = arg.partition("=")
+        if not has_value and i + 1 < len(args) and name in (*table, "--model.optimizer", "--model.loss"):
+            value, i = args[i + 1], i + 1
+        new = name
+        if name in table:
+            grouped = table[name]
+            if grouped is None:
+                raise UsageError(
+                    f"{name} is now an option of the ohem loss term, e.g. "
+                    "--model.loss.terms='[{name: ohem, thresh: 0.7, min_kept: 100000}]'"
+                )
+            new = grouped
+        elif name == "--model.optimizer" and value in ("sgd", "adamw"):
+            new = "--model.optimizer.name"
+        elif name == "--model.loss" and _is_loss_terms(value):
+            new = "--model.loss.terms"
+        if new != name:
+            deprecation_note(prog, name, new)
+        out.append(f"{new}={value}" if value or has_value else arg)
+        i += 1
+    return out
+
+
 def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HRSegCLI:
     """Run ``hrseg fit|validate|test|predict`` on ``argv`` (e.g. ``["fit", "--config", "demo"]``).
 
@@ -398,6 +455,7 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
     from jsonargparse import ArgumentError
 
     args = resolve_config_args(list(argv) if argv is not None else [])
+    args = upgrade_legacy_options(args, f"hrseg {args[0]}" if args else "hrseg")
     ckpt_path = _option_value(args, "--ckpt_path")
     if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
         # LightningCLI itself loads the file while parsing (its hyper-parameters): check it before

@@ -58,7 +58,7 @@ def run_report(
     )
     dm.setup("validate")
     ckpt = Path(checkpoint) if checkpoint is not None else _pick_checkpoint(run)
-    task = SegmentationTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    task = SegmentationTask.from_checkpoint(ckpt).eval()
     items = [dm.val_dataset[i] for i in range(min(num_images, len(dm.val_dataset)))]
     images, masks, preds, names = [], [], [], []
     with torch.no_grad():
