@@ -6,7 +6,8 @@ A ``weights:`` value (``SegmentationTask``, :func:`hrseg.load_pretrained`, confi
 - ``timm/hrnet_w48.ms_in1k`` or ``hf-hub:timm/hrnet_w48.ms_in1k``: timm's ImageNet HRNet weights (their key
   names are hrseg's backbone names; the classification head is dropped);
 - ``hf-hub:org/name@v1.0`` (``@`` pins a branch, tag or commit);
-- an hrseg model repository (read as a :class:`~hrseg.hub.folder.ModelFolder`).
+- an hrseg model repository: ``config.json`` + ``model.safetensors`` + ``README.md``
+  (:mod:`hrseg.hub.folder`).
 
 An existing local file or folder always wins; a value without the ``hf-hub:`` prefix counts as a hub
 reference only when it looks like ``<org>/<name>`` with no weights-file suffix (``.pth``, ``.ckpt``, ...).
