@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             status = 1
         elif args.push_to_hub:
-            from hrseg.hub import push_to_hub
+            from hrseg.hub.folder import push_to_hub
 
             try:
                 url = push_to_hub(result.path, args.push_to_hub, private=args.private or None)

@@ -226,7 +226,7 @@ def export_hub(model: nn.Module, meta: ModelMeta, out: Path, checkpoint: Path | 
         out: the folder.
         checkpoint: the Lightning ``.ckpt`` it came from, whose training summary goes into the card.
     """
-    from hrseg.hub import save_model_folder
+    from hrseg.hub.folder import save_model_folder
     from hrseg.modelcard import model_card, read_training_summary
 
     if out.suffix == ".safetensors":

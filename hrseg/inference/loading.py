@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hrseg.checkpoint import CheckpointError, ModelMeta, read_exported, read_model_checkpoint
-from hrseg.hub import resolve_model_path
+from hrseg.hub.folder import resolve_model_path
 from hrseg.inference.runtime import open_exported
 from hrseg.models import build_model
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from hrseg.checkpoint import CheckpointError, read_state_dict
-from hrseg.hub import HubFile, parse_reference, resolve_weights
+from hrseg.hub.references import HubFile, parse_reference, resolve_weights
 from hrseg.models.hrnet import CheckpointRemap
 
 __all__ = ["LoadReport", "load_pretrained"]
