@@ -72,7 +72,8 @@ class TrainingSummary:
     is_best: bool = False
 
 
-_HPARAM_KEYS = ("loss", "class_weights", "optimizer", "lr", "weight_decay", "weights", "eval_protocol")
+# the task's groups (dicts), and the flat keys older checkpoints stored instead
+_HPARAM_KEYS = ("loss", "optimizer", "eval_protocol", "weights", "class_weights", "lr", "weight_decay")
 
 
 def _as_float(value: Any) -> float | None:
@@ -100,6 +101,13 @@ def _last_metrics(csv_path: Path, max_step: int | None = None) -> dict[str, floa
                     if number is not None:
                         last[key] = number
     return last
+
+
+def _recipe_value(value: Any) -> str:
+    """``name=sgd, lr=0.01`` for a group (unset fields left out), the value itself otherwise."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+    return f"`{value}`"
 
 
 def read_training_summary(ckpt: str | Path) -> TrainingSummary:
@@ -299,7 +307,7 @@ def model_card(
     else:
         lines.append("- not recorded in the exported checkpoint")
     if s.hparams:
-        lines.append("- recipe: " + ", ".join(f"{k}={v}" for k, v in s.hparams.items()))
+        lines += [f"- {k}: {_recipe_value(v)}" for k, v in s.hparams.items()]
     if s.epoch is not None or s.global_step is not None:
         lines.append(f"- checkpoint at epoch {s.epoch}, step {s.global_step}")
     lines += ["", "## Metrics", ""]
