@@ -155,3 +155,18 @@ def test_flat_command_line_options_give_the_grouped_config(capsys: pytest.Captur
     )
     with pytest.raises(UsageError, match=r"--model.ohem_thresh is now an option of the ohem loss term"):
         run_lightning_cli(["--config", "demo", "--model.ohem_thresh=0.7"], run=False)
+
+
+def test_a_config_file_in_the_flat_layout_is_refused_in_one_line_naming_the_file(tmp_path: Path) -> None:
+    from hrseg.commands.lightning import run_lightning_cli
+    from hrseg.commands.options import UsageError
+
+    old = tmp_path / "mine.yaml"
+    old.write_text("model:\n  loss: ohem\n  ohem_min_kept: 1000\n  lr: 0.02\n  warmup_iters: 5\n")
+    with pytest.raises(UsageError) as err:
+        run_lightning_cli(["fit", "--config", str(old)], run=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{old}: the model section uses the flat options")
+    for moved in ("lr -> optimizer.lr", "warmup_iters -> optimizer.warmup_iters", "loss -> loss.terms"):
+        assert moved in message
+    assert "ohem_min_kept -> an option of the ohem term" in message
