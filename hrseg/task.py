@@ -38,7 +38,6 @@ from hrseg.viz import plot_panels, save_evaluation_plots
 __all__ = ["NonFiniteLossError", "SegmentationTask", "upgrade_hparams"]
 
 
-
 def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Forward pre-hook: give a 4-D image batch the channels_last layout of the weights (one copy)."""
     if args and isinstance(args[0], Tensor) and args[0].dim() == 4:
@@ -156,9 +155,7 @@ class SegmentationTask(L.LightningModule):
         return cast(AttributeDict, super().hparams)
 
     @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, map_location: str | torch.device = "cpu"
-    ) -> SegmentationTask:
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationTask:
         """Load an ``hrseg fit`` checkpoint (``weights_only``), older hyper-parameter layouts included.
 
         Lightning's ``load_from_checkpoint`` drops stored keys the constructor does not take, so an older
