@@ -12,8 +12,10 @@ turns its fields into ``--model.eval_protocol.mode`` / ``.window`` / ``.stride``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar, Literal
+
+from hrseg.plain_data import PlainDataGroup
 
 __all__ = ["LEGACY_PROTOCOL_KEYS", "EvalProtocol", "Mode", "as_pair"]
 
@@ -44,7 +46,7 @@ def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | N
 
 
 @dataclass(frozen=True)
-class EvalProtocol:
+class EvalProtocol(PlainDataGroup):
     """Whole image or sliding window, at one or several scales, optionally averaged with the mirror image.
 
     Args:
@@ -61,6 +63,8 @@ class EvalProtocol:
         >>> EvalProtocol("slide", window=(1024, 1024), scales=(0.75, 1.0, 1.25), flip=True).passes
         18
     """
+
+    group_name: ClassVar[str] = "eval protocol"
 
     mode: Mode = "whole"
     window: tuple[int, int] | None = None
@@ -124,26 +128,6 @@ class EvalProtocol:
             if data[key] is not None:
                 data[key] = list(data[key])
         return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalProtocol:
-        """Build from stored data; unknown keys are an error (a typo must not fall back to defaults)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown eval protocol keys {unknown}; expected some of {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if v is not None})
-
-    @classmethod
-    def coerce(cls, value: EvalProtocol | Mapping[str, Any] | None) -> EvalProtocol:
-        """An ``EvalProtocol`` from itself, its dict form, or None (the default: whole image)."""
-        if value is None:
-            return cls()
-        if isinstance(value, EvalProtocol):
-            return value
-        if isinstance(value, Mapping):
-            return cls.from_dict(value)
-        raise TypeError(f"expected an EvalProtocol or a mapping, got {type(value).__name__}")
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> EvalProtocol:

@@ -22,12 +22,14 @@ Every loss takes full-resolution logits ``(B, C, H, W)`` and an int64 mask ``(B,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from hrseg.plain_data import PlainDataGroup
 
 __all__ = [
     "CITYSCAPES_CLASS_WEIGHTS",
@@ -297,7 +299,7 @@ _LEGACY_OHEM_OPTIONS = {"ohem_thresh": "thresh", "ohem_min_kept": "min_kept"}
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(PlainDataGroup):
     """What training minimises: the loss terms of the main output, class weights, and per-output weights.
 
     Args:
@@ -314,6 +316,9 @@ class LossConfig:
         >>> LossConfig([{"name": "ohem", "thresh": 0.7}], class_weights="cityscapes").terms[0]["name"]
         'ohem'
     """
+
+    group_name: ClassVar[str] = "loss"
+    coerce_hint: ClassVar[str] = " (a loss name or term list goes in LossConfig(terms=...))"
 
     terms: str | list[dict[str, Any]] = "ce"
     class_weights: str | list[float] | None = None
@@ -348,33 +353,6 @@ class LossConfig:
                 "training output(s) (auxiliary first, main last)"
             )
         return [float(w) for w in self.output_weights]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data, as stored in checkpoints."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
-        """Build from stored data; unknown keys are an error (a typo must not fall back to defaults)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown loss keys {unknown}; expected some of {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if v is not None})
-
-    @classmethod
-    def coerce(cls, value: LossConfig | Mapping[str, Any] | None) -> LossConfig:
-        """A ``LossConfig`` from itself, its dict form, or None (plain cross-entropy)."""
-        if value is None:
-            return cls()
-        if isinstance(value, LossConfig):
-            return value
-        if isinstance(value, Mapping):
-            return cls.from_dict(value)
-        raise TypeError(
-            f"expected a LossConfig or a mapping, got {type(value).__name__} {value!r} "
-            "(a loss name or term list goes in LossConfig(terms=...))"
-        )
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> LossConfig:

@@ -11,11 +11,13 @@ This module builds the parameter groups, the optimiser and the schedule from it;
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+
+from hrseg.plain_data import PlainDataGroup
 
 __all__ = [
     "LEGACY_OPTIMIZER_KEYS",
@@ -51,7 +53,7 @@ def poly_warmup_factor(step: int, max_steps: int, power: float = 0.9, warmup_ite
 
 
 @dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(PlainDataGroup):
     """SGD or AdamW over two parameter groups (body, head), with a per-iteration poly schedule.
 
     Args:
@@ -65,6 +67,8 @@ class OptimizerConfig:
         warmup_iters: linear warmup steps before the poly decay (0: none, as in the official recipe).
         poly_power: exponent of the per-iteration poly decay over the run's optimiser steps.
     """
+
+    group_name: ClassVar[str] = "optimizer"
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
@@ -93,30 +97,6 @@ class OptimizerConfig:
             )
         if self.nesterov and self.name != "sgd":
             raise ValueError("optimizer nesterov applies to SGD only")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data, as stored in checkpoints."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OptimizerConfig:
-        """Build from stored data; unknown keys are an error (a typo must not fall back to defaults)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown optimizer keys {unknown}; expected some of {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if v is not None})
-
-    @classmethod
-    def coerce(cls, value: OptimizerConfig | Mapping[str, Any] | None) -> OptimizerConfig:
-        """An ``OptimizerConfig`` from itself, its dict form, or None (the official recipe)."""
-        if value is None:
-            return cls()
-        if isinstance(value, OptimizerConfig):
-            return value
-        if isinstance(value, Mapping):
-            return cls.from_dict(value)
-        raise TypeError(f"expected an OptimizerConfig or a mapping, got {type(value).__name__}")
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> OptimizerConfig:

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hrseg.colors",
         "hrseg.classes",
         "hrseg.images",
+        "hrseg.plain_data",
         "hrseg.eval_protocol",
         "hrseg.checkpoint",
         "hrseg.hub",
