@@ -10,14 +10,19 @@ group converts both ways the same way. Plain Python, no torch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, ClassVar, Self
 
 __all__ = ["PlainDataGroup"]
 
 
+@dataclass(frozen=True)
 class PlainDataGroup:
-    """Mixin of a frozen dataclass: its plain-data form, read back strictly (a typo is never a default)."""
+    """Base of a frozen dataclass: its plain-data form, read back strictly (a typo is never a default).
+
+    A (field-less) dataclass itself, so jsonargparse still sees a pure dataclass and LightningCLI shows the
+    group's fields as plain options (``--model.loss.terms``), not as a ``class_path`` / ``init_args`` pair.
+    """
 
     #: how messages name the group ("eval protocol", "loss", "optimizer")
     group_name: ClassVar[str] = "settings"

@@ -71,6 +71,9 @@ def test_print_config_shows_links_and_defaults(capsys):
     assert "model: hrnetv2_w18_small_v1" in out
     assert "class_path: hrseg.data.DemoDataModule" in out
     assert "monitor: val/mIoU" in out and "filename: last" in out
+    # the task's groups read as plain fields, not as class_path / init_args pairs
+    assert "  loss:\n    terms: ce\n" in out and "  optimizer:\n    name: adamw\n" in out
+    assert "init_args:\n      terms" not in out and "class_path: hrseg.optim" not in out
 
 
 @pytest.mark.slow
