@@ -263,8 +263,8 @@ def predict_folder_check(ckpt: Path, count: int, size: tuple[int, int], out: Pat
         Image.fromarray(generate_scene(rng, size)[0]).save(images / f"scene_{i:04d}.png")
     hrseg_cmd = [sys.executable, "-m", "hrseg"]
     onnx_path = work / "model.onnx"
-    export = [*hrseg_cmd, "export", "--ckpt_path", str(ckpt), "--format", "onnx", "--upsample"]
-    _run_timed([*export, "--output", str(onnx_path)])
+    export_cmd = [*hrseg_cmd, "export", "--ckpt_path", str(ckpt), "--format", "onnx", "--upsample"]
+    _run_timed([*export_cmd, "--output", str(onnx_path)])
     label = f"{count} scenes {size[0]}x{size[1]}, `{ckpt.name}`"
     rows: list[dict[str, Any]] = []
     seconds, text = _run_timed(
