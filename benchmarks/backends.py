@@ -263,9 +263,8 @@ def predict_folder_check(ckpt: Path, count: int, size: tuple[int, int], out: Pat
         Image.fromarray(generate_scene(rng, size)[0]).save(images / f"scene_{i:04d}.png")
     hrseg_cmd = [sys.executable, "-m", "hrseg"]
     onnx_path = work / "model.onnx"
-    _run_timed(
-        [*hrseg_cmd, "export", "--ckpt", str(ckpt), "--format", "onnx", "--upsample", "--out", str(onnx_path)]
-    )
+    export_cmd = [*hrseg_cmd, "export", "--ckpt_path", str(ckpt), "--format", "onnx", "--upsample"]
+    _run_timed([*export_cmd, "--output", str(onnx_path)])
     label = f"{count} scenes {size[0]}x{size[1]}, `{ckpt.name}`"
     rows: list[dict[str, Any]] = []
     seconds, text = _run_timed(
@@ -286,7 +285,8 @@ def predict_folder_check(ckpt: Path, count: int, size: tuple[int, int], out: Pat
     runs.append(("int8", "warm cache"))
     for precision, when in runs:
         target = work / f"hrseg-{precision}"
-        cmd = [*hrseg_cmd, "predict", "--ckpt", str(ckpt), "--input", str(images), "--output", str(target)]
+        cmd = [*hrseg_cmd, "predict", "--ckpt_path", str(ckpt), "--input", str(images)]
+        cmd += ["--output", str(target)]
         cmd += ["--backend", "auto", "--precision", precision, "--cache-dir", str(cache)]
         cmd += ["--no-color", "--no-progress", "--overwrite"]
         seconds, _ = _run_timed(cmd)

@@ -171,7 +171,7 @@ def test_int8_backends_agree_above_the_stated_threshold(
 def test_int8_export_calibrates_on_a_folder_and_reports_its_accuracy_delta(
     tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``hrseg export --quantize int8 --calib-data DIR``: mIoU vs fp32 reported; refused above --max-drop."""
+    """``hrseg export --precision int8 --calib-data DIR``: mIoU vs fp32 reported; refused above --max-drop."""
     from hrseg.commands import main
 
     calib = tmp_path / "calib"
@@ -181,17 +181,17 @@ def test_int8_export_calibrates_on_a_folder_and_reports_its_accuracy_delta(
     out = tmp_path / "model-int8.xml"
     argv = [
         "export",
-        "--ckpt",
+        "--ckpt_path",
         str(tiny_checkpoint),
         "--format",
         "openvino",
-        "--quantize",
+        "--precision",
         "int8",
         *SMALL_EXAMPLE,
     ]
     argv += ["--calib-data", str(calib), "--calib-num", "2", "--val-data", "demo", "--val-num", "2"]
     # a drop above -1 is always "too much": refused and removed, or kept loudly with --warn-only
-    assert main([*argv, "--out", str(out), "--max-drop", "-1"]) == 1
+    assert main([*argv, "--output", str(out), "--max-drop", "-1"]) == 1
     captured = capsys.readouterr()
     assert (
         "int8: mIoU" in captured.out
@@ -199,7 +199,7 @@ def test_int8_export_calibrates_on_a_folder_and_reports_its_accuracy_delta(
         and "against ground truth" in captured.out
     )
     assert "refused" in captured.err and not out.exists()
-    assert main([*argv, "--out", str(out), "--max-drop", "-1", "--warn-only"]) == 0
+    assert main([*argv, "--output", str(out), "--max-drop", "-1", "--warn-only"]) == 0
     assert "WARNING" in capsys.readouterr().err and out.is_file() and out.with_suffix(".bin").is_file()
     seg = Segmenter.from_checkpoint(out)
     assert seg.predict(_scenes(1)[0]).shape == (96, 160)
@@ -216,11 +216,11 @@ def test_openvino_ir_export_is_parity_checked_and_loads_as_a_checkpoint(
     out = tmp_path / "model.xml"
     argv = [
         "export",
-        "--ckpt",
+        "--ckpt_path",
         str(tiny_checkpoint),
         "--format",
         "openvino",
-        "--out",
+        "--output",
         str(out),
         *SMALL_EXAMPLE,
     ]
@@ -242,7 +242,14 @@ def test_predict_backend_openvino_writes_the_same_files_as_torch(
     """``hrseg predict --backend openvino`` writes the torch backend's files, with the same label maps."""
     from hrseg.commands import main
 
-    common = ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(demo_images_dir), "--no-progress"]
+    common = [
+        "predict",
+        "--ckpt_path",
+        str(tiny_checkpoint),
+        "--input",
+        str(demo_images_dir),
+        "--no-progress",
+    ]
     torch_out, ov_out = tmp_path / "torch", tmp_path / "openvino"
     assert main([*common, "--output", str(torch_out)]) == 0
     assert (

@@ -135,7 +135,7 @@ def test_predict_cityscapes_format_then_evaluate_cli(
     out = tmp_path / "submission"
     images = cityscapes_root / "leftImg8bit" / "val"
     pattern = str(images / "*" / "*_leftImg8bit.png")  # the city folders, as for the benchmark
-    argv = ["predict", "--ckpt", str(tiny_checkpoint), "--input", pattern, "--output", str(out)]
+    argv = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", pattern, "--output", str(out)]
     assert main([*argv, "--format", "cityscapes", "--no-progress"]) == 0
     written = sorted(p.name for p in out.rglob("*"))
     assert written == sorted(

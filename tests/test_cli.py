@@ -184,11 +184,12 @@ def test_a_missing_data_root_fails_once_before_ddp_starts(tmp_path):
 
 
 def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
-    from hrseg.commands import data, export, predict, report
+    from hrseg.commands import data, export, predict, report, serve
 
     return {
         "predict": predict._parser,
         "export": export._parser,
+        "serve": serve._parser,
         "report": report.build_parser,
         "data": data.build_parser,
     }
@@ -200,6 +201,7 @@ ALIASES = [
     ("predict", ["--window", "512", "1024"], ["--window", "512x1024"], "window", (512, 1024), ("H W", "HxW")),
     ("predict", ["--stride", "300", "600"], ["--stride", "300x600"], "stride", (300, 600), ("H W", "HxW")),
     ("export", ["--ckpt", "a.ckpt"], ["--ckpt_path", "a.ckpt"], "ckpt", "a.ckpt", ("--ckpt", "--ckpt_path")),
+    ("serve", ["--ckpt", "a.ckpt"], ["--ckpt_path", "a.ckpt"], "ckpt", "a.ckpt", ("--ckpt", "--ckpt_path")),
     ("export", ["--out", "m.onnx"], ["--output", "m.onnx"], "out", "m.onnx", ("--out", "--output")),
     (
         "export",
@@ -240,6 +242,29 @@ def test_old_spellings_still_work_with_a_deprecation_note(command, old, new, att
     assert named[0] in note and named[1] in note, note
     if named[0].startswith("--"):
         assert f"{named[0]} " not in parser.format_help()  # hidden: --help shows one vocabulary
+
+
+def test_serve_old_checkpoint_spelling_satisfies_the_required_checkpoint(capsys):
+    """``serve --ckpt`` alone is a complete command line: parsing goes on to the next check (the port)."""
+    from hrseg.commands import serve
+
+    with pytest.raises(SystemExit) as exc:
+        serve.main(["--ckpt", "a.ckpt", "--port", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--port must be in 1024-65535" in err and "required" not in err, err
+
+
+def test_predict_mode_multiscale_reads_as_slide_or_whole_with_a_note(capsys):
+    """``--mode multiscale`` (the former mode name) becomes slide with a window, else whole, and says so."""
+    from hrseg.commands.predict import _protocol_overrides
+
+    parser = _parsers()["predict"]()
+    overrides = _protocol_overrides(parser.parse_args(["--mode", "multiscale", "--window", "64x96"]))
+    assert overrides == {"mode": "slide", "window": (64, 96)}
+    note = capsys.readouterr().err
+    assert note.count("\n") == 1 and "--mode multiscale" in note and "--mode slide" in note, note
+    assert _protocol_overrides(parser.parse_args(["--mode", "multiscale"])) == {"mode": "whole"}
 
 
 def test_export_size_is_one_hxw_option(capsys):

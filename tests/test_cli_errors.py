@@ -93,6 +93,7 @@ MISTAKES: list[tuple[str, int, list[str]]] = [
     ("export --ckpt_path {garbage} --size 256", 2, ["--size", "HxW"]),
     ("export --ckpt_path {truncated} --output {root}/m.onnx", 1, ["{truncated}", "corrupt or truncated"]),
     ("export --ckpt_path {missing}", 1, ["{missing}", "not found"]),
+    ("serve --port 8080", 2, ["--ckpt_path"]),
     # report / evaluate / data
     ("report {root}/no_such_run", 1, ["run folder not found", "{root}/no_such_run"]),
     ("report {not_a_run}", 1, ["{not_a_run}", "not a run folder", "config.yaml"]),

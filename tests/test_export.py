@@ -121,7 +121,16 @@ def test_cli_exports_and_reports(
 ) -> None:
     out = tmp_path / "cli_bundle"
     code = main(
-        ["--ckpt", str(tiny_checkpoint), "--format", "safetensors", "--out", str(out), "--height", "40"]
+        [
+            "--ckpt_path",
+            str(tiny_checkpoint),
+            "--format",
+            "safetensors",
+            "--output",
+            str(out),
+            "--size",
+            "40x256",
+        ]
     )
     assert code == 0
     printed = capsys.readouterr().out
@@ -144,14 +153,16 @@ def test_cli_fails_above_tolerance(
         return model, meta
 
     monkeypatch.setattr(ex, "load_checkpoint", perturbed)
-    code = main(["--ckpt", str(tiny_checkpoint), "--format", "safetensors", "--out", str(tmp_path / "b")])
+    code = main(
+        ["--ckpt_path", str(tiny_checkpoint), "--format", "safetensors", "--output", str(tmp_path / "b")]
+    )
     assert code == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out and "differs from eager" in captured.err
 
 
 def test_cli_reports_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--ckpt", str(tmp_path / "none.ckpt"), "--format", "onnx"]) == 1
+    assert main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--format", "onnx"]) == 1
     assert "none.ckpt" in capsys.readouterr().err
 
 

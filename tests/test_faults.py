@@ -101,7 +101,7 @@ def test_a_fit_that_meets_a_corrupt_image_stops_naming_it_and_resumes_from_last_
     """An image goes bad on disk while ``hrseg fit`` runs: the run stops at it naming the file, and after
     the file is repaired ``--ckpt_path last`` continues from the periodic checkpoint to the end."""
     data = tmp_path / "data"
-    assert data_main(["synth", "--layout", "folder", "--out", str(data), "--num", "8"]) == 0
+    assert data_main(["synth", "--layout", "folder", "--output", str(data), "--num", "8"]) == 0
     train = [line.strip() for line in (data / "train.txt").read_text().splitlines() if line.strip()]
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(

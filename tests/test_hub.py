@@ -75,7 +75,7 @@ def hub_folder(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     from hrseg.commands import main
 
     out = tmp_path_factory.mktemp("hub_export") / "tiny_hub"
-    assert main(["export", "--ckpt", str(tiny_checkpoint), "--format", "hub", "--out", str(out)]) == 0
+    assert main(["export", "--ckpt_path", str(tiny_checkpoint), "--format", "hub", "--output", str(out)]) == 0
     return out
 
 

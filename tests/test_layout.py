@@ -240,7 +240,7 @@ def test_deployment_commands_load_no_training_stack(
     tiny_checkpoint: Path, cityscapes_val: Path, tmp_path: Path
 ) -> None:
     """``predict`` (bare --ckpt_path, cityscapes ids so the label tables are read), ``evaluate``, ``export``
-    (parity check) and ``export --quantize int8`` (calibration on generated scenes, accuracy check on others:
+    (parity check) and ``export --precision int8`` (calibration on generated scenes, accuracy check on others:
     the scene generator must stay light too) run without Lightning's ~10 s import or the augmentation stack.
 
     All four run in ONE fresh interpreter (one start-up and torch import instead of four); the training-stack
@@ -250,19 +250,19 @@ def test_deployment_commands_load_no_training_stack(
     pred, gt = tmp_path / "pred", str(cityscapes_val / "gtFine" / "val")
     onnx, int8 = tmp_path / "model.onnx", tmp_path / "model_int8.onnx"
     predict = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", images]
-    export = ["export", "--ckpt_path", str(tiny_checkpoint), "--height", "64", "--width", "96"]
+    export = ["export", "--ckpt_path", str(tiny_checkpoint), "--size", "64x96"]
     tiny_calibration = ["--calib-num", "2", "--val-num", "2"]
     commands = [
         [*predict, "--output", str(pred), "--format", "cityscapes", "--no-progress"],
         ["evaluate", "--pred", str(pred), "--gt", gt, "--json", str(tmp_path / "scores.json")],
-        [*export, "--out", str(onnx), "--format", "onnx"],
+        [*export, "--output", str(onnx), "--format", "onnx"],
         [
             *export,
-            "--out",
+            "--output",
             str(int8),
             "--format",
             "onnx",
-            "--quantize",
+            "--precision",
             "int8",
             "--warn-only",
             *tiny_calibration,

@@ -474,7 +474,17 @@ def test_cli_export_all_and_predict(ocr_checkpoint: Path, tmp_path: Path, capsys
     from hrseg.data import generate_scene
 
     out = tmp_path / "exports"
-    argv = ["export", "--ckpt", str(ocr_checkpoint), "--format", "all", "--out", str(out), "--size", "64x96"]
+    argv = [
+        "export",
+        "--ckpt_path",
+        str(ocr_checkpoint),
+        "--format",
+        "all",
+        "--output",
+        str(out),
+        "--size",
+        "64x96",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count(" OK") == 3, printed
@@ -483,7 +493,7 @@ def test_cli_export_all_and_predict(ocr_checkpoint: Path, tmp_path: Path, capsys
     Image.fromarray(generate_scene(2, size=(45, 70))[0]).save(images / "a.png")
     for model_file in [ocr_checkpoint, *sorted(out.glob("*.onnx"))]:
         pred = tmp_path / f"pred_{model_file.suffix[1:]}"
-        args = ["predict", "--ckpt", str(model_file), "--input", str(images), "--output", str(pred)]
+        args = ["predict", "--ckpt_path", str(model_file), "--input", str(images), "--output", str(pred)]
         assert main([*args, "--no-progress"]) == 0
         assert (pred / "a_trainIds.png").is_file()
 

@@ -88,7 +88,7 @@ def test_cli_main(
 ) -> None:
     out = tmp_path / "cli"
     argv = [
-        "--ckpt",
+        "--ckpt_path",
         str(tiny_checkpoint),
         "--input",
         str(demo_images_dir),
@@ -145,7 +145,7 @@ def test_one_predict_command_with_and_without_config(
     """``hrseg predict`` takes one syntax; ``--config`` switches to the DataModule + Trainer engine."""
     from hrseg.commands import main as hrseg_main
 
-    common = ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(demo_images_dir), "--overlay"]
+    common = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", str(demo_images_dir), "--overlay"]
     bare, configured = tmp_path / "bare", tmp_path / "config"
     assert hrseg_main([*common, "--output", str(bare), "--no-progress"]) == 0
     argv = [
@@ -174,7 +174,7 @@ def test_one_predict_command_with_and_without_config(
     with pytest.raises(SystemExit):
         hrseg_main(["predict", "--help"])
     help_text = capsys.readouterr().out
-    assert "--ckpt" in help_text and "--config" in help_text and "--trainer.devices" in help_text
+    assert "--ckpt_path" in help_text and "--config" in help_text and "--trainer.devices" in help_text
     with pytest.raises(SystemExit):  # LightningCLI options need --config
         hrseg_main([*common, "--output", str(bare), "--trainer.devices=2"])
 
@@ -191,7 +191,15 @@ def test_unreadable_inputs_are_named_at_the_end_and_the_rest_written(
 
     (demo_images_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     out = tmp_path / "out"
-    argv = ["predict", "--ckpt", str(tiny_checkpoint), "--input", str(demo_images_dir), "--output", str(out)]
+    argv = [
+        "predict",
+        "--ckpt_path",
+        str(tiny_checkpoint),
+        "--input",
+        str(demo_images_dir),
+        "--output",
+        str(out),
+    ]
     if with_config:
         argv += ["--config", "demo", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
     else:
@@ -213,7 +221,7 @@ def test_a_bad_checkpoint_gets_the_checkpoint_readers_message(
     broken.write_bytes(b"PK\x03\x04 truncated")
     argv = [
         "predict",
-        "--ckpt",
+        "--ckpt_path",
         str(broken),
         "--input",
         str(demo_images_dir),

@@ -20,7 +20,7 @@ def _synth(layout: str, out: Path, *extra: str) -> None:
                 "synth",
                 "--layout",
                 layout,
-                "--out",
+                "--output",
                 str(out),
                 "--num",
                 "4",
@@ -101,7 +101,7 @@ def test_check_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     cfg.write_text("model:\n  x: 1\n")
     assert data_main(["check", "--config", str(cfg)]) == 2
     assert "data:" in capsys.readouterr().err
-    assert data_main(["synth", "--layout", "nope", "--out", str(tmp_path), "--num", "1"]) == 2
+    assert data_main(["synth", "--layout", "nope", "--output", str(tmp_path), "--num", "1"]) == 2
     assert data_main(["--help"]) == 0
 
 
