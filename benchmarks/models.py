@@ -73,7 +73,7 @@ def make_weights(
     # the BN closing each residual branch gets a small scale, as in trained ResNets / HRNets (and the common
     # zero-init-residual practice); with unit scales a random 300-conv network amplifies fp32 rounding ~1000x
     # and any reordering of the arithmetic (BN folding, channels_last) moves the logits by ~5e-5
-    from hrseg.models.hrnet import BasicBlock, Bottleneck
+    from hrseg.models.blocks import BasicBlock, Bottleneck
 
     last_bns = {id(m.bn3) for m in model.modules() if isinstance(m, Bottleneck)}
     last_bns |= {id(m.bn2) for m in model.modules() if isinstance(m, BasicBlock)}

@@ -20,7 +20,7 @@ from hrseg.models import (
     list_models,
     upsample_logits,
 )
-from hrseg.models.hrnet import BasicBlock
+from hrseg.models.blocks import BasicBlock
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "hrseg" / "models"
 

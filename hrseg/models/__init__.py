@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from hrseg.models.blocks import HighResolutionModule
 from hrseg.models.factory import MODEL_CAPABILITIES, build_model, list_models
 from hrseg.models.heads import concat_upsample, upsample_logits
 from hrseg.models.hrnet import (
     HRNET_SPECS,
     CheckpointRemap,
-    HighResolutionModule,
     HRNet,
     HRNetSpec,
     StageSpec,

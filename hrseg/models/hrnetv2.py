@@ -14,8 +14,9 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
+from hrseg.models.blocks import FuseMode
 from hrseg.models.heads import concat_upsample
-from hrseg.models.hrnet import FuseMode, HRNet, HRNetSpec
+from hrseg.models.hrnet import HRNet, HRNetSpec
 
 __all__ = ["HRNetSegmentationNet", "HRNetV2", "hrnetv2_head"]
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hrseg.models.hrnet import CheckpointRemap, FuseMode, HRNetSpec
+from hrseg.models.blocks import FuseMode
+from hrseg.models.hrnet import CheckpointRemap, HRNetSpec
 from hrseg.models.hrnetv2 import HRNetSegmentationNet, HRNetV2, hrnetv2_head
 
 __all__ = ["HRNetOCR", "ObjectAttentionBlock", "SpatialGather", "SpatialOCR"]
