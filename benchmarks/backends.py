@@ -9,7 +9,7 @@ One run measures, per variant and input size (batch 1, random-init weights: spee
   export with default ``SessionOptions`` and the CPU provider; on CUDA ``plain_ort`` with the CUDA provider
   when ONNX Runtime has one, else ``eager``, the PyTorch model in ``eval()`` / ``no_grad`` (fp32; cuDNN's
   default TF32 convolutions);
-- hrseg's paths through :func:`hrseg.inference.backends.build_backend`: on the CPU ``torch`` (the fast path),
+- hrseg's paths through :func:`hrseg.deploy.backends.build_backend`: on the CPU ``torch`` (the fast path),
   ``onnxruntime`` and ``openvino`` in fp32, both in int8 (static quantization calibrated on 8 generated
   scenes), OpenVINO bf16 / fp16 where the CPU runs them; on CUDA ``torch`` and ``compile`` in fp32, bf16 and
   fp16 autocast, and ``onnxruntime`` with its CUDA / TensorRT providers when installed;
@@ -19,7 +19,7 @@ One run measures, per variant and input size (batch 1, random-init weights: spee
 With ``--demo-ckpt`` (a trained ``hrseg fit --config demo`` checkpoint; default: the newest under
 ``runs/demo``) it also scores every backend and precision on the demo validation split (32 scenes, ground
 truth): mIoU, the drop against torch fp32 (target: within 0.005) and pixel agreement. The chosen ``auto``
-backend is the fastest fp32 path here: that is the rule ``hrseg.inference.backends.resolve_backend`` encodes.
+backend is the fastest fp32 path here: that is the rule ``hrseg.deploy.backends.resolve_backend`` encodes.
 
 With ``--predict-folder N`` it checks the user's view of ``auto``: ``hrseg predict --backend auto`` over a
 folder of N generated street scenes (``--predict-size``, default 1024x2048) with the demo checkpoint, with an
@@ -82,7 +82,7 @@ def _paths(device: str, selected: tuple[str, ...] = ()) -> list[tuple[str, str]]
 
     ``selected``: ``--paths``, ``"backend:precision"`` items (empty: all).
     """
-    from hrseg.inference.backends import available_backends
+    from hrseg.deploy.backends import available_backends
     from hrseg.inference.runtime import openvino_precisions
 
     have = available_backends()
@@ -146,7 +146,7 @@ def speed(
     import hrseg
     from hrseg.checkpoint import ModelMeta
     from hrseg.export import export_cached
-    from hrseg.inference.backends import build_backend
+    from hrseg.deploy.backends import build_backend
 
     name = f"hrnetv2_{variant}"
     torch.manual_seed(0)
@@ -198,7 +198,7 @@ def demo_accuracy(
     """mIoU on the demo validation split per backend and precision, against torch fp32 on ``device``."""
     from hrseg.data import DemoDataModule
     from hrseg.export import accuracy_report
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     images, masks = DemoDataModule(num_val=num_val, image_size=(80, 160)).scenes("val")
     reference = Segmenter.from_checkpoint(ckpt, device=device)
@@ -252,7 +252,7 @@ def predict_folder_check(ckpt: Path, count: int, size: tuple[int, int], out: Pat
     from PIL import Image
 
     from hrseg.data.scenes import generate_scene
-    from hrseg.inference.backends import resolve_backend
+    from hrseg.deploy.backends import resolve_backend
 
     work = out / "predict-folder"
     shutil.rmtree(work, ignore_errors=True)

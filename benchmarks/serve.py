@@ -65,7 +65,7 @@ def naive_app(ckpt: str) -> Any:
     from fastapi import FastAPI, HTTPException
     from PIL import Image
 
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     segmenter = Segmenter.from_checkpoint(ckpt, device="cpu")
     app = FastAPI()
@@ -144,7 +144,7 @@ def build_workload(sizes: Sequence[tuple[int, int]], per_size: int, seed: int) -
 
 
 def references(ckpt: str, backend: str, images: list[Any]) -> list[np.ndarray]:
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     segmenter = Segmenter.from_checkpoint(ckpt, device="cpu", backend=backend)
     return [segmenter.predict(img) for img in images]

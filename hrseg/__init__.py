@@ -18,7 +18,7 @@ _LAZY = {
     "build_model": "hrseg.models",
     "list_models": "hrseg.models",
     "load_pretrained": "hrseg.models",
-    "Segmenter": "hrseg.inference",
+    "Segmenter": "hrseg.deploy",
     "EvalProtocol": "hrseg.eval_protocol",
     "SegmentationTask": "hrseg.task",
 }
@@ -26,6 +26,7 @@ _SUBMODULES = (
     "checkpoint",
     "colors",
     "data",
+    "deploy",
     "export",
     "hub",
     "images",
@@ -46,6 +47,7 @@ __all__ = [
     "checkpoint",
     "colors",
     "data",
+    "deploy",
     "export",
     "hub",
     "images",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
         checkpoint,
         colors,
         data,
+        deploy,
         export,
         hub,
         images,
@@ -75,7 +78,7 @@ if TYPE_CHECKING:
         viz,
     )
     from hrseg.eval_protocol import EvalProtocol
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
     from hrseg.models import build_model, list_models, load_pretrained
     from hrseg.task import SegmentationTask
 

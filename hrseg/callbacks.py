@@ -1,7 +1,7 @@
 """Lightning callbacks the hrseg CLI installs: prediction writing and a preemption-safe ``last.ckpt``.
 
 - :class:`PredictionWriter` (behind ``hrseg predict --config``) writes the same files as
-  :func:`hrseg.inference.predict_folder` (see :mod:`hrseg.inference.writer`);
+  :func:`hrseg.deploy.predict_folder` (see :mod:`hrseg.deploy.writer`);
 - :class:`LastCheckpoint` keeps ``last.ckpt`` fresh (every validation, every N steps or minutes, on SIGTERM).
 
 Checkpoints are written atomically by :class:`hrseg.checkpoint_io.AtomicCheckpointIO` (a trainer plugin).
@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hrseg.colors import default_palette
-from hrseg.inference.writer import output_paths, outputs_exist, write_prediction
+from hrseg.deploy.writer import output_paths, outputs_exist, write_prediction
 
 __all__ = ["LastCheckpoint", "PredictionWriter"]
 
@@ -44,7 +44,7 @@ class PredictionWriter(BasePredictionWriter):
         overlay_alpha: weight of the colours in the overlay.
         format: ``"trainids"`` (the files above), ``"cityscapes"`` (``<city>_<seq>_<frame>_labelIds.png``
             for the Cityscapes benchmark) or ``"voc"`` (VOC palette PNGs); see
-            :func:`hrseg.inference.write_prediction`.
+            :func:`hrseg.deploy.write_prediction`.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Runtime backends (hrseg.inference.backends / .runtime, hrseg.export): same label maps as torch, the export
+"""Runtime backends (hrseg.deploy.backends, hrseg.inference.runtime, hrseg.export): same label maps as torch, the export
 cache, int8, OpenVINO IR.
 
 Agreement thresholds: fp32 backends must give the torch label map exactly except at ties (pixels whose top-2
@@ -21,8 +21,9 @@ import torch
 from PIL import Image
 
 from hrseg.export import accuracy_report, cache
-from hrseg.inference import Segmenter, runtime
-from hrseg.inference import backends as B
+from hrseg.deploy import Segmenter
+from hrseg.deploy import backends as B
+from hrseg.inference import runtime
 
 openvino_missing = pytest.mark.skipif(not B._installed("openvino"), reason="openvino not installed")
 
@@ -318,7 +319,7 @@ def test_onnx_files_use_the_gpu_providers_on_a_cuda_device(
 
 
 def test_runtimes_load_lazily_and_openvino_without_network_calls_or_forks(tmp_path: Path) -> None:
-    """The runtimes are imported lazily: ``import hrseg.inference`` pulls in neither OpenVINO nor ORT. And
+    """The runtimes are imported lazily: ``import hrseg.deploy`` (or ``hrseg.inference``) pulls in neither OpenVINO nor ORT. And
     ``import openvino`` sends usage telemetry from a forked process; hrseg imports it with that off.
 
     One fresh interpreter checks both (one start-up and torch import instead of two).
@@ -328,13 +329,13 @@ import sys
 events = []
 sys.addaudithook(lambda e, a: events.append(e) if e in ("os.fork", "socket.connect", "socket.getaddrinfo",
                                                           "urllib.Request") else None)
-import hrseg.inference, hrseg.inference.backends, hrseg.inference.runtime, hrseg.export
+import hrseg.inference, hrseg.deploy, hrseg.inference.runtime, hrseg.export
 print("RUNTIMES", [m for m in ('openvino', 'onnxruntime') if m in sys.modules])
-if not hrseg.inference.backends._installed("openvino"):
+if not hrseg.deploy.backends._installed("openvino"):
     sys.exit(0)
 import torch, hrseg
 from hrseg.checkpoint import ModelMeta
-from hrseg.inference.backends import build_backend
+from hrseg.deploy.backends import build_backend
 model = hrseg.build_model("hrnetv2_w18_small_v1", num_classes=3).eval()
 net = build_backend(model, ModelMeta("hrnetv2_w18_small_v1", 3), "openvino", cache_dir={str(tmp_path)!r})
 net(torch.randn(1, 3, 32, 48))

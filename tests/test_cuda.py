@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 import torch
 
-from hrseg.inference import Segmenter, prepare_for_inference
+from hrseg.deploy import Segmenter
+from hrseg.inference import prepare_for_inference
 from hrseg.inference.device import describe_device, resolve_device
 
 pytestmark = [

@@ -68,7 +68,7 @@ def _input_shapes(seg: object, image: np.ndarray) -> list[tuple[int, ...]]:
 
 def test_checkpoint_predicts_with_its_protocol_unless_overridden(slide_checkpoint: Path) -> None:
     from hrseg.data.scenes import generate_scene
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     ckpt = torch.load(slide_checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["eval_protocol"]["mode"] == "slide"
@@ -87,7 +87,7 @@ def test_hrseg_predict_uses_the_stored_protocol(
 ) -> None:
     from hrseg.commands import main
     from hrseg.data.scenes import generate_scene
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     image, _ = generate_scene(5, size=(64, 96))
     Image.fromarray(image).save(tmp_path / "scene.png")

@@ -19,9 +19,9 @@ import hrseg
 PACKAGE = Path(hrseg.__file__).resolve().parent
 
 #: Lowest first; a module may import its own layer and the ones below. A module belongs to the layer of the
-#: longest prefix that names it (``hrseg.inference.runtime`` is below ``hrseg.export``, the rest of
-#: ``hrseg.inference`` above it: the backend builder exports on demand, the export package runs and reads
-#: what it writes through the runtime and the loader).
+#: longest prefix that names it. The inference runtime is below the exporter (which runs and reads what it
+#: writes through the runtime and the loader), the deployment API above both (its backend builder exports on
+#: demand).
 LAYERS: list[tuple[str, ...]] = [
     (
         "hrseg.colors",
@@ -37,13 +37,10 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "hrseg.data",
         "hrseg.evaluation",
-        "hrseg.inference.protocol",
-        "hrseg.inference.optimize",
-        "hrseg.inference.runtime",
-        "hrseg.inference.loading",
+        "hrseg.inference",
     ),
     ("hrseg.export",),
-    ("hrseg.inference", "hrseg.serve"),
+    ("hrseg.deploy", "hrseg.serve"),
     ("hrseg.task", "hrseg.callbacks", "hrseg.checkpoint_io", "hrseg.loggers"),
     ("hrseg.commands",),
 ]
@@ -188,6 +185,41 @@ def test_no_import_circle_inside_hrseg() -> None:
     assert _circles(_import_graph()) == []
 
 
+def _top_level(module: str) -> str:
+    """The top-level package or module of hrseg that holds ``module`` (``hrseg.a.b.c`` -> ``hrseg.a``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``graph`` with every module collapsed to its top-level package; edges inside one package are left out."""
+    packages: dict[str, set[str]] = {}
+    for module, imported in graph.items():
+        own = _top_level(module)
+        packages.setdefault(own, set()).update(_top_level(m) for m in imported if _top_level(m) != own)
+    return packages
+
+
+def test_the_package_graph_collapses_modules() -> None:
+    """``hrseg.a.x -> hrseg.b.y`` and ``hrseg.b.z -> hrseg.a`` are a package circle though no module circle."""
+    graph = {
+        "hrseg.a.x": {"hrseg.b.y", "hrseg.a.w"},
+        "hrseg.b.y": set(),
+        "hrseg.b.z": {"hrseg.a"},
+        "hrseg.a.w": set(),
+    }
+    assert _circles(graph) == []
+    assert _package_graph(graph) == {"hrseg.a": {"hrseg.b"}, "hrseg.b": {"hrseg.a"}}
+    assert _circles(_package_graph(graph)) == [["hrseg.a", "hrseg.b"]]
+
+
+def test_no_two_top_level_packages_import_each_other() -> None:
+    """The house drawn from the imports between top-level packages (``hrseg.inference``, ``hrseg.export``, ...)
+    has no circle either: a module-level acyclic graph can still tie two packages together (one package's
+    module imports the other package, a module of that one imports back), and then neither can be understood,
+    tested or shipped without the other."""
+    assert _circles(_package_graph(_import_graph())) == []
+
+
 def test_commands_live_apart_from_the_library() -> None:
     with_main = []
     for path in _library_modules():
@@ -205,13 +237,14 @@ def test_commands_live_apart_from_the_library() -> None:
     "statement",
     [
         "import hrseg.colors",
-        "from hrseg.inference import Segmenter, infer, prepare_for_inference, predict_folder",
+        "from hrseg.inference import infer, prepare_for_inference",
+        "from hrseg.deploy import Segmenter, predict_folder",
         "import hrseg; hrseg.Segmenter",
         "import hrseg.checkpoint, hrseg.images",
         # hrseg serve runs on the deployment path too (LitServe, no Lightning)
         "import hrseg.commands.serve, hrseg.serve.server, hrseg.serve.api",
         # hrseg predict's own path: listing a folder must not pull in the DataModules (4 s of imports)
-        "import hrseg.commands.predict, hrseg.inference.writer as w, tempfile, PIL.Image as I; "
+        "import hrseg.commands.predict, hrseg.deploy.writer as w, tempfile, PIL.Image as I; "
         "d = tempfile.mkdtemp(); I.new('RGB', (4, 4)).save(d + '/a.png'); assert len(w._resolve_inputs(d))",
     ],
 )

@@ -410,7 +410,8 @@ def test_short_demo_fit_improves_the_loss(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 def test_inference_protocol_and_segmenter_use_the_main_output(ocr_checkpoint: Path) -> None:
     from hrseg.data import generate_scene
-    from hrseg.inference import Segmenter, infer, load_checkpoint
+    from hrseg.deploy import Segmenter
+    from hrseg.inference import infer, load_checkpoint
 
     model, meta = load_checkpoint(ocr_checkpoint)
     assert meta.model == TINY and not model.training

@@ -13,7 +13,7 @@ from PIL import Image
 from hrseg.callbacks import PredictionWriter
 from hrseg.colors import colorize
 from hrseg.commands.predict import main
-from hrseg.inference import Segmenter, output_paths, predict_folder, write_prediction
+from hrseg.deploy import Segmenter, output_paths, predict_folder, write_prediction
 
 
 @pytest.fixture(scope="module")

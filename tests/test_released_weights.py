@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from hrseg.checkpoint import CheckpointError
-from hrseg.inference import Segmenter, resolve_device
+from hrseg.deploy import Segmenter
+from hrseg.inference import resolve_device
 from hrseg.inference.released import released_meta
 from hrseg.models import build_model
 

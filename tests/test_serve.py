@@ -159,7 +159,7 @@ def decode_png(body: bytes) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_checkpoint: Path) -> Any:
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     return Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
 
@@ -373,7 +373,7 @@ def test_small_load(server: Served, segmenter: Any) -> None:
 
 def test_a_failing_forward_fails_only_its_own_request(tiny_checkpoint: Path) -> None:
     """In-process: a forward that raises (e.g. out of memory) answers 500 to its own request alone."""
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
     from hrseg.serve.api import PredictRequest, SegmentationAPI
 
     class FailsAt40x40(Segmenter):  # fault injection: the real model, except on one image size
@@ -400,7 +400,8 @@ def test_released_weights_with_a_model_name(tiny_checkpoint: Path, tmp_path: Pat
     """A bare state dict (released weights) served with --model answers like Segmenter.from_weights."""
     from safetensors.torch import save_file
 
-    from hrseg.inference import Segmenter, load_checkpoint
+    from hrseg.deploy import Segmenter
+    from hrseg.inference import load_checkpoint
 
     model, meta = load_checkpoint(tiny_checkpoint)
     weights = tmp_path / "released.safetensors"

@@ -120,7 +120,7 @@ def _page_target(devtools: str) -> str:
 
 
 def test_page_segments_an_uploaded_scene(tiny_checkpoint: Path, browser: str, tmp_path: Path) -> None:
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     image = scene(42, (96, 160))
     upload = tmp_path / "street.png"

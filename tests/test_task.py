@@ -149,7 +149,7 @@ def test_flip_eval_goes_through_inference_module():
 def test_eval_scales_in_whole_mode_are_honoured_as_in_predict():
     """``eval_protocol`` mode whole with scales and no flip averages the scales, like ``hrseg predict``."""
     from hrseg.checkpoint import ModelMeta
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
 
     task = _task(eval_protocol=EvalProtocol(scales=(0.5, 1.0))).eval()
     image = torch.rand(1, 3, 40, 72)

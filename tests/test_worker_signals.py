@@ -30,7 +30,7 @@ REPRODUCTION = textwrap.dedent(
     import numpy as np
     from hrseg.data import DemoDataModule
     from hrseg.data.synthetic import generate_scene
-    from hrseg.inference import Segmenter
+    from hrseg.deploy import Segmenter
     from hrseg.task import SegmentationTask
 
     calls = []

@@ -4,7 +4,7 @@ One command, one syntax, two engines:
 
 - ``hrseg predict --ckpt_path CKPT --input PATH --output DIR``: the checkpoint alone describes the model and
   its classes (a Lightning ``.ckpt``, a safetensors bundle, an exported ``.onnx`` / ``.pt2``); images of any
-  size go one at a time through :class:`hrseg.Segmenter` (:func:`hrseg.inference.predict_folder`).
+  size go one at a time through :class:`hrseg.Segmenter` (:func:`hrseg.deploy.predict_folder`).
   Resumable; unreadable inputs are listed at the end and make the exit code 1.
 - the same plus ``--config CFG``: the config's DataModule reads the images and LightningCLI's Trainer runs the
   task restored from ``--ckpt_path`` (GPUs, several devices, and every LightningCLI option: ``--trainer.*`` /
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         help="torch device without --config: auto (default: CUDA when available, else MPS, else CPU), cpu, "
         "cuda, cuda:1, mps",
     )
-    rt = p.add_argument_group("runtime (without --config; hrseg.inference.backends)")
+    rt = p.add_argument_group("runtime (without --config; hrseg.deploy.backends)")
     rt.add_argument(
         "--backend",
         default="torch",
@@ -147,7 +147,7 @@ def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from hrseg.checkpoint import CheckpointError
-    from hrseg.inference import Segmenter, predict_folder
+    from hrseg.deploy import Segmenter, predict_folder
     from hrseg.inference.device import describe_device
 
     if args.input is None or args.output is None:

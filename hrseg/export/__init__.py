@@ -10,10 +10,11 @@ One concern per module:
 - :mod:`~hrseg.export.accuracy`: a reduced precision's mIoU (:mod:`hrseg.metrics`) and agreement vs fp32;
 - :mod:`~hrseg.export.cache`: the export cache behind ``Segmenter(backend="onnxruntime" | "openvino")``.
 
-This package sits between the inference modules it uses (:mod:`hrseg.inference.runtime` runs what it writes,
-:mod:`hrseg.inference.loading` reads checkpoints, :mod:`hrseg.inference.optimize` folds BN) and the backend
-builder of :class:`~hrseg.inference.Segmenter` (:mod:`hrseg.inference.backends`), which exports on demand;
-none of the modules it imports imports it back. Runtimes and exporters are imported on use.
+This package sits between the inference runtime it uses (:mod:`hrseg.inference.runtime` runs what it writes,
+:mod:`hrseg.inference.loading` reads checkpoints, :mod:`hrseg.inference.optimize` folds BN), which imports
+nothing of it, and the deployment API above it (:mod:`hrseg.deploy`: the backend builder of
+:class:`~hrseg.deploy.Segmenter`, :mod:`hrseg.deploy.backends`, exports on demand), which it never imports.
+Runtimes and exporters are imported on use.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Inference: the evaluation protocol, the fast path, checkpoint loading, ``Segmenter`` and prediction files.
+"""The inference runtime: the evaluation protocol, the fast path, checkpoint loading, exported graphs.
 
 One concern per module:
 
@@ -7,10 +7,13 @@ One concern per module:
 - :mod:`~hrseg.inference.runtime`: the one wrapper for exported graphs (ONNX Runtime, OpenVINO, ``.pt2``):
   :class:`RuntimeModel`, sessions created on use;
 - :mod:`~hrseg.inference.loading`: a ready network from any checkpoint (:func:`load_checkpoint`);
-- :mod:`~hrseg.inference.segmenter`: :class:`Segmenter`, files and arrays in, label maps and colours out;
-- :mod:`~hrseg.inference.writer`: the PNG files of a prediction and the resumable :func:`predict_folder`;
-- :mod:`~hrseg.inference.backends`: backend selection and building (``Segmenter(backend=..., precision=...)``:
-  torch, ``torch.compile``, or ONNX Runtime / OpenVINO on a cached export of :mod:`hrseg.export`).
+- :mod:`~hrseg.inference.device`: where inference runs (``"auto"``: CUDA, else MPS, else CPU; :func:`resolve_device`);
+- :mod:`~hrseg.inference.released`: released weights (a bare state dict + model name + label set) as a ready
+  model and its metadata.
+
+This is the layer the exporter (:mod:`hrseg.export`) writes and verifies through, so it imports nothing of
+:mod:`hrseg.export` nor of :mod:`hrseg.deploy` (``Segmenter``, ``predict_folder`` and the backend builder that
+exports on demand live there, above both).
 
 Nothing here imports Lightning, albumentations or OpenCV: a deployment needs torch, PIL and numpy (plus ONNX
 Runtime for ``.onnx`` files). Image inputs are converted by :mod:`hrseg.images`, colours come from
@@ -26,8 +29,6 @@ from hrseg.inference.loading import build_from_meta, load_checkpoint
 from hrseg.inference.optimize import fold_batchnorm, prepare_for_inference
 from hrseg.inference.protocol import EvalProtocol, Output, class_argmax, infer, sliding_window_starts
 from hrseg.inference.runtime import RuntimeModel, load_exported
-from hrseg.inference.segmenter import Segmenter
-from hrseg.inference.writer import PredictSummary, output_paths, predict_folder, write_prediction
 
 __all__ = [
     "CONFIG_METADATA_KEY",
@@ -35,9 +36,7 @@ __all__ = [
     "ImageInput",
     "ModelMeta",
     "Output",
-    "PredictSummary",
     "RuntimeModel",
-    "Segmenter",
     "build_from_meta",
     "class_argmax",
     "fold_batchnorm",
@@ -45,11 +44,8 @@ __all__ = [
     "load_checkpoint",
     "load_exported",
     "open_image",
-    "output_paths",
-    "predict_folder",
     "prepare_for_inference",
     "resolve_device",
     "sliding_window_starts",
     "to_image_tensor",
-    "write_prediction",
 ]

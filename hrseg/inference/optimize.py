@@ -170,7 +170,7 @@ def prepare_for_inference(
             freezing the compiled W18 ran 0.68x this eager path, with it 1.49x, see benchmarks/README.md).
             Compiling takes 1-2 minutes per input size on 2 CPU cores, so it is opt-in: use it for fixed-size
             inputs (a camera, ``pad_to_window`` sliding windows).
-            :class:`Segmenter` reports the first call's time as ``compile_seconds``.
+            :class:`~hrseg.deploy.Segmenter` reports the first call's time as ``compile_seconds``.
         inplace: modify ``model`` itself instead of a deep copy (saves memory for big models).
         dtype: run in this precision (``torch.bfloat16`` / ``torch.float16``, for GPUs): the BN-folded
             weights are cast once and the input on every call; logits come back as fp32. At batch 1 this beats

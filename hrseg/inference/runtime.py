@@ -5,7 +5,7 @@ module runs it: :func:`open_exported` creates the ONNX Runtime session (CUDA / T
 device), compiles the OpenVINO model for the CPU at its inference precision, or takes the ``.pt2`` program's
 module, and wraps the result in a :class:`RuntimeModel`, an ``nn.Module`` with the usual
 ``model(x) -> logits`` call. Files loaded by ``Segmenter.from_checkpoint`` and the backends built by
-``Segmenter(backend=...)`` (:mod:`hrseg.inference.backends`) are both this class.
+``Segmenter(backend=...)`` (:mod:`hrseg.deploy.backends`) are both this class.
 
 The runtimes are imported when a graph is opened, never by importing this module.
 """
@@ -48,7 +48,7 @@ class RuntimeModel(nn.Module):
     It runs an ONNX Runtime session, a compiled OpenVINO model or a ``torch.export`` program.
 
     Exported graphs are BN-folded and fixed in eval mode, so ``train()`` is a no-op and
-    :class:`~hrseg.inference.Segmenter` does not prepare them again.
+    :class:`~hrseg.deploy.Segmenter` does not prepare them again.
 
     Args:
         run: the ``(N, C, H, W) -> logits`` callable.

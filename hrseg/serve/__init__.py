@@ -5,6 +5,6 @@
   inference worker, PNG / JSON responses);
 - :mod:`~hrseg.serve.server`: the server with its page (``page.html``), ``/health`` and ``/info``.
 
-Like :mod:`hrseg.inference`, nothing here imports Lightning: a deployment needs torch, PIL, numpy and
+Like :mod:`hrseg.deploy`, nothing here imports Lightning: a deployment needs torch, PIL, numpy and
 LitServe. See docs/serving.md.
 """

@@ -205,7 +205,7 @@ class SegmentationAPI(ls.LitAPI):
         """Load the model on ``device`` (called once in each inference worker)."""
         import torch
 
-        from hrseg.inference import Segmenter
+        from hrseg.deploy import Segmenter
 
         if self.threads is not None and str(device).startswith("cpu"):
             torch.set_num_threads(self.threads)
@@ -305,9 +305,9 @@ class SegmentationAPI(ls.LitAPI):
         elif fmt == "overlay":
             image = Image.fromarray(seg.overlay(output.request.image, mask))
         else:
-            from hrseg.inference.writer import _label_image
+            from hrseg.deploy.writer import label_image
 
-            image = _label_image(mask)
+            image = label_image(mask)
         buffer = io.BytesIO()
         # level 1: label maps and colour images compress well anyway, and encoding time is serving time
         image.save(buffer, format="PNG", compress_level=1)

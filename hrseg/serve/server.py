@@ -27,7 +27,7 @@ class ServeConfig:
     Args:
         model: what :meth:`hrseg.Segmenter.from_checkpoint` loads (or released weights, see ``released``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        backend: the runtime (see :mod:`hrseg.inference.backends`).
+        backend: the runtime (see :mod:`hrseg.deploy.backends`).
         precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
         cache_dir: the export cache of non-torch backends.
         max_batch_size: the most requests one forward pass takes (1: no batching).

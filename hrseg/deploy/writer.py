@@ -35,12 +35,13 @@ from PIL import Image
 
 from hrseg.colors import colorize, overlay, voc_colormap
 from hrseg.images import ImageFileError, list_images, open_image, to_image_tensor
-from hrseg.inference.segmenter import Segmenter
+from hrseg.deploy.segmenter import Segmenter
 
 __all__ = [
     "PREDICTION_FORMATS",
     "PredictSummary",
     "cityscapes_stem",
+    "label_image",
     "output_paths",
     "outputs_exist",
     "predict_folder",
@@ -114,8 +115,20 @@ def _save_png(image: Image.Image, path: Path) -> None:
             tmp.unlink()
 
 
-def _label_image(mask: np.ndarray) -> Image.Image:
-    """8-bit PNG for ids <= 255 (incl. the 255 ignore id), 16-bit otherwise."""
+def label_image(mask: np.ndarray) -> Image.Image:
+    """The PNG image of a label map: 8-bit for ids <= 255 (incl. the 255 ignore id), 16-bit otherwise.
+
+    The one encoding of label maps, for the ``_trainIds.png`` files and the label PNG ``hrseg serve`` answers.
+
+    Args:
+        mask: (H, W) integer class ids.
+
+    Returns:
+        A mode ``L`` (8-bit) or ``I;16`` (16-bit) image of ``mask``.
+
+    Raises:
+        ValueError: an id below 0 or above 65535 (no PNG holds it).
+    """
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 65535):
         raise ValueError(f"label ids out of PNG range: [{int(mask.min())}, {int(mask.max())}]")
     if mask.size == 0 or int(mask.max()) <= 255:
@@ -170,7 +183,7 @@ def write_prediction(
         img.putpalette([c for rgb in voc_colormap(256) for c in rgb])
         _save_png(img, paths["voc"])
         return paths
-    _save_png(_label_image(arr), paths["trainIds"])
+    _save_png(label_image(arr), paths["trainIds"])
     if write_color:
         _save_png(Image.fromarray(colorize(arr, palette)), paths["color"])
     if write_overlay:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from hrseg.checkpoint import ModelMeta
 from hrseg.colors import colorize, overlay
+from hrseg.deploy.backends import build_backend, resolve_backend
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.images import ImageInput, to_image_tensor
 from hrseg.inference.device import resolve_device
@@ -38,7 +39,7 @@ class Segmenter:
         fast: fold BN and use channels_last (outputs equal the plain model to ~1e-5).
         compile: additionally ``torch.compile`` the model (the same as ``backend="compile"``).
         backend: ``"torch"`` (the fast path), ``"compile"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"``
-            (:mod:`hrseg.inference.backends`: non-torch backends export once into a cache folder).
+            (:mod:`hrseg.deploy.backends`: non-torch backends export once into a cache folder).
         precision: ``"fp32"``, ``"bf16"`` / ``"fp16"`` (OpenVINO where the CPU runs it, or on CUDA the torch
             fast path cast to it) or ``"int8"`` (static quantization; ONNX Runtime / OpenVINO).
         cache_dir: the export cache (default ``$HRSEG_CACHE`` or ``~/.cache/hrseg``).
@@ -85,8 +86,6 @@ class Segmenter:
         if isinstance(model, RuntimeModel):  # an exported graph: already what it runs as
             self.backend, self.precision = model.backend, model.precision
         else:
-            from hrseg.inference.backends import build_backend, resolve_backend
-
             self.backend = resolve_backend(backend, self.device)
             self.precision = precision
             compile = self.backend == "compile"

@@ -1,10 +1,10 @@
 """Backend selection behind ``model(x) -> logits``: PyTorch, ``torch.compile``, ONNX Runtime, OpenVINO.
 
-:class:`~hrseg.inference.Segmenter` (``backend=...``) and ``hrseg predict --backend`` pick one here
+:class:`~hrseg.deploy.Segmenter` (``backend=...``) and ``hrseg predict --backend`` pick one here
 (:func:`resolve_backend`) and get it built (:func:`build_backend`). Non-torch backends run the network
-exported once into a cache folder (:func:`hrseg.export.export_cached`, imported when such a backend is built:
-the export package is below this module and imports nothing of it) through the one runtime wrapper
-(:mod:`hrseg.inference.runtime`).
+exported once into a cache folder (:func:`hrseg.export.export_cached`, imported when such a backend is built,
+so the torch path never loads the exporter; :mod:`hrseg.export` is below this package and imports nothing of
+it) through the one runtime wrapper (:mod:`hrseg.inference.runtime`).
 
 ``backend="auto"`` picks, in this order (the rule the README documents; ``benchmarks/backends.py`` measures
 it): a CUDA device -> ``"torch"`` (the fast path; ``"onnxruntime"`` uses the CUDA / TensorRT providers when
@@ -136,7 +136,7 @@ def build_backend(
         raise ValueError(f"precision={precision!r}: use backend='openvino' (ONNX Runtime: fp32 or int8)")
     if name == "openvino":
         check_openvino_precision(precision)  # before exporting anything
-    from hrseg.export.cache import export_cached  # the export package, on demand (it never imports this)
+    from hrseg.export.cache import export_cached  # on demand: the torch path needs no exporter (see above)
 
     cpu_model = model if dev.type == "cpu" else copy.deepcopy(model).cpu()
     kind: Literal["onnx", "openvino"] = "onnx" if name == "onnxruntime" else "openvino"
