@@ -145,8 +145,8 @@ def speed(
     """Seconds per image of the baseline and each hrseg path for one variant and size."""
     import hrseg
     from hrseg.checkpoint import ModelMeta
-    from hrseg.export import export_cached
     from hrseg.deploy.backends import build_backend
+    from hrseg.export import export_cached
 
     name = f"hrnetv2_{variant}"
     torch.manual_seed(0)
@@ -197,8 +197,8 @@ def demo_accuracy(
 ) -> list[dict[str, Any]]:
     """mIoU on the demo validation split per backend and precision, against torch fp32 on ``device``."""
     from hrseg.data import DemoDataModule
-    from hrseg.export import accuracy_report
     from hrseg.deploy import Segmenter
+    from hrseg.export import accuracy_report
 
     images, masks = DemoDataModule(num_val=num_val, image_size=(80, 160)).scenes("val")
     reference = Segmenter.from_checkpoint(ckpt, device=device)

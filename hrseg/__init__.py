@@ -77,8 +77,8 @@ if TYPE_CHECKING:
         task,
         viz,
     )
-    from hrseg.eval_protocol import EvalProtocol
     from hrseg.deploy import Segmenter
+    from hrseg.eval_protocol import EvalProtocol
     from hrseg.models import build_model, list_models, load_pretrained
     from hrseg.task import SegmentationTask
 

@@ -1,5 +1,5 @@
-"""Runtime backends (hrseg.deploy.backends, hrseg.inference.runtime, hrseg.export): same label maps as torch, the export
-cache, int8, OpenVINO IR.
+"""Runtime backends (hrseg.deploy.backends, hrseg.inference.runtime, hrseg.export): same label maps as torch,
+the export cache, int8, OpenVINO IR.
 
 Agreement thresholds: fp32 backends must give the torch label map exactly except at ties (pixels whose top-2
 logits are within 1e-3 of each other). int8 is checked on ``trained_checkpoint`` (60 demo steps), whose int8
@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hrseg.export import accuracy_report, cache
 from hrseg.deploy import Segmenter
 from hrseg.deploy import backends as B
+from hrseg.export import accuracy_report, cache
 from hrseg.inference import runtime
 
 openvino_missing = pytest.mark.skipif(not B._installed("openvino"), reason="openvino not installed")
@@ -319,8 +319,9 @@ def test_onnx_files_use_the_gpu_providers_on_a_cuda_device(
 
 
 def test_runtimes_load_lazily_and_openvino_without_network_calls_or_forks(tmp_path: Path) -> None:
-    """The runtimes are imported lazily: ``import hrseg.deploy`` (or ``hrseg.inference``) pulls in neither OpenVINO nor ORT. And
-    ``import openvino`` sends usage telemetry from a forked process; hrseg imports it with that off.
+    """The runtimes are imported lazily: ``import hrseg.deploy`` (or ``hrseg.inference``) pulls in neither
+    OpenVINO nor ORT. And ``import openvino`` sends usage telemetry from a forked process; hrseg imports it
+    with that off.
 
     One fresh interpreter checks both (one start-up and torch import instead of two).
     """

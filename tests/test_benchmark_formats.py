@@ -18,9 +18,9 @@ from hrseg.colors import voc_colormap
 from hrseg.commands import main
 from hrseg.data import write_cityscapes
 from hrseg.data.metadata import CITYSCAPES_TRAIN_ID, cityscapes_label_lut
-from hrseg.evaluation import evaluate_folder, match_predictions
 from hrseg.deploy import write_prediction
 from hrseg.deploy.writer import cityscapes_stem
+from hrseg.evaluation import evaluate_folder, match_predictions
 
 
 @pytest.fixture(scope="module")

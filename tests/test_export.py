@@ -11,8 +11,8 @@ import torch
 
 from hrseg.commands.export import main
 from hrseg.data.scenes import generate_scene
-from hrseg.export import ExportResult, ExportWrapper, default_check_size, export
 from hrseg.deploy import Segmenter
+from hrseg.export import ExportResult, ExportWrapper, default_check_size, export
 from hrseg.inference import load_checkpoint
 
 EXPORT_SIZE = (64, 96)

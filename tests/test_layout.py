@@ -191,7 +191,7 @@ def _top_level(module: str) -> str:
 
 
 def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    """``graph`` with every module collapsed to its top-level package; edges inside one package are left out."""
+    """``graph`` with every module collapsed to its top-level package, edges inside one package left out."""
     packages: dict[str, set[str]] = {}
     for module, imported in graph.items():
         own = _top_level(module)
@@ -200,7 +200,7 @@ def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 
 def test_the_package_graph_collapses_modules() -> None:
-    """``hrseg.a.x -> hrseg.b.y`` and ``hrseg.b.z -> hrseg.a`` are a package circle though no module circle."""
+    """``hrseg.a.x -> hrseg.b.y`` and ``hrseg.b.z -> hrseg.a``: a package circle, though no module circle."""
     graph = {
         "hrseg.a.x": {"hrseg.b.y", "hrseg.a.w"},
         "hrseg.b.y": set(),
@@ -213,9 +213,9 @@ def test_the_package_graph_collapses_modules() -> None:
 
 
 def test_no_two_top_level_packages_import_each_other() -> None:
-    """The house drawn from the imports between top-level packages (``hrseg.inference``, ``hrseg.export``, ...)
-    has no circle either: a module-level acyclic graph can still tie two packages together (one package's
-    module imports the other package, a module of that one imports back), and then neither can be understood,
+    """The house drawn from the imports between top-level packages (``hrseg.inference``, ``hrseg.export``,
+    ...) has no circle either: a module-level acyclic graph can still tie two packages together (a module of
+    one imports the other package, a module of that one imports back), and then neither can be understood,
     tested or shipped without the other."""
     assert _circles(_package_graph(_import_graph())) == []
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from hrseg.data import generate_scene
-from hrseg.eval_protocol import EvalProtocol
 from hrseg.deploy import Segmenter
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference import ModelMeta, build_from_meta, load_checkpoint, to_image_tensor
 
 NUM_CLASSES = 19

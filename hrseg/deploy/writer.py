@@ -34,8 +34,8 @@ import torch
 from PIL import Image
 
 from hrseg.colors import colorize, overlay, voc_colormap
-from hrseg.images import ImageFileError, list_images, open_image, to_image_tensor
 from hrseg.deploy.segmenter import Segmenter
+from hrseg.images import ImageFileError, list_images, open_image, to_image_tensor
 
 __all__ = [
     "PREDICTION_FORMATS",

@@ -7,7 +7,8 @@ One concern per module:
 - :mod:`~hrseg.inference.runtime`: the one wrapper for exported graphs (ONNX Runtime, OpenVINO, ``.pt2``):
   :class:`RuntimeModel`, sessions created on use;
 - :mod:`~hrseg.inference.loading`: a ready network from any checkpoint (:func:`load_checkpoint`);
-- :mod:`~hrseg.inference.device`: where inference runs (``"auto"``: CUDA, else MPS, else CPU; :func:`resolve_device`);
+- :mod:`~hrseg.inference.device`: where inference runs (:func:`resolve_device`; ``"auto"``: CUDA, else MPS,
+  else CPU);
 - :mod:`~hrseg.inference.released`: released weights (a bare state dict + model name + label set) as a ready
   model and its metadata.
 
