@@ -90,6 +90,21 @@ def test_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
         Segmenter.from_weights(path, "hrnetv2_w18_small_v1", "ade20k")
 
 
+def test_hrseg_predict_with_the_wrong_model_name_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A W18-Small-v1 file named as W48: one line naming the file, the model and what does not fit."""
+    from hrseg.commands import main
+
+    path, _ = _official_checkpoint(tmp_path, "hrnetv2_w18_small_v1")
+    args = ["--ckpt_path", str(path), "--classes", "cityscapes", "--input", str(tmp_path), "--output", "out"]
+    assert main(["predict", *args, "--model", "hrnetv2_w48"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and len(err) < 700, err
+    assert err.startswith(f"hrseg predict: error: {path}: these are not hrnetv2_w48 weights for 19 classes (")
+    assert "tensors of another shape" in err and "missing" in err and "check --model and --classes" in err
+
+
 def test_device_auto_picks_cuda_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("auto") == torch.device("cpu")  # this machine: no GPU
     assert resolve_device("cpu") == torch.device("cpu")

@@ -11,6 +11,7 @@ from torch import nn
 
 from hrseg.checkpoint import CheckpointError
 from hrseg.models import HRNetV2, LoadReport, build_model, load_pretrained
+from hrseg.models.weights import CheckpointMismatchError
 
 HEAD_KEYS = sorted(
     f"last_layer.{k}"
@@ -208,6 +209,12 @@ def test_wrong_width_names_keys_and_shapes(tmp_path: Path) -> None:
     assert "transition1.0.0.weight: checkpoint (32, 256, 3, 3) vs model (48, 256, 3, 3)" in msg
     assert "last_layer.3.weight: checkpoint (19, 480, 1, 1) vs model (19, 720, 1, 1)" in msg
     assert "layer1.0.conv1.weight" not in msg  # stage 1 is width-independent and fits
+    # what `hrseg` prints: one line, every kind of disagreement counted with a few examples
+    assert isinstance(info.value, CheckpointMismatchError)
+    line = info.value.one_line()
+    assert "\n" not in line and line.startswith(f"checkpoint {path} does not fit HRNetV2: ")
+    assert f"{len(info.value.mismatched)} tensors of another shape (" in line and len(line) < 600
+    assert "another class count" not in line  # the widths differ, not only the head
 
 
 def test_num_classes_mismatch_and_ignore_head(tmp_path: Path, source_model: HRNetV2) -> None:
@@ -217,7 +224,7 @@ def test_num_classes_mismatch_and_ignore_head(tmp_path: Path, source_model: HRNe
     before = {k: v.clone() for k, v in voc.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"last_layer\.3\.weight: checkpoint \(19, 240, 1, 1\)") as info:
         load_pretrained(voc, path)
-    assert "ignore_head=True" in str(info.value)
+    assert "ignore_head=True" in str(info.value) and "another class count" in info.value.one_line()
     assert all(torch.equal(v, voc.state_dict()[k]) for k, v in before.items())  # nothing loaded on error
 
     report = load_pretrained(voc, path, ignore_head=True)

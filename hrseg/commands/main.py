@@ -110,5 +110,7 @@ def main(args: Sequence[str] | None = None) -> int:
     except Exception as err:
         if not isinstance(err, _data_error_types()):
             raise  # a bug, not a mistake: keep the traceback
-        print(f"hrseg {command}: error: {err}", file=sys.stderr)
+        # an error that lists much (every key of a mismatched checkpoint) also has a one-line form
+        one_line = getattr(err, "one_line", None)
+        print(f"hrseg {command}: error: {one_line() if callable(one_line) else err}", file=sys.stderr)
         return EXIT_DATA

@@ -21,6 +21,7 @@ from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLAS
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.loading import build_from_meta
 from hrseg.models import list_models, load_pretrained
+from hrseg.models.weights import CheckpointMismatchError
 
 __all__ = ["LABEL_SETS", "model_from_weights", "released_meta"]
 
@@ -85,7 +86,13 @@ def model_from_weights(
         FileNotFoundError: the file (or hub reference) is not there.
     """
     network = build_from_meta(meta)
-    report = load_pretrained(network, weights, trusted=trusted)
+    try:
+        report = load_pretrained(network, weights, trusted=trusted)
+    except CheckpointMismatchError as err:
+        raise CheckpointError(
+            f"{weights}: these are not {meta.model} weights for {meta.num_classes} classes ({err.counts()}); "
+            "check --model and --classes (or model= and classes=)"
+        ) from err
     if report.missing:
         shown = ", ".join(report.missing[:4]) + (", ..." if len(report.missing) > 4 else "")
         raise CheckpointError(

@@ -19,7 +19,7 @@ from hrseg.checkpoint import CheckpointError, read_state_dict
 from hrseg.hub.references import HubFile, parse_reference, resolve_weights
 from hrseg.models.hrnet import CheckpointRemap
 
-__all__ = ["LoadReport", "load_pretrained"]
+__all__ = ["CheckpointMismatchError", "LoadReport", "load_pretrained"]
 
 Source = Literal["official-seg", "classification", "safetensors", "lightning", "plain"]
 
@@ -102,6 +102,70 @@ def _strip_prefixes(sd: dict[str, Tensor], model_keys: set[str]) -> tuple[dict[s
         if all(k.startswith("module.") for k in sd):
             sd = {k.removeprefix("module."): v for k, v in sd.items()}
     return sd, dropped, prefixed
+
+
+class CheckpointMismatchError(CheckpointError):
+    """Checkpoint keys or shapes that do not fit the model.
+
+    ``str()`` lists every disagreement (for the Python API and its logs); :meth:`one_line` counts them with a
+    few examples each, as ``hrseg`` prints it: a W48 checkpoint in a W18 model disagrees on a thousand keys.
+
+    Attributes:
+        path: the checkpoint file.
+        model_name: the model class it was loaded into.
+        mismatched: ``"key: checkpoint (shape) vs model (shape)"`` per key present in both with other shapes.
+        unexpected: checkpoint keys the model does not have.
+        missing: model keys the checkpoint does not fill (and should).
+        head_only: every shape mismatch is in the segmentation head (another class count).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        model_name: str,
+        mismatched: list[str],
+        unexpected: list[str],
+        missing: list[str],
+        head_only: bool = False,
+    ) -> None:
+        """Keep the lists; the message is built from them."""
+        self.path, self.model_name, self.head_only = path, model_name, head_only
+        self.mismatched, self.unexpected, self.missing = mismatched, unexpected, missing
+        problems: list[str] = []
+        if mismatched:
+            problems.append("shape mismatch: " + "; ".join(mismatched))
+        if unexpected:
+            problems.append(f"unexpected keys in checkpoint ({len(unexpected)}): {', '.join(unexpected)}")
+        if missing:
+            problems.append(f"keys missing from checkpoint ({len(missing)}): {', '.join(missing)}")
+        super().__init__(f"{self._headline()}:\n  " + "\n  ".join(problems))
+
+    def _headline(self) -> str:
+        hint = (
+            " (another class count? ignore_head=True, --model.weights_ignore_head true on the command line)"
+            if self.mismatched and self.head_only
+            else ""
+        )
+        return f"checkpoint {self.path} does not fit {self.model_name}{hint}"
+
+    def counts(self, examples: int = 2) -> str:
+        """``3 tensors of another shape (a: ...; b: ...; ...), 2 missing (c; d)``: counted, a few shown."""
+
+        def few(items: list[str]) -> str:
+            return "; ".join(items[:examples]) + ("; ..." if len(items) > examples else "")
+
+        parts = []
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} tensors of another shape ({few(self.mismatched)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({few(self.unexpected)})")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({few(self.missing)})")
+        return ", ".join(parts)
+
+    def one_line(self) -> str:
+        """The message on one line: what does not fit, counted, with a few examples."""
+        return f"{self._headline()}: {self.counts()}"
 
 
 def load_pretrained(
@@ -202,27 +266,14 @@ def load_pretrained(
         and not (fresh and k.startswith(fresh))
     ]
 
-    problems: list[str] = []
-    if mismatched:
-        problems.append(
-            "shape mismatch: "
-            + "; ".join(
-                f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}"
-                for k in mismatched
-            )
-        )
-    if unexpected:
-        problems.append(f"unexpected keys in checkpoint ({len(unexpected)}): {', '.join(unexpected)}")
-    if bad_missing:
-        problems.append(f"keys missing from checkpoint ({len(bad_missing)}): {', '.join(bad_missing)}")
-    if problems and strict:
-        hint = (
-            " (a different num_classes? pass ignore_head=True)"
-            if head_prefixes and any(k.startswith(head_prefixes) for k in mismatched)
-            else ""
-        )
-        raise CheckpointError(
-            f"checkpoint {p} does not fit {type(model).__name__}{hint}:\n  " + "\n  ".join(problems)
+    if strict and (mismatched or unexpected or bad_missing):
+        raise CheckpointMismatchError(
+            p,
+            type(model).__name__,
+            [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}" for k in mismatched],
+            unexpected,
+            bad_missing,
+            head_only=bool(head_prefixes) and all(k.startswith(head_prefixes) for k in mismatched),
         )
 
     to_load = {k: v for k, v in sd.items() if k in model_keys and k not in mismatched}
