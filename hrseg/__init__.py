@@ -20,6 +20,8 @@ _LAZY = {
     "load_pretrained": "hrseg.models",
     "Segmenter": "hrseg.deploy",
     "EvalProtocol": "hrseg.eval_protocol",
+    "LossConfig": "hrseg.losses",
+    "OptimizerConfig": "hrseg.optim",
     "SegmentationTask": "hrseg.task",
 }
 _SUBMODULES = (
@@ -34,12 +36,15 @@ _SUBMODULES = (
     "losses",
     "metrics",
     "models",
+    "optim",
     "task",
     "viz",
 )
 
 __all__ = [
     "EvalProtocol",
+    "LossConfig",
+    "OptimizerConfig",
     "SegmentationTask",
     "Segmenter",
     "__version__",
@@ -57,6 +62,7 @@ __all__ = [
     "losses",
     "metrics",
     "models",
+    "optim",
     "task",
     "viz",
 ]
@@ -74,12 +80,15 @@ if TYPE_CHECKING:
         losses,
         metrics,
         models,
+        optim,
         task,
         viz,
     )
     from hrseg.deploy import Segmenter
     from hrseg.eval_protocol import EvalProtocol
+    from hrseg.losses import LossConfig
     from hrseg.models import build_model, list_models, load_pretrained
+    from hrseg.optim import OptimizerConfig
     from hrseg.task import SegmentationTask
 
 

@@ -39,6 +39,13 @@ PROTOCOL = EvalProtocol("slide", (32, 48), flip=True)
 
 
 def test_groups_validate_early_and_round_trip_as_plain_data() -> None:
+    import hrseg
+
+    assert (hrseg.LossConfig, hrseg.OptimizerConfig, hrseg.EvalProtocol) == (
+        LossConfig,
+        OptimizerConfig,
+        EvalProtocol,
+    )
     for value in (LOSS, OPTIMIZER):
         data = json.loads(json.dumps(value.to_dict()))  # what a checkpoint holds: plain data
         assert type(value).from_dict(data) == value == type(value).coerce(data)
