@@ -294,7 +294,7 @@ LEGACY_LOSS_KEYS: dict[str, str | None] = {
     "ohem_thresh": None,
     "ohem_min_kept": None,
 }
-_LEGACY_FIELDS = {"class_weights": "class_weights", "loss_weights": "output_weights"}
+_LEGACY_FIELDS = {old: new for old, new in LEGACY_LOSS_KEYS.items() if new is not None}
 _LEGACY_OHEM_OPTIONS = {"ohem_thresh": "thresh", "ohem_min_kept": "min_kept"}
 
 
