@@ -43,6 +43,7 @@ __all__ = [
     "ModelMeta",
     "import_openvino",
     "read_exported",
+    "read_lightning_record",
     "read_model_checkpoint",
     "read_state_dict",
 ]
@@ -213,6 +214,26 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except Exception as err:  # safetensors raises its own SafetensorError and OSError subclasses
         raise CheckpointError(f"cannot read safetensors file {path}: corrupt or truncated ({err})") from err
     return tensors, metadata
+
+
+def read_lightning_record(path: str | Path) -> dict[str, Any]:
+    """A Lightning ``.ckpt``'s top-level dict with its tensors memory-mapped, not read (``weights_only``).
+
+    For what is beside the weights (``hyper_parameters``, ``epoch``, ``global_step``, callback states): a W48
+    checkpoint with its optimiser state is close to a gigabyte, and none of it is needed for those.
+
+    Raises:
+        CheckpointError: not a readable weights-only checkpoint (the message names the file).
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a pre-zip file cannot be mapped (read whole); a damaged one: this names the problem
+        data = _torch_load(Path(path), trusted=False)
+    if not isinstance(data, Mapping):
+        raise CheckpointError(
+            f"checkpoint {path} is a {type(data).__name__}, not a Lightning checkpoint dict"
+        )
+    return dict(data)
 
 
 def _torch_load(path: Path, trusted: bool) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hrseg.checkpoint import ModelMeta
+from hrseg.checkpoint import CheckpointError, ModelMeta, read_lightning_record
 
 __all__ = [
     "DATASET_LICENSES",
@@ -120,10 +120,8 @@ def read_training_summary(ckpt: str | Path) -> TrainingSummary:
     if path.suffix != ".ckpt" or not path.is_file():
         return summary
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not readable without pickle: the card simply says less
-        return summary
-    if not isinstance(data, Mapping):
+        data = read_lightning_record(path)
+    except CheckpointError:  # not readable without pickle: the card simply says less
         return summary
     summary.epoch = data.get("epoch")
     summary.global_step = data.get("global_step")

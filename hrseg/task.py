@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
+from hrseg.checkpoint import read_lightning_record
 from hrseg.classes import ClassInfo, resolve_class_metadata
 from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from hrseg.eval_protocol import LEGACY_PROTOCOL_KEYS, EvalProtocol
@@ -162,7 +163,7 @@ class SegmentationTask(L.LightningModule):
         checkpoint's flat loss / optimiser / protocol keys would fall back to the defaults without a word;
         here they are read into their groups first (:func:`upgrade_hparams`).
         """
-        stored = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+        stored = read_lightning_record(path).get("hyper_parameters") or {}
         return cls.load_from_checkpoint(
             path, map_location=map_location, weights_only=True, **upgrade_hparams(stored)
         )

@@ -106,6 +106,14 @@ def test_a_checkpoint_stores_the_groups_and_an_older_one_loads_with_its_values(
     old = tmp_path / "flat.ckpt"
     torch.save(ckpt, old)
 
+    # the record beside the weights, read without loading the tensors; a damaged file is named
+    from hrseg.checkpoint import CheckpointError, read_lightning_record
+
+    assert read_lightning_record(old)["hyper_parameters"]["lr"] == 0.003
+    (tmp_path / "damaged.ckpt").write_bytes(old.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"damaged\.ckpt"):
+        read_lightning_record(tmp_path / "damaged.ckpt")
+
     task = SegmentationTask.from_checkpoint(old)
     assert (task.loss_config, task.optimizer_config, task.eval_protocol) == (LOSS, OPTIMIZER, PROTOCOL)
     assert task.loss_weights == [2.0]

@@ -184,11 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     source: Any = ckpt
     meta = None
     if args.model is not None:  # released weights: build the model they describe, export it like a checkpoint
-        from hrseg.inference.released import model_from_weights, released_meta
+        from hrseg.inference.released import load_released
 
         try:
-            meta = released_meta(args.model, args.classes or "cityscapes", align_corners=args.align_corners)
-            source = model_from_weights(args.ckpt, meta, trusted=args.trusted)
+            source, meta = load_released(
+                args.ckpt,
+                args.model,
+                args.classes or "cityscapes",
+                align_corners=args.align_corners,
+                trusted=args.trusted,
+            )
         except (CheckpointError, FileNotFoundError, ValueError) as err:
             print(f"hrseg export: error: {err}", file=sys.stderr)
             return 1

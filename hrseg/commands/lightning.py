@@ -54,7 +54,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
@@ -71,6 +70,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hrseg.callbacks import LastCheckpoint
+from hrseg.checkpoint import read_lightning_record
 from hrseg.checkpoint_io import AtomicCheckpointIO
 from hrseg.commands.configs import resolve_config_args
 from hrseg.commands.older_options import check_config_layout, upgrade_legacy_options
@@ -176,9 +176,7 @@ class HRSegCLI(LightningCLI):
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = dict(
-            torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
-        )
+        hparams = dict(read_lightning_record(ckpt_path).get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         if not hparams:
             return

@@ -140,12 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # read the model here once: a bad path fails with one line before any worker starts, and /info gets
         # the classes; the workers load their own copy
         if released is not None:
-            from hrseg.inference.released import model_from_weights, released_meta
+            from hrseg.inference.released import load_released
 
-            meta = released_meta(
-                released["model"], released["classes"], align_corners=released["align_corners"]
-            )
-            model = model_from_weights(args.ckpt, meta)
+            model, meta = load_released(args.ckpt, **released)
         else:
             model, meta = load_checkpoint(args.ckpt, device="cpu")
     except (CheckpointError, FileNotFoundError, ValueError) as err:

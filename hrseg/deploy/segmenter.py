@@ -142,17 +142,19 @@ class Segmenter:
         Raises:
             hrseg.checkpoint.CheckpointError: the weights do not fit, or leave the head uninitialised.
         """
-        from hrseg.inference.released import model_from_weights, released_meta
+        from hrseg.inference.released import load_released
 
         protocol = kwargs.get("protocol")
-        meta = released_meta(
+        network, meta = load_released(
+            weights,
             model,
             classes,
             align_corners=align_corners,
             model_options=model_options,
             eval_protocol=protocol if isinstance(protocol, EvalProtocol) else None,
+            trusted=trusted,
         )
-        return cls(model_from_weights(weights, meta, trusted=trusted), meta, **kwargs)
+        return cls(network, meta, **kwargs)
 
     @classmethod
     def from_pretrained(

@@ -2,9 +2,10 @@
 
 Official HRNet and HRNet-OCR checkpoints (and any plain ``.pth`` / ``.safetensors`` state dict or hub weights
 reference) carry only tensors. With the architecture name and the dataset whose classes the head predicts,
-they describe a model as completely as a checkpoint hrseg trained: :func:`model_from_weights` builds the
-network, loads every tensor (a head that does not fit is an error, never a random one) and returns the
-:class:`~hrseg.checkpoint.ModelMeta` that ``Segmenter``, ``hrseg predict`` and ``hrseg export`` need.
+they describe a model as completely as a checkpoint hrseg trained: :func:`load_released` builds the network,
+loads every tensor (a head that does not fit is an error, never a random one) and returns it with the
+:class:`~hrseg.checkpoint.ModelMeta` that ``Segmenter``, ``hrseg predict``, ``hrseg export`` and
+``hrseg serve`` need.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hrseg.inference.loading import build_from_meta
 from hrseg.models import list_models, load_pretrained
 from hrseg.models.weights import CheckpointMismatchError
 
-__all__ = ["LABEL_SETS", "model_from_weights", "released_meta"]
+__all__ = ["LABEL_SETS", "load_released", "model_from_weights", "released_meta"]
 
 #: Label sets of the released checkpoints: class names and palette in train-id order.
 LABEL_SETS: dict[str, tuple[list[str], list[tuple[int, int, int]]]] = {
@@ -101,3 +102,24 @@ def model_from_weights(
             "of this model (ImageNet weights initialise training: hrseg fit --model.weights ...)"
         )
     return network.eval()
+
+
+def load_released(
+    weights: str | Path,
+    model: str,
+    classes: str | Sequence[str],
+    align_corners: bool = False,
+    model_options: Mapping[str, Any] | None = None,
+    eval_protocol: EvalProtocol | None = None,
+    trusted: bool = False,
+) -> tuple[nn.Module, ModelMeta]:
+    """Released weights as ``(network in eval mode, ModelMeta)``, the pair ``load_checkpoint`` returns.
+
+    :func:`released_meta` describes the model from its name and label set; :func:`model_from_weights` builds
+    it and loads every tensor. Raises what they raise (``ValueError`` for an unknown name or label set,
+    :class:`~hrseg.checkpoint.CheckpointError` for weights that do not fit, ``FileNotFoundError``).
+    """
+    meta = released_meta(
+        model, classes, align_corners=align_corners, model_options=model_options, eval_protocol=eval_protocol
+    )
+    return model_from_weights(weights, meta, trusted=trusted), meta
