@@ -59,6 +59,7 @@ from benchmarks.common import (
     time_callable,
     warmup_seconds,
 )
+from hrseg.metadata import LabelSet
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -144,14 +145,14 @@ def speed(
 ) -> list[dict[str, Any]]:
     """Seconds per image of the baseline and each hrseg path for one variant and size."""
     import hrseg
-    from hrseg.checkpoint import ModelMeta
     from hrseg.deploy.backends import build_backend
     from hrseg.export import export_cached
+    from hrseg.metadata import ModelMeta
 
     name = f"hrnetv2_{variant}"
     torch.manual_seed(0)
     model = hrseg.build_model(name, num_classes=19).eval()
-    meta = ModelMeta(model=name, num_classes=19)
+    meta = ModelMeta(model=name, labels=LabelSet.generic(19))
     cpu_model = model
     x = torch.randn(1, 3, *size)
     model, x = model.to(device) if device != "cpu" else model, x.to(device)

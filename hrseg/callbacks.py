@@ -18,8 +18,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from hrseg.colors import default_palette
 from hrseg.deploy.writer import output_paths, outputs_exist, write_prediction
+from hrseg.metadata import default_palette
 
 __all__ = ["LastCheckpoint", "PredictionWriter"]
 

@@ -14,7 +14,7 @@ Formats:
   export. Sessions are not created here: :mod:`hrseg.inference.runtime` runs what this module reads.
 
 Everything is read on the CPU with ``weights_only=True`` unless the caller passes ``trusted=True``: pickles
-can run code. This module imports no other hrseg module except :mod:`hrseg.colors`, so the model, inference
+can run code. This module imports no other hrseg module except :mod:`hrseg.metadata`, so the model, inference
 and command layers all read files through it.
 """
 
@@ -23,16 +23,14 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from hrseg.classes import resolve_class_metadata
-from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD
-from hrseg.eval_protocol import EvalProtocol
+from hrseg.metadata import ModelMeta
 
 __all__ = [
     "CONFIG_METADATA_KEY",
@@ -40,7 +38,6 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "ExportedGraph",
-    "ModelMeta",
     "import_openvino",
     "read_exported",
     "read_lightning_record",
@@ -61,103 +58,6 @@ class CheckpointError(ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint path does not exist (also a ``FileNotFoundError``)."""
-
-
-@dataclass
-class ModelMeta:
-    """Everything needed to rebuild a model and use it: architecture plus class and input metadata.
-
-    This is the JSON of an exported bundle and the subset of a Lightning checkpoint's hyper-parameters that
-    inference needs, so a bundle is self-describing and never needs the training code's config.
-    """
-
-    model: str
-    num_classes: int
-    model_options: dict[str, Any] = field(default_factory=dict)
-    class_names: list[str] | None = None
-    palette: list[list[int]] | None = None
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    align_corners: bool = False
-    ignore_index: int = 255
-    #: how the model was validated; Segmenter / hrseg predict use it unless told otherwise
-    eval_protocol: EvalProtocol = field(default_factory=EvalProtocol)
-    format_version: int = 1
-
-    def __post_init__(self) -> None:
-        """Fill defaults for missing class metadata and validate lengths."""
-        classes = resolve_class_metadata(self.num_classes, self.class_names, self.palette, self.ignore_index)
-        self.num_classes = classes.num_classes
-        self.class_names = classes.class_names
-        self.palette = [list(rgb) for rgb in classes.palette]
-        self.ignore_index = classes.ignore_index
-        self.eval_protocol = EvalProtocol.coerce(self.eval_protocol)
-        self.mean = [float(v) for v in self.mean]
-        self.std = [float(v) for v in self.std]
-        if (
-            len(self.std) != len(self.mean)
-            or any(v > 1.0 for v in self.mean)
-            or not all(0.0 < v <= 1.0 for v in self.std)
-        ):
-            raise ValueError(
-                f"mean {self.mean} and std {self.std} must be per-channel values in [0, 1] units (as for "
-                "images in [0, 1]; divide 0..255 values by 255), one std > 0 per mean"
-            )
-
-    def build_options(self) -> dict[str, Any]:
-        """Keywords for :func:`hrseg.build_model` (``model_options`` plus the metadata's ``align_corners``).
-
-        As in ``SegmentationTask``, ``align_corners`` comes from the metadata unless the options set it.
-        """
-        options = dict(self.model_options)
-        options.setdefault("align_corners", self.align_corners)
-        return options
-
-    def normalize(self, images: Tensor) -> Tensor:
-        """The network input for float images in [0, 1]: ``(images - mean) / std`` per channel.
-
-        The one normalisation of the inference side: every image enters as uint8 or float in [0, 1] and is
-        brought to a float ``(N, C, H, W)`` tensor in [0, 1] by :func:`hrseg.images.to_image_tensor`; this
-        method makes the model input of it (the first C of the metadata's mean / std, on the images' device).
-
-        Raises:
-            ValueError: not a float ``(N, C, H, W)`` tensor, or more channels than the metadata has values.
-        """
-        if images.ndim != 4 or not images.is_floating_point():
-            raise ValueError(
-                f"normalize takes float (N, C, H, W) images in [0, 1], got {images.dtype} of shape "
-                f"{tuple(images.shape)} (hrseg.images.to_image_tensor converts uint8 and other inputs)"
-            )
-        c = images.shape[1]
-        if c > len(self.mean):
-            raise ValueError(f"{c}-channel images, but the model metadata has {len(self.mean)} mean values")
-        mean = torch.tensor(self.mean[:c], dtype=images.dtype, device=images.device).view(1, c, 1, 1)
-        std = torch.tensor(self.std[:c], dtype=images.dtype, device=images.device).view(1, c, 1, 1)
-        return (images - mean) / std
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (the protocol as its dict form)."""
-        data = asdict(self)
-        data["eval_protocol"] = self.eval_protocol.to_dict()
-        return data
-
-    def to_json(self) -> str:
-        """Stable, human-readable JSON."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
-        """Build from a bundle JSON dict or Lightning hyper-parameters (unknown keys are ignored)."""
-        known = set(cls.__dataclass_fields__)
-        kwargs = {k: v for k, v in data.items() if k in known and v is not None}
-        if "model" not in kwargs or "num_classes" not in kwargs:
-            raise ValueError(f"model config needs 'model' and 'num_classes'; got keys {sorted(data)}")
-        if not isinstance(kwargs["model"], str):
-            raise ValueError(f"'model' must be a model name (str), got {type(kwargs['model']).__name__}")
-        kwargs["model_options"] = dict(kwargs.get("model_options") or {})
-        # training hyper-parameters of older checkpoints hold the protocol as flat eval_* keys
-        kwargs["eval_protocol"] = EvalProtocol.from_hparams(data)
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -305,9 +205,9 @@ def _read_lightning(path: Path, trusted: bool) -> tuple[ModelMeta, dict[str, Ten
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     hparams = ckpt.get("hyper_parameters") or {}
-    if "model" not in hparams or "num_classes" not in hparams:
+    if "model" not in hparams or "labels" not in hparams:
         raise CheckpointError(
-            f"{path}: the checkpoint's hyper_parameters lack 'model' / 'num_classes' "
+            f"{path}: the checkpoint's hyper_parameters lack 'model' / 'labels' "
             f"(found {sorted(hparams)}); was it saved by hrseg's SegmentationTask?"
         )
     meta = _meta_from(hparams, path)

@@ -1,9 +1,9 @@
-"""Colours and input constants shared by data, plots, inference and prediction writing.
+"""The pixel operations of data, plots, inference and prediction writing.
 
-One home for the ImageNet normalization statistics, the ignore label, the default palette and the three
-pixel operations every part of hrseg draws with: :func:`colorize` (label map -> RGB), :func:`overlay`
+The three operations every part of hrseg draws with: :func:`colorize` (label map -> RGB), :func:`overlay`
 (colours blended over the image) and :func:`denormalize` (network input -> RGB). It imports numpy only, so
-the inference API and the plots use it without pulling in albumentations, OpenCV or Lightning; tensors are
+the inference API and the plots use it without pulling in albumentations, OpenCV or Lightning (the palettes
+and the ignore value live in :mod:`hrseg.metadata`); tensors are
 accepted wherever arrays are (they are detached to the CPU first).
 
 Conventions, the same everywhere: labels outside the palette and the ignore label are drawn in
@@ -18,28 +18,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "IGNORE_INDEX",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "Color",
-    "colorize",
-    "default_palette",
-    "denormalize",
-    "overlay",
-    "voc_colormap",
-]
+from hrseg.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
-IGNORE_INDEX = 255
-"""Label value that losses and metrics skip (Cityscapes and VOC convention)."""
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-"""Per-channel mean of ImageNet RGB in [0, 1]: the input normalization of every published HRNet weight."""
-
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-"""Per-channel standard deviation matching :data:`IMAGENET_MEAN`."""
-
-Color = tuple[int, int, int]
+__all__ = ["colorize", "denormalize", "overlay"]
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -47,40 +28,6 @@ def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def voc_colormap(n: int = 256) -> list[Color]:
-    """Return the PASCAL VOC bit-interleaved colour map (1 -> (128, 0, 0), ..., 255 -> (224, 224, 192)).
-
-    The three lowest bits of the index feed the top bit of R, G and B, the next three the next bit, and so
-    on; indices up to 2**24 get distinct colours.
-
-    Args:
-        n: number of colours.
-
-    Returns:
-        ``n`` RGB triples.
-    """
-    colors: list[Color] = []
-    for k in range(n):
-        r = g = b = 0
-        c = k
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colors.append((r, g, b))
-    return colors
-
-
-def default_palette(num_classes: int) -> list[Color]:
-    """Return the palette of a dataset or checkpoint that brings no colours: the VOC colour map.
-
-    Distinct for any class count a segmentation model has (see :func:`voc_colormap`), familiar for the first
-    21 classes, and the same in plots, ``Segmenter`` outputs and prediction PNGs.
-    """
-    return voc_colormap(num_classes)
 
 
 def colorize(

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from hrseg.metadata import get_label_set
+
 __all__ = ["GT_SUFFIX", "evaluate_folder", "hrseg_scores", "match_predictions", "official_scores"]
 
 GT_SUFFIX = "_gtFine_labelIds.png"
@@ -89,13 +91,13 @@ def hrseg_scores(pairs: Sequence[tuple[Path, Path]]) -> dict[str, Any]:
     """
     import torch
 
-    from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_NUM_CLASSES, cityscapes_label_lut
     from hrseg.metrics import SegmentationMetrics, confusion_matrix_scores
 
-    c = CITYSCAPES_NUM_CLASSES
-    lut = cityscapes_label_lut().astype(np.int64)  # label id -> train id; 255 ignored, -1 not a label id
+    labels = get_label_set("cityscapes")
+    c = labels.num_classes
+    lut = labels.lookup_table()[:256].astype(np.int64)  # label id -> train id (or ignore); -1: not a label id
     pred_lut = np.where((lut >= 0) & (lut < c), lut, c)  # predicted non-class ids: an extra "void" column
-    metrics = SegmentationMetrics(c + 1, ignore_index=255)
+    metrics = SegmentationMetrics(c + 1, ignore_index=labels.ignore_index)
     for pred_path, gt_path in pairs:
         pred, gt = _read_ids(pred_path), _read_ids(gt_path)
         if pred.shape != gt.shape:
@@ -109,7 +111,7 @@ def hrseg_scores(pairs: Sequence[tuple[Path, Path]]) -> dict[str, Any]:
     scores = confusion_matrix_scores(metrics.compute()["confmat"][:c], dtype=torch.float64)
     return {
         **{key: float(scores[key]) for key in ("mIoU", "mIoU_present", "pixel_acc", "mean_acc")},
-        "iou": {name: float(v) for name, v in zip(CITYSCAPES_CLASSES, scores["iou"].tolist(), strict=True)},
+        "iou": {name: float(v) for name, v in zip(labels.class_names, scores["iou"].tolist(), strict=True)},
         "images": len(pairs),
     }
 

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrseg.metadata import IGNORE_INDEX, LabelSet, get_label_set, list_label_sets
 from hrseg.plain_data import PlainDataGroup
 
 __all__ = [
-    "CITYSCAPES_CLASS_WEIGHTS",
     "LEGACY_LOSS_KEYS",
     "LOSS_NAMES",
     "CrossEntropy",
@@ -44,16 +44,8 @@ __all__ = [
     "resolve_class_weights",
 ]
 
-#: Official HRNet Cityscapes class weights in trainId order (docs/reference/recipes.md).
-CITYSCAPES_CLASS_WEIGHTS: tuple[float, ...] = (
-    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
-    0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
-)  # fmt: skip
-
 #: Names accepted in a loss spec.
 LOSS_NAMES = ("ce", "ohem", "dice", "focal", "lovasz")
-
-_NAMED_WEIGHTS: dict[str, tuple[float, ...]] = {"cityscapes": CITYSCAPES_CLASS_WEIGHTS}
 
 LossSpec = str | Sequence[Mapping[str, Any]]
 
@@ -65,29 +57,35 @@ OHEM_MIN_KEPT = 131072
 AUX_LOSS_WEIGHT = 0.4
 
 
-def resolve_class_weights(weights: str | Sequence[float] | None, num_classes: int) -> Tensor | None:
-    """Turn ``None``, a named table (``"cityscapes"``) or a list into a ``(num_classes,)`` float tensor.
+def resolve_class_weights(weights: str | Sequence[float] | None, labels: LabelSet) -> Tensor | None:
+    """Turn ``None``, a label set's name (its published weights) or a list into a ``(num_classes,)`` tensor.
 
     Raises:
-        ValueError: unknown name, or a length that does not match ``num_classes`` (a silent mismatch would
-            weight the wrong classes).
+        ValueError: unknown name, a label set without published weights, or a length other than the class
+            count of ``labels`` (a silent mismatch would weight the wrong classes).
     """
     if weights is None:
         return None
     if isinstance(weights, str):
-        key = weights.lower()
-        if key not in _NAMED_WEIGHTS:
-            known = ", ".join(sorted(_NAMED_WEIGHTS))
-            raise ValueError(f"unknown class-weight table {weights!r}; use a list or one of: {known}")
-        values: Sequence[float] = _NAMED_WEIGHTS[key]
+        values: Sequence[float] = _named_weights(weights)
     else:
         values = list(weights)
-    if len(values) != num_classes:
-        raise ValueError(f"class weights have {len(values)} entries, the dataset has {num_classes} classes")
+    if len(values) != labels.num_classes:
+        raise ValueError(
+            f"class weights have {len(values)} entries, the dataset has {labels.num_classes} classes"
+        )
     tensor = torch.tensor([float(v) for v in values], dtype=torch.float32)
     if (tensor < 0).any():
         raise ValueError("class weights must be non-negative")
     return tensor
+
+
+def _named_weights(name: str) -> tuple[float, ...]:
+    """The published class weights of the label set ``name`` (``class_weights: cityscapes``)."""
+    weighted = [n for n in list_label_sets() if get_label_set(n).class_weights]
+    if name not in weighted:
+        raise ValueError(f"no class-weight table {name!r}; use a list or one of: {', '.join(weighted)}")
+    return get_label_set(name).class_weights
 
 
 class CrossEntropy(nn.Module):
@@ -100,7 +98,7 @@ class CrossEntropy(nn.Module):
 
     class_weights: Tensor | None  # non-persistent buffer, declared for type checkers
 
-    def __init__(self, ignore_index: int = 255, class_weights: Tensor | None = None) -> None:
+    def __init__(self, ignore_index: int = IGNORE_INDEX, class_weights: Tensor | None = None) -> None:
         """Store the ignore label; weights become a buffer so they follow the module's device."""
         super().__init__()
         self.ignore_index = ignore_index
@@ -133,7 +131,7 @@ class OhemCrossEntropy(nn.Module):
 
     def __init__(
         self,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         thresh: float = OHEM_THRESH,
         min_kept: int = OHEM_MIN_KEPT,
         class_weights: Tensor | None = None,
@@ -253,9 +251,8 @@ def _build_term(
 
 
 def build_loss(
-    spec: LossSpec = "ce",
-    num_classes: int = 19,
-    ignore_index: int = 255,
+    spec: LossSpec,
+    labels: LabelSet,
     class_weights: str | Sequence[float] | None = None,
 ) -> WeightedSum:
     """Build the criterion described by ``spec``.
@@ -264,14 +261,14 @@ def build_loss(
         spec: see :func:`normalize_loss_spec`. Options in a term are that loss's keywords (``thresh`` /
             ``min_kept`` for ``ohem``, :class:`OhemCrossEntropy`'s defaults otherwise; any smp keyword for
             ``dice`` / ``focal`` / ``lovasz``).
-        num_classes: number of classes (checks the class-weight length).
-        ignore_index: label value that never contributes.
-        class_weights: per-class weights for ``ce`` and ``ohem``: a list or ``"cityscapes"``.
+        labels: the classes (the class-weight length, the ignore value that never contributes).
+        class_weights: per-class weights for ``ce`` and ``ohem``: a list or a label set's name
+            (``"cityscapes"``: its published weights).
 
     Returns:
         A :class:`WeightedSum` (also for a single term, so callers can always log ``components``).
     """
-    weights = resolve_class_weights(class_weights, num_classes)
+    weights = resolve_class_weights(class_weights, labels)
     terms: dict[str, nn.Module] = {}
     term_weights: dict[str, float] = {}
     for item in normalize_loss_spec(spec):
@@ -280,7 +277,7 @@ def build_loss(
         key, n = name, 1
         while key in terms:
             key, n = f"{name}_{n}", n + 1
-        term = _build_term(name, options, ignore_index, weights)
+        term = _build_term(name, options, labels.ignore_index, weights)
         terms[key] = term
         term_weights[key] = item["weight"]
     return WeightedSum(terms, term_weights)
@@ -327,17 +324,14 @@ class LossConfig(PlainDataGroup):
     def __post_init__(self) -> None:
         """Reject an unknown loss name, a bad term option or an unknown weight table at construction."""
         normalize_loss_spec(self.terms)
-        if isinstance(self.class_weights, str) and self.class_weights.lower() not in _NAMED_WEIGHTS:
-            known = ", ".join(sorted(_NAMED_WEIGHTS))
-            raise ValueError(
-                f"unknown class-weight table {self.class_weights!r}; use a list or one of: {known}"
-            )
+        if isinstance(self.class_weights, str):
+            _named_weights(self.class_weights)
         if self.output_weights is not None and any(float(w) < 0 for w in self.output_weights):
             raise ValueError(f"loss output_weights must be >= 0, got {list(self.output_weights)}")
 
-    def build(self, num_classes: int, ignore_index: int) -> WeightedSum:
+    def build(self, labels: LabelSet) -> WeightedSum:
         """The main output's criterion (:func:`build_loss` of ``terms`` with the class weights)."""
-        return build_loss(self.terms, num_classes, ignore_index, self.class_weights)
+        return build_loss(self.terms, labels, self.class_weights)
 
     def weights_for(self, num_outputs: int) -> list[float]:
         """One weight per training output (the configured ones, or 0.4 per auxiliary output and 1.0 main).

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from hrseg.metadata import IGNORE_INDEX
+
 __all__ = ["SegmentationMetrics", "confusion_matrix_scores", "metric_key", "scores_to_log_dict"]
 
 
@@ -86,7 +88,7 @@ class SegmentationMetrics(Metric):
     confmat: Tensor
     invalid: Tensor
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, **kwargs: Any) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX, **kwargs: Any) -> None:
         """Create the ``(C, C)`` int64 state, summed across processes."""
         super().__init__(**kwargs)
         if num_classes < 1:

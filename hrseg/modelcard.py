@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hrseg.checkpoint import CheckpointError, ModelMeta, read_lightning_record
+from hrseg.checkpoint import CheckpointError, read_lightning_record
+from hrseg.metadata import ModelMeta
 
 __all__ = [
     "DATASET_LICENSES",
@@ -158,7 +159,9 @@ def read_training_summary(ckpt: str | Path) -> TrainingSummary:
 
 def _class_table(meta: ModelMeta) -> list[str]:
     rows = ["| id | class | colour |", "|---|---|---|"]
-    for i, (name, rgb) in enumerate(zip(meta.class_names or [], meta.palette or [], strict=False)):
+    for i, (name, rgb) in enumerate(
+        zip(meta.labels.class_names or [], meta.labels.palette or [], strict=False)
+    ):
         rows.append(f"| {i} | {name} | `#{''.join(f'{int(c):02x}' for c in rgb)}` |")
     return rows
 
@@ -288,7 +291,7 @@ def model_card(
         "",
         f"- model: `{meta.model}`" + (f", options `{meta.model_options}`" if meta.model_options else ""),
         f"- input: RGB normalized with mean {meta.mean} and std {meta.std}",
-        f"- align_corners: {meta.align_corners}; ignore index: {meta.ignore_index}",
+        f"- align_corners: {meta.align_corners}; ignore index: {meta.labels.ignore_index}",
         f"- predicts with the protocol it was validated with: {meta.eval_protocol.describe()}",
         "",
         "## Classes",

@@ -1,8 +1,8 @@
 """``SegmentationTask``: the LightningModule that trains and evaluates any hrseg model.
 
 Every hyper-parameter is an explicit typed argument, so LightningCLI turns each into a documented option and
-checkpoints carry everything needed to rebuild the network (``model``, ``model_options``, ``num_classes``,
-class metadata). What belongs together is one value: the loss (:class:`~hrseg.losses.LossConfig`,
+checkpoints carry everything needed to rebuild the network (``model``, ``model_options``, the label
+set). What belongs together is one value: the loss (:class:`~hrseg.losses.LossConfig`,
 ``--model.loss.*``), the optimiser and its schedule (:class:`~hrseg.optim.OptimizerConfig`,
 ``--model.optimizer.*``) and the evaluation protocol (:class:`~hrseg.eval_protocol.EvalProtocol`,
 ``--model.eval_protocol.*``); checkpoints store each as a plain dict. The task knows nothing about files:
@@ -25,12 +25,12 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from hrseg.checkpoint import read_lightning_record
-from hrseg.classes import ClassInfo, resolve_class_metadata
-from hrseg.colors import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from hrseg.colors import denormalize
 from hrseg.eval_protocol import LEGACY_PROTOCOL_KEYS, EvalProtocol
 from hrseg.inference.protocol import class_argmax, infer
 from hrseg.loggers import log_image
 from hrseg.losses import LEGACY_LOSS_KEYS, CrossEntropy, LossConfig, resolve_class_weights
+from hrseg.metadata import IMAGENET_MEAN, IMAGENET_STD, LabelSet
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
 from hrseg.models import build_model, load_pretrained, upsample_logits
 from hrseg.optim import LEGACY_OPTIMIZER_KEYS, OptimizerConfig, build_optimizer, poly_schedule
@@ -71,10 +71,9 @@ class SegmentationTask(L.LightningModule):
     Args:
         model: network name for :func:`hrseg.build_model` (``hrnetv2_w48``, ``smp:Unet:resnet18``, ...).
         model_options: extra ``build_model`` keywords (``fuse_mode``, ``bn_momentum``, ``spec``...).
-        num_classes: output classes (linked from the DataModule by the CLI).
-        ignore_index: label skipped by the loss and the metrics (linked from the DataModule).
-        class_names: class names, used as metric keys (``val/iou_road``) and in plots (linked).
-        palette: RGB colour per class for plots (linked).
+        labels: the classes (:class:`~hrseg.metadata.LabelSet`, its dict form or a registered name; linked
+            from the DataModule by the CLI): the head's class count, the ignore value the loss and the metrics
+            skip, the names of the metric keys (``val/iou_road``) and the plot colours.
         mean: normalization mean of the inputs, to draw images (linked).
         std: normalization std of the inputs (linked).
         weights: pretrained weights to initialise from: a file (official / timm ImageNet / safetensors /
@@ -110,10 +109,7 @@ class SegmentationTask(L.LightningModule):
         self,
         model: str = "hrnetv2_w18_small_v1",
         model_options: dict[str, Any] | None = None,
-        num_classes: int = 19,
-        ignore_index: int = 255,
-        class_names: list[str] | None = None,
-        palette: list[tuple[int, int, int]] | None = None,
+        labels: LabelSet | str | dict[str, Any] | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         weights: str | None = None,
@@ -128,7 +124,13 @@ class SegmentationTask(L.LightningModule):
     ) -> None:
         """Save hyper-parameters, then build the network, the loss and the metrics."""
         super().__init__()
-        resolve_class_metadata(num_classes, class_names, palette, ignore_index)  # fail early on bad metadata
+        if labels is None:
+            raise ValueError(
+                "SegmentationTask needs labels: a LabelSet, a registered name "
+                "(hrseg.metadata.list_label_sets()) or its dict form (the command line links the data's)"
+            )
+        #: the classes (a checkpoint stores the dict form, which load_from_checkpoint hands back)
+        self.labels = LabelSet.coerce(labels)
         if nonfinite_patience < 1:
             raise ValueError(f"nonfinite_patience must be >= 1, got {nonfinite_patience}")
         self.loss_config = LossConfig.coerce(loss)
@@ -136,7 +138,8 @@ class SegmentationTask(L.LightningModule):
         self.eval_protocol = EvalProtocol.coerce(eval_protocol)
         # a checkpoint stores plain data (weights_only loading refuses dataclasses): each group as a dict;
         # a dict also comes back here from load_from_checkpoint
-        self.save_hyperparameters(ignore=["loss", "optimizer", "eval_protocol"])
+        self.save_hyperparameters(ignore=["labels", "loss", "optimizer", "eval_protocol"])
+        self.hparams["labels"] = self.labels.to_dict()
         self.hparams["loss"] = self.loss_config.to_dict()
         self.hparams["optimizer"] = self.optimizer_config.to_dict()
         self.hparams["eval_protocol"] = self.eval_protocol.to_dict()
@@ -174,21 +177,21 @@ class SegmentationTask(L.LightningModule):
         hp = self.hparams
         options = dict(hp.model_options or {})
         options.setdefault("align_corners", hp.align_corners)
-        self.model: nn.Module = build_model(hp.model, num_classes=hp.num_classes, **options)
+        self.model: nn.Module = build_model(hp.model, num_classes=self.labels.num_classes, **options)
 
     def configure_losses(self) -> None:
         """Build ``self.criterion`` (the main output's loss terms) and ``self.aux_criterion`` (auxiliary CE).
 
         Also resolves ``self.loss_weights``, one per training output (the model's ``num_outputs``).
         """
-        hp, config = self.hparams, self.loss_config
-        self.criterion = config.build(hp.num_classes, hp.ignore_index)
+        hp, config, labels = self.hparams, self.loss_config, self.labels
+        self.criterion = config.build(labels)
         num_outputs = int(getattr(self.model, "num_outputs", 1))
         # as the official HRNet-OCR criterion: CE on auxiliary outputs, the configured loss (OHEM) on the main
         self.aux_criterion: CrossEntropy | None = None
         if num_outputs > 1:
-            weights_table = resolve_class_weights(config.class_weights, hp.num_classes)
-            self.aux_criterion = CrossEntropy(hp.ignore_index, weights_table)
+            weights_table = resolve_class_weights(config.class_weights, labels)
+            self.aux_criterion = CrossEntropy(labels.ignore_index, weights_table)
         try:
             self.loss_weights: list[float] = config.weights_for(num_outputs)
         except ValueError as err:
@@ -196,30 +199,14 @@ class SegmentationTask(L.LightningModule):
 
     def configure_metrics(self) -> None:
         """One confusion-matrix metric per evaluation split (states sum across processes)."""
-        hp = self.hparams
-        self.val_metrics = SegmentationMetrics(hp.num_classes, hp.ignore_index)
-        self.test_metrics = SegmentationMetrics(hp.num_classes, hp.ignore_index)
+        labels = self.labels
+        self.val_metrics = SegmentationMetrics(labels.num_classes, labels.ignore_index)
+        self.test_metrics = SegmentationMetrics(labels.num_classes, labels.ignore_index)
         # eval loss: mean over images of the per-image loss, summed across processes (exact under DDP)
         from torchmetrics import MeanMetric
 
         self.val_loss = MeanMetric(nan_strategy="ignore")
         self.test_loss = MeanMetric(nan_strategy="ignore")
-
-    @property
-    def classes(self) -> ClassInfo:
-        """The class metadata, defaults filled (``class_<i>`` names, the VOC colour map)."""
-        hp = self.hparams
-        return resolve_class_metadata(hp.num_classes, hp.class_names, hp.palette, hp.ignore_index)
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names (``class_<i>`` when the DataModule gave none)."""
-        return self.classes.class_names
-
-    @property
-    def palette(self) -> list[tuple[int, int, int]]:
-        """Class colours (the VOC colour map when the DataModule gave none)."""
-        return self.classes.palette
 
     def load_pretrained_weights(self) -> None:
         """Load ``weights`` into the network now (the CLI path calls this from :meth:`setup`)."""
@@ -284,7 +271,7 @@ class SegmentationTask(L.LightningModule):
             image,
             self.eval_protocol,
             align_corners=hp.align_corners,
-            num_classes=hp.num_classes,
+            num_classes=self.labels.num_classes,
             size_divisor=int(getattr(self.model, "size_divisor", 1)),
         )
         return upsample_logits(logits, out_size, hp.align_corners)
@@ -424,7 +411,7 @@ class SegmentationTask(L.LightningModule):
     def _log_scores(self, metrics: SegmentationMetrics, split: str) -> dict[str, Tensor]:
         """Compute (synced across processes), log and reset one split's metrics."""
         scores = metrics.compute()
-        self.log_dict(scores_to_log_dict(scores, split, self.class_names), sync_dist=False)
+        self.log_dict(scores_to_log_dict(scores, split, self.labels.class_names), sync_dist=False)
         metrics.reset()
         return scores
 
@@ -446,7 +433,11 @@ class SegmentationTask(L.LightningModule):
             self._print_table(self.test_scores, "test")
             if out_dir is not None:
                 paths = save_evaluation_plots(
-                    out_dir, scores["confmat"].cpu(), scores["iou"].cpu(), self.class_names, self.palette
+                    out_dir,
+                    scores["confmat"].cpu(),
+                    scores["iou"].cpu(),
+                    self.labels.class_names,
+                    self.labels.palette,
                 )
                 self.print(f"saved plots: {', '.join(str(p) for p in paths)}")
                 for path in paths:  # and to every logger's image API (a CSV run folder has them already)
@@ -477,7 +468,7 @@ class SegmentationTask(L.LightningModule):
         table.add_column("IoU", justify="right")
         table.add_column("acc", justify="right")
         for name, iou, acc in zip(
-            self.class_names, scores["iou"].tolist(), scores["acc"].tolist(), strict=True
+            self.labels.class_names, scores["iou"].tolist(), scores["acc"].tolist(), strict=True
         ):
             table.add_row(name, f"{iou:.4f}", f"{acc:.4f}")
         table.add_section()
@@ -516,10 +507,10 @@ class SegmentationTask(L.LightningModule):
             images,
             [p[1] for p in panels],
             [p[2] for p in panels],
-            self.palette,
-            self.hparams.ignore_index,
+            self.labels.palette,
+            self.labels.ignore_index,
             names=[p[3] for p in panels],
-            class_names=self.class_names,
+            class_names=self.labels.class_names,
         )
         log_image(trainer.loggers, "val/predictions", fig, self.global_step)
 

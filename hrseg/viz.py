@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hrseg.colors import IGNORE_INDEX, colorize
+from hrseg.colors import colorize
+from hrseg.metadata import IGNORE_INDEX
 
 __all__ = [
     "figure_to_array",

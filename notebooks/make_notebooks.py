@@ -81,7 +81,7 @@ from hrseg.data import DemoDataModule
 
 dm = DemoDataModule(num_train=NUM_TRAIN, num_val=NUM_VAL, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE)
 dm.setup("fit")
-print(dm.num_classes, "classes:", ", ".join(dm.class_names))
+print(dm.labels.num_classes, "classes:", ", ".join(dm.labels.class_names))
 display(dm.plot(dm.val_dataset[0]))""",
     ),
     (
@@ -377,7 +377,7 @@ with torch.inference_mode():
     assert torch.equal(logits, ocr_model.forward_heads(batch)[1])
 print("eval: logits", tuple(logits.shape))
 
-ocr_meta = ModelMeta(model="hrnetv2_w18_small_v1_ocr", num_classes=19)
+ocr_meta = ModelMeta(model="hrnetv2_w18_small_v1_ocr", labels=LabelSet.generic(19))
 # fast path: OCR BNs folded too
 ocr_seg = hrseg.Segmenter(ocr_model, ocr_meta, protocol=hrseg.EvalProtocol("slide", window=WINDOW))
 ocr_mask = ocr_seg.predict(image)

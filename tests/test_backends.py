@@ -24,6 +24,7 @@ from hrseg.deploy import Segmenter
 from hrseg.deploy import backends as B
 from hrseg.export import accuracy_report, cache
 from hrseg.inference import runtime
+from hrseg.metadata import LabelSet
 
 openvino_missing = pytest.mark.skipif(not B._installed("openvino"), reason="openvino not installed")
 
@@ -79,7 +80,7 @@ def test_export_cache_is_reused_and_invalidated_when_the_weights_change(
 ) -> None:
     """One export per (weights, backend, precision); changed weights export again into a new folder."""
     import hrseg
-    from hrseg.checkpoint import ModelMeta
+    from hrseg.metadata import ModelMeta
 
     calls: list[Path] = []
 
@@ -90,7 +91,7 @@ def test_export_cache_is_reused_and_invalidated_when_the_weights_change(
 
     monkeypatch.setattr(cache, "export", fake_export)
     model = hrseg.build_model("hrnetv2_w18_small_v1", num_classes=19).eval()
-    meta = ModelMeta(model="hrnetv2_w18_small_v1", num_classes=19)
+    meta = ModelMeta(model="hrnetv2_w18_small_v1", labels=LabelSet.generic(19))
     first = cache.export_cached(model, meta, "onnx", cache_dir=tmp_path)
     again = cache.export_cached(model, meta, "onnx", cache_dir=tmp_path)
     assert first == again and len(calls) == 1
@@ -335,10 +336,11 @@ print("RUNTIMES", [m for m in ('openvino', 'onnxruntime') if m in sys.modules])
 if not hrseg.deploy.backends._installed("openvino"):
     sys.exit(0)
 import torch, hrseg
-from hrseg.checkpoint import ModelMeta
+from hrseg.metadata import LabelSet, ModelMeta
 from hrseg.deploy.backends import build_backend
 model = hrseg.build_model("hrnetv2_w18_small_v1", num_classes=3).eval()
-net = build_backend(model, ModelMeta("hrnetv2_w18_small_v1", 3), "openvino", cache_dir={str(tmp_path)!r})
+meta = ModelMeta("hrnetv2_w18_small_v1", LabelSet.generic(3))
+net = build_backend(model, meta, "openvino", cache_dir={str(tmp_path)!r})
 net(torch.randn(1, 3, 32, 48))
 assert "openvino" in sys.modules
 print("EVENTS", sorted(set(events)))

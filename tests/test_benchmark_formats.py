@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hrseg.data.metadata import CITYSCAPES_TRAIN_ID, cityscapes_label_lut
 from PIL import Image
 
-from hrseg.colors import voc_colormap
 from hrseg.commands import main
 from hrseg.data import write_cityscapes
-from hrseg.data.metadata import CITYSCAPES_TRAIN_ID, cityscapes_label_lut
 from hrseg.deploy import write_prediction
 from hrseg.deploy.writer import cityscapes_stem
 from hrseg.evaluation import evaluate_folder, match_predictions
+from hrseg.metadata import voc_colormap
 
 
 @pytest.fixture(scope="module")

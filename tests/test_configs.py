@@ -76,8 +76,10 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     task, dm, trainer = cli.model, cli.datamodule, cli.trainer
     assert type(dm).__name__ == dm_name
     assert task.hparams.model == model_name
-    assert task.hparams.num_classes == dm.num_classes == num_classes  # linked, not repeated in the YAML
-    assert task.hparams.class_names == dm.class_names
+    assert (
+        task.labels == dm.labels and dm.labels.num_classes == num_classes
+    )  # linked, not repeated in the YAML
+    assert task.hparams.labels == dm.labels.to_dict()
     if not name.startswith("demo"):  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
         assert model_name in str(trainer.default_root_dir)  # ${..model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)

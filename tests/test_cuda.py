@@ -155,7 +155,7 @@ def test_channels_last_training_steps_on_the_gpu(tmp_path: Path) -> None:
     from hrseg.task import SegmentationTask
 
     dm = DemoDataModule(num_train=8, num_val=2, image_size=(64, 128), batch_size=2)
-    task = SegmentationTask(model="hrnetv2_w18_small_v1", num_classes=dm.num_classes, log_images=0)
+    task = SegmentationTask(model="hrnetv2_w18_small_v1", labels=dm.labels, log_images=0)
     before = {k: v.detach().clone() for k, v in task.state_dict().items()}
     trainer = L.Trainer(
         accelerator="gpu",

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hrseg.checkpoint import ModelMeta
 from hrseg.eval_protocol import EvalProtocol
+from hrseg.metadata import ModelMeta
 
 SLIDE = ["--model.eval_protocol.mode", "slide", "--model.eval_protocol.window", "[32, 48]"]
 

@@ -33,6 +33,7 @@ from hrseg.hub import (
     push_to_hub,
     save_model_folder,
 )
+from hrseg.metadata import LabelSet
 from hrseg.modelcard import DATASET_LICENSES, DEFAULT_LICENSE
 from hrseg.models import build_model, load_pretrained
 
@@ -361,11 +362,12 @@ def test_a_folder_in_the_old_layout_still_loads(tmp_path: Path, monkeypatch: pyt
 def test_saved_folder_keeps_the_layout_earlier_hrseg_reads(tmp_path: Path) -> None:
     from safetensors import safe_open
 
-    from hrseg.checkpoint import ModelMeta, read_model_checkpoint
+    from hrseg.checkpoint import read_model_checkpoint
+    from hrseg.metadata import ModelMeta
 
     torch.manual_seed(4)
     model = build_model("hrnetv2_w18_small_v1", num_classes=2)
-    meta = ModelMeta("hrnetv2_w18_small_v1", 2, class_names=["a", "b"])
+    meta = ModelMeta("hrnetv2_w18_small_v1", LabelSet(("a", "b")))
     files = save_model_folder(model, meta, tmp_path / "new")
     assert sorted(p.name for p in files) == ["README.md", "config.json", "model.safetensors"]
     # what earlier hrseg reads: config.json is the ModelMeta JSON, and the header carries it too
@@ -385,7 +387,7 @@ def test_saved_folder_keeps_the_layout_earlier_hrseg_reads(tmp_path: Path) -> No
 
 def test_card_scores_are_those_of_the_exported_checkpoint(tmp_path: Path) -> None:
     """A best checkpoint before the run's end: the model-index shows its own validation, not the last."""
-    from hrseg.checkpoint import ModelMeta
+    from hrseg.metadata import ModelMeta
     from hrseg.modelcard import model_card, read_training_summary
 
     ckpts = tmp_path / "run" / "checkpoints"
@@ -401,7 +403,7 @@ def test_card_scores_are_those_of_the_exported_checkpoint(tmp_path: Path) -> Non
         "epoch,step,val/mIoU,val/mIoU_present,val/pixel_acc\n"
         "0,4,0.40,0.45,0.80\n1,9,0.61,0.66,0.88\n2,19,0.55,0.60,0.86\n"
     )
-    meta = ModelMeta("hrnetv2_w18_small_v1", 2)
+    meta = ModelMeta("hrnetv2_w18_small_v1", LabelSet.generic(2))
     # the training data's terms are the default license (Cityscapes: non-commercial research)
     terms = model_card(meta, read_training_summary(best)).data
     assert (terms.license, terms.license_link) == ("other", "https://www.cityscapes-dataset.com/license/")

@@ -25,9 +25,9 @@ def _run(loggers: list[Any], root: Path) -> None:
     dm = DemoDataModule(num_train=1, num_val=2, num_test=1, image_size=(48, 64), batch_size=2)
     task = SegmentationTask(
         model="hrnetv2_w18_small_v1",
-        num_classes=dm.num_classes,
-        class_names=dm.class_names,
-        palette=dm.palette,
+        labels=dm.labels,
+        class_names=dm.labels.class_names,
+        palette=dm.labels.palette,
         log_images=2,
     )
     trainer = L.Trainer(

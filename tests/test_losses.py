@@ -14,6 +14,7 @@ from hrseg.losses import (
     normalize_loss_spec,
     resolve_class_weights,
 )
+from hrseg.metadata import LabelSet, get_label_set
 
 IGNORE = 255
 
@@ -43,7 +44,7 @@ def test_each_loss_runs_a_training_step(spec):
     torch.manual_seed(0)
     net = torch.nn.Conv2d(3, 5, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    criterion = build_loss(spec, num_classes=5, ignore_index=IGNORE)
+    criterion = build_loss(spec, LabelSet.generic(5, IGNORE))
     x = torch.randn(2, 3, 8, 12)
     _, target = _batch()
     before = net.weight.detach().clone()
@@ -67,7 +68,7 @@ def test_ce_matches_torch_and_ignores_pixels():
 
 def test_weighted_ce_matches_torch():
     logits, target = _batch(num_classes=19)
-    weights = resolve_class_weights("cityscapes", 19)
+    weights = resolve_class_weights("cityscapes", get_label_set("cityscapes"))
     assert weights is not None and weights.shape == (19,)
     torch.testing.assert_close(weights, torch.tensor(CITYSCAPES_CLASS_WEIGHTS))
     ours = CrossEntropy(IGNORE, weights)(logits, target)
@@ -79,7 +80,7 @@ def test_all_ignored_batch_gives_zero_not_nan():
     logits, target = _batch()
     target[:] = IGNORE
     for spec in ("ce", "ohem"):
-        loss = build_loss(spec, num_classes=5, ignore_index=IGNORE)(logits.requires_grad_(), target)
+        loss = build_loss(spec, LabelSet.generic(5, IGNORE))(logits.requires_grad_(), target)
         assert torch.isfinite(loss) and float(loss.detach()) == 0.0
 
 
@@ -128,14 +129,16 @@ def test_spec_validation():
     with pytest.raises(ValueError, match="name"):
         normalize_loss_spec([{"weight": 1.0}])
     with pytest.raises(ValueError, match="classes"):
-        resolve_class_weights("cityscapes", 21)
+        resolve_class_weights("cityscapes", LabelSet.generic(21))
     with pytest.raises(ValueError, match="unknown option"):
-        build_loss([{"name": "ce", "thresh": 0.7}], num_classes=5)
+        build_loss([{"name": "ce", "thresh": 0.7}], LabelSet.generic(5))
 
 
 def test_weighted_sum_components():
     logits, target = _batch()
-    criterion = build_loss([{"name": "ce", "weight": 2.0}, {"name": "dice", "weight": 0.5}], num_classes=5)
+    criterion = build_loss(
+        [{"name": "ce", "weight": 2.0}, {"name": "dice", "weight": 0.5}], LabelSet.generic(5)
+    )
     parts = criterion.components(logits, target)
     assert set(parts) == {"ce", "dice"}
     torch.testing.assert_close(criterion(logits, target), 2.0 * parts["ce"] + 0.5 * parts["dice"])

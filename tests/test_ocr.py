@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from test_models import EXACT as EXACT_PLAIN  # HRNetV2 counts, the base of the analytic check
 from torch import Tensor, nn
 
-from hrseg.checkpoint import ModelMeta
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.losses import CrossEntropy, LossConfig, OhemCrossEntropy, resolve_class_weights
+from hrseg.metadata import LabelSet, ModelMeta, get_label_set
 from hrseg.models import HRNetOCR, HRNetV2, build_model, list_models, load_pretrained
 from hrseg.models.hrnet import HRNET_SPECS
 from hrseg.models.ocr import ObjectAttentionBlock, SpatialGather
@@ -311,7 +311,7 @@ def test_loss_is_weighted_aux_ce_plus_main_ohem() -> None:
 
     task = SegmentationTask(
         model=TINY,
-        num_classes=19,
+        labels=LabelSet.generic(19),
         loss=LossConfig([{"name": "ohem", "thresh": 0.7, "min_kept": 50}], class_weights="cityscapes"),
     )
     assert task.loss_weights == [0.4, 1.0]  # the official default
@@ -321,7 +321,7 @@ def test_loss_is_weighted_aux_ce_plus_main_ohem() -> None:
     mask[:, :4] = 255
     total, terms = task.training_loss([aux, main], mask)
 
-    weights = resolve_class_weights("cityscapes", 19)
+    weights = resolve_class_weights("cityscapes", get_label_set("cityscapes"))
     ce = CrossEntropy(255, weights)
     ohem = OhemCrossEntropy(255, thresh=0.7, min_kept=50, class_weights=weights)
     up = [F.interpolate(t, size=(32, 48), mode="bilinear", align_corners=False) for t in (aux, main)]
@@ -333,19 +333,23 @@ def test_loss_is_weighted_aux_ce_plus_main_ohem() -> None:
     assert not torch.allclose(ohem(up[0], mask), ce(up[0], mask))
     assert not torch.allclose(ohem(up[1], mask), ce(up[1], mask))
 
-    custom = SegmentationTask(model=TINY, num_classes=19, loss=LossConfig(output_weights=[1.0, 0.5]))
+    custom = SegmentationTask(
+        model=TINY, labels=LabelSet.generic(19), loss=LossConfig(output_weights=[1.0, 0.5])
+    )
     total, _ = custom.training_loss([aux, main], mask)
     plain_ce = CrossEntropy(255)
     torch.testing.assert_close(total, 1.0 * plain_ce(up[0], mask) + 0.5 * plain_ce(up[1], mask))
     with pytest.raises(ValueError, match="output_weights has 1"):
-        SegmentationTask(model=TINY, num_classes=19, loss=LossConfig(output_weights=[1.0]))
-    assert SegmentationTask(model="hrnetv2_w18_small_v1", num_classes=19).loss_weights == [1.0]
+        SegmentationTask(model=TINY, labels=LabelSet.generic(19), loss=LossConfig(output_weights=[1.0]))
+    assert SegmentationTask(model="hrnetv2_w18_small_v1", labels=LabelSet.generic(19)).loss_weights == [1.0]
 
 
 def test_head_lr_multiplier_covers_the_ocr_modules() -> None:
     from hrseg.task import SegmentationTask
 
-    task = SegmentationTask(model=TINY, num_classes=19, optimizer=OptimizerConfig(lr=0.01, head_lr_mult=10.0))
+    task = SegmentationTask(
+        model=TINY, labels=LabelSet.generic(19), optimizer=OptimizerConfig(lr=0.01, head_lr_mult=10.0)
+    )
     body, head = task.parameter_groups()
     assert head["lr"] == pytest.approx(0.1) and body["lr"] == pytest.approx(0.01)
     model = task.model
@@ -458,7 +462,7 @@ def test_export_parity_at_a_new_size(fmt: str, tmp_path: Path) -> None:
     from hrseg.export import export
 
     model = _randomized()
-    meta = ModelMeta(model=TINY, num_classes=19)
+    meta = ModelMeta(model=TINY, labels=LabelSet.generic(19))
     target = tmp_path / {"onnx": "m.onnx", "pt2": "m.pt2", "safetensors": "bundle"}[fmt]
     result = export(model, fmt, target, height=64, width=96, meta=meta)  # type: ignore[arg-type]
     assert result.passed, result.summary()

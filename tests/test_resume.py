@@ -150,7 +150,7 @@ def test_last_checkpoint_is_written_every_n_steps_and_after_every_validation(tmp
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(SegmentationTask(model="hrnetv2_w18_small_v1", num_classes=dm.num_classes, log_images=0), dm)
+    trainer.fit(SegmentationTask(model="hrnetv2_w18_small_v1", labels=dm.labels, log_images=0), dm)
     steps = [step for step, name in io.saved]
     assert {name for _, name in io.saved} == {"last.ckpt"}
     assert steps[:3] == [5, 7, 10], io.saved  # every 5 steps, and after the validation that ends epoch 0

@@ -13,6 +13,7 @@ from hrseg.data import generate_scene
 from hrseg.deploy import Segmenter
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference import ModelMeta, build_from_meta, load_checkpoint, to_image_tensor
+from hrseg.metadata import LabelSet
 
 NUM_CLASSES = 19
 
@@ -163,7 +164,9 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
 
 
 def test_model_meta_round_trip() -> None:
-    meta = ModelMeta(model="hrnetv2_w18_small_v1", num_classes=3, model_options={"fuse_mode": "nearest"})
+    meta = ModelMeta(
+        model="hrnetv2_w18_small_v1", labels=LabelSet.generic(3), model_options={"fuse_mode": "nearest"}
+    )
     again = ModelMeta.from_dict(__import__("json").loads(meta.to_json()))
     assert again == meta
     assert again.class_names == ["class_0", "class_1", "class_2"] and len(again.palette or []) == 3

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from hrseg.data import DemoDataModule
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.losses import LossConfig
+from hrseg.metadata import LabelSet
 from hrseg.optim import OptimizerConfig, poly_warmup_factor
 from hrseg.task import SegmentationTask
 
@@ -23,10 +24,7 @@ SMALL = {"num_train": 4, "num_val": 2, "image_size": (48, 96), "batch_size": 2, 
 def _task(**kwargs) -> SegmentationTask:
     dm = DemoDataModule(**SMALL)
     defaults = dict(
-        num_classes=dm.num_classes,
-        ignore_index=dm.ignore_index,
-        class_names=dm.class_names,
-        palette=dm.palette,
+        labels=dm.labels,
         loss=LossConfig([{"name": "ohem", "min_kept": 100}]),
     )
     defaults.update(kwargs)
@@ -72,10 +70,12 @@ def test_head_lr_multiplier_groups():
 
 
 def test_invalid_metadata_fails_early():
-    with pytest.raises(ValueError, match="class names"):
-        SegmentationTask(num_classes=3, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="collides with a class id"):
+        SegmentationTask(labels=LabelSet(("a", "b"), ignore_index=1))
+    with pytest.raises(ValueError, match="needs labels"):
+        SegmentationTask()
     with pytest.raises(ValueError, match="unknown loss"):
-        SegmentationTask(num_classes=3, loss=LossConfig("nope"))
+        SegmentationTask(labels=LabelSet.generic(3), loss=LossConfig("nope"))
 
 
 @pytest.mark.parametrize(
@@ -148,14 +148,14 @@ def test_flip_eval_goes_through_inference_module():
 
 def test_eval_scales_in_whole_mode_are_honoured_as_in_predict():
     """``eval_protocol`` mode whole with scales and no flip averages the scales, like ``hrseg predict``."""
-    from hrseg.checkpoint import ModelMeta
     from hrseg.deploy import Segmenter
+    from hrseg.metadata import ModelMeta
 
     task = _task(eval_protocol=EvalProtocol(scales=(0.5, 1.0))).eval()
     image = torch.rand(1, 3, 40, 72)
     seg = Segmenter(
         task.model,
-        ModelMeta("hrnetv2_w18_small_v1", 19),
+        ModelMeta("hrnetv2_w18_small_v1", LabelSet.generic(19)),
         protocol=EvalProtocol(mode="whole", scales=(0.5, 1.0)),
         fast=False,
     )

@@ -48,7 +48,7 @@ REPRODUCTION = textwrap.dedent(
     del it
     assert signal.getsignal(signal.SIGCHLD) is previous, signal.getsignal(signal.SIGCHLD)
 
-    task = SegmentationTask(model="hrnetv2_w18_small_v1", num_classes=dm.num_classes, log_images=0)
+    task = SegmentationTask(model="hrnetv2_w18_small_v1", labels=dm.labels, log_images=0)
     trainer = L.Trainer(
         max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -8,46 +8,105 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from hrseg.commands.configs import require_config
-from hrseg.commands.options import EXIT_DATA, EXIT_USAGE, CommandParser, add_deprecated_alias, size_type
+from hrseg.commands.options import EXIT_DATA, EXIT_USAGE, CommandParser, size_type
 from hrseg.data.checks import CheckReport, DatasetError, Problem
+from hrseg.data.registry import get_dataset, list_datasets
 
 EXIT_OK, EXIT_PROBLEMS = 0, EXIT_DATA
-DATAMODULES = ("cityscapes", "voc", "folder", "demo")
+
+#: the parameters every layout writer takes (``hrseg data synth``'s common options)
+_WRITER_COMMON = ("out", "num_train", "num_val", "seed", "size", "progress")
+#: DataModule parameters ``hrseg data check`` never offers: loading, not reading or checking, concerns
+_CHECK_SKIPPED = ("batch_size", "num_workers", "crop_size", "kwargs")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``hrseg data`` argument parser (subcommands ``synth`` and ``check``)."""
+def _option_type(hint: Any) -> dict[str, Any] | None:
+    """Argparse keywords for a parameter's type hint; None for types the command line does not offer."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (Union, UnionType) and len(args) == 1:
+        hint = args[0]
+    if hint in (str, int, float, Path):
+        return {"type": hint}
+    if get_origin(hint) is Literal:
+        return {"choices": list(get_args(hint))}
+    if get_origin(hint) is tuple and get_args(hint) == (int, int):
+        return {"type": size_type(1), "metavar": "HxW"}
+    return None
+
+
+def add_signature_options(
+    parser: argparse.ArgumentParser, func: Any, skip: tuple[str, ...], title: str
+) -> list[str]:
+    """Add one ``--kebab-case`` option per simply typed parameter of ``func``; returns the parameter names.
+
+    A parameter without a default is required; a bool with default False is a flag. Types the command line
+    cannot spell (lists, dicts) are left to ``--config``.
+    """
+    group = parser.add_argument_group(title)
+    hints = get_type_hints(getattr(func, "__init__") if isinstance(func, type) else func)  # noqa: B009
+    names = []
+    for name, param in inspect.signature(func).parameters.items():
+        if name in skip or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        flag = "--" + name.replace("_", "-")
+        hint = hints.get(name)
+        required = param.default is inspect.Parameter.empty
+        if hint is bool:
+            group.add_argument(flag, dest=name, action="store_true", default=None)
+        else:
+            kwargs = _option_type(hint)
+            if kwargs is None:
+                continue
+            text = "required" if required else f"default: {param.default}"
+            group.add_argument(flag, dest=name, default=None, help=text, **kwargs)
+        names.append(name)
+    return names
+
+
+def _option_text(name: str, value: Any) -> str:
+    """How ``name=value`` is spelled on the command line (for the check hint after ``synth``)."""
+    flag = "--" + name.replace("_", "-")
+    if value is True:
+        return flag
+    if isinstance(value, tuple | list) and len(value) == 2:
+        return f"{flag} {value[0]}x{value[1]}"
+    return f"{flag} {value}"
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``hrseg data`` parser; the options of the named dataset (``--layout`` / ``--datamodule``) included.
+
+    The datasets and their options come from the registry (:mod:`hrseg.data.registry`): ``synth`` offers the
+    options of the dataset's layout writer, ``check`` those of its DataModule.
+    """
+    datasets = list_datasets()
     parser = CommandParser(prog="hrseg data", description="Generate demo datasets or validate datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser(
         "synth",
         help="write generated street scenes in a real dataset layout",
-        description="Write generated street scenes (Cityscapes train-id labels) in the exact on-disk layout "
-        "of Cityscapes, PASCAL VOC 2012 (+ SBD aug) or a plain images/masks folder, so the real loaders can "
-        "read them.",
+        description="Write generated street scenes in the exact on-disk layout of a registered dataset "
+        f"({', '.join(datasets)}), so its DataModule reads them. The dataset's own options follow "
+        "`--layout NAME --help`.",
     )
-    synth.add_argument("--layout", choices=("cityscapes", "voc", "folder"), required=True)
+    synth.add_argument("--layout", choices=datasets, required=True)
     synth.add_argument("--output", dest="out", default=None, help="output root directory (required)")
-    add_deprecated_alias(synth, "--out", "out", "--output")
     synth.add_argument("--num", type=int, required=True, help="number of training images")
     synth.add_argument(
         "--num-val", type=int, default=None, help="validation images (default: max(1, num // 4))"
     )
-    synth.add_argument(
-        "--num-test", type=int, default=None, help="Cityscapes test images (default: as num-val)"
-    )
-    synth.add_argument("--num-aug", type=int, default=None, help="VOC: extra SBD-aug images (default: num)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(
         "--size", type=size_type(16), default=(128, 256), help="image size HxW (default 128x256)"
     )
-    synth.add_argument("--train-ids", action="store_true", help="Cityscapes: also write *_labelTrainIds.png")
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     check = sub.add_parser(
@@ -55,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate a dataset split by split",
         description="Scan a dataset and report missing pairs, unreadable or corrupt files, image/mask size "
         "mismatches, label values outside [0, num_classes) and the ignore value, and a per-class pixel "
-        "histogram. Exits 1 when a problem is found.",
+        "histogram. Exits 1 when a problem is found. The dataset's own options follow "
+        "`--datamodule NAME --help`.",
     )
     src = check.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -63,78 +123,72 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         help="a YAML config (file or shipped name) whose `data:` section has class_path / init_args",
     )
-    src.add_argument("--datamodule", choices=DATAMODULES, help="build the DataModule from the options below")
+    src.add_argument("--datamodule", choices=datasets, help="a registered dataset, with its options")
     check.add_argument(
         "--split",
         action="append",
         default=None,
         help="split to check (repeatable; default: every split the DataModule uses)",
     )
-    check.add_argument("--root", help="cityscapes / voc: dataset root")
-    check.add_argument("--aug", action="store_true", help="voc: check the SBD-aug training split")
-    check.add_argument(
-        "--label-type",
-        choices=("auto", "trainIds", "labelIds"),
-        default=None,
-        help="cityscapes: which label files to read",
-    )
-    check.add_argument("--images-dir", help="folder: images directory")
-    check.add_argument("--masks-dir", help="folder: masks directory")
-    check.add_argument("--num-classes", type=int, help="folder: number of classes")
-    check.add_argument("--ignore-index", type=int, default=None, help="folder: ignore value (default 255)")
-    check.add_argument("--mask-suffix", default=None, help="folder: suffix of mask stems")
-    check.add_argument("--train-list", help="folder: training stems list")
-    check.add_argument("--val-list", help="folder: validation stems list")
-    check.add_argument("--test-list", help="folder: test stems list")
-    check.add_argument("--val-ratio", type=float, default=None, help="folder: held-out fraction")
-    check.add_argument("--seed", type=int, default=None, help="folder / demo: split seed")
     check.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    # the named dataset's own options (a first, lenient pass finds the name)
+    known, _ = _name_parser().parse_known_args(argv or [])
+    if known.layout in datasets:
+        writer = get_dataset(known.layout).write_layout
+        add_signature_options(synth, writer, _WRITER_COMMON, f"{known.layout} layout options")
+    if known.datamodule in datasets:
+        cls = get_dataset(known.datamodule).datamodule
+        add_signature_options(check, cls, _CHECK_SKIPPED, f"{known.datamodule} options")
     return parser
 
 
-def _synth(args: argparse.Namespace) -> int:
-    from hrseg.data import layouts
+def _name_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--layout")
+    parser.add_argument("--datamodule")
+    return parser
 
+
+def _given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _synth(args: argparse.Namespace) -> int:
     if args.out is None:
         print("hrseg data synth: error: the following arguments are required: --output", file=sys.stderr)
         return EXIT_USAGE
     if args.num < 1:
         print("hrseg data synth: error: --num must be >= 1", file=sys.stderr)
         return EXIT_USAGE
+    entry = get_dataset(args.layout)
+    extra = inspect.signature(entry.write_layout).parameters
+    options = _given(args, [n for n in extra if n not in _WRITER_COMMON])
     num_val = max(1, args.num // 4) if args.num_val is None else args.num_val
-    num_test = num_val if args.num_test is None else args.num_test
-    num_aug = args.num if args.num_aug is None else args.num_aug
-    progress = not args.no_progress
     out = Path(args.out)
-    if args.layout == "cityscapes":
-        layouts.write_cityscapes(
-            out, args.num, num_val, num_test, args.seed, args.size, args.train_ids, progress
-        )
-        hint = f"hrseg data check --datamodule cityscapes --root {out}"
-    elif args.layout == "voc":
-        layouts.write_voc(out, args.num, num_val, num_aug, args.seed, args.size, progress)
-        hint = f"hrseg data check --datamodule voc --root {out} --aug"
-    else:
-        layouts.write_folder(out, args.num, num_val, args.seed, args.size, progress)
-        hint = (
-            f"hrseg data check --datamodule folder --images-dir {out / 'images'} --masks-dir {out / 'masks'} "
-            f"--num-classes 19 --train-list {out / 'train.txt'} --val-list {out / 'val.txt'}"
-        )
-    print(f"wrote a {args.layout} layout to {out}\ncheck it with: {hint}")
+    reader = entry.write_layout(
+        out, args.num, num_val, seed=args.seed, size=args.size, progress=not args.no_progress, **options
+    )
+    hint = " ".join(
+        [f"hrseg data check --datamodule {entry.name}", *(_option_text(k, v) for k, v in reader.items())]
+    )
+    print(f"wrote a {entry.name} layout to {out}\ncheck it with: {hint}")
     return EXIT_OK
 
 
 def _resolve_class(path: str) -> type:
-    """Import ``pkg.mod.Class`` or look up a short name (``CityscapesDataModule``) in ``hrseg.data``."""
+    """Import ``pkg.mod.Class``, or find a registered dataset's DataModule by name or class name."""
     if "." in path:
         module_name, _, cls_name = path.rpartition(".")
-        module = importlib.import_module(module_name)
-    else:
-        module, cls_name = importlib.import_module("hrseg.data"), path
-    try:
-        return getattr(module, cls_name)
-    except AttributeError:
-        raise DatasetError(f"data class {path!r} not found") from None
+        try:
+            return getattr(importlib.import_module(module_name), cls_name)
+        except (ImportError, AttributeError):
+            raise DatasetError(f"data class {path!r} not found") from None
+    for name in list_datasets():
+        cls = get_dataset(name).datamodule
+        if path in (name, cls.__name__):
+            return cls
+    raise DatasetError(f"data class {path!r} not found; registered datasets: {', '.join(list_datasets())}")
 
 
 def datamodule_from_config(config: str | Path) -> Any:
@@ -156,50 +210,22 @@ def datamodule_from_config(config: str | Path) -> Any:
 
 
 def datamodule_from_args(args: argparse.Namespace) -> Any:
-    """Instantiate a DataModule from ``--datamodule`` and its options."""
-
-    def need(*names: str) -> None:
-        missing = [n for n in names if getattr(args, n.replace("-", "_")) in (None, "")]
-        if missing:
-            raise DatasetError(
-                f"--datamodule {args.datamodule} needs " + ", ".join(f"--{n}" for n in missing)
-            )
-
-    if args.datamodule == "cityscapes":
-        from hrseg.data.cityscapes import CityscapesDataModule
-
-        need("root")
-        kwargs: dict[str, Any] = {}
-        if args.label_type:
-            kwargs["label_type"] = args.label_type
-        return CityscapesDataModule(root=args.root, **kwargs)
-    if args.datamodule == "voc":
-        from hrseg.data.voc import VOCDataModule
-
-        need("root")
-        return VOCDataModule(root=args.root, aug=args.aug)
-    if args.datamodule == "folder":
-        from hrseg.data.folder import FolderDataModule
-
-        need("images-dir", "masks-dir", "num-classes")
-        opts = {
-            "ignore_index": args.ignore_index,
-            "mask_suffix": args.mask_suffix,
-            "train_list": args.train_list,
-            "val_list": args.val_list,
-            "test_list": args.test_list,
-            "val_ratio": args.val_ratio,
-            "seed": args.seed,
-        }
-        return FolderDataModule(
-            images_dir=args.images_dir,
-            masks_dir=args.masks_dir,
-            num_classes=args.num_classes,
-            **{k: v for k, v in opts.items() if v is not None},
-        )
-    from hrseg.data.synthetic import DemoDataModule
-
-    return DemoDataModule(seed=args.seed or 0)
+    """Instantiate the registered DataModule of ``--datamodule`` with its options."""
+    cls = get_dataset(args.datamodule).datamodule
+    params = inspect.signature(cls).parameters
+    missing = [
+        "--" + n.replace("_", "-")
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        and getattr(args, n, None) is None
+    ]
+    if missing:
+        raise DatasetError(f"--datamodule {args.datamodule} needs " + ", ".join(missing))
+    options = _given(args, [n for n in params if n not in _CHECK_SKIPPED])
+    if "num_workers" in params:
+        options["num_workers"] = 0
+    return cls(**options)
 
 
 def default_splits(dm: Any) -> list[str]:
@@ -219,7 +245,7 @@ def run_check(dm: Any, splits: list[str], progress: bool = True) -> list[CheckRe
         try:
             reports.append(dm.check(split, progress=progress))
         except DatasetError as exc:
-            report = CheckReport(split=split, class_names=list(dm.class_names))
+            report = CheckReport(split=split, class_names=list(dm.labels.class_names))
             report.problems.append(Problem(f"split {split!r}", str(exc)))
             reports.append(report)
     return reports
@@ -233,8 +259,8 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     splits = args.split or default_splits(dm)
     print(
-        f"checking {type(dm).__name__}: splits {', '.join(splits)}; {dm.num_classes} classes, "
-        f"ignore {dm.ignore_index}"
+        f"checking {type(dm).__name__}: splits {', '.join(splits)}; {dm.labels.num_classes} classes, "
+        f"ignore {dm.labels.ignore_index}"
     )
     reports = run_check(dm, splits, progress=not args.no_progress)
     for report in reports:
@@ -249,9 +275,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hrseg data ...``; returns the exit code (0 ok, 1 problems found, 2 usage error)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return int(exc.code or 0)
     if args.command == "synth":

@@ -2,8 +2,10 @@
 
 What this adds to plain LightningCLI:
 
-- the DataModule's class metadata (``num_classes``, ``ignore_index``, ``class_names``, ``palette``, ``mean``,
-  ``std``) flows into :class:`~hrseg.task.SegmentationTask`, so no config repeats (or contradicts) it;
+- the DataModule's label set (``labels``) and input normalisation (``mean``, ``std``) flow into
+  :class:`~hrseg.task.SegmentationTask`, so no config repeats (or contradicts) them;
+- ``--data cityscapes`` names a registered dataset (:mod:`hrseg.data.registry`; class names and class paths
+  work too);
 - default callbacks that fit segmentation: the best-``val/mIoU`` checkpoint (``--checkpoint.*``),
   ``last.ckpt`` rewritten at every save (``--last_checkpoint.*``), a learning-rate monitor
   (``--lr_monitor.*``) and Lightning's rich progress bar;
@@ -75,24 +77,20 @@ from hrseg.checkpoint_io import AtomicCheckpointIO
 from hrseg.commands.configs import resolve_config_args
 from hrseg.commands.older_options import check_config_layout, upgrade_legacy_options
 from hrseg.commands.options import UsageError
-
-# imported so LightningCLI knows them by short name: `--data FolderDataModule` (hrseg.data loads lazily)
-from hrseg.data.cityscapes import CityscapesDataModule  # noqa: F401
 from hrseg.data.datamodule import SegmentationDataModule
-from hrseg.data.folder import FolderDataModule  # noqa: F401
-from hrseg.data.synthetic import DemoDataModule  # noqa: F401
-from hrseg.data.voc import VOCDataModule  # noqa: F401
+from hrseg.data.registry import get_dataset, list_datasets
 from hrseg.task import SegmentationTask, upgrade_hparams
 
 __all__ = [
     "SIGTERM_EXIT_CODE",
     "HRSegCLI",
     "find_last_checkpoint",
+    "resolve_dataset_names",
     "run_lightning_cli",
 ]
 
-#: DataModule attributes linked into the task's hyper-parameters.
-LINKED_METADATA = ("num_classes", "ignore_index", "class_names", "palette", "mean", "std")
+#: DataModule attributes linked into the task's hyper-parameters: the label set and the input normalisation.
+LINKED_METADATA = ("labels", "mean", "std")
 
 DEFAULT_SEED = 42
 
@@ -396,6 +394,7 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
     args = resolve_config_args(list(argv) if argv is not None else [])
     args = upgrade_legacy_options(args, f"hrseg {args[0]}" if args else "hrseg")
     check_config_layout(args)
+    args = resolve_dataset_names(args)
     ckpt_path = _option_value(args, "--ckpt_path")
     if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
         # LightningCLI itself loads the file while parsing (its hyper-parameters): check it before
@@ -419,6 +418,29 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
     if run:
         _destroy_process_group()
     return cli
+
+
+def resolve_dataset_names(args: list[str]) -> list[str]:
+    """``--data NAME`` of a registered dataset as its class path (LightningCLI resolves class names only).
+
+    Looking the names up imports every registered DataModule, which is also what lets LightningCLI resolve
+    ``--data FolderDataModule`` and a config's short ``class_path``.
+    """
+    names = list_datasets()
+    out = list(args)
+    for i, arg in enumerate(out):
+        value = arg.split("=", 1)[1] if arg.startswith("--data=") else None
+        if arg == "--data" and i + 1 < len(out):
+            value, at = out[i + 1], i + 1
+        elif value is not None:
+            at = i
+        else:
+            continue
+        if value in names:
+            cls = get_dataset(value).datamodule
+            path = f"{cls.__module__}.{cls.__qualname__}"
+            out[at] = path if at != i else f"--data={path}"
+    return out
 
 
 def _destroy_process_group() -> None:

@@ -75,7 +75,13 @@ def run_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     panels = plot_panels(
-        images, masks, preds, task.palette, task.hparams.ignore_index, names, task.class_names
+        images,
+        masks,
+        preds,
+        task.labels.palette,
+        task.labels.ignore_index,
+        names,
+        list(task.labels.class_names),
     )
     paths = [out / "predictions.png", out / "learning_curve.png"]
     panels.savefig(paths[0], dpi=110)

@@ -1,11 +1,12 @@
 """Datasets and DataModules: Cityscapes, PASCAL VOC (+SBD aug), a plain folder and generated demo scenes.
 
 Every DataModule yields ``{"image": float (B,3,H,W), "mask": int64 (B,H,W), "name": [...]}`` and carries its
-class metadata (``num_classes``, ``ignore_index``, ``class_names``, ``palette``, ``mean``, ``std``).
+label set (``labels``, a :class:`~hrseg.metadata.LabelSet`) and input normalisation (``mean``, ``std``). One
+module per dataset, registered by name where it is defined (:mod:`hrseg.data.registry`).
 
-The names below are imported lazily (PEP 562): ``hrseg.data.metadata`` and ``hrseg.data.scenes`` are read by
-the deployment path (writers, evaluation, export checks), which must not load Lightning, albumentations or
-OpenCV just because it touched this package.
+The names below are imported lazily (PEP 562): ``hrseg.data.scenes`` and ``hrseg.data.checks`` are read by
+the deployment path (export checks, error types), which must not load Lightning, albumentations or OpenCV
+just because it touched this package.
 """
 
 from __future__ import annotations
@@ -30,34 +31,26 @@ _LAZY: dict[str, str] = {
     "Sample": "hrseg.data.checks",
     "CityscapesDataModule": "hrseg.data.cityscapes",
     "FolderDataModule": "hrseg.data.folder",
-    "CITYSCAPES_CLASSES": "hrseg.data.metadata",
-    "CITYSCAPES_PALETTE": "hrseg.data.metadata",
-    "IGNORE_INDEX": "hrseg.data.metadata",
-    "IMAGENET_MEAN": "hrseg.data.metadata",
-    "IMAGENET_STD": "hrseg.data.metadata",
-    "VOC_CLASSES": "hrseg.data.metadata",
-    "VOC_PALETTE": "hrseg.data.metadata",
     "generate_scene": "hrseg.data.scenes",
     "DemoDataModule": "hrseg.data.synthetic",
-    "write_cityscapes": "hrseg.data.layouts",
-    "write_folder": "hrseg.data.layouts",
-    "write_voc": "hrseg.data.layouts",
+    "write_cityscapes": "hrseg.data.cityscapes",
+    "write_folder": "hrseg.data.folder",
+    "write_voc": "hrseg.data.voc",
+    "write_demo": "hrseg.data.synthetic",
+    "DatasetEntry": "hrseg.data.registry",
+    "get_dataset": "hrseg.data.registry",
+    "list_datasets": "hrseg.data.registry",
+    "register_dataset": "hrseg.data.registry",
     "build_eval_transform": "hrseg.data.transforms",
     "build_train_transform": "hrseg.data.transforms",
     "VOCDataModule": "hrseg.data.voc",
 }
 
 __all__ = [
-    "CITYSCAPES_CLASSES",
-    "CITYSCAPES_PALETTE",
-    "IGNORE_INDEX",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "VOC_CLASSES",
-    "VOC_PALETTE",
     "ArraySegmentationDataset",
     "CheckReport",
     "CityscapesDataModule",
+    "DatasetEntry",
     "DatasetError",
     "DemoDataModule",
     "FolderDataModule",
@@ -70,33 +63,28 @@ __all__ = [
     "build_eval_transform",
     "build_train_transform",
     "generate_scene",
+    "get_dataset",
+    "list_datasets",
     "pad_collate",
+    "register_dataset",
     "write_cityscapes",
+    "write_demo",
     "write_folder",
     "write_voc",
 ]
 
 if TYPE_CHECKING:
     from hrseg.data.checks import CheckReport, DatasetError, LabelSpec, Sample
-    from hrseg.data.cityscapes import CityscapesDataModule
+    from hrseg.data.cityscapes import CityscapesDataModule, write_cityscapes
     from hrseg.data.datamodule import SegmentationDataModule
     from hrseg.data.dataset import ArraySegmentationDataset, SegmentationDataset
-    from hrseg.data.folder import FolderDataModule
-    from hrseg.data.layouts import write_cityscapes, write_folder, write_voc
+    from hrseg.data.folder import FolderDataModule, write_folder
     from hrseg.data.loaders import auto_num_workers, pad_collate
-    from hrseg.data.metadata import (
-        CITYSCAPES_CLASSES,
-        CITYSCAPES_PALETTE,
-        IGNORE_INDEX,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        VOC_CLASSES,
-        VOC_PALETTE,
-    )
+    from hrseg.data.registry import DatasetEntry, get_dataset, list_datasets, register_dataset
     from hrseg.data.scenes import generate_scene
-    from hrseg.data.synthetic import DemoDataModule
+    from hrseg.data.synthetic import DemoDataModule, write_demo
     from hrseg.data.transforms import build_eval_transform, build_train_transform
-    from hrseg.data.voc import VOCDataModule
+    from hrseg.data.voc import VOCDataModule, write_voc
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from hrseg.images import IMAGE_EXTENSIONS, ImageFileError, open_image
+from hrseg.metadata import IGNORE_INDEX, LabelSet
 
 #: the ``label_specs`` key of samples whose DataModule has a single mask encoding
 DEFAULT_ENCODING = "default"
@@ -70,9 +71,15 @@ class LabelSpec:
     """
 
     num_classes: int
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     lut: np.ndarray | None = None
     encoding: str = "train ids"
+
+    @classmethod
+    def of(cls, labels: LabelSet, raw_ids: bool = False, encoding: str = "train ids") -> LabelSpec:
+        """The spec of a label set's files: train ids, or with ``raw_ids`` its raw id -> train id table."""
+        lut = labels.lookup_table() if raw_ids else None
+        return cls(labels.num_classes, labels.ignore_index, lut=lut, encoding=encoding)
 
 
 def open_image_file(path: Path) -> Image.Image:

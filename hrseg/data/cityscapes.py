@@ -9,15 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+from PIL import Image
+
 from hrseg.data.checks import DatasetError, LabelSpec, Problem, Sample, require_dir
 from hrseg.data.datamodule import SegmentationDataModule
-from hrseg.data.metadata import (
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_NUM_CLASSES,
-    CITYSCAPES_PALETTE,
-    IGNORE_INDEX,
-    cityscapes_label_lut,
-)
+from hrseg.data.layouts import progress_bar
+from hrseg.data.registry import register_dataset
+from hrseg.data.scenes import generate_scene, scene_rng
+from hrseg.labelsets.cityscapes import LABELS
+from hrseg.metadata import get_label_set
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
@@ -25,8 +26,80 @@ LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 SPLITS = ("train", "val", "test", "trainval")
 
 
+_CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt",), "test": ("berlin",)}
+
+
+def _color_png(label_ids: np.ndarray) -> np.ndarray:
+    """The ``*_gtFine_color.png`` of a labelIds map (RGBA, the official colours)."""
+    table = np.zeros((256, 4), dtype=np.uint8)
+    for lab in LABELS:
+        if lab.id >= 0:
+            table[lab.id] = (*lab.color, 255)
+    return table[label_ids]
+
+
+def write_cityscapes(
+    out: str | Path,
+    num_train: int,
+    num_val: int,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    progress: bool = True,
+    num_test: int | None = None,
+    train_ids: bool = False,
+) -> dict[str, Any]:
+    """Write generated scenes in the Cityscapes layout (leftImg8bit/ + gtFine/ with labelIds and colour PNGs).
+
+    A 2-pixel frame is labelled "rectification border" (id 2, ignored), like the real masks' ignored regions.
+
+    Args:
+        out: dataset root (gets ``leftImg8bit/`` and ``gtFine/``).
+        num_train: images in train (spread over two cities).
+        num_val: images in val.
+        seed: scene seed.
+        size: (H, W).
+        progress: show a progress bar.
+        num_test: images in test (no labels, as in the real release); None = ``num_val``.
+        train_ids: also write ``*_gtFine_labelTrainIds.png`` (as cityscapesScripts' createTrainIdLabelImgs).
+
+    Returns:
+        The :class:`CityscapesDataModule` keywords that read it.
+    """
+    root = Path(out)
+    labels = get_label_set("cityscapes")
+    to_label_id = labels.train_to_id().astype(np.uint8)
+    counts = {"train": num_train, "val": num_val, "test": num_val if num_test is None else num_test}
+    with progress_bar(sum(counts.values()), "cityscapes", progress) as bar:
+        for split, n in counts.items():
+            cities = _CITIES[split]
+            for i in range(n):
+                city = cities[i % len(cities)]
+                stem = f"{city}_{i // len(cities):06d}_000019"
+                image, mask = generate_scene(scene_rng(seed, split, i), size)
+                img_dir = root / "leftImg8bit" / split / city
+                img_dir.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(img_dir / f"{stem}{IMAGE_SUFFIX}")
+                if split != "test":
+                    gt_dir = root / "gtFine" / split / city
+                    gt_dir.mkdir(parents=True, exist_ok=True)
+                    label_ids = to_label_id[mask]
+                    label_ids[:2, :] = label_ids[-2:, :] = 2
+                    label_ids[:, :2] = label_ids[:, -2:] = 2
+                    Image.fromarray(label_ids, mode="L").save(gt_dir / f"{stem}{LABEL_IDS_SUFFIX}")
+                    Image.fromarray(_color_png(label_ids), mode="RGBA").save(
+                        gt_dir / f"{stem}_gtFine_color.png"
+                    )
+                    if train_ids:
+                        tid = mask.copy()
+                        tid[label_ids == 2] = labels.ignore_index
+                        Image.fromarray(tid, mode="L").save(gt_dir / f"{stem}{TRAIN_IDS_SUFFIX}")
+                bar.update(1)
+    return {"root": str(root)}
+
+
+@register_dataset("cityscapes", write_layout=write_cityscapes)
 class CityscapesDataModule(SegmentationDataModule):
-    """Cityscapes fine: 19 train ids, 255 ignored; train / val / test splits and a trainval option.
+    """Cityscapes fine: 19 train ids, the rest ignored; train / val / test splits and a trainval option.
 
     Args:
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
@@ -57,10 +130,7 @@ class CityscapesDataModule(SegmentationDataModule):
     ) -> None:
         """Validate the split and label-type options and register both label encodings."""
         super().__init__(
-            num_classes=CITYSCAPES_NUM_CLASSES,
-            class_names=CITYSCAPES_CLASSES,
-            palette=CITYSCAPES_PALETTE,
-            ignore_index=IGNORE_INDEX,
+            labels=get_label_set("cityscapes"),
             batch_size=batch_size,
             num_workers=num_workers,
             crop_size=crop_size,
@@ -82,12 +152,8 @@ class CityscapesDataModule(SegmentationDataModule):
         self.test_split = test_split
         self.predict_split = predict_split
         self.label_type = label_type
-        self.label_specs["trainIds"] = LabelSpec(
-            CITYSCAPES_NUM_CLASSES, IGNORE_INDEX, encoding="Cityscapes labelTrainIds"
-        )
-        self.label_specs["labelIds"] = LabelSpec(
-            CITYSCAPES_NUM_CLASSES, IGNORE_INDEX, lut=cityscapes_label_lut(), encoding="Cityscapes labelIds"
-        )
+        self.label_specs["trainIds"] = LabelSpec.of(self.labels, encoding="Cityscapes labelTrainIds")
+        self.label_specs["labelIds"] = LabelSpec.of(self.labels, raw_ids=True, encoding="Cityscapes labelIds")
 
     def split_is_labelled(self, split: str) -> bool:
         """The public test split ships without labels."""

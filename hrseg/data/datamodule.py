@@ -6,7 +6,7 @@ values become train ids; loaders, transforms, prediction inputs and plots live h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from hrseg.classes import resolve_class_metadata
-from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Color, denormalize
+from hrseg.colors import denormalize
 from hrseg.data.checks import (
     DEFAULT_ENCODING,
     CheckReport,
@@ -35,6 +34,7 @@ from hrseg.data.resume import ResumableDataLoader, ResumableSampler, fit_positio
 from hrseg.data.transforms import SegmentationTransform, build_eval_transform, build_train_transform
 from hrseg.data.worker_signals import WorkerSignalDataLoader
 from hrseg.images import list_images
+from hrseg.metadata import IMAGENET_MEAN, IMAGENET_STD, LabelSet
 
 
 def resolve_predict_inputs(predict_path: str) -> list[Path]:
@@ -72,14 +72,13 @@ def _label_map(value: Any) -> np.ndarray | None:
 class SegmentationDataModule(L.LightningDataModule):
     """Base class of the hrseg DataModules: loaders, transforms, metadata and ``plot``.
 
-    Subclasses call ``__init__`` with their class metadata and implement :meth:`list_split` (file datasets)
-    or override :meth:`build_dataset` (in-memory data).
+    Subclasses call ``__init__`` with their label set and implement :meth:`list_split` (file datasets) or
+    override :meth:`build_dataset` (in-memory data); :func:`hrseg.data.registry.register_dataset` names them
+    on the command line.
 
     Args:
-        num_classes: number of train ids (0 .. num_classes - 1).
-        class_names: one name per class.
-        palette: one RGB colour per class.
-        ignore_index: mask value skipped by losses and metrics.
+        labels: the classes (:class:`~hrseg.metadata.LabelSet`: train ids ``0 .. num_classes - 1``, names,
+            palette, the ignore value losses and metrics skip); the task is linked to it.
         batch_size: training batch size.
         eval_batch_size: validation / test batch size (eval images may differ in size; they are padded).
         num_workers: DataLoader worker processes (persistent when > 0); None = :func:`auto_num_workers`:
@@ -102,10 +101,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        num_classes: int,
-        class_names: Sequence[str] | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        labels: LabelSet,
         batch_size: int = 8,
         eval_batch_size: int = 1,
         num_workers: int | None = None,
@@ -120,15 +116,12 @@ class SegmentationDataModule(L.LightningDataModule):
         predict_path: str | None = None,
     ) -> None:
         super().__init__()
-        classes = resolve_class_metadata(num_classes, class_names, palette, ignore_index)
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 or None (auto), got {num_workers}")
-        self.num_classes = classes.num_classes
-        self.class_names: list[str] = classes.class_names
-        self.palette: list[Color] = classes.palette
-        self.ignore_index = classes.ignore_index
+        #: the classes, linked into the task by the command line
+        self.labels = LabelSet.coerce(labels)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -141,9 +134,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.predict_path = predict_path
-        self.label_specs: dict[str, LabelSpec] = {
-            DEFAULT_ENCODING: LabelSpec(num_classes=self.num_classes, ignore_index=self.ignore_index)
-        }
+        self.label_specs: dict[str, LabelSpec] = {DEFAULT_ENCODING: LabelSpec.of(self.labels)}
         self.train_dataset: Dataset | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, Any] | None = None
@@ -164,7 +155,7 @@ class SegmentationDataModule(L.LightningDataModule):
             photometric=self.photometric,
             mean=self.mean,
             std=self.std,
-            ignore_index=self.ignore_index,
+            ignore_index=self.labels.ignore_index,
         )
         transform.reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
         return transform
@@ -223,11 +214,18 @@ class SegmentationDataModule(L.LightningDataModule):
             groups: dict[str, list[Sample]] = {}
             for s in samples:
                 groups.setdefault(s.encoding, []).append(s)
-            report = CheckReport(split=split, class_names=self.class_names, problems=list(problems))
-            report.histogram = np.zeros(self.num_classes, dtype=np.int64)
+            report = CheckReport(
+                split=split, class_names=list(self.labels.class_names), problems=list(problems)
+            )
+            report.histogram = np.zeros(self.labels.num_classes, dtype=np.int64)
             for key, group in groups.items():
                 sub = check_samples(
-                    group, specs.get(key, specs[DEFAULT_ENCODING]), split, self.class_names, (), progress
+                    group,
+                    specs.get(key, specs[DEFAULT_ENCODING]),
+                    split,
+                    list(self.labels.class_names),
+                    (),
+                    progress,
                 )
                 report.problems += sub.problems
                 report.num_samples += sub.num_samples
@@ -236,7 +234,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 assert sub.histogram is not None
                 report.histogram += sub.histogram
             return report
-        return check_samples(samples, None, split, self.class_names, problems, progress)
+        return check_samples(samples, None, split, list(self.labels.class_names), problems, progress)
 
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str | None = None) -> None:
@@ -306,7 +304,7 @@ class SegmentationDataModule(L.LightningDataModule):
             "num_workers": workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": workers > 0,
-            "collate_fn": PadCollate(self.ignore_index),
+            "collate_fn": PadCollate(self.labels.ignore_index),
             "worker_init_fn": seed_worker if workers > 0 else None,
         }
         dist = self._distributed_kwargs()
@@ -419,9 +417,9 @@ class SegmentationDataModule(L.LightningDataModule):
             [rgb],
             [_label_map(sample.get("mask"))],
             [_label_map(pred)],
-            self.palette,
-            self.ignore_index,
-            class_names=self.class_names if show_legend else None,
+            self.labels.palette,
+            self.labels.ignore_index,
+            class_names=list(self.labels.class_names) if show_legend else None,
             panel_size=4.0,
             title=suptitle,
         )

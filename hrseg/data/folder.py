@@ -6,10 +6,12 @@ come from list files of stems or from a seeded random split.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from hrseg.data.checks import (
     IMAGE_EXTENSIONS,
@@ -20,6 +22,10 @@ from hrseg.data.checks import (
     require_dir,
 )
 from hrseg.data.datamodule import SegmentationDataModule
+from hrseg.data.layouts import progress_bar
+from hrseg.data.registry import register_dataset
+from hrseg.data.scenes import SCENE_LABELS, generate_scene, scene_rng
+from hrseg.metadata import IGNORE_INDEX, LabelSet
 
 SPLITS = ("train", "val", "test")
 MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff")
@@ -37,6 +43,48 @@ def _read_stems(path: Path) -> list[str]:
     return stems
 
 
+def write_folder(
+    out: str | Path,
+    num_train: int,
+    num_val: int,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write generated scenes as a plain folder dataset: ``images/``, ``masks/`` (train-id PNGs), lists.
+
+    Also writes ``train.txt`` / ``val.txt`` (stems) and ``classes.json`` (names + palette) for
+    :class:`FolderDataModule`.
+
+    Returns:
+        The :class:`FolderDataModule` keywords that read it.
+    """
+    root = Path(out)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    stems: dict[str, list[str]] = {"train": [], "val": []}
+    with progress_bar(num_train + num_val, "folder", progress) as bar:
+        for split, n in (("train", num_train), ("val", num_val)):
+            for i in range(n):
+                stem = f"{split}_{i:05d}"
+                image, mask = generate_scene(scene_rng(seed, split, i), size)
+                Image.fromarray(image).save(root / "images" / f"{stem}.png")
+                Image.fromarray(mask, mode="L").save(root / "masks" / f"{stem}.png")
+                stems[split].append(stem)
+                bar.update(1)
+    for split, items in stems.items():
+        (root / f"{split}.txt").write_text("".join(f"{x}\n" for x in items))
+    (root / "classes.json").write_text(json.dumps(SCENE_LABELS.to_dict(), indent=1) + "\n")
+    return {
+        "images_dir": str(root / "images"),
+        "masks_dir": str(root / "masks"),
+        "num_classes": SCENE_LABELS.num_classes,
+        "train_list": str(root / "train.txt"),
+        "val_list": str(root / "val.txt"),
+    }
+
+
+@register_dataset("folder", write_layout=write_folder)
 class FolderDataModule(SegmentationDataModule):
     """Images in one folder, masks in another, matched by stem (``a.jpg`` <-> ``a.png``).
 
@@ -66,7 +114,7 @@ class FolderDataModule(SegmentationDataModule):
         num_classes: int,
         class_names: list[str] | None = None,
         palette: list[tuple[int, int, int]] | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         train_list: str | None = None,
         val_list: str | None = None,
         test_list: str | None = None,
@@ -79,11 +127,11 @@ class FolderDataModule(SegmentationDataModule):
         **kwargs: Any,
     ) -> None:
         """Validate ``val_ratio`` and derive which splits exist from the lists given."""
+        names = class_names if class_names is not None else LabelSet.generic(num_classes).class_names
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names given for num_classes={num_classes}")
         super().__init__(
-            num_classes=num_classes,
-            class_names=class_names,
-            palette=palette,
-            ignore_index=ignore_index,
+            labels=LabelSet(tuple(names), tuple(palette or ()), ignore_index),
             batch_size=batch_size,
             num_workers=num_workers,
             crop_size=crop_size,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.data import suggested_max_num_workers
 
-from hrseg.colors import IGNORE_INDEX
+from hrseg.metadata import IGNORE_INDEX
 
 
 def pad_collate(batch: Sequence[Mapping[str, Any]], ignore_index: int = IGNORE_INDEX) -> dict[str, Any]:

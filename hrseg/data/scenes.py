@@ -8,7 +8,7 @@ colour lookup; shapes are consistent, so a small HRNet learns it in minutes on a
 function of (seed, split, index).
 
 This is the project's one generator of synthetic images: the demo DataModule, the dataset-layout writers,
-export checks and benchmarks all draw through it. It imports numpy and the label tables only, so the
+export checks and benchmarks all draw through it. It imports numpy and the label sets only, so the
 deployment path can use it without the training stack.
 """
 
@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from hrseg.data.metadata import CITYSCAPES_TRAIN_ID, IGNORE_INDEX
+from hrseg.metadata import get_label_set
 
 GENERATOR_VERSION = 3
 """Bumped whenever the drawing changes, so on-disk caches of older scenes are not reused."""
 
-_T = CITYSCAPES_TRAIN_ID
+#: the classes of the scenes: the 19 Cityscapes train ids
+SCENE_LABELS = get_label_set("cityscapes")
+_T = {name: i for i, name in enumerate(SCENE_LABELS.class_names)}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = _T["road"], _T["sidewalk"], _T["building"], _T["wall"], _T["fence"]
 POLE, LIGHT, SIGN, VEGETATION, TERRAIN = (
     _T["pole"],
@@ -47,7 +49,7 @@ class _Canvas:
     def __init__(self, height: int, width: int) -> None:
         self.h, self.w = height, width
         self.rgb = np.zeros((height, width, 3), dtype=np.float32)
-        self.label = np.full((height, width), IGNORE_INDEX, dtype=np.uint8)
+        self.label = np.full((height, width), SCENE_LABELS.ignore_index, dtype=np.uint8)
 
     def _box(self, y0: float, y1: float, x0: float, x1: float) -> tuple[int, int, int, int] | None:
         a, b = max(round(y0), 0), min(round(y1), self.h)
@@ -441,8 +443,8 @@ def generate_scene(
     img += rng.normal(0.0, 6.0, img.shape).astype(np.float32)
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     label = cv.label
-    if (label == IGNORE_INDEX).any():  # every pixel is drawn; this guards future edits
-        label[label == IGNORE_INDEX] = SKY
+    if (label == SCENE_LABELS.ignore_index).any():  # every pixel is drawn; this guards future edits
+        label[label == SCENE_LABELS.ignore_index] = SKY
     return image, label
 
 

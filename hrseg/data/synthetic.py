@@ -12,10 +12,37 @@ from torch.utils.data import Dataset
 from hrseg.data.checks import CheckReport, Problem, check_samples
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.dataset import ArraySegmentationDataset
-from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_NUM_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from hrseg.data.scenes import GENERATOR_VERSION, generate_scene, generate_split, scene_rng
+from hrseg.data.registry import register_dataset
+from hrseg.data.scenes import GENERATOR_VERSION, SCENE_LABELS, generate_scene, generate_split, scene_rng
 
 
+def write_demo(
+    out: str | Path,
+    num_train: int,
+    num_val: int,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write the demo's scene cache under ``out`` (what ``DemoDataModule(cache_dir=out)`` reads back).
+
+    Returns:
+        The :class:`DemoDataModule` keywords that read it.
+    """
+    kwargs: dict[str, Any] = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "image_size": (int(size[0]), int(size[1])),
+        "seed": seed,
+        "cache_dir": str(out),
+    }
+    dm = DemoDataModule(**kwargs)
+    for split in ("train", "val", "test"):
+        dm.scenes(split)
+    return kwargs
+
+
+@register_dataset("demo", write_layout=write_demo)
 class DemoDataModule(SegmentationDataModule):
     """Generated street scenes labelled with the 19 Cityscapes train ids, in memory or cached as PNG.
 
@@ -52,10 +79,7 @@ class DemoDataModule(SegmentationDataModule):
     ) -> None:
         """Check the scene counts; scenes are generated (or read from the cache) on first use."""
         super().__init__(
-            num_classes=CITYSCAPES_NUM_CLASSES,
-            class_names=CITYSCAPES_CLASSES,
-            palette=CITYSCAPES_PALETTE,
-            ignore_index=IGNORE_INDEX,
+            labels=SCENE_LABELS,
             batch_size=batch_size,
             num_workers=num_workers,
             crop_size=crop_size,
@@ -114,17 +138,18 @@ class DemoDataModule(SegmentationDataModule):
     def check(self, split: str, progress: bool = True) -> CheckReport:
         """Validate the generated scenes' labels and report the class histogram."""
         _, masks = self.scenes(split)
-        report = check_samples([], None, split, self.class_names)
+        labels = self.labels
+        report = check_samples([], None, split, list(labels.class_names))
         report.num_samples = report.num_labelled = len(masks)
-        hist = np.zeros(self.num_classes, dtype=np.int64)
+        hist = np.zeros(labels.num_classes, dtype=np.int64)
         for i, m in enumerate(masks):
-            bad = (m >= self.num_classes) & (m != self.ignore_index)
+            bad = (m >= labels.num_classes) & (m != labels.ignore_index)
             if bad.any():
                 report.problems.append(Problem(f"demo_{split}_{i:05d}", "label values out of range"))
-            hist += np.bincount(m[m < self.num_classes].ravel(), minlength=self.num_classes)
-            report.ignored_pixels += int((m == self.ignore_index).sum())
+            hist += np.bincount(m[m < labels.num_classes].ravel(), minlength=labels.num_classes)
+            report.ignored_pixels += int((m == labels.ignore_index).sum())
         report.histogram = hist
         return report
 
 
-__all__ = ["DemoDataModule"]
+__all__ = ["DemoDataModule", "write_demo"]

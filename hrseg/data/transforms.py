@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from hrseg.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
     import albumentations as A

@@ -10,11 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from PIL import Image
 
 from hrseg.data.checks import DatasetError, Problem, Sample
 from hrseg.data.datamodule import SegmentationDataModule
-from hrseg.data.metadata import IGNORE_INDEX, VOC_CLASSES, VOC_NUM_CLASSES, VOC_PALETTE
+from hrseg.data.layouts import progress_bar
+from hrseg.data.registry import register_dataset
+from hrseg.data.scenes import SCENE_LABELS, generate_scene, scene_rng
+from hrseg.metadata import LabelSet, get_label_set
 
 AUG_SPLIT = "trainaug"
 _AUG_LISTS = (
@@ -68,6 +73,114 @@ def read_id_list(path: Path) -> list[str]:
     return ids
 
 
+# Generated scene classes -> VOC classes (everything else is background).
+_SCENE_TO_VOC = {
+    "person": "person",
+    "rider": "person",
+    "car": "car",
+    "truck": "car",
+    "bus": "bus",
+    "train": "train",
+    "motorcycle": "motorbike",
+    "bicycle": "bicycle",
+}
+
+
+def _voc_borders(labels: np.ndarray, ignore_index: int, width: int = 1) -> np.ndarray:
+    """Mark object outlines with the ignore value like the VOC annotations (pixels next to another label)."""
+    out = labels.copy()
+    edge = np.zeros(labels.shape, dtype=bool)
+    for dy, dx in ((0, 1), (1, 0)):
+        a = labels[: labels.shape[0] - dy, : labels.shape[1] - dx]
+        b = labels[dy:, dx:]
+        diff = a != b
+        edge[: labels.shape[0] - dy, : labels.shape[1] - dx] |= diff
+        edge[dy:, dx:] |= diff
+    for _ in range(width - 1):
+        grown = edge.copy()
+        grown[1:] |= edge[:-1]
+        grown[:-1] |= edge[1:]
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        edge = grown
+    out[edge] = ignore_index
+    return out
+
+
+def _to_voc(mask: np.ndarray, labels: LabelSet) -> np.ndarray:
+    """Generated scene classes -> VOC classes (person, car, bus, ...; everything else is background)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for scene_class, voc_class in _SCENE_TO_VOC.items():
+        lut[SCENE_LABELS.class_names.index(scene_class)] = labels.class_names.index(voc_class)
+    lut[SCENE_LABELS.ignore_index] = labels.ignore_index
+    return lut[mask]
+
+
+def _save_palette_png(indices: np.ndarray, palette: list[tuple[int, int, int]], path: Path) -> None:
+    img = Image.fromarray(indices.astype(np.uint8), mode="P")
+    img.putpalette([c for rgb in palette for c in rgb])
+    img.save(path)
+
+
+def write_voc(
+    out: str | Path,
+    num_train: int,
+    num_val: int,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    progress: bool = True,
+    num_aug: int | None = None,
+) -> dict[str, Any]:
+    """Write generated scenes in the PASCAL VOC 2012 layout, plus the SBD "aug" extension.
+
+    Layout: ``VOCdevkit/VOC2012/`` with ``JPEGImages``, ``SegmentationClass``, ``SegmentationClassAug`` and
+    ``ImageSets/Segmentation``.
+    SegmentationClass masks are palette PNGs with ignored outlines; SegmentationClassAug masks are greyscale
+    (train, val and ``num_aug`` extra images, default ``num_train``); lists train / val / trainval /
+    trainaug / aug. Scene classes map to VOC: person, car, bus, ...; everything else is background.
+
+    Returns:
+        The :class:`VOCDataModule` keywords that read it (with the aug training set).
+    """
+    labels = get_label_set("voc")
+    num_aug = num_train if num_aug is None else num_aug
+    voc = Path(out) / "VOCdevkit" / "VOC2012"
+    dirs = {k: voc / k for k in ("JPEGImages", "SegmentationClass", "SegmentationClassAug")}
+    lists_dir = voc / "ImageSets" / "Segmentation"
+    for d in [*dirs.values(), lists_dir]:
+        d.mkdir(parents=True, exist_ok=True)
+    ids: dict[str, list[str]] = {"train": [], "val": [], "aug": []}
+    counts = {"train": num_train, "val": num_val, "aug": num_aug}
+    year = {"train": 2007, "val": 2008, "aug": 2011}
+    with progress_bar(sum(counts.values()), "voc", progress) as bar:
+        for split, n in counts.items():
+            for i in range(n):
+                image_id = f"{year[split]}_{i + 1:06d}"
+                image, mask = generate_scene(scene_rng(seed, "test" if split == "aug" else split, i), size)
+                voc_mask = _to_voc(mask, labels)
+                Image.fromarray(image).save(dirs["JPEGImages"] / f"{image_id}.jpg", quality=92)
+                if split != "aug":
+                    _save_palette_png(
+                        _voc_borders(voc_mask, labels.ignore_index),
+                        list(labels.palette),
+                        dirs["SegmentationClass"] / f"{image_id}.png",
+                    )
+                Image.fromarray(voc_mask, mode="L").save(dirs["SegmentationClassAug"] / f"{image_id}.png")
+                ids[split].append(image_id)
+                bar.update(1)
+
+    def write_list(name: str, items: list[str]) -> None:
+        (lists_dir / name).write_text("".join(f"{x}\n" for x in items))
+
+    write_list("train.txt", ids["train"])
+    write_list("val.txt", ids["val"])
+    write_list("trainval.txt", ids["train"] + ids["val"])
+    write_list("aug.txt", ids["aug"])
+    write_list("trainaug.txt", ids["train"] + ids["aug"])
+    return {"root": str(out), "aug": True}
+
+
+@register_dataset("voc", write_layout=write_voc)
 class VOCDataModule(SegmentationDataModule):
     """PASCAL VOC 2012: 21 classes (background + 20), 255 ignored; ``aug=True`` adds the SBD training set.
 
@@ -95,10 +208,7 @@ class VOCDataModule(SegmentationDataModule):
     ) -> None:
         """Store the root and split options; the VOC tree is located on first use (:attr:`voc_dir`)."""
         super().__init__(
-            num_classes=VOC_NUM_CLASSES,
-            class_names=VOC_CLASSES,
-            palette=VOC_PALETTE,
-            ignore_index=IGNORE_INDEX,
+            labels=get_label_set("voc"),
             batch_size=batch_size,
             num_workers=num_workers,
             crop_size=crop_size,

@@ -31,9 +31,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from hrseg.checkpoint import ModelMeta, read_exported
+from hrseg.checkpoint import read_exported
 from hrseg.inference.optimize import prepare_for_inference
 from hrseg.inference.runtime import check_openvino_precision, open_exported
+from hrseg.metadata import ModelMeta
 
 __all__ = ["BACKENDS", "PRECISIONS", "available_backends", "build_backend", "resolve_backend"]
 

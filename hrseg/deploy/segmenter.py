@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hrseg.checkpoint import ModelMeta
 from hrseg.colors import colorize, overlay
 from hrseg.deploy.backends import build_backend, resolve_backend
 from hrseg.eval_protocol import EvalProtocol
@@ -20,6 +19,7 @@ from hrseg.inference.device import resolve_device
 from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.protocol import Output, class_argmax, infer
 from hrseg.inference.runtime import RuntimeModel
+from hrseg.metadata import ModelMeta
 
 __all__ = ["Segmenter"]
 
@@ -190,12 +190,12 @@ class Segmenter:
     @property
     def class_names(self) -> list[str]:
         """Class names in train-id order."""
-        return list(self.meta.class_names or [])
+        return list(self.meta.labels.class_names)
 
     @property
     def palette(self) -> list[list[int]]:
         """One RGB colour per class."""
-        return list(self.meta.palette or [])
+        return [list(c) for c in self.meta.labels.palette]
 
     def normalize(self, x: Tensor) -> Tensor:
         """[0, 1] images -> the model's input (:meth:`ModelMeta.normalize`), on the Segmenter's device."""
@@ -264,10 +264,10 @@ class Segmenter:
 
     def colorize(self, mask: np.ndarray | Tensor) -> np.ndarray:
         """Label map -> RGB uint8 ``(H, W, 3)`` with the palette; ignore / unknown ids are black."""
-        return colorize(mask, self.palette, self.meta.ignore_index)
+        return colorize(mask, self.palette, self.meta.labels.ignore_index)
 
     def overlay(self, image: ImageInput, mask: np.ndarray | Tensor, alpha: float = 0.5) -> np.ndarray:
         """Blend the colourised mask over the image (RGB uint8), e.g. for a quick visual check."""
         x, _ = to_image_tensor(image, 3)
         rgb = x[0].permute(1, 2, 0).cpu().numpy() * 255.0
-        return overlay(rgb, mask, self.palette, alpha, self.meta.ignore_index)
+        return overlay(rgb, mask, self.palette, alpha, self.meta.labels.ignore_index)

@@ -10,8 +10,8 @@ Every prediction path (``predict_folder``, the Lightning ``PredictionWriter``) w
 Benchmark formats (``format=``) write one file per image instead, as the evaluation servers expect:
 
 - ``"cityscapes"``: ``<city>_<seq>_<frame>_labelIds.png``, train ids mapped to Cityscapes label ids through
-  the official table (``hrseg.data.metadata``), the naming cityscapesScripts' evaluator and the test server
-  match (``<city>_<seq>_<frame>*.png``); score a folder with ``hrseg evaluate``;
+  the official table (the ``cityscapes`` label set of :mod:`hrseg.metadata`), the naming cityscapesScripts'
+  evaluator and the test server match (``<city>_<seq>_<frame>*.png``); score a folder with ``hrseg evaluate``;
 - ``"voc"``: ``<name>.png``, an indexed (palette) PNG in the PASCAL VOC colour map, as VOC's own masks.
 
 Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated PNG that a
@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hrseg.colors import colorize, overlay, voc_colormap
+from hrseg.colors import colorize, overlay
 from hrseg.deploy.segmenter import Segmenter
 from hrseg.images import ImageFileError, list_images, open_image, to_image_tensor
+from hrseg.metadata import get_label_set, voc_colormap
 
 __all__ = [
     "PREDICTION_FORMATS",
@@ -167,14 +168,13 @@ def write_prediction(
         raise ValueError(f"{name}: expected an (H, W) label map, got shape {arr.shape}")
     paths = output_paths(output_dir, name, write_color, write_overlay, format)
     if format == "cityscapes":
-        from hrseg.data.metadata import CITYSCAPES_NUM_CLASSES, cityscapes_train_to_label_id
-
-        if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= CITYSCAPES_NUM_CLASSES):
+        cityscapes = get_label_set("cityscapes")
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= cityscapes.num_classes):
             raise ValueError(
-                f"{name}: the cityscapes format needs Cityscapes train ids 0..18, got values up to "
-                f"{int(arr.max())}"
+                f"{name}: the cityscapes format needs Cityscapes train ids 0..{cityscapes.num_classes - 1}, "
+                f"got values up to {int(arr.max())}"
             )
-        _save_png(Image.fromarray(cityscapes_train_to_label_id()[arr]), paths["labelIds"])
+        _save_png(Image.fromarray(cityscapes.train_to_id().astype(np.uint8)[arr]), paths["labelIds"])
         return paths
     if format == "voc":
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hrseg.checkpoint import ModelMeta
 from hrseg.images import to_image_tensor
 from hrseg.inference.protocol import class_argmax, infer
+from hrseg.metadata import IGNORE_INDEX, ModelMeta
 from hrseg.metrics import SegmentationMetrics
 
 __all__ = ["AccuracyReport", "accuracy_report", "label_map_predictor"]
@@ -57,7 +57,7 @@ def accuracy_report(
     images: Iterable[Any],
     masks: Iterable[Any] | None = None,
     num_classes: int | None = None,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
 ) -> AccuracyReport:
     """Compare two label-map predictors (e.g. ``Segmenter.predict`` fp32 and int8) on a validation set.
 

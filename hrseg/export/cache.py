@@ -28,11 +28,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hrseg.checkpoint import ModelMeta
 from hrseg.export.files import atomic_target
 from hrseg.export.formats import export
 from hrseg.export.quantize import quantize_int8
 from hrseg.export.to_openvino import save_openvino
+from hrseg.metadata import ModelMeta
 
 __all__ = ["default_cache_dir", "export_cached", "model_fingerprint"]
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
+from hrseg.checkpoint import CONFIG_METADATA_KEY
 from hrseg.data.scenes import generate_scene
 from hrseg.export.accuracy import AccuracyReport, accuracy_report, label_map_predictor
 from hrseg.export.graph import ExportWrapper, check_input, default_check_size, export_dims, trace
@@ -36,6 +36,7 @@ from hrseg.images import ImageInput
 from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.optimize import prepare_for_inference
 from hrseg.inference.runtime import check_openvino_precision
+from hrseg.metadata import ModelMeta
 from hrseg.models import upsample_logits
 
 __all__ = [
@@ -426,5 +427,5 @@ def _accuracy(
         images,
         masks,
         meta.num_classes,
-        meta.ignore_index,
+        meta.labels.ignore_index,
     )

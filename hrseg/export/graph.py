@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hrseg.checkpoint import ModelMeta
 from hrseg.data.scenes import generate_scene
 from hrseg.images import ImageInput, to_image_tensor
 from hrseg.inference.optimize import copy_capabilities
+from hrseg.metadata import ModelMeta
 
 __all__ = ["ExportWrapper", "check_input", "default_check_size", "export_dims", "trace"]
 

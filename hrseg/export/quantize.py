@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
+from hrseg.checkpoint import CONFIG_METADATA_KEY
 from hrseg.data.scenes import generate_scene
 from hrseg.export.to_onnx import set_onnx_metadata
 from hrseg.images import to_image_tensor
+from hrseg.metadata import ModelMeta
 
 __all__ = ["CALIBRATION_SEED", "calibration_batches", "quantize_int8"]
 

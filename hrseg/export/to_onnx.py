@@ -20,8 +20,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, PRECISION_METADATA_KEY, ModelMeta
+from hrseg.checkpoint import CONFIG_METADATA_KEY, PRECISION_METADATA_KEY
 from hrseg.export.graph import trace
+from hrseg.metadata import ModelMeta
 
 __all__ = ["EXPORTERS", "Exporter", "set_onnx_metadata", "write_onnx"]
 

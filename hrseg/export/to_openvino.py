@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, PRECISION_METADATA_KEY, ModelMeta, import_openvino
+from hrseg.checkpoint import CONFIG_METADATA_KEY, PRECISION_METADATA_KEY, import_openvino
 from hrseg.export.files import atomic_target
+from hrseg.metadata import ModelMeta
 
 __all__ = ["save_openvino"]
 

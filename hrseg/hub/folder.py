@@ -27,7 +27,7 @@ from huggingface_hub import ModelCard, ModelHubMixin
 from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
 from torch import Tensor, nn
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta, read_model_checkpoint
+from hrseg.checkpoint import CONFIG_METADATA_KEY, read_model_checkpoint
 from hrseg.hub.references import (
     HubError,
     HubFile,
@@ -38,6 +38,7 @@ from hrseg.hub.references import (
     hub_offline,
     parse_reference,
 )
+from hrseg.metadata import ModelMeta
 from hrseg.modelcard import model_card
 
 __all__ = [

@@ -23,13 +23,14 @@ Runtime for ``.onnx`` files). Image inputs are converted by :mod:`hrseg.images`,
 
 from __future__ import annotations
 
-from hrseg.checkpoint import CONFIG_METADATA_KEY, ModelMeta
+from hrseg.checkpoint import CONFIG_METADATA_KEY
 from hrseg.images import ImageInput, open_image, to_image_tensor
 from hrseg.inference.device import resolve_device
 from hrseg.inference.loading import build_from_meta, load_checkpoint
 from hrseg.inference.optimize import fold_batchnorm, prepare_for_inference
 from hrseg.inference.protocol import EvalProtocol, Output, class_argmax, infer, sliding_window_starts
 from hrseg.inference.runtime import RuntimeModel, load_exported
+from hrseg.metadata import ModelMeta
 
 __all__ = [
     "CONFIG_METADATA_KEY",

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hrseg.checkpoint import CheckpointError, ModelMeta, read_exported, read_model_checkpoint
+from hrseg.checkpoint import CheckpointError, read_exported, read_model_checkpoint
 from hrseg.hub.folder import resolve_model_path
 from hrseg.inference.runtime import open_exported
+from hrseg.metadata import ModelMeta
 from hrseg.models import build_model
 
 __all__ = ["EXPORTED_SUFFIXES", "build_from_meta", "load_checkpoint"]

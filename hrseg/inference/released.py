@@ -16,21 +16,14 @@ from typing import Any
 
 from torch import nn
 
-from hrseg.checkpoint import CheckpointError, ModelMeta
-from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES, VOC_PALETTE
+from hrseg.checkpoint import CheckpointError
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.loading import build_from_meta
+from hrseg.metadata import LabelSet, ModelMeta
 from hrseg.models import list_models, load_pretrained
 from hrseg.models.weights import CheckpointMismatchError
 
-__all__ = ["LABEL_SETS", "load_released", "model_from_weights", "released_meta"]
-
-#: Label sets of the released checkpoints: class names and palette in train-id order.
-LABEL_SETS: dict[str, tuple[list[str], list[tuple[int, int, int]]]] = {
-    "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
-    "voc": (VOC_CLASSES, VOC_PALETTE),
-}
+__all__ = ["load_released", "model_from_weights", "released_meta"]
 
 
 def released_meta(
@@ -44,7 +37,8 @@ def released_meta(
 
     Args:
         model: an hrseg model name (``hrnetv2_w48``, ``hrnetv2_w48_ocr``, ...; ``hrseg.list_models()``).
-        classes: ``"cityscapes"`` (19 train ids), ``"voc"`` (21 classes) or a list of class names.
+        classes: a registered label set (``"cityscapes"``, ``"voc"``, ...;
+            ``hrseg.metadata.list_label_sets()``) or a list of class names.
         align_corners: of every bilinear resize; True for checkpoints of the official HRNet-OCR branch
             (``*_torch11.pth``), which trained with it everywhere; False for the HRNetV2 master branch.
         model_options: further ``build_model`` options (``bn_momentum``, ``ocr_mid_channels``, ...).
@@ -52,24 +46,11 @@ def released_meta(
     """
     if model not in list_models() and not model.startswith("smp:"):
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(list_models())}")
-    if isinstance(classes, str):
-        if classes not in LABEL_SETS:
-            raise ValueError(
-                f"unknown label set {classes!r}; use {' or '.join(LABEL_SETS)} or a list of class names"
-            )
-        names, palette = LABEL_SETS[classes]
-    else:
-        names, palette = [str(c) for c in classes], None  # ModelMeta picks the default palette
     return ModelMeta(
         model=model,
-        num_classes=len(names),
+        labels=LabelSet.coerce(classes),
         model_options=dict(model_options or {}),
-        class_names=list(names),
-        palette=None if palette is None else [list(c) for c in palette],
-        mean=list(IMAGENET_MEAN),
-        std=list(IMAGENET_STD),
         align_corners=align_corners,
-        ignore_index=IGNORE_INDEX,
         eval_protocol=eval_protocol or EvalProtocol(),
     )
 

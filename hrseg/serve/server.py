@@ -124,8 +124,8 @@ def build_server(config: ServeConfig, meta: Any) -> Any:
     app.state.hrseg_limits = config.limits
     # LitServe's own "/" (a plain text line) and "/info" (its metadata) give way to hrseg's
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in ("/", "/info")]
-    classes = list(meta.class_names or [str(i) for i in range(meta.num_classes)])
-    palette = [list(c) for c in (meta.palette or [])]
+    classes = list(meta.labels.class_names or [str(i) for i in range(meta.num_classes)])
+    palette = [list(c) for c in (meta.labels.palette or [])]
     page = page_html()
 
     @app.get("/", response_class=HTMLResponse)

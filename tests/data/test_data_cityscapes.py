@@ -62,7 +62,7 @@ def test_train_batches_and_trainval(cityscapes_root: Path) -> None:
     assert batch["image"].shape == (2, 3, 16, 32) and batch["mask"].shape == (2, 16, 32)
     valid = (batch["mask"] < 19) | (batch["mask"] == 255)
     assert valid.all()
-    assert dm.num_classes == 19 and dm.ignore_index == 255 and len(dm.class_names) == 19
+    assert dm.labels.num_classes == 19 and dm.labels.ignore_index == 255 and len(dm.labels.class_names) == 19
 
 
 def test_test_split_is_predict_only(cityscapes_root: Path) -> None:

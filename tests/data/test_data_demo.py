@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from hrseg.data import DemoDataModule, generate_scene
-from hrseg.data.metadata import CITYSCAPES_CLASSES
+from hrseg.metadata import get_label_set
 
 
 def test_demo_batches_follow_the_contract() -> None:
@@ -27,8 +27,8 @@ def test_demo_batches_follow_the_contract() -> None:
     assert len(dm.train_dataloader()) == 1  # drop_last
     val = next(iter(dm.val_dataloader()))
     assert val["image"].shape == (1, 3, 64, 128)
-    assert dm.num_classes == 19 and dm.ignore_index == 255 and dm.class_names == CITYSCAPES_CLASSES
-    assert len(dm.palette) == 19 and dm.mean == (0.485, 0.456, 0.406)
+    assert dm.labels == get_label_set("cityscapes") and dm.labels.ignore_index == 255
+    assert len(dm.labels.palette) == 19 and dm.mean == (0.485, 0.456, 0.406)
     dm.setup("predict")
     pred = next(iter(dm.predict_dataloader()))
     assert set(pred) == {"image", "name", "path", "error"} and pred["image"].shape == (1, 3, 64, 128)
@@ -56,7 +56,7 @@ def test_scenes_are_deterministic_and_varied() -> None:
     dm = DemoDataModule(num_train=40, num_val=2, image_size=(64, 128))
     _, masks = dm.scenes("train")
     present = set(np.unique(np.stack(masks)).tolist())
-    assert present == set(range(len(CITYSCAPES_CLASSES)))  # all 19 classes, none beyond, no ignore
+    assert present == set(range(dm.labels.num_classes))  # all 19 classes, none beyond, no ignore
 
 
 def test_demo_cache_dir(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from hrseg_data_trees import REFERENCE_LABEL_TO_TRAIN
 
-from hrseg.colors import colorize, voc_colormap
+from hrseg.colors import colorize
 from hrseg.data import metadata as md
+from hrseg.metadata import LabelSet, voc_colormap
 
 
 def test_cityscapes_table_has_every_id() -> None:
@@ -52,10 +53,10 @@ def test_colorize_blacks_out_ignore() -> None:
 
 def test_class_metadata_defaults_and_checks_live_in_one_place() -> None:
     """DataModules, the task and checkpoints all resolve class metadata through resolve_class_metadata."""
-    from hrseg.checkpoint import ModelMeta
     from hrseg.classes import resolve_class_metadata
-    from hrseg.colors import default_palette
+
     from hrseg.data import FolderDataModule
+    from hrseg.metadata import ModelMeta, default_palette
 
     info = resolve_class_metadata(3)
     assert info.class_names == ["class_0", "class_1", "class_2"] and info.palette == default_palette(3)
@@ -69,8 +70,8 @@ def test_class_metadata_defaults_and_checks_live_in_one_place() -> None:
         with pytest.raises(ValueError):
             resolve_class_metadata(2, **bad)
         with pytest.raises(ValueError):
-            ModelMeta(model="hrnetv2_w18_small_v1", num_classes=2, **bad)
+            ModelMeta(model="hrnetv2_w18_small_v1", labels=LabelSet.generic(2), **bad)
         with pytest.raises(ValueError):
             FolderDataModule(images_dir="unused", masks_dir="unused", num_classes=2, **bad)
-    meta = ModelMeta(model="hrnetv2_w18_small_v1", num_classes=3)
+    meta = ModelMeta(model="hrnetv2_w18_small_v1", labels=LabelSet.generic(3))
     assert (meta.class_names, meta.palette) == (info.class_names, [list(c) for c in info.palette])

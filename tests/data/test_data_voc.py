@@ -30,8 +30,8 @@ def test_palette_masks_read_as_indices(voc_root: Path) -> None:
         assert set(np.unique(mask)) <= set(range(21)) | {255}
     batch = next(iter(dm.val_dataloader()))
     assert batch["mask"].shape == (1, 40, 48)
-    assert dm.num_classes == 21 and dm.class_names[0] == "background"
-    assert dm.palette[1] == (128, 0, 0)
+    assert dm.labels.num_classes == 21 and dm.labels.class_names[0] == "background"
+    assert dm.labels.palette[1] == (128, 0, 0)
 
 
 @pytest.mark.parametrize("sub", ["", "VOCdevkit", "VOCdevkit/VOC2012"])
