@@ -157,7 +157,7 @@ def test_hrseg_bundle_from_the_hub_cache(cache: Path, tiny_checkpoint: Path, dem
 
 def test_task_weights_from_the_hub_cache(cache: Path, timm_state: dict[str, torch.Tensor]) -> None:
     """``weights:`` a hub reference: the task's backbone holds the cached file's tensors afterwards."""
-    task = hrseg.SegmentationTask(model="hrnetv2_w18_small_v1", weights=TIMM_REPO)
+    task = hrseg.SegmentationTask(model="hrnetv2_w18_small_v1", labels="cityscapes", weights=TIMM_REPO)
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
     task.load_pretrained_weights()
     loaded = task.model.state_dict()
@@ -204,7 +204,7 @@ def test_local_paths_keep_working(tmp_path: Path, timm_state: dict[str, torch.Te
 def test_hub_folder_layout_and_model_card(hub_folder: Path, tiny_checkpoint: Path) -> None:
     assert sorted(p.name for p in hub_folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((hub_folder / "config.json").read_text())
-    assert config["model"] == "hrnetv2_w18_small_v1" and config["num_classes"] == 19
+    assert config["model"] == "hrnetv2_w18_small_v1" and len(config["labels"]["class_names"]) == 19
     card = (hub_folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: hrseg\n")
     assert "hrnetv2_w18_small_v1" in card and "| 0 | road |" in card and "| 18 | bicycle |" in card
@@ -297,8 +297,8 @@ def test_push_to_hub_uploads_the_folder(hub_folder: Path, monkeypatch: pytest.Mo
     assert len(uploads) == 1
 
 
-def _old_layout_folder(root: Path) -> tuple[Path, torch.nn.Module]:
-    """A model folder as earlier hrseg versions wrote it, by hand: no huggingface_hub involved.
+def _hand_written_folder(root: Path) -> tuple[Path, torch.nn.Module]:
+    """A model folder written by hand, as another tool would: no huggingface_hub involved.
 
     ``config.json`` is the ModelMeta JSON (sorted keys, ``format_version`` 1), ``model.safetensors`` the
     official-key weights with the same JSON under ``hrseg_config`` in the header, ``README.md`` a card whose
@@ -310,14 +310,15 @@ def _old_layout_folder(root: Path) -> tuple[Path, torch.nn.Module]:
     model = build_model("hrnetv2_w18_small_v1", num_classes=3).eval()
     config = {
         "align_corners": False,
-        "class_names": ["road", "car", "sky"],
         "format_version": 1,
-        "ignore_index": 255,
+        "labels": {
+            "class_names": ["road", "car", "sky"],
+            "ignore_index": 255,
+            "palette": [[128, 64, 128], [0, 0, 142], [70, 130, 180]],
+        },
         "mean": [0.485, 0.456, 0.406],
         "model": "hrnetv2_w18_small_v1",
         "model_options": {},
-        "num_classes": 3,
-        "palette": [[128, 64, 128], [0, 0, 142], [70, 130, 180]],
         "std": [0.229, 0.224, 0.225],
     }
     text = json.dumps(config, indent=2, sort_keys=True)
@@ -331,8 +332,8 @@ def _old_layout_folder(root: Path) -> tuple[Path, torch.nn.Module]:
     return root, model
 
 
-def test_a_folder_in_the_old_layout_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder, model = _old_layout_folder(tmp_path / "old")
+def test_a_hand_written_folder_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, model = _hand_written_folder(tmp_path / "old")
     x = torch.rand(1, 3, 36, 40)
     with torch.inference_mode():
         expected = model(x)

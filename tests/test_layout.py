@@ -23,12 +23,10 @@ PACKAGE = Path(hrseg.__file__).resolve().parent
 #: writes through the runtime and the loader), the deployment API above both (its backend builder exports on
 #: demand).
 LAYERS: list[tuple[str, ...]] = [
+    ("hrseg.labelsets", "hrseg.plain_data", "hrseg.eval_protocol", "hrseg.metadata"),
     (
         "hrseg.colors",
-        "hrseg.classes",
         "hrseg.images",
-        "hrseg.plain_data",
-        "hrseg.eval_protocol",
         "hrseg.checkpoint",
         "hrseg.hub",
         "hrseg.modelcard",

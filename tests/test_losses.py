@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from hrseg.losses import (
-    CITYSCAPES_CLASS_WEIGHTS,
     CrossEntropy,
     OhemCrossEntropy,
     build_loss,
@@ -70,7 +69,7 @@ def test_weighted_ce_matches_torch():
     logits, target = _batch(num_classes=19)
     weights = resolve_class_weights("cityscapes", get_label_set("cityscapes"))
     assert weights is not None and weights.shape == (19,)
-    torch.testing.assert_close(weights, torch.tensor(CITYSCAPES_CLASS_WEIGHTS))
+    torch.testing.assert_close(weights, torch.tensor(get_label_set("cityscapes").class_weights))
     ours = CrossEntropy(IGNORE, weights)(logits, target)
     ref = F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE)
     torch.testing.assert_close(ours, ref)

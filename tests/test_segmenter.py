@@ -169,5 +169,5 @@ def test_model_meta_round_trip() -> None:
     )
     again = ModelMeta.from_dict(__import__("json").loads(meta.to_json()))
     assert again == meta
-    assert again.class_names == ["class_0", "class_1", "class_2"] and len(again.palette or []) == 3
+    assert again.labels.class_names == ("class_0", "class_1", "class_2") and len(again.labels.palette) == 3
     assert build_from_meta(again).fuse_mode == "nearest"

@@ -61,12 +61,12 @@ _FOLDER_HINT = "a folder holding config.json + model.safetensors"
 
 def _meta_from_config(config: Any, source: str, ref: HubReference | None = None) -> ModelMeta:
     """The :class:`ModelMeta` of a ``config.json``, or an error that says what else the file may be."""
-    if not isinstance(config, Mapping) or "model" not in config or "num_classes" not in config:
+    if not isinstance(config, Mapping) or "model" not in config or "labels" not in config:
         keys = sorted(config) if isinstance(config, Mapping) else []
         kind = f" (a timm '{config.get('architecture')}' config?)" if "architecture" in keys else ""
         name = str(ref) if ref is not None else source
         raise HubError(
-            f"{source} is not an hrseg model: its config.json has no 'model' / 'num_classes' "
+            f"{source} is not an hrseg model: its config.json has no 'model' / 'labels' "
             f"(keys {keys[:8]}){kind}. Weights of another library load into a model you build: "
             f"hrseg.load_pretrained(model, {name!r}) or `weights: {name}`."
         )

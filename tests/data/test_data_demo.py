@@ -108,7 +108,7 @@ def test_plot_returns_figure() -> None:
 def test_scenes_and_label_tables_import_without_the_training_stack() -> None:
     """The deployment path draws scenes and reads label tables; hrseg.data must not load Lightning for it."""
     code = (
-        "import sys; from hrseg.data import generate_scene, metadata; import hrseg.data.scenes; "
+        "import sys; from hrseg.data import generate_scene; import hrseg.data.scenes; "
         "image, mask = generate_scene(0, (32, 64)); assert image.shape == (32, 64, 3) and mask.max() < 19; "
         "print(','.join(m for m in ('albumentations', 'cv2', 'lightning') if m in sys.modules))"
     )

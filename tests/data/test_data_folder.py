@@ -52,9 +52,9 @@ def test_class_metadata(folder_dirs: tuple[Path, Path]) -> None:
     names = ["a", "b", "c", "d"]
     pal = [(1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12)]
     dm = _dm(folder_dirs, class_names=names, palette=pal, ignore_index=255)
-    assert dm.labels.class_names == names and dm.labels.palette == pal and dm.labels.num_classes == 4
+    assert list(dm.labels.class_names) == names and list(dm.labels.palette) == pal
     default = _dm(folder_dirs)
-    assert len(default.palette) == 4 and default.class_names[0] == "class_0"
+    assert len(default.labels.palette) == 4 and default.labels.class_names[0] == "class_0"
     with pytest.raises(ValueError, match="class names"):
         _dm(folder_dirs, class_names=["x"])
 
