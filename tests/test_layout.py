@@ -257,6 +257,89 @@ def test_no_two_top_level_packages_import_each_other() -> None:
     assert _circles(_package_graph(_import_graph())) == []
 
 
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")  # ``__version__`` is public
+
+
+def _private_uses(path: Path, package: Path) -> list[str]:
+    """Private names of another module of ``package`` that ``path`` uses: ``from m import _x`` and ``m._x`` /
+    ``alias._x`` on a module it imported (``import hrseg.a.b``, ``import ... as alias``, ``from hrseg.a import
+    b``), also inside functions. Each as ``line: module._x``."""
+    own = _module_name(path, package)
+    tree = ast.parse(path.read_text())
+    found: list[str] = []
+    bound: dict[str, str] = {}  # a local name -> the module of the tree it names
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if _is_module(alias.name, package):
+                    local = alias.asname or alias.name.split(".")[0]
+                    bound[local] = alias.name if alias.asname else local
+        elif isinstance(node, ast.ImportFrom):
+            module = _from_module(node, path, package)
+            if not _is_module(module, package) or module == own:
+                continue
+            for alias in node.names:
+                if _is_private(alias.name):
+                    found.append(f"{node.lineno}: {module}.{alias.name}")
+                elif _is_module(f"{module}.{alias.name}", package):
+                    bound[alias.asname or alias.name] = f"{module}.{alias.name}"
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain: list[str] = []
+        value: ast.expr = node
+        while isinstance(value, ast.Attribute):
+            chain.insert(0, value.attr)
+            value = value.value
+        if not (isinstance(value, ast.Name) and value.id in bound):
+            continue
+        module = bound[value.id]
+        while chain and _is_module(f"{module}.{chain[0]}", package):  # ``hrseg.hub.references._x``
+            module = f"{module}.{chain.pop(0)}"
+        if chain and chain[0] == node.attr and _is_private(node.attr) and module != own:
+            found.append(f"{node.lineno}: {module}.{node.attr}")
+    return found
+
+
+def test_the_private_name_reader_finds_both_spellings(tmp_path: Path) -> None:
+    """The checker itself: ``from``-imported, attribute-accessed (module, alias, package path, inside a
+    function) private names of a sibling are found; public names, dunders and a module's own are not."""
+    tree = tmp_path / "pkg"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "sub/__init__.py", "sub/b.py"):
+        (tree / name).write_text("")
+    (tree / "a.py").write_text(
+        "import pkg.sub.b\nimport pkg.sub.b as bb\nfrom pkg.sub import b\nfrom pkg import __version__, sub\n"
+        "from .sub.b import _x, y\n_own = 1\n\n\ndef f():\n    from pkg.sub.b import _z\n"
+        "    return pkg.sub.b._p, bb._q, b._r, b.s, sub.b._t, b._u._v, _own\n"
+    )
+    assert sorted(_private_uses(tree / "a.py", tree)) == sorted(
+        [
+            "5: pkg.sub.b._x",
+            "10: pkg.sub.b._z",
+            "11: pkg.sub.b._p",
+            "11: pkg.sub.b._q",
+            "11: pkg.sub.b._r",
+            "11: pkg.sub.b._t",
+            "11: pkg.sub.b._u",
+        ]
+    )
+
+
+@pytest.mark.parametrize("package", TREES, ids=lambda p: p.name)
+def test_no_module_uses_a_private_name_of_another(package: Path) -> None:
+    """A leading underscore means "this module's own": a name another module needs is a shared concept, so it
+    is public and documented (or lives where it belongs). Tests may reach in; the package trees may not.
+    Third-party private names are not this rule's business."""
+    offenders = [
+        f"{_module_name(path, package)}:{use}"
+        for path in _library_modules(package)
+        for use in _private_uses(path, package)
+    ]
+    assert offenders == []
+
+
 def test_commands_live_apart_from_the_library() -> None:
     with_main = []
     for path in _library_modules():
