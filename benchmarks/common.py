@@ -249,22 +249,47 @@ def time_case(fn: Callable[[], Any], spec: Mapping[str, Any]) -> tuple[Timing, P
 # --------------------------------------------------------------------------------------------------
 # Isolated cases
 # --------------------------------------------------------------------------------------------------
-def run_case(kind: str, spec: Mapping[str, Any], isolate: bool, timeout: float = 900.0) -> dict[str, Any]:
+#: one benchmark case: its JSON spec -> its JSON-able result (``forward_case``, ``train_case``, ...)
+Case = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def case_name(case: Case) -> str:
+    """``module:function``, the name a case travels under to its worker process (``benchmarks.worker``).
+
+    The suite hands the case function itself to :func:`run_case` (it never looks a case up by kind), so this
+    module needs none of the case modules, which all build on it.
+    """
+    name = f"{case.__module__}:{case.__qualname__}"
+    if not case.__module__.startswith("benchmarks.") or "." in case.__qualname__:
+        raise ValueError(f"a benchmark case is a module-level function of benchmarks/, not {name}")
+    return name
+
+
+def resolve_case(name: str) -> Case:
+    """The case function :func:`case_name` named (imported in the worker process)."""
+    module, _, function = name.partition(":")
+    if not module.startswith("benchmarks.") or not function:
+        raise ValueError(f"unknown case {name!r}: expected benchmarks.<module>:<function>")
+    import importlib
+
+    case: Case = getattr(importlib.import_module(module), function)
+    return case
+
+
+def run_case(case: Case, spec: Mapping[str, Any], isolate: bool, timeout: float = 900.0) -> dict[str, Any]:
     """Run one benchmark case, in a fresh interpreter when ``isolate`` (clean peak memory, no warm caches).
 
     Errors never abort the suite: they come back as ``{"error": ...}`` and show in the tables.
     """
     if not isolate:
-        from benchmarks.worker import run_kind
-
         try:
-            return run_kind(kind, dict(spec))
+            return case(dict(spec))
         except Exception as exc:  # a broken case must not hide the other results
             return {"error": f"{type(exc).__name__}: {exc}"}
     env = dict(os.environ)
     env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "benchmarks.worker", kind, json.dumps(dict(spec))]
+    cmd = [sys.executable, "-m", "benchmarks.worker", case_name(case), json.dumps(dict(spec))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
     except subprocess.TimeoutExpired:
@@ -276,7 +301,7 @@ def run_case(kind: str, spec: Mapping[str, Any], isolate: bool, timeout: float =
     return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
 
 
-def run_budgeted(kind: str, spec: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
+def run_budgeted(case: Case, spec: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
     """:func:`run_case` under the suite's soft time budget: no new case starts once it is used up.
 
     torch.compile cases always get their own process: in-process, dynamo's cache would let a second
@@ -287,7 +312,7 @@ def run_budgeted(kind: str, spec: Mapping[str, Any], cfg: Any) -> dict[str, Any]
         return {"error": "skipped: suite time budget (--budget-min) used up"}
     isolate = cfg.isolate or str(spec.get("path", "")).startswith("compile")
     load = load_average()
-    result = run_case(kind, spec, isolate, timeout=cfg.case_timeout)
+    result = run_case(case, spec, isolate, timeout=cfg.case_timeout)
     result["load_1m"] = load[0] if load else None  # judge each number by the load it was taken under
     return result
 

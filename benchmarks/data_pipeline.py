@@ -20,6 +20,7 @@ import torch
 
 from benchmarks.common import Column, Report, case_spec, log, markdown_table, ratio, run_budgeted
 from benchmarks.models import make_weights
+from benchmarks.train_step import train_case
 
 
 def _dataset_root(cache: Path, size: tuple[int, int], n_train: int) -> Path:
@@ -117,7 +118,7 @@ def _train_throughput(cfg: Any, train_report: Report | None) -> list[dict[str, A
         cfg, variant, cfg.train_size, cfg.train_batch, "hrseg", weights, cfg.train_warmup, cfg.train_iters
     )
     log(f"data: measuring the training throughput of {variant} (train benchmark not in this run)")
-    res = run_budgeted("train", spec, cfg)
+    res = run_budgeted(train_case, spec, cfg)
     if "error" in res:
         return []
     return [{"variant": variant, "path": "hrseg", "samples_per_s": res["samples_per_s"]}]

@@ -27,6 +27,7 @@ from benchmarks.common import (
     synchronizer,
     time_callable,
 )
+from benchmarks.forward import forward_case
 from benchmarks.models import make_weights
 
 #: documented GMACs at 1x3x1024x2048, K = 19 (docs/reference/models.md, docs/reference/ocr.md): the counter's
@@ -123,7 +124,7 @@ def _forward_rows(cfg: Any, forward_report: Report | None) -> list[dict[str, Any
             cfg, variant, (h, w), 1, path, weights, cfg.warmup, cfg.iters, cache_dir=str(cfg.cache)
         )
         log(f"flops: timing {variant} {h}x{w} {path} (forward benchmark not in this run)")
-        res = run_budgeted("forward", spec, cfg)
+        res = run_budgeted(forward_case, spec, cfg)
         if "error" not in res:
             rows.append({"variant": variant, "size": f"{h}x{w}", "path": path, **res})
     return rows

@@ -196,7 +196,7 @@ def measure(cfg: Any, sizes: Any) -> list[dict[str, Any]]:
                     output_path=str(out_dir / f"{variant}-{h}x{w}-{path}.pt"),
                 )
                 log(f"forward {variant} {h}x{w} {path}")
-                res = run_budgeted("forward", spec, cfg)
+                res = run_budgeted(forward_case, spec, cfg)
                 row = {"variant": variant, "size": f"{h}x{w}", "path": path, **res}
                 if "error" in res:
                     log(f"  error: {res['error']}")

@@ -137,7 +137,7 @@ def run(cfg: Any) -> Report:
             "max_seconds": cfg.max_seconds,
         }
         log(f"investigate {variant} {size[0]}x{size[1]} {name}")
-        res = run_budgeted("investigate", spec, cfg)
+        res = run_budgeted(investigate_case, spec, cfg)
         row = {"config": name, **res}
         for cat, share in (res.get("breakdown") or {}).items():
             row[f"share_{cat}"] = share

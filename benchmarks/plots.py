@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.targets import FAST_OVER_REFERENCE_TARGET
+
 #: drawing order and colours of the forward paths
 PATH_COLORS = {
     "eager": "#9e9e9e",
@@ -71,8 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", type=Path, nargs="?", default=None, help="PNG (default RUN_DIR/forward.png)")
     args = parser.parse_args(argv)
     payload = json.loads((args.run_dir / "forward.json").read_text(encoding="utf-8"))
-    from benchmarks.run import FAST_OVER_REFERENCE_TARGET
-
     machine = payload.get("machine", {})
     title = f"forward, batch 1: {machine.get('cpu')} ({machine.get('threads')} threads)" + (
         f", {machine['gpu']}" if machine.get("gpu") else ""

@@ -37,6 +37,13 @@ from benchmarks.common import (
 from benchmarks.forward import FAST_PATHS
 from benchmarks.models import has_reference
 from benchmarks.plots import plot_forward
+from benchmarks.targets import (
+    BEST_OVER_ORT_TARGET,
+    DATA_OVER_TRAIN_TARGET,
+    FAST_OVER_REFERENCE_TARGET,
+    TRAIN_OVER_REFERENCE_TARGET,
+    W48_PEAK_FRACTION_TARGET,
+)
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -46,12 +53,6 @@ README = Path(__file__).resolve().parent / "README.md"
 README_BEGIN = "<!-- bench:latest:begin -->"
 README_END = "<!-- bench:latest:end -->"
 
-#: issue 6 targets (throughput ratios, higher is better for hrseg)
-FAST_OVER_REFERENCE_TARGET = {"w18_small_v2": 1.5, "w18": 1.5, "w48": 1.1}
-W48_PEAK_FRACTION_TARGET = 0.85
-BEST_OVER_ORT_TARGET = 1.0
-TRAIN_OVER_REFERENCE_TARGET = 1.1
-DATA_OVER_TRAIN_TARGET = 2.0
 #: share of the CPU that other processes may keep busy (sampled before and after the run) before a warning
 BUSY_WARNING = 0.2
 #: output parity under CUDA bf16 autocast (fp32 runs keep the 1e-4 of SuiteConfig.tolerance)

@@ -114,7 +114,7 @@ def run(cfg: Any) -> Report:
                 cfg.train_iters,
             )
             log(f"train {variant} {path}")
-            res = run_budgeted("train", spec, cfg)
+            res = run_budgeted(train_case, spec, cfg)
             if "error" in res:
                 log(f"  error: {res['error']}")
             else:

@@ -1,7 +1,10 @@
-"""Run one benchmark case in this (fresh) process: ``python -m benchmarks.worker KIND '<json spec>'``.
+"""Run one benchmark case in this (fresh) process: ``python -m benchmarks.worker MODULE:FUNCTION '<json>'``.
 
 A fresh interpreter per case gives a clean peak-memory reading and no caches warmed by an earlier case;
 the result is printed as one JSON line after a marker so library chatter on stdout cannot corrupt it.
+The case is named by its function (``benchmarks.forward:forward_case``, see
+:func:`benchmarks.common.case_name`), so this entry point knows no case module: they import
+:mod:`benchmarks.common`, which starts this process, and nothing here imports them back.
 """
 
 from __future__ import annotations
@@ -9,37 +12,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
+from benchmarks.common import RESULT_MARKER, resolve_case
+
+# before resolve_case imports the case module (and through it hrseg's data stack)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-
-def _cases() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-    from benchmarks.forward import forward_case
-    from benchmarks.investigate import investigate_case
-    from benchmarks.train_step import train_case
-
-    return {"forward": forward_case, "train": train_case, "investigate": investigate_case}
-
-
-def run_kind(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Dispatch to the case function of ``kind``."""
-    cases = _cases()
-    if kind not in cases:
-        raise ValueError(f"unknown case kind {kind!r}; known: {sorted(cases)}")
-    return cases[kind](spec)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the child process."""
-    from benchmarks.common import RESULT_MARKER
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m benchmarks.worker KIND JSON_SPEC", file=sys.stderr)
+        print("usage: python -m benchmarks.worker MODULE:FUNCTION JSON_SPEC", file=sys.stderr)
         return 2
-    result = run_kind(args[0], json.loads(args[1]))
+    result = resolve_case(args[0])(json.loads(args[1]))
     print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
     return 0
 

@@ -39,6 +39,22 @@ from hrseg.viz import plot_panels, save_evaluation_plots
 __all__ = ["NonFiniteLossError", "SegmentationTask", "upgrade_hparams"]
 
 
+#: side of the square image in ``example_input_array`` (before rounding up to the model's ``size_divisor``)
+EXAMPLE_INPUT_SIZE = 64
+
+
+def _example_input(model: nn.Module) -> Tensor:
+    """One small image for Lightning's model summary: the model's channels, a size every model accepts.
+
+    The summary runs the network on it once (eval mode, no grad) for its "Total FLOPs" and the layers' in /
+    out sizes, so the figure is for this input: FLOPs grow with the pixel count.
+    """
+    divisor = int(getattr(model, "size_divisor", 1))
+    side = max(EXAMPLE_INPUT_SIZE, int(getattr(model, "min_export_size", 1)))
+    side = math.ceil(side / divisor) * divisor
+    return torch.zeros(1, int(getattr(model, "in_channels", 3)), side, side)
+
+
 def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Forward pre-hook: give a 4-D image batch the channels_last layout of the weights (one copy)."""
     if args and isinstance(args[0], Tensor) and args[0].dim() == 4:
@@ -150,6 +166,8 @@ class SegmentationTask(L.LightningModule):
         self.nonfinite_steps = 0
         self._nonfinite_streak = 0
         self.configure_models()
+        # Lightning's model summary reports FLOPs (0 without it) by running the network once on this
+        self.example_input_array = _example_input(self.model)
         self.configure_losses()
         self.configure_metrics()
 

@@ -122,6 +122,26 @@ def test_quick_ocr_variant_against_plain(tmp_path: Path) -> None:
     assert gflop[("w18_small_v1_ocr", "eager")] > gflop[("w18_small_v1", "eager")]
 
 
+def test_cases_run_in_their_own_process_by_function_name(tmp_path: Path) -> None:
+    """``--isolate`` sends each case to ``python -m benchmarks.worker MODULE:FUNCTION``: the suite hands the
+    case function over, so the plumbing in benchmarks.common needs no case module (no import circle)."""
+    from benchmarks.common import case_name, resolve_case
+    from benchmarks.forward import forward_case
+    from benchmarks.train_step import train_case
+
+    assert case_name(forward_case) == "benchmarks.forward:forward_case"
+    assert resolve_case(case_name(train_case)) is train_case
+    with pytest.raises(ValueError, match="module-level function"):
+        case_name(lambda spec: spec)
+    with pytest.raises(ValueError, match=r"benchmarks\.<module>:<function>"):
+        resolve_case("os:system")
+
+    _run_suite(["--quick", "--isolate", "--out", str(tmp_path), "--only", "forward", "--paths", "eager"])
+    rows = _load(tmp_path, "forward")["results"]
+    assert rows and not [r for r in rows if "error" in r]
+    assert all(r["img_per_s"] > 0 for r in rows)
+
+
 def test_ocr_flops_match_the_documented_count() -> None:
     """W48+OCR at 1024x2048: 1297.9 GMACs (docs/reference/ocr.md), counted on the meta device."""
     from benchmarks.flops import DOCUMENTED_GMAC, count_flops

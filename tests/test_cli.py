@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +76,49 @@ def test_print_config_shows_links_and_defaults(capsys):
     # the task's groups read as plain fields, not as class_path / init_args pairs
     assert "  loss:\n    terms: ce\n" in out and "  optimizer:\n    name: adamw\n" in out
     assert "init_args:\n      terms" not in out and "class_path: hrseg.optim" not in out
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of the records it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_fit_prints_no_lightning_advert_and_counts_flops(tmp_path, capsys):
+    """One tiny ``hrseg fit`` (a step, no validation): Lightning's own lines come through (``GPU available``),
+    its "💡 Tip" advertisement for litlogger does not; the model summary counts the network's FLOPs on the
+    task's example input (without one Lightning prints "Total FLOPs: 0")."""
+    collect = _Collect()
+    lightning_log = logging.getLogger("lightning.pytorch")  # its modules' records all reach this logger
+    lightning_log.addHandler(collect)
+    tiny = [
+        "--data.init_args.num_train=2",
+        "--data.init_args.image_size=[32, 64]",
+        "--data.init_args.batch_size=2",
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--model.log_images=0",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    try:
+        assert main(["fit", "--config", "demo", *tiny]) == 0
+    finally:
+        lightning_log.removeHandler(collect)
+    out = capsys.readouterr()
+    logged = "\n".join(collect.messages)
+    assert "GPU available" in logged  # the handler sees Lightning's rank-zero messages
+    for text in (logged, out.out, out.err):
+        assert "litlogger" not in text and "Tip:" not in text
+    flops = re.search(r"Total FLOPs: *([0-9.]+) *([KMGT]?)", out.out + logged)
+    assert flops is not None, out.out[-2000:]
+    assert float(flops.group(1)) > 0 and flops.group(2) in "KMGT"
 
 
 @pytest.mark.slow

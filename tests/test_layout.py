@@ -17,6 +17,10 @@ import pytest
 import hrseg
 
 PACKAGE = Path(hrseg.__file__).resolve().parent
+#: the benchmark scripts (``python -m benchmarks.run``): a package of their own beside hrseg, held to the same
+#: "no import circle" and "no private name from another module" rules (not to the layers: they sit above all)
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+TREES = (PACKAGE, BENCHMARKS)
 
 #: Lowest first; a module may import its own layer and the ones below. A module belongs to the layer of the
 #: longest prefix that names it. The inference runtime is below the exporter (which runs and reads what it
@@ -47,8 +51,8 @@ LAYERS: list[tuple[str, ...]] = [
 TRAINING_STACK = ("albumentations", "cv2", "lightning")
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+def _module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -64,31 +68,42 @@ def _layer(module: str) -> int | None:
     return None if best is None else best[1]
 
 
-def _library_modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py" and p.parent != PACKAGE.parent)
+def _library_modules(package: Path = PACKAGE) -> list[Path]:
+    return sorted(p for p in package.rglob("*.py") if p.name != "__main__.py" and p.parent != package.parent)
 
 
-def _is_hrseg_module(name: str) -> bool:
-    """``name`` is a module or package of hrseg (a file under the package)."""
-    if not (name == "hrseg" or name.startswith("hrseg.")):
+def _is_module(name: str, package: Path = PACKAGE) -> bool:
+    """``name`` is a module or package of ``package`` (a file under it)."""
+    if not (name == package.name or name.startswith(package.name + ".")):
         return False
-    base = PACKAGE.parent.joinpath(*name.split("."))
+    base = package.parent.joinpath(*name.split("."))
     return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
-def _imports(path: Path) -> list[tuple[str, int]]:
+def _from_module(node: ast.ImportFrom, path: Path, package: Path) -> str:
+    """The absolute module of ``from X import ...`` in ``path`` (``from . import x`` resolved in the tree)."""
+    if not node.level:
+        return node.module or ""
+    here = _module_name(path, package).split(".")
+    base = here if path.name == "__init__.py" else here[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def _imports(path: Path, package: Path = PACKAGE) -> list[tuple[str, int]]:
     """Every module an import statement of ``path`` names, with its line (also inside functions)."""
     found: list[tuple[str, int]] = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.append((node.module, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            module = _from_module(node, path, package)
+            found.append((module, node.lineno))
             # ``from hrseg import task`` / ``from hrseg.export import cache`` import a module, not a name
             found += [
-                (f"{node.module}.{a.name}", node.lineno)
+                (f"{module}.{a.name}", node.lineno)
                 for a in node.names
-                if _is_hrseg_module(f"{node.module}.{a.name}")
+                if _is_module(f"{module}.{a.name}", package)
             ]
     return found
 
@@ -116,22 +131,23 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert upward == []
 
 
-def _import_graph() -> dict[str, set[str]]:
-    """hrseg module -> the hrseg modules its import statements name (module level and inside functions).
+def _import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module of ``package`` -> the modules of it its import statements name (module level and in functions).
 
     Module granularity: ``import hrseg.a.b`` is an edge to ``hrseg.a.b`` only (Python also runs
     ``hrseg/a/__init__.py`` first, but that package file's own imports are its own edges). The package root
-    ``hrseg`` is left out: it is the public façade above every layer, importing its modules lazily on
-    attribute access (its import statements are for type checkers), so importing it (for ``__version__``)
-    runs none of them.
+    is left out: ``hrseg`` is the public façade above every layer, importing its modules lazily on attribute
+    access (its import statements are for type checkers), so importing it (for ``__version__``) runs none of
+    them; ``benchmarks/__init__.py`` holds only a docstring.
     """
+    root = package.name
     graph: dict[str, set[str]] = {}
-    for path in _library_modules():
-        module = _module_name(path)
-        if module == "hrseg":
+    for path in _library_modules(package):
+        module = _module_name(path, package)
+        if module == root:
             continue
         graph[module] = {
-            m for m in _hrseg_imports(path) if m not in (module, "hrseg") and _is_hrseg_module(m)
+            m for m, _ in _imports(path, package) if m not in (module, root) and _is_module(m, package)
         }
     return graph
 
@@ -178,9 +194,30 @@ def test_the_circle_finder_finds_circles() -> None:
     assert _circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
 
 
-def test_no_import_circle_inside_hrseg() -> None:
-    """No group of hrseg modules imports each other round in a circle, at module level or inside functions."""
-    assert _circles(_import_graph()) == []
+def test_the_import_reader_resolves_relative_imports(tmp_path: Path) -> None:
+    """``from . import b`` and ``from .b import x`` in a tree are edges like their absolute spelling."""
+    tree = tmp_path / "pkg"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "b.py", "sub/__init__.py", "sub/c.py"):
+        (tree / name).write_text("")
+    (tree / "a.py").write_text("from . import b\nfrom .sub.c import x\n\ndef f():\n    from .sub import c\n")
+    (tree / "sub" / "c.py").write_text("from .. import a\n")
+    assert _import_graph(tree) == {
+        "pkg.a": {"pkg.b", "pkg.sub", "pkg.sub.c"},
+        "pkg.b": set(),
+        "pkg.sub": set(),
+        "pkg.sub.c": {"pkg.a"},
+    }
+    assert _circles(_import_graph(tree)) == [["pkg.a", "pkg.sub.c"]]
+
+
+@pytest.mark.parametrize("package", TREES, ids=lambda p: p.name)
+def test_no_import_circle(package: Path) -> None:
+    """No group of modules of hrseg (or of the benchmark scripts) imports each other round in a circle, at
+    module level or inside functions: a lazy import is still a dependency, only a later one."""
+    graph = _import_graph(package)
+    assert len(graph) > 5  # the tree was read
+    assert _circles(graph) == []
 
 
 def _top_level(module: str) -> str:
@@ -216,6 +253,89 @@ def test_no_two_top_level_packages_import_each_other() -> None:
     one imports the other package, a module of that one imports back), and then neither can be understood,
     tested or shipped without the other."""
     assert _circles(_package_graph(_import_graph())) == []
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")  # ``__version__`` is public
+
+
+def _private_uses(path: Path, package: Path) -> list[str]:
+    """Private names of another module of ``package`` that ``path`` uses: ``from m import _x`` and ``m._x`` /
+    ``alias._x`` on a module it imported (``import hrseg.a.b``, ``import ... as alias``, ``from hrseg.a import
+    b``), also inside functions. Each as ``line: module._x``."""
+    own = _module_name(path, package)
+    tree = ast.parse(path.read_text())
+    found: list[str] = []
+    bound: dict[str, str] = {}  # a local name -> the module of the tree it names
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if _is_module(alias.name, package):
+                    local = alias.asname or alias.name.split(".")[0]
+                    bound[local] = alias.name if alias.asname else local
+        elif isinstance(node, ast.ImportFrom):
+            module = _from_module(node, path, package)
+            if not _is_module(module, package) or module == own:
+                continue
+            for alias in node.names:
+                if _is_private(alias.name):
+                    found.append(f"{node.lineno}: {module}.{alias.name}")
+                elif _is_module(f"{module}.{alias.name}", package):
+                    bound[alias.asname or alias.name] = f"{module}.{alias.name}"
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain: list[str] = []
+        value: ast.expr = node
+        while isinstance(value, ast.Attribute):
+            chain.insert(0, value.attr)
+            value = value.value
+        if not (isinstance(value, ast.Name) and value.id in bound):
+            continue
+        module = bound[value.id]
+        while chain and _is_module(f"{module}.{chain[0]}", package):  # ``hrseg.hub.references._x``
+            module = f"{module}.{chain.pop(0)}"
+        if chain and chain[0] == node.attr and _is_private(node.attr) and module != own:
+            found.append(f"{node.lineno}: {module}.{node.attr}")
+    return found
+
+
+def test_the_private_name_reader_finds_both_spellings(tmp_path: Path) -> None:
+    """The checker itself: ``from``-imported, attribute-accessed (module, alias, package path, inside a
+    function) private names of a sibling are found; public names, dunders and a module's own are not."""
+    tree = tmp_path / "pkg"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "sub/__init__.py", "sub/b.py"):
+        (tree / name).write_text("")
+    (tree / "a.py").write_text(
+        "import pkg.sub.b\nimport pkg.sub.b as bb\nfrom pkg.sub import b\nfrom pkg import __version__, sub\n"
+        "from .sub.b import _x, y\n_own = 1\n\n\ndef f():\n    from pkg.sub.b import _z\n"
+        "    return pkg.sub.b._p, bb._q, b._r, b.s, sub.b._t, b._u._v, _own\n"
+    )
+    assert sorted(_private_uses(tree / "a.py", tree)) == sorted(
+        [
+            "5: pkg.sub.b._x",
+            "10: pkg.sub.b._z",
+            "11: pkg.sub.b._p",
+            "11: pkg.sub.b._q",
+            "11: pkg.sub.b._r",
+            "11: pkg.sub.b._t",
+            "11: pkg.sub.b._u",
+        ]
+    )
+
+
+@pytest.mark.parametrize("package", TREES, ids=lambda p: p.name)
+def test_no_module_uses_a_private_name_of_another(package: Path) -> None:
+    """A leading underscore means "this module's own": a name another module needs is a shared concept, so it
+    is public and documented (or lives where it belongs). Tests may reach in; the package trees may not.
+    Third-party private names are not this rule's business."""
+    offenders = [
+        f"{_module_name(path, package)}:{use}"
+        for path in _library_modules(package)
+        for use in _private_uses(path, package)
+    ]
+    assert offenders == []
 
 
 def test_commands_live_apart_from_the_library() -> None:

@@ -265,3 +265,28 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"last_layer\.3\.bias"):
         trainer.save_checkpoint(tmp_path / "nan.ckpt")
     assert not (tmp_path / "nan.ckpt").exists()
+
+
+def test_the_model_summary_counts_flops_on_an_example_image() -> None:
+    """Lightning's summary runs the network once on ``example_input_array`` (0 FLOPs without one): one image
+    of the model's channels; the example is no hyper-parameter, so checkpoints and loading are as before."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    task = SegmentationTask(model_options={"in_channels": 4}, num_classes=3, log_images=0)
+    assert tuple(task.example_input_array.shape) == (1, 4, 64, 64)
+    task.train()
+    summary = ModelSummary(task)
+    assert summary.total_flops > 1e6  # HRNetV2-W18-Small-v1 at 64x64: ~0.13 GFLOPs
+    assert task.training  # the summary's eval-mode forward left the mode as it was
+    assert "example_input_array" not in task.hparams
+
+
+def test_the_example_image_suits_the_size_divisor() -> None:
+    """Encoders that need multiples of their stride (smp: 32) get a side they accept."""
+    from hrseg.task import _example_input
+
+    class Strided(torch.nn.Module):
+        in_channels, size_divisor, min_export_size = 1, 48, 48
+
+    assert tuple(_example_input(Strided()).shape) == (1, 1, 96, 96)
+    assert tuple(_example_input(torch.nn.Identity()).shape) == (1, 3, 64, 64)  # no capabilities: RGB

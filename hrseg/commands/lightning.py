@@ -48,6 +48,7 @@ Multi-node: ``torchrun`` or Lightning's variables (``MASTER_ADDR``, ``MASTER_POR
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import time
@@ -70,6 +71,7 @@ from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_module
 
 from hrseg.callbacks import LastCheckpoint
 from hrseg.checkpoint import read_lightning_record
@@ -87,6 +89,7 @@ __all__ = [
     "find_last_checkpoint",
     "resolve_dataset_names",
     "run_lightning_cli",
+    "silence_lightning_adverts",
 ]
 
 #: DataModule attributes linked into the task's hyper-parameters: the label set and the input normalisation.
@@ -100,6 +103,30 @@ LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 #: exit status of a fit stopped by SIGTERM after saving ``last.ckpt`` (128 + 15, as a shell reports it):
 #: not 0, so schedulers and job controllers that restart failed jobs restart it.
 SIGTERM_EXIT_CODE = 143
+
+#: what Lightning's "💡 Tip" lines advertise (2.6: litlogger at every Trainer start, litmodels beside its
+#: default checkpoint callback); no Trainer option or environment variable turns them off
+LIGHTNING_ADVERTS = ("pypi.org/project/litlogger", "pypi.org/project/litmodels")
+
+
+class LightningAdvertFilter(logging.Filter):
+    """Drops Lightning's advertisements of its cloud services (:data:`LIGHTNING_ADVERTS`); the rest passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for an advertisement."""
+        message = record.getMessage()
+        return not any(link in message for link in LIGHTNING_ADVERTS)
+
+
+def silence_lightning_adverts() -> None:
+    """Filter Lightning's advertisements out of its rank-zero log (once; ``hrseg fit|validate|test|predict``).
+
+    Lightning logs them through the logger of its rank-zero helpers, as it does "GPU available", so a filter
+    on that logger drops them before any handler prints and leaves its other messages alone.
+    """
+    log = rank_zero_module.log
+    if not any(isinstance(f, LightningAdvertFilter) for f in log.filters):
+        log.addFilter(LightningAdvertFilter())
 
 
 def find_last_checkpoint(trainer: Trainer) -> str | None:
@@ -401,6 +428,7 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
         _check_lightning_checkpoint(ckpt_path)
     # `hrseg` always passes its (rewritten) argv explicitly; Lightning would warn that sys.argv is also set.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
+    silence_lightning_adverts()
     # omegaconf+: interpolations resolve on the merged config, after the command-line overrides.
     # exit_on_error=False: a parse error is raised, reported by `hrseg` as one line instead of the full usage.
     parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf+", "exit_on_error": False}

@@ -9,7 +9,10 @@ One concern per module:
 - :mod:`~hrseg.hub.references`: hub references to local files: :func:`parse_reference`,
   :class:`HubReference`, :func:`resolve_weights` (``hf_hub_download``, its cache ``HF_HUB_CACHE``,
   ``HF_HUB_OFFLINE``), :class:`HubFile` (where a file came from), :class:`HubError` /
-  :class:`HubNotFoundError` (whose messages say how to work offline);
+  :class:`HubNotFoundError` (whose messages say how to work offline), and what ``folder`` builds on:
+  :func:`~hrseg.hub.references.resolve_file` (any file of a repository, cache first),
+  :func:`~hrseg.hub.references.hub_error` (a ``huggingface_hub`` error as hrseg's) and
+  :func:`~hrseg.hub.references.as_reference`;
 - :mod:`~hrseg.hub.folder`: the hrseg model folder (``config.json`` + ``model.safetensors`` + ``README.md``):
   :class:`ModelFolder` (a ``huggingface_hub.ModelHubMixin``), :func:`save_model_folder`,
   :func:`load_model_folder`, :func:`push_to_hub`, and :func:`resolve_model_path` (a reference to such a

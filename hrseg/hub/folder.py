@@ -32,11 +32,11 @@ from hrseg.hub.references import (
     HubError,
     HubFile,
     HubReference,
-    _as_reference,
-    _hub_error,
-    _resolve,
+    as_reference,
+    hub_error,
     hub_offline,
     parse_reference,
+    resolve_file,
 )
 from hrseg.metadata import ModelMeta
 from hrseg.modelcard import model_card
@@ -179,7 +179,7 @@ class ModelFolder(ModelHubMixin):
         ref = HubReference(model_id, revision)
         original = model_kwargs.pop("original", None) or str(ref)
         # Already cached by the mixin; resolved again for its snapshot (commit) and for precise errors
-        config_file = _resolve(ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, original)
+        config_file = resolve_file(ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, original)
         if config is None:  # the mixin logs and goes on when config.json is absent; hrseg needs it
             try:
                 config = json.loads(config_file.path.read_text())
@@ -187,7 +187,7 @@ class ModelFolder(ModelHubMixin):
                 raise HubError(f"hrseg model {ref}: config.json is not valid JSON ({err})") from err
         meta = _meta_from_config(config, str(ref), ref)
         pinned = HubReference(ref.repo_id, config_file.commit or ref.revision)  # the snapshot of config.json
-        weights = _resolve(pinned, (SAFETENSORS_SINGLE_FILE,), "hrseg model", _FOLDER_HINT, original)
+        weights = resolve_file(pinned, (SAFETENSORS_SINGLE_FILE,), "hrseg model", _FOLDER_HINT, original)
         source = HubFile(ref.repo_id, ref.revision, weights.commit, weights.filename, weights.path)
         return cls(meta, path=weights.path.parent, source=source)
 
@@ -206,7 +206,7 @@ def load_model_folder(ref: HubReference | str | Path, original: str | None = Non
     """
     if not isinstance(ref, HubReference) and Path(ref).expanduser().is_dir():
         return ModelFolder.from_pretrained(Path(ref).expanduser())
-    hub_ref = _as_reference(str(ref) if not isinstance(ref, HubReference) else ref)
+    hub_ref = as_reference(str(ref) if not isinstance(ref, HubReference) else ref)
     text = original or str(ref)
     try:
         return ModelFolder.from_pretrained(
@@ -219,7 +219,7 @@ def load_model_folder(ref: HubReference | str | Path, original: str | None = Non
     except HubError:
         raise
     except Exception as err:  # the mixin's own config.json download
-        hub_err = _hub_error(err, hub_ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, text)
+        hub_err = hub_error(err, hub_ref, (CONFIG_NAME,), "hrseg model", _FOLDER_HINT, text)
         if hub_err is None:
             raise
         raise hub_err from err
@@ -232,7 +232,7 @@ def resolve_bundle(ref: HubReference | str, original: str | None = None) -> HubF
         HubNotFoundError: not cached and the hub is unreachable or off.
         HubError: the repository is not an hrseg model, or another hub error.
     """
-    folder = load_model_folder(_as_reference(ref), original=original or str(ref))
+    folder = load_model_folder(as_reference(ref), original=original or str(ref))
     assert folder.source is not None  # a hub reference records where its weights came from
     return folder.source
 

@@ -48,9 +48,12 @@ __all__ = [
     "HubFile",
     "HubNotFoundError",
     "HubReference",
+    "as_reference",
     "hub_cache_dir",
+    "hub_error",
     "hub_offline",
     "parse_reference",
+    "resolve_file",
     "resolve_weights",
 ]
 
@@ -187,10 +190,24 @@ def _download(ref: HubReference, filename: str) -> HubFile:
     return HubFile(ref.repo_id, ref.revision, _commit_of(local, filename), filename, local)
 
 
-def _hub_error(
+def hub_error(
     err: Exception, ref: HubReference, candidates: tuple[str, ...], what: str, local_hint: str, original: str
 ) -> HubError | None:
-    """The hrseg error for a ``huggingface_hub`` download error (``None``: not a hub error, let it pass)."""
+    """The hrseg error for a ``huggingface_hub`` download error (``None``: not a hub error, let it pass).
+
+    Every hub download in hrseg (here and in :mod:`hrseg.hub.folder`, whose ``ModelHubMixin`` downloads
+    ``config.json`` itself) reports its failures through this one translation, so they all name the reference
+    and say how to work offline.
+
+    Args:
+        err: what ``huggingface_hub`` raised.
+        ref: the reference being resolved.
+        candidates: the files looked for, in order (the first goes into the offline download command).
+        what: what the files are, for the message (``"hub weights"``, ``"hrseg model"``).
+        local_hint: the local alternative, for the message (``"weights: /path/to/model.safetensors"``).
+        original: the user's spelling of the reference (a bare ``org/name`` gets a note that it was read as
+            a hub reference because no such local path exists).
+    """
     if isinstance(err, LocalEntryNotFoundError):  # offline, or the hub unreachable, and not in the cache
         reason = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
         return HubNotFoundError(
@@ -212,10 +229,25 @@ def _hub_error(
     return None
 
 
-def _resolve(
+def resolve_file(
     ref: HubReference, candidates: tuple[str, ...], what: str, local_hint: str, original: str
 ) -> HubFile:
-    """The first of ``candidates`` the repository has, with errors that name ``ref`` and the way out."""
+    """The first of ``candidates`` the repository has, cached, with errors that name ``ref`` and the way out.
+
+    Cache first; a candidate missing from the cache (offline) does not stop the next one from being tried.
+
+    Args:
+        ref: the repository (and revision).
+        candidates: file names to try, in order (``WEIGHT_FILES``; ``("config.json",)``).
+        what: what the files are, for messages (see :func:`hub_error`).
+        local_hint: the local alternative, for messages.
+        original: the user's spelling of the reference, for messages.
+
+    Raises:
+        HubNotFoundError: none of ``candidates`` is cached and the hub is unreachable or off, or the
+            repository holds none of them.
+        HubError: no such repository or revision, or another hub error.
+    """
     not_cached: LocalEntryNotFoundError | None = None
     for filename in candidates:
         try:
@@ -225,12 +257,12 @@ def _resolve(
         except EntryNotFoundError:  # (remote) the repository has no such file: try the next one
             continue
         except Exception as err:
-            hub_err = _hub_error(err, ref, candidates, what, local_hint, original)
+            hub_err = hub_error(err, ref, candidates, what, local_hint, original)
             if hub_err is None:
                 raise
             raise hub_err from err
     if not_cached is not None:
-        raise _hub_error(not_cached, ref, candidates, what, local_hint, original) or not_cached
+        raise hub_error(not_cached, ref, candidates, what, local_hint, original) or not_cached
     raise HubNotFoundError(f"{what} {ref}: the repository holds none of {', '.join(candidates)}")
 
 
@@ -241,7 +273,15 @@ def _local_note(original: str) -> str:
     return f"(No local file or folder {text!r} exists either, so it was read as a hub reference.) "
 
 
-def _as_reference(ref: HubReference | str) -> HubReference:
+def as_reference(ref: HubReference | str) -> HubReference:
+    """``ref`` as a :class:`HubReference`: text is read as a hub reference even without ``hf-hub:``.
+
+    For callers that already decided ``ref`` is no local path (unlike :func:`parse_reference`, which lets an
+    existing file or folder win).
+
+    Raises:
+        HubError: text that is not ``[hf-hub:]<org>/<name>[@revision]``.
+    """
     if isinstance(ref, HubReference):
         return ref
     parsed = parse_reference(ref if ref.startswith(HUB_PREFIX) else HUB_PREFIX + ref)
@@ -264,8 +304,8 @@ def resolve_weights(ref: HubReference | str, original: str | None = None) -> Hub
         HubError: no such repository or revision, or another hub error.
     """
     original = original or str(ref)
-    return _resolve(
-        _as_reference(ref),
+    return resolve_file(
+        as_reference(ref),
         WEIGHT_FILES,
         "hub weights",
         "weights: /path/to/model.safetensors (or an official .pth)",
