@@ -155,8 +155,7 @@ class ModelMeta:
         if not isinstance(kwargs["model"], str):
             raise ValueError(f"'model' must be a model name (str), got {type(kwargs['model']).__name__}")
         kwargs["model_options"] = dict(kwargs.get("model_options") or {})
-        # training hyper-parameters of older checkpoints hold the protocol as flat eval_* keys
-        kwargs["eval_protocol"] = EvalProtocol.from_hparams(data)
+        kwargs["eval_protocol"] = EvalProtocol.coerce(kwargs.get("eval_protocol"))
         return cls(**kwargs)
 
 

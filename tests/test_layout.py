@@ -284,7 +284,7 @@ def test_deployment_commands_load_no_training_stack(
     onnx, int8 = tmp_path / "model.onnx", tmp_path / "model_int8.onnx"
     predict = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", images]
     export = ["export", "--ckpt_path", str(tiny_checkpoint), "--size", "64x96"]
-    tiny_calibration = ["--calib-num", "2", "--val-num", "2"]
+    tiny_calibration = ["--num-calib", "2", "--num-val", "2"]
     commands = [
         [*predict, "--output", str(pred), "--format", "cityscapes", "--no-progress"],
         ["evaluate", "--pred", str(pred), "--gt", gt, "--json", str(tmp_path / "scores.json")],

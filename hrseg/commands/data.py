@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hrseg.commands.configs import require_config
-from hrseg.commands.options import EXIT_DATA, EXIT_USAGE, CommandParser, add_deprecated_alias, size_type
+from hrseg.commands.options import EXIT_DATA, EXIT_USAGE, CommandParser, size_type
 from hrseg.data.checks import CheckReport, DatasetError, Problem
 
 EXIT_OK, EXIT_PROBLEMS = 0, EXIT_DATA
@@ -33,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "read them.",
     )
     synth.add_argument("--layout", choices=("cityscapes", "voc", "folder"), required=True)
-    synth.add_argument("--output", dest="out", default=None, help="output root directory (required)")
-    add_deprecated_alias(synth, "--out", "out", "--output")
+    synth.add_argument("--output", dest="out", required=True, help="output root directory")
     synth.add_argument("--num", type=int, required=True, help="number of training images")
     synth.add_argument(
         "--num-val", type=int, default=None, help="validation images (default: max(1, num // 4))"
@@ -95,9 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _synth(args: argparse.Namespace) -> int:
     from hrseg.data import layouts
 
-    if args.out is None:
-        print("hrseg data synth: error: the following arguments are required: --output", file=sys.stderr)
-        return EXIT_USAGE
     if args.num < 1:
         print("hrseg data synth: error: --num must be >= 1", file=sys.stderr)
         return EXIT_USAGE
