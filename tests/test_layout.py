@@ -24,6 +24,7 @@ PACKAGE = Path(hrseg.__file__).resolve().parent
 #: demand).
 LAYERS: list[tuple[str, ...]] = [
     (
+        "hrseg._version",
         "hrseg.colors",
         "hrseg.classes",
         "hrseg.images",
