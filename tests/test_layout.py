@@ -119,6 +119,24 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert upward == []
 
 
+def test_no_module_imports_the_package_root() -> None:
+    """``hrseg`` is the façade above every layer: modules take the version from ``hrseg._version``."""
+    found = [
+        f"{_module_name(path)}:{line}"
+        for path in _library_modules()
+        if path != PACKAGE / "__init__.py"
+        for module, line in _imports(path)
+        if module == "hrseg"
+    ]
+    assert found == []
+
+
+def test_the_version_is_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    assert hrseg.__version__ == version("hrseg")
+
+
 def _import_graph() -> dict[str, set[str]]:
     """hrseg module -> the hrseg modules its import statements name (module level and inside functions).
 
