@@ -30,7 +30,7 @@ def _dataset_root(cache: Path, size: tuple[int, int], n_train: int) -> Path:
     root = cache / f"cityscapes-{size[0]}x{size[1]}-{n_train}"
     done = root / ".complete"
     if not done.is_file():
-        write_cityscapes(root, num_train=n_train, num_val=1, num_test=0, size=size, progress=False)
+        write_cityscapes(root, num_train=n_train, num_val=1, size=size, progress=False, num_test=0)
         done.write_text("ok\n")
     return root
 

@@ -9,10 +9,10 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from hrseg._version import __version__
+
 # albumentations checks PyPI for updates at import; this toolkit runs offline and in CI, so keep it quiet.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "build_model": "hrseg.models",

@@ -11,26 +11,17 @@ turns its fields into ``--model.eval_protocol.mode`` / ``.window`` / ``.stride``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from hrseg.plain_data import PlainDataGroup
 
-__all__ = ["LEGACY_PROTOCOL_KEYS", "EvalProtocol", "Mode", "as_pair"]
+__all__ = ["EvalProtocol", "Mode", "as_pair"]
 
 #: ``whole``: one forward per (scaled) image. ``slide``: sliding windows over every (scaled) image larger
 #: than the window, a whole forward for one that fits (the official rule).
 Mode = Literal["whole", "slide"]
-
-#: Keys of the flat hyper-parameters that older checkpoints stored instead of ``eval_protocol``.
-LEGACY_PROTOCOL_KEYS = {
-    "eval_mode": "mode",
-    "eval_window": "window",
-    "eval_stride": "stride",
-    "eval_scales": "scales",
-    "eval_flip": "flip",
-}
 
 
 def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | None:
@@ -128,20 +119,3 @@ class EvalProtocol(PlainDataGroup):
             if data[key] is not None:
                 data[key] = list(data[key])
         return data
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> EvalProtocol:
-        """The protocol stored in a checkpoint's hyper-parameters, including the older flat ``eval_*`` keys.
-
-        Older checkpoints stored ``eval_mode`` (``whole`` / ``slide`` / ``multiscale``), ``eval_window``,
-        ``eval_stride``, ``eval_scales`` and ``eval_flip``; ``multiscale`` meant "slide when a window is set,
-        else whole", which is what ``slide`` / ``whole`` mean now.
-        """
-        if hparams.get("eval_protocol") is not None:
-            return cls.coerce(hparams["eval_protocol"])
-        legacy = {
-            new: hparams[old] for old, new in LEGACY_PROTOCOL_KEYS.items() if hparams.get(old) is not None
-        }
-        if legacy.get("mode") == "multiscale":
-            legacy["mode"] = "slide" if legacy.get("window") is not None else "whole"
-        return cls.from_dict(legacy)

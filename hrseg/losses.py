@@ -33,7 +33,6 @@ from hrseg.metadata import IGNORE_INDEX, LabelSet, get_label_set, list_label_set
 from hrseg.plain_data import PlainDataGroup
 
 __all__ = [
-    "LEGACY_LOSS_KEYS",
     "LOSS_NAMES",
     "CrossEntropy",
     "LossConfig",
@@ -283,18 +282,6 @@ def build_loss(
     return WeightedSum(terms, term_weights)
 
 
-#: Flat hyper-parameters of older checkpoints beside ``loss`` (then the terms alone) and their field here;
-#: None: now an option of the ``ohem`` terms (``thresh``, ``min_kept``).
-LEGACY_LOSS_KEYS: dict[str, str | None] = {
-    "class_weights": "class_weights",
-    "loss_weights": "output_weights",
-    "ohem_thresh": None,
-    "ohem_min_kept": None,
-}
-_LEGACY_FIELDS = {old: new for old, new in LEGACY_LOSS_KEYS.items() if new is not None}
-_LEGACY_OHEM_OPTIONS = {"ohem_thresh": "thresh", "ohem_min_kept": "min_kept"}
-
-
 @dataclass(frozen=True)
 class LossConfig(PlainDataGroup):
     """What training minimises: the loss terms of the main output, class weights, and per-output weights.
@@ -347,31 +334,3 @@ class LossConfig(PlainDataGroup):
                 "training output(s) (auxiliary first, main last)"
             )
         return [float(w) for w in self.output_weights]
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> LossConfig:
-        """The loss of a checkpoint's hyper-parameters, including older checkpoints' flat keys.
-
-        Older checkpoints stored the terms as ``loss`` beside flat ``class_weights``, ``loss_weights``,
-        ``ohem_thresh`` and ``ohem_min_kept``; the OHEM values become options of each ``ohem`` term that does
-        not set its own (left out where they equal :class:`OhemCrossEntropy`'s defaults, which the terms use).
-        """
-        stored = hparams.get("loss")
-        if isinstance(stored, LossConfig | Mapping):
-            return cls.coerce(stored)
-        legacy: dict[str, Any] = {
-            new: hparams[old] for old, new in _LEGACY_FIELDS.items() if hparams.get(old) is not None
-        }
-        if stored is None:
-            return cls.from_dict(legacy)
-        defaults = {"thresh": OHEM_THRESH, "min_kept": OHEM_MIN_KEPT}
-        ohem = {
-            new: hparams[old]
-            for old, new in _LEGACY_OHEM_OPTIONS.items()
-            if hparams.get(old) is not None and hparams[old] != defaults[new]
-        }
-        terms: str | list[dict[str, Any]] = stored
-        items = normalize_loss_spec(stored)
-        if ohem and any(item["name"] == "ohem" for item in items):
-            terms = [{**ohem, **item} if item["name"] == "ohem" else item for item in items]
-        return cls.from_dict({"terms": terms, **legacy})

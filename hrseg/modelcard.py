@@ -73,8 +73,8 @@ class TrainingSummary:
     is_best: bool = False
 
 
-# the task's groups (dicts), and the flat keys older checkpoints stored instead
-_HPARAM_KEYS = ("loss", "optimizer", "eval_protocol", "weights", "class_weights", "lr", "weight_decay")
+# the task's groups (dicts) and its pretrained weights: the recipe a model card shows
+_HPARAM_KEYS = ("loss", "optimizer", "eval_protocol", "weights")
 
 
 def _as_float(value: Any) -> float | None:

@@ -10,7 +10,6 @@ This module builds the parameter groups, the optimiser and the schedule from it;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -20,23 +19,11 @@ from torch import nn
 from hrseg.plain_data import PlainDataGroup
 
 __all__ = [
-    "LEGACY_OPTIMIZER_KEYS",
     "OptimizerConfig",
     "build_optimizer",
     "poly_schedule",
     "poly_warmup_factor",
 ]
-
-#: Flat hyper-parameters of older checkpoints (``optimizer`` was the name) and their field here.
-LEGACY_OPTIMIZER_KEYS = {
-    "lr": "lr",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "nesterov": "nesterov",
-    "head_lr_mult": "head_lr_mult",
-    "warmup_iters": "warmup_iters",
-    "poly_power": "poly_power",
-}
 
 
 def poly_warmup_factor(step: int, max_steps: int, power: float = 0.9, warmup_iters: int = 0) -> float:
@@ -97,23 +84,6 @@ class OptimizerConfig(PlainDataGroup):
             )
         if self.nesterov and self.name != "sgd":
             raise ValueError("optimizer nesterov applies to SGD only")
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> OptimizerConfig:
-        """The optimiser of a checkpoint's hyper-parameters, including older checkpoints' flat keys.
-
-        Older checkpoints stored ``optimizer`` as the name (``"sgd"`` / ``"adamw"``) beside flat ``lr``,
-        ``momentum``, ``weight_decay``, ``nesterov``, ``head_lr_mult``, ``warmup_iters`` and ``poly_power``.
-        """
-        stored = hparams.get("optimizer")
-        if isinstance(stored, OptimizerConfig | Mapping):
-            return cls.coerce(stored)
-        legacy: dict[str, Any] = {
-            new: hparams[old] for old, new in LEGACY_OPTIMIZER_KEYS.items() if hparams.get(old) is not None
-        }
-        if isinstance(stored, str):
-            legacy["name"] = stored
-        return cls.from_dict(legacy)
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Trainable parameters: the model's ``head_modules`` at ``lr * head_lr_mult``, the rest at ``lr``.

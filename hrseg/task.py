@@ -13,7 +13,7 @@ batches come from a DataModule as ``{"image", "mask", "name"}``; predictions lea
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,19 +24,18 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
-from hrseg.checkpoint import read_lightning_record
 from hrseg.colors import denormalize
-from hrseg.eval_protocol import LEGACY_PROTOCOL_KEYS, EvalProtocol
+from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.protocol import class_argmax, infer
 from hrseg.loggers import log_image
-from hrseg.losses import LEGACY_LOSS_KEYS, CrossEntropy, LossConfig, resolve_class_weights
+from hrseg.losses import CrossEntropy, LossConfig, resolve_class_weights
 from hrseg.metadata import IMAGENET_MEAN, IMAGENET_STD, LabelSet
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
 from hrseg.models import build_model, load_pretrained, upsample_logits
-from hrseg.optim import LEGACY_OPTIMIZER_KEYS, OptimizerConfig, build_optimizer, poly_schedule
+from hrseg.optim import OptimizerConfig, build_optimizer, poly_schedule
 from hrseg.viz import plot_panels, save_evaluation_plots
 
-__all__ = ["NonFiniteLossError", "SegmentationTask", "upgrade_hparams"]
+__all__ = ["NonFiniteLossError", "SegmentationTask"]
 
 
 #: side of the square image in ``example_input_array`` (before rounding up to the model's ``size_divisor``)
@@ -60,21 +59,6 @@ def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[
     if args and isinstance(args[0], Tensor) and args[0].dim() == 4:
         return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
     return args
-
-
-def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's hyper-parameters in today's form: older flat keys folded into their groups.
-
-    Older checkpoints stored the loss (``loss``, ``class_weights``, ``ohem_*``, ``loss_weights``), the
-    optimiser (``optimizer``, ``lr``, ``momentum``, ...) and the protocol (``eval_*``) as flat keys; each
-    group's ``from_hparams`` reads both forms. Other keys pass through unchanged.
-    """
-    legacy = {*LEGACY_PROTOCOL_KEYS, *LEGACY_LOSS_KEYS, *LEGACY_OPTIMIZER_KEYS}
-    upgraded = {k: v for k, v in hparams.items() if k not in legacy}
-    upgraded["loss"] = LossConfig.from_hparams(hparams).to_dict()
-    upgraded["optimizer"] = OptimizerConfig.from_hparams(hparams).to_dict()
-    upgraded["eval_protocol"] = EvalProtocol.from_hparams(hparams).to_dict()
-    return upgraded
 
 
 class NonFiniteLossError(RuntimeError):
@@ -178,16 +162,8 @@ class SegmentationTask(L.LightningModule):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationTask:
-        """Load an ``hrseg fit`` checkpoint (``weights_only``), older hyper-parameter layouts included.
-
-        Lightning's ``load_from_checkpoint`` drops stored keys the constructor does not take, so an older
-        checkpoint's flat loss / optimiser / protocol keys would fall back to the defaults without a word;
-        here they are read into their groups first (:func:`upgrade_hparams`).
-        """
-        stored = read_lightning_record(path).get("hyper_parameters") or {}
-        return cls.load_from_checkpoint(
-            path, map_location=map_location, weights_only=True, **upgrade_hparams(stored)
-        )
+        """Load an ``hrseg fit`` checkpoint, ``weights_only``: plain data and tensors, no pickled objects."""
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
 
     # ------------------------------------------------------------------ construction
     def configure_models(self) -> None:

@@ -191,7 +191,7 @@ def test_int8_export_calibrates_on_a_folder_and_reports_its_accuracy_delta(
         "int8",
         *SMALL_EXAMPLE,
     ]
-    argv += ["--calib-data", str(calib), "--calib-num", "2", "--val-data", "demo", "--val-num", "2"]
+    argv += ["--calib-data", str(calib), "--num-calib", "2", "--val-data", "demo", "--num-val", "2"]
     # a drop above -1 is always "too much": refused and removed, or kept loudly with --warn-only
     assert main([*argv, "--output", str(out), "--max-drop", "-1"]) == 1
     captured = capsys.readouterr()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hrseg.data.metadata import CITYSCAPES_TRAIN_ID, cityscapes_label_lut
 from PIL import Image
 
 from hrseg.commands import main
@@ -20,13 +19,14 @@ from hrseg.data import write_cityscapes
 from hrseg.deploy import write_prediction
 from hrseg.deploy.writer import cityscapes_stem
 from hrseg.evaluation import evaluate_folder, match_predictions
-from hrseg.metadata import voc_colormap
+from hrseg.metadata import get_label_set, voc_colormap
 
 
 @pytest.fixture(scope="module")
 def cityscapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated Cityscapes val split; the "train" class removed from the ground truth (-> "car")."""
-    root = write_cityscapes(tmp_path_factory.mktemp("cs"), 0, 4, 0, size=(64, 128), progress=False)
+    root = tmp_path_factory.mktemp("cs")
+    write_cityscapes(root, 0, 4, num_test=0, size=(64, 128), progress=False)
     for gt in (root / "gtFine" / "val").rglob("*_gtFine_labelIds.png"):
         ids = np.asarray(Image.open(gt)).copy()
         ids[ids == 31] = 26  # train -> car: a class absent from ground truth (and predictions below)
@@ -36,7 +36,7 @@ def cityscapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _noisy_predictions(root: Path, out: Path, seed: int = 0) -> None:
     """Predictions from the ground truth with 25% random errors, never "train"."""
-    lut = cityscapes_label_lut()
+    lut = get_label_set("cityscapes").lookup_table()
     rng = np.random.default_rng(seed)
     palette = [(0, 0, 0)] * 19
     for gt in sorted((root / "gtFine" / "val").rglob("*_gtFine_labelIds.png")):
@@ -44,7 +44,9 @@ def _noisy_predictions(root: Path, out: Path, seed: int = 0) -> None:
         pred = np.where(tid == 255, rng.integers(0, 19, tid.shape), tid)
         noise = rng.random(tid.shape) < 0.25
         pred[noise] = rng.integers(0, 19, int(noise.sum()))
-        pred[pred == CITYSCAPES_TRAIN_ID["train"]] = CITYSCAPES_TRAIN_ID["car"]
+        pred[pred == get_label_set("cityscapes").class_names.index("train")] = get_label_set(
+            "cityscapes"
+        ).class_names.index("car")
         name = gt.parent.name + "/" + gt.name.replace("_gtFine_labelIds.png", "_leftImg8bit")
         write_prediction(out, name, pred, palette, format="cityscapes")
 
@@ -65,7 +67,7 @@ def test_label_ids_png_round_trips_to_train_ids(tmp_path: Path) -> None:
         32,
         33,
     }
-    np.testing.assert_array_equal(cityscapes_label_lut()[label_ids], train_ids)
+    np.testing.assert_array_equal(get_label_set("cityscapes").lookup_table()[label_ids], train_ids)
     assert cityscapes_stem("frankfurt/frankfurt_000000_000294_leftImg8bit") == "frankfurt_000000_000294"
     with pytest.raises(ValueError, match="not a Cityscapes image name"):
         write_prediction(tmp_path, "street", train_ids, [], format="cityscapes")

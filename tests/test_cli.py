@@ -229,9 +229,10 @@ def test_a_missing_data_root_fails_once_before_ddp_starts(tmp_path):
 
 
 def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
-    from hrseg.commands import data, export, predict, report, serve
+    from hrseg.commands import data, evaluate, export, predict, report, serve
 
     return {
+        "evaluate": evaluate._parser,
         "predict": predict._parser,
         "export": export._parser,
         "serve": serve._parser,
@@ -240,84 +241,87 @@ def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     }
 
 
-# (command, old spelling, new spelling, attribute both fill, value, (old, new) as the note names them)
-ALIASES = [
-    ("predict", ["--ckpt", "a.ckpt"], ["--ckpt_path", "a.ckpt"], "ckpt", "a.ckpt", ("--ckpt", "--ckpt_path")),
-    ("predict", ["--window", "512", "1024"], ["--window", "512x1024"], "window", (512, 1024), ("H W", "HxW")),
-    ("predict", ["--stride", "300", "600"], ["--stride", "300x600"], "stride", (300, 600), ("H W", "HxW")),
-    ("export", ["--ckpt", "a.ckpt"], ["--ckpt_path", "a.ckpt"], "ckpt", "a.ckpt", ("--ckpt", "--ckpt_path")),
-    ("serve", ["--ckpt", "a.ckpt"], ["--ckpt_path", "a.ckpt"], "ckpt", "a.ckpt", ("--ckpt", "--ckpt_path")),
-    ("export", ["--out", "m.onnx"], ["--output", "m.onnx"], "out", "m.onnx", ("--out", "--output")),
-    (
-        "export",
-        ["--quantize", "int8"],
-        ["--precision", "int8"],
-        "precision",
-        "int8",
-        ("--quantize", "--precision"),
-    ),
-    ("report", ["r", "--out", "figs"], ["r", "--output", "figs"], "out", "figs", ("--out", "--output")),
-    (
-        "report",
-        ["r", "--checkpoint", "c"],
-        ["r", "--ckpt_path", "c"],
-        "checkpoint",
-        "c",
-        ("--checkpoint", "--ckpt_path"),
-    ),
-    (
-        "data",
-        ["synth", "--layout", "voc", "--num", "1", "--out", "d"],
-        ["synth", "--layout", "voc", "--num", "1", "--output", "d"],
-        "out",
-        "d",
-        ("--out", "--output"),
-    ),
-]
+def _option_strings() -> dict[str, list[list[str]]]:
+    """``"<command>"`` -> the option strings of each of its actions (``data``'s subcommands included)."""
+    found: dict[str, list[list[str]]] = {}
+    for command, make in _parsers().items():
+        todo = [(command, make())]
+        while todo:
+            name, parser = todo.pop()
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    todo += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+                elif action.option_strings:
+                    found.setdefault(name, []).append(list(action.option_strings))
+    return found
 
 
-@pytest.mark.parametrize(("command", "old", "new", "attribute", "value", "named"), ALIASES)
-def test_old_spellings_still_work_with_a_deprecation_note(command, old, new, attribute, value, named, capsys):
-    parser = _parsers()[command]()
-    assert getattr(parser.parse_args(new), attribute) == value
-    assert capsys.readouterr().err == ""
-    assert getattr(parser.parse_args(old), attribute) == value
-    note = capsys.readouterr().err.strip()
-    assert note.count("\n") == 0 and "warning:" in note and "deprecated" in note, note
-    assert named[0] in note and named[1] in note, note
-    if named[0].startswith("--"):
-        assert f"{named[0]} " not in parser.format_help()  # hidden: --help shows one vocabulary
+def test_every_option_has_one_spelling():
+    """No aliases, no hidden options: each action has one long name (``-c`` / ``-h`` are the short forms)."""
+    for command, actions in _option_strings().items():
+        for names in actions:
+            long = [n for n in names if n.startswith("--")]
+            # --flip / --no-flip is one switch (BooleanOptionalAction), not two spellings
+            if len(long) == 2 and long[1] == "--no-" + long[0][2:]:
+                long = long[:1]
+            assert len(long) == 1, f"hrseg {command}: {names} are several spellings of one option"
+    for make in _parsers().values():
+        assert all(a.help != argparse.SUPPRESS for a in make()._actions), "a hidden option"
 
 
-def test_serve_old_checkpoint_spelling_satisfies_the_required_checkpoint(capsys):
-    """``serve --ckpt`` alone is a complete command line: parsing goes on to the next check (the port)."""
+def test_one_concept_has_one_name_across_commands():
+    """The same words in another order are the same concept: ``--num-val`` everywhere, never ``--val-num``."""
+    names = {n for actions in _option_strings().values() for group in actions for n in group if n[:2] == "--"}
+    by_words: dict[frozenset[str], set[str]] = {}
+    for name in names:
+        by_words.setdefault(frozenset(name[2:].replace("_", "-").split("-")), set()).add(name)
+    assert not [group for group in by_words.values() if len(group) > 1]
+    # the shared vocabulary of docs/cli.md
+    every: dict[str, set[str]] = {}
+    for command, actions in _option_strings().items():
+        every.setdefault(command.split()[0], set()).update(n for group in actions for n in group)
+    assert all("--ckpt_path" in every[c] for c in ("predict", "export", "serve", "report"))
+    assert all("--output" in every[c] for c in ("predict", "export", "report", "data"))
+    assert {"--num-calib", "--num-val"} <= every["export"]
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("predict", ["--ckpt", "a.ckpt"]),
+        ("predict", ["--window", "512", "1024"]),
+        ("predict", ["--mode", "multiscale"]),
+        ("predict", ["--data.predict_path", "x"]),
+        ("export", ["--out", "m.onnx"]),
+        ("export", ["--height", "128"]),
+        ("export", ["--quantize", "int8"]),
+        ("export", ["--calib-num", "2"]),
+        ("serve", ["--ckpt", "a.ckpt"]),
+        ("report", ["r", "--checkpoint", "c"]),
+        ("data", ["synth", "--layout", "voc", "--num", "1", "--out", "d"]),
+    ],
+)
+def test_other_spellings_are_usage_errors(command, argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parsers()[command]().parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "error:" in err, err
+
+
+def test_serve_needs_the_checkpoint(capsys):
     from hrseg.commands import serve
 
     with pytest.raises(SystemExit) as exc:
-        serve.main(["--ckpt", "a.ckpt", "--port", "1"])
+        serve.main(["--port", "8000"])
     assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "--port must be in 1024-65535" in err and "required" not in err, err
+    assert "the following arguments are required: --ckpt_path" in capsys.readouterr().err
 
 
-def test_predict_mode_multiscale_reads_as_slide_or_whole_with_a_note(capsys):
-    """``--mode multiscale`` (the former mode name) becomes slide with a window, else whole, and says so."""
-    from hrseg.commands.predict import _protocol_overrides
-
+def test_sizes_are_one_hxw_value():
     parser = _parsers()["predict"]()
-    overrides = _protocol_overrides(parser.parse_args(["--mode", "multiscale", "--window", "64x96"]))
-    assert overrides == {"mode": "slide", "window": (64, 96)}
-    note = capsys.readouterr().err
-    assert note.count("\n") == 1 and "--mode multiscale" in note and "--mode slide" in note, note
-    assert _protocol_overrides(parser.parse_args(["--mode", "multiscale"])) == {"mode": "whole"}
-
-
-def test_export_size_is_one_hxw_option(capsys):
-    parser = _parsers()["export"]()
-    assert parser.parse_args(["--size", "128x192"]).size == (128, 192)
-    args = parser.parse_args(["--height", "128", "--width", "192"])
-    assert (args.height, args.width) == (128, 192)
-    assert capsys.readouterr().err.count("use --size HxW") == 2
+    assert parser.parse_args(["--window", "512x1024", "--stride", "300x600"]).window == (512, 1024)
+    assert _parsers()["export"]().parse_args(["--size", "128x192"]).size == (128, 192)
 
 
 def test_predict_config_passes_lightning_options_through(capsys):

@@ -37,15 +37,14 @@ def test_defaults_validation_and_round_trip() -> None:
         EvalProtocol.from_dict({"mode": "whole", "flips": True})
 
 
-def test_older_checkpoints_flat_keys_are_read() -> None:
-    """``eval_mode: multiscale`` meant "slide when a window is set": it reads as slide / whole now."""
-    old = {"eval_mode": "multiscale", "eval_window": [32, 48], "eval_scales": [0.75, 1.0], "eval_flip": True}
-    assert EvalProtocol.from_hparams(old) == EvalProtocol("slide", (32, 48), None, (0.75, 1.0), True)
-    assert EvalProtocol.from_hparams({"eval_mode": "multiscale", "eval_scales": [1.0, 1.5]}).mode == "whole"
-    meta = ModelMeta.from_dict({"model": "hrnetv2_w18_small_v1", "num_classes": 19, **old})
-    assert meta.eval_protocol.mode == "slide"
+def test_model_meta_carries_the_protocol() -> None:
+    stored = EvalProtocol("slide", (32, 48), None, (0.75, 1.0), True)
+    meta = ModelMeta.from_dict(
+        {"model": "hrnetv2_w18_small_v1", "num_classes": 19, "eval_protocol": stored.to_dict()}
+    )
+    assert meta.eval_protocol == stored
     assert ModelMeta.from_dict(json.loads(meta.to_json())) == meta
-    # a model folder written before the protocol was stored predicts whole images
+    # metadata without a protocol predicts whole images
     assert ModelMeta.from_dict({"model": "hrnetv2_w18_small_v1", "num_classes": 19}).eval_protocol.single_pass
 
 
@@ -103,19 +102,18 @@ def test_hrseg_predict_uses_the_stored_protocol(
         np.testing.assert_array_equal(written, expected)
 
 
-def test_config_runs_read_older_checkpoints_and_the_command_line_wins(
+def test_config_runs_use_the_checkpoints_protocol_and_the_command_line_wins(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    """LightningCLI applies a --ckpt_path checkpoint's hyper-parameters over the config: an older checkpoint's
-    flat eval_* keys are read as the protocol there too, and a protocol given on the command line wins."""
+    """LightningCLI applies a --ckpt_path checkpoint's hyper-parameters over the config: its stored protocol
+    is the one that runs, and a protocol given on the command line wins."""
     from hrseg.commands.lightning import run_lightning_cli
 
     ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
     hparams = ckpt["hyper_parameters"]
-    del hparams["eval_protocol"]
-    hparams.update(eval_mode="multiscale", eval_window=[32, 48], eval_flip=True)
-    old = tmp_path / "before_eval_protocol.ckpt"
-    torch.save(ckpt, old)
+    hparams["eval_protocol"] = EvalProtocol("slide", (32, 48), flip=True).to_dict()
+    slide = tmp_path / "slide.ckpt"
+    torch.save(ckpt, slide)
 
     def protocol_run_with(*extra: str) -> EvalProtocol:
         small = ["--data.init_args.num_val=2", "--data.init_args.image_size=[64, 96]"]
@@ -124,7 +122,7 @@ def test_config_runs_read_older_checkpoints_and_the_command_line_wins(
             "--trainer.logger=false",
             "--trainer.enable_progress_bar=false",
         ]
-        args = ["predict", "--config", "demo", "--ckpt_path", str(old), *small, *run, *extra]
+        args = ["predict", "--config", "demo", "--ckpt_path", str(slide), *small, *run, *extra]
         return run_lightning_cli([*args, f"--trainer.default_root_dir={tmp_path}"]).model.eval_protocol
 
     assert protocol_run_with() == EvalProtocol("slide", (32, 48), flip=True)

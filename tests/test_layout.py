@@ -29,6 +29,7 @@ TREES = (PACKAGE, BENCHMARKS)
 LAYERS: list[tuple[str, ...]] = [
     ("hrseg.labelsets", "hrseg.plain_data", "hrseg.eval_protocol", "hrseg.metadata"),
     (
+        "hrseg._version",
         "hrseg.colors",
         "hrseg.images",
         "hrseg.checkpoint",
@@ -129,6 +130,24 @@ def test_no_module_imports_a_higher_layer() -> None:
             if level is not None and level > own:
                 upward.append(f"{module} -> {imported}")
     assert upward == []
+
+
+def test_no_module_imports_the_package_root() -> None:
+    """``hrseg`` is the façade above every layer: modules take the version from ``hrseg._version``."""
+    found = [
+        f"{_module_name(path)}:{line}"
+        for path in _library_modules()
+        if path != PACKAGE / "__init__.py"
+        for module, line in _imports(path)
+        if module == "hrseg"
+    ]
+    assert found == []
+
+
+def test_the_version_is_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    assert hrseg.__version__ == version("hrseg")
 
 
 def _import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
@@ -383,7 +402,9 @@ def cityscapes_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two generated Cityscapes val images with their label-id ground truth (written by this process)."""
     from hrseg.data import write_cityscapes
 
-    return write_cityscapes(tmp_path_factory.mktemp("cs"), 0, 2, 0, size=(64, 128), progress=False)
+    root = tmp_path_factory.mktemp("cs")
+    write_cityscapes(root, 0, 2, num_test=0, size=(64, 128), progress=False)
+    return root
 
 
 @pytest.mark.slow
@@ -402,7 +423,7 @@ def test_deployment_commands_load_no_training_stack(
     onnx, int8 = tmp_path / "model.onnx", tmp_path / "model_int8.onnx"
     predict = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", images]
     export = ["export", "--ckpt_path", str(tiny_checkpoint), "--size", "64x96"]
-    tiny_calibration = ["--calib-num", "2", "--val-num", "2"]
+    tiny_calibration = ["--num-calib", "2", "--num-val", "2"]
     commands = [
         [*predict, "--output", str(pred), "--format", "cityscapes", "--no-progress"],
         ["evaluate", "--pred", str(pred), "--gt", gt, "--json", str(tmp_path / "scores.json")],

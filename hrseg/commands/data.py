@@ -98,7 +98,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "`--layout NAME --help`.",
     )
     synth.add_argument("--layout", choices=datasets, required=True)
-    synth.add_argument("--output", dest="out", default=None, help="output root directory (required)")
+    synth.add_argument("--output", dest="out", required=True, help="output root directory")
     synth.add_argument("--num", type=int, required=True, help="number of training images")
     synth.add_argument(
         "--num-val", type=int, default=None, help="validation images (default: max(1, num // 4))"
@@ -155,9 +155,6 @@ def _given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    if args.out is None:
-        print("hrseg data synth: error: the following arguments are required: --output", file=sys.stderr)
-        return EXIT_USAGE
     if args.num < 1:
         print("hrseg data synth: error: --num must be >= 1", file=sys.stderr)
         return EXIT_USAGE

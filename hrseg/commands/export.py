@@ -18,7 +18,6 @@ from typing import Any
 from hrseg.checkpoint import CheckpointError
 from hrseg.commands.options import (
     CommandParser,
-    add_deprecated_alias,
     add_released_weights_options,
     check_released_weights_options,
     size_type,
@@ -40,7 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ckpt_path", dest="ckpt", default=None, help="Lightning .ckpt or safetensors bundle (required)"
     )
-    add_deprecated_alias(p, "--ckpt", "ckpt", "--ckpt_path")
     p.add_argument(
         "--format",
         default="onnx",
@@ -55,15 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         help="output file (a folder with --format all or for a safetensors bundle); default: next to the "
         "checkpoint",
     )
-    add_deprecated_alias(p, "--out", "out", "--output")
     p.add_argument(
         "--size",
         type=size_type(),
         default=(256, 256),
         help="export example size HxW (default 256x256; the graph stays dynamic)",
     )
-    add_deprecated_alias(p, "--height", "height", "--size HxW", type=int)
-    add_deprecated_alias(p, "--width", "width", "--size HxW", type=int)
     p.add_argument(
         "--tolerance",
         type=float,
@@ -95,14 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         help="int8: post-training static quantization; bf16 / fp16: OpenVINO inference precision where the "
         "CPU runs it",
     )
-    add_deprecated_alias(low, "--quantize", "precision", "--precision int8", choices=["int8"])
     low.add_argument(
         "--calib-data",
         default=None,
         help="int8 calibration images: a config name or file (its DataModule's train split) or an image "
         "folder / glob (default: generated street scenes)",
     )
-    low.add_argument("--calib-num", type=int, default=16, help="number of calibration images (default 16)")
+    low.add_argument("--num-calib", type=int, default=16, help="number of calibration images (default 16)")
     low.add_argument(
         "--val-data",
         default=None,
@@ -110,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "folder / glob (compared with the fp32 label maps); default: --calib-data's val split when it is a "
         "config, else generated scenes",
     )
-    low.add_argument("--val-num", type=int, default=32, help="number of validation images (default 32)")
+    low.add_argument("--num-val", type=int, default=32, help="number of validation images (default 32)")
     low.add_argument(
         "--max-drop",
         type=float,
@@ -159,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ckpt is None:
         parser.error("the following arguments are required: --ckpt_path")
     height, width = args.size
-    height, width = getattr(args, "height", height), getattr(args, "width", width)
     if args.push_to_hub and args.format != HUB_FORMAT:
         parser.error("--push-to-hub needs --format hub")
     check_released_weights_options(args, parser)
@@ -171,12 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--precision {precision} applies to --format onnx or openvino")
         try:
             if args.calib_data and precision == "int8":
-                calib, _ = load_images(args.calib_data, "train", args.calib_num)
+                calib, _ = load_images(args.calib_data, "train", args.num_calib)
             val_spec = args.val_data
             if val_spec is None and args.calib_data and not Path(args.calib_data).expanduser().exists():
                 val_spec = args.calib_data  # a config: its val split, with ground truth
             if val_spec:
-                val, masks = load_images(val_spec, "val", args.val_num)
+                val, masks = load_images(val_spec, "val", args.num_val)
         except (FileNotFoundError, ValueError, OSError) as err:
             print(f"hrseg export: error: {err}", file=sys.stderr)
             return 1

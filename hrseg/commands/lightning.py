@@ -77,11 +77,10 @@ from hrseg.callbacks import LastCheckpoint
 from hrseg.checkpoint import read_lightning_record
 from hrseg.checkpoint_io import AtomicCheckpointIO
 from hrseg.commands.configs import resolve_config_args
-from hrseg.commands.older_options import check_config_layout, upgrade_legacy_options
 from hrseg.commands.options import UsageError
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.registry import get_dataset, list_datasets
-from hrseg.task import SegmentationTask, upgrade_hparams
+from hrseg.task import SegmentationTask
 
 __all__ = [
     "SIGTERM_EXIT_CODE",
@@ -192,9 +191,9 @@ class HRSegCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Apply a ``--ckpt_path`` checkpoint's hyper-parameters to the config, as LightningCLI does.
 
-        Unlike LightningCLI, older checkpoints' flat keys are read into their groups (:func:`upgrade_hparams`:
-        loss, optimizer, eval protocol), and a protocol given on the command line wins (Lightning applies the
-        checkpoint's values over everything else).
+        Unlike LightningCLI, it is read ``weights_only`` (:func:`hrseg.checkpoint.read_lightning_record`:
+        tensors memory-mapped, no pickled objects), and a protocol given on the command line wins (Lightning
+        applies the checkpoint's values over everything else).
         """
         if not self.config.get("subcommand"):
             return
@@ -205,9 +204,8 @@ class HRSegCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         if not hparams:
             return
-        hparams = upgrade_hparams(hparams)
         if self.protocol_on_command_line:
-            hparams.pop("eval_protocol")
+            hparams.pop("eval_protocol", None)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
@@ -419,8 +417,6 @@ def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> HR
     from jsonargparse import ArgumentError
 
     args = resolve_config_args(list(argv) if argv is not None else [])
-    args = upgrade_legacy_options(args, f"hrseg {args[0]}" if args else "hrseg")
-    check_config_layout(args)
     args = resolve_dataset_names(args)
     ckpt_path = _option_value(args, "--ckpt_path")
     if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:

@@ -93,7 +93,7 @@ def main(args: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0
     if argv[0] in ("-V", "--version"):
-        from hrseg import __version__
+        from hrseg._version import __version__
 
         print(f"hrseg {__version__}")
         return 0

@@ -3,7 +3,7 @@
 - Names follow LightningCLI where it has one: ``--ckpt_path`` for a checkpoint, ``-c`` / ``--config`` for a
   config; ``--output`` names what a command writes; sizes are ``HxW`` (``--size 512x1024``); reduced
   precision is ``--precision`` (``int8`` included).
-- Old spellings stay accepted as hidden options (:func:`add_deprecated_alias`) and print a one-line note.
+- One spelling per option: the same concept has the same name in every command (docs/cli.md).
 - Usage errors print one line, ``hrseg <cmd>: error: ...``, and exit 2 (:class:`CommandParser`); errors in
   the data a command reads exit 1 (:mod:`hrseg.commands.main` turns them into one line).
 
@@ -13,8 +13,6 @@ Imports nothing beyond the standard library, so ``hrseg <cmd> --help`` stays fas
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from typing import Any, NoReturn
 
 __all__ = [
@@ -22,9 +20,7 @@ __all__ = [
     "EXIT_USAGE",
     "CommandParser",
     "UsageError",
-    "add_deprecated_alias",
     "add_size_argument",
-    "deprecation_note",
     "parse_size",
     "size_type",
 ]
@@ -68,56 +64,6 @@ def size_type(minimum: int = 1) -> Any:
     return convert
 
 
-def deprecation_note(prog: str, old: str, new: str) -> None:
-    """Print the one-line note for an old option spelling (to stderr, so outputs stay clean)."""
-    print(f"{prog}: warning: {old} is deprecated; use {new}", file=sys.stderr)
-
-
-class _DeprecatedAlias(argparse.Action):
-    """Store like the new option, after a one-line deprecation note naming it."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, replacement: str, **kwargs: Any) -> None:
-        self.replacement = replacement
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        deprecation_note(parser.prog, option_string or self.option_strings[0], self.replacement)
-        setattr(namespace, self.dest, values)
-
-
-def add_deprecated_alias(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    old: str,
-    dest: str,
-    replacement: str,
-    **kwargs: Any,
-) -> None:
-    """Accept ``old`` as a hidden spelling of the option stored in ``dest`` (named ``replacement`` in notes).
-
-    Args:
-        parser: the parser (or group) that holds the new option.
-        old: the old option string, e.g. ``"--ckpt"``.
-        dest: the new option's destination, so both spellings fill one value.
-        replacement: the new spelling, as the note shows it (``"--ckpt_path"``).
-        **kwargs: ``type``, ``choices``, ``nargs`` ... as the new option has them.
-    """
-    parser.add_argument(
-        old,
-        dest=dest,
-        action=_DeprecatedAlias,
-        replacement=replacement,
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-        **kwargs,
-    )
-
-
 class CommandParser(argparse.ArgumentParser):
     """An argparse parser whose usage errors are one line: ``hrseg <cmd>: error: ... (see --help)``."""
 
@@ -130,36 +76,11 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-class _SizeAction(argparse.Action):
-    """``--opt HxW``; the old two-number form ``--opt H W`` still parses, with a deprecation note."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        texts = [str(v) for v in values]
-        option = option_string or self.option_strings[0]
-        try:
-            if len(texts) == 1:
-                size = parse_size(texts[0])
-            elif len(texts) == 2 and all(t.isdigit() for t in texts):
-                deprecation_note(parser.prog, f"{option} H W", f"{option} HxW")
-                size = parse_size("x".join(texts))
-            else:
-                raise ValueError(f"expected HxW, e.g. 512x1024, got {' '.join(texts)!r}")
-        except ValueError as err:
-            parser.error(f"argument {option}: {err}")
-        setattr(namespace, self.dest, size)
-
-
 def add_size_argument(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str, **kwargs: Any
 ) -> None:
-    """An ``HxW`` option (``--window 512x1024``) stored as ``(height, width)``; ``H W`` stays accepted."""
-    parser.add_argument(*names, nargs="+", action=_SizeAction, metavar="HxW", **kwargs)
+    """An ``HxW`` option (``--window 512x1024``) stored as ``(height, width)``."""
+    parser.add_argument(*names, type=size_type(), metavar="HxW", **kwargs)
 
 
 def add_released_weights_options(parser: argparse.ArgumentParser, what: str = "--ckpt_path") -> None:

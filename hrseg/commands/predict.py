@@ -26,7 +26,6 @@ from typing import Any
 
 from hrseg.commands.options import (
     CommandParser,
-    add_deprecated_alias,
     add_released_weights_options,
     add_size_argument,
     check_released_weights_options,
@@ -52,11 +51,8 @@ def _parser() -> argparse.ArgumentParser:
       through to it, e.g. --data.init_args.eval_size [512,1024] or --print_config""",
     )
     p.add_argument("--ckpt_path", dest="ckpt", default=None, help="the trained model (required)")
-    add_deprecated_alias(p, "--ckpt", "ckpt", "--ckpt_path")
     p.add_argument(
         "--input",
-        "--data.predict_path",
-        dest="input",
         default=None,
         help="image folder, glob pattern (quote it) or one image (with --config: default the config's "
         "predict_path or predict split)",
@@ -74,9 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--mode",
         default=None,
-        choices=["whole", "slide", "multiscale"],
-        help="whole: one forward per image; slide: sliding windows over images larger than --window "
-        "(multiscale: the former name of slide/whole, kept for a release)",
+        choices=["whole", "slide"],
+        help="whole: one forward per image; slide: sliding windows over images larger than --window",
     )
     add_size_argument(group, "--window", default=None, help="sliding window, e.g. 512x1024")
     add_size_argument(group, "--stride", default=None, help="window stride, e.g. 341x683")
@@ -131,13 +126,6 @@ def _parser() -> argparse.ArgumentParser:
 def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The protocol fields given on the command line (the rest stay as the model was validated)."""
     overrides: dict[str, Any] = {}
-    if args.mode == "multiscale":
-        print(
-            "hrseg predict: note: --mode multiscale is now --mode slide (with --window) or whole; "
-            "scales apply in every mode",
-            file=sys.stderr,
-        )
-        args.mode = "slide" if args.window is not None else "whole"
     for name in ("mode", "window", "stride", "scales", "flip"):
         value = getattr(args, name)
         if value is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hrseg.commands.options import CommandParser, add_deprecated_alias
+from hrseg.commands.options import CommandParser
 
 __all__ = ["build_parser", "main", "run_report"]
 
@@ -98,12 +98,10 @@ def build_parser() -> CommandParser:
     )
     parser.add_argument("run_dir", help="the run's log directory (holds config.yaml and checkpoints/)")
     parser.add_argument("--output", dest="out", default=None, help="output folder (default: RUN_DIR/figures)")
-    add_deprecated_alias(parser, "--out", "out", "--output")
     parser.add_argument("--num-images", type=int, default=4, help="validation images to show")
     parser.add_argument(
         "--ckpt_path", dest="checkpoint", default=None, help="checkpoint (default: best, else last)"
     )
-    add_deprecated_alias(parser, "--checkpoint", "checkpoint", "--ckpt_path")
     return parser
 
 

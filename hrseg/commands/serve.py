@@ -18,7 +18,6 @@ from typing import Any
 
 from hrseg.commands.options import (
     CommandParser,
-    add_deprecated_alias,
     add_released_weights_options,
     check_released_weights_options,
 )
@@ -45,11 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ckpt_path",
         dest="ckpt",
-        default=None,  # required, checked after parsing: the hidden --ckpt fills it too
-        help="the model (required): a Lightning .ckpt, a safetensors bundle, a hub folder or reference, an "
+        required=True,
+        help="the model: a Lightning .ckpt, a safetensors bundle, a hub folder or reference, an "
         "exported .onnx / .pt2 / OpenVINO .xml, or released weights with --model",
     )
-    add_deprecated_alias(p, "--ckpt", "ckpt", "--ckpt_path")
     add_released_weights_options(p)
     net = p.add_argument_group("network")
     net.add_argument(
@@ -109,8 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hrseg serve``; returns the exit code once the server stops."""
     parser = _parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.ckpt is None:
-        parser.error("the following arguments are required: --ckpt_path")
     if not 1024 <= args.port <= 65535:
         parser.error(f"--port must be in 1024-65535, got {args.port}")
     if args.max_batch_size < 1 or args.workers < 1:

@@ -52,8 +52,7 @@ __all__ = [
     "save_model_folder",
 ]
 
-#: The files of an hrseg model folder: huggingface_hub's names (``ModelHubMixin`` / ``PyTorchModelHubMixin``),
-#: the same as every earlier hrseg folder, so old folders load and new ones read in old hrseg.
+#: The files of an hrseg model folder: huggingface_hub's names (``ModelHubMixin`` / ``PyTorchModelHubMixin``).
 BUNDLE_FILES = (CONFIG_NAME, SAFETENSORS_SINGLE_FILE)
 CARD_FILE = "README.md"
 _FOLDER_HINT = "a folder holding config.json + model.safetensors"
@@ -83,7 +82,7 @@ class ModelFolder(ModelHubMixin):
     writes ``config.json`` from the metadata and the model card, ``from_pretrained`` finds a local folder or
     downloads a repository's ``config.json`` (cache first), ``push_to_hub`` creates the repository and uploads
     the folder in one commit. hrseg adds the weights file (safetensors, official key names, the metadata also
-    in its header as earlier hrseg folders have it) and the checks.
+    in its header, so the weights file alone describes the model) and the checks.
 
     It holds files, not a network: build one with :func:`hrseg.inference.build_from_meta` and
     ``load_state_dict(folder.state_dict())``, or load a folder or reference with

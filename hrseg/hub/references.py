@@ -39,6 +39,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from hrseg._version import __version__
 from hrseg.checkpoint import CheckpointError, CheckpointNotFoundError
 
 __all__ = [
@@ -174,8 +175,6 @@ def _commit_of(path: Path, filename: str) -> str:
 
 def _download(ref: HubReference, filename: str) -> HubFile:
     """``hf_hub_download`` one file (cache first; offline when ``HF_HUB_OFFLINE``); library errors pass."""
-    from hrseg import __version__
-
     env_cache = os.environ.get("HF_HUB_CACHE")
     path = hf_hub_download(
         ref.repo_id,

@@ -104,7 +104,7 @@ def open_exported(
     Raises:
         ValueError: a precision OpenVINO cannot run on this CPU (:func:`check_openvino_precision`).
     """
-    chosen = precision or _precision_name(graph.precision)
+    chosen = precision or graph.precision
     if graph.kind == "onnx":
         run = onnxruntime_runner(graph.path, device, threads)
     elif graph.kind == "openvino":
@@ -123,13 +123,6 @@ def load_exported(
 ) -> RuntimeModel:
     """:func:`open_exported` of the file ``path`` (read by :func:`~hrseg.checkpoint.read_exported`)."""
     return open_exported(read_exported(path), capabilities, device, precision, threads)
-
-
-def _precision_name(recorded: str) -> str:
-    """The hrseg precision of a recorded one; IR files of earlier versions recorded the OpenVINO hint."""
-    if recorded in OPENVINO_HINTS:
-        return recorded
-    return next((name for name, hint in OPENVINO_HINTS.items() if hint == recorded), "fp32")
 
 
 # --- ONNX Runtime ------------------------------------------------------------------------------------------

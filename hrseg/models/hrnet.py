@@ -15,13 +15,9 @@ from typing import Any, ClassVar, cast
 
 from torch import Tensor, nn
 
-# BasicBlock, Bottleneck and HighResolutionModule live in hrseg.models.blocks; they stay importable from here
-# (and are listed in __all__) because this was their import path before the blocks had a module of their own.
 from hrseg.models.blocks import (
     BLOCKS,
-    BasicBlock,
     BlockName,
-    Bottleneck,
     FuseMode,
     HighResolutionModule,
     conv_bn,
@@ -30,12 +26,9 @@ from hrseg.models.blocks import (
 
 __all__ = [
     "HRNET_SPECS",
-    "BasicBlock",
-    "Bottleneck",
     "CheckpointRemap",
     "HRNet",
     "HRNetSpec",
-    "HighResolutionModule",
     "StageSpec",
     "get_spec",
 ]
