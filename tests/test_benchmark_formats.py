@@ -44,9 +44,8 @@ def _noisy_predictions(root: Path, out: Path, seed: int = 0) -> None:
         pred = np.where(tid == 255, rng.integers(0, 19, tid.shape), tid)
         noise = rng.random(tid.shape) < 0.25
         pred[noise] = rng.integers(0, 19, int(noise.sum()))
-        pred[pred == get_label_set("cityscapes").class_names.index("train")] = get_label_set(
-            "cityscapes"
-        ).class_names.index("car")
+        names = get_label_set("cityscapes").class_names
+        pred[pred == names.index("train")] = names.index("car")
         name = gt.parent.name + "/" + gt.name.replace("_gtFine_labelIds.png", "_leftImg8bit")
         write_prediction(out, name, pred, palette, format="cityscapes")
 
