@@ -21,7 +21,7 @@ from hrseg.colors import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from hrseg.data.metadata import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES, VOC_PALETTE
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.loading import build_from_meta
-from hrseg.models import list_models, load_pretrained
+from hrseg.models import load_pretrained, resolve_model
 from hrseg.models.weights import CheckpointMismatchError
 
 __all__ = ["LABEL_SETS", "load_released", "model_from_weights", "released_meta"]
@@ -50,8 +50,7 @@ def released_meta(
         model_options: further ``build_model`` options (``bn_momentum``, ``ocr_mid_channels``, ...).
         eval_protocol: how to run it (default: whole image, one scale).
     """
-    if model not in list_models() and not model.startswith("smp:"):
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(list_models())}")
+    resolve_model(model)  # an unknown name fails here, listing the registered ones
     if isinstance(classes, str):
         if classes not in LABEL_SETS:
             raise ValueError(
