@@ -64,9 +64,7 @@ class Registry(Generic[T]):
         if name in self._entries:
             old, new = self._origins[name], _origin(entry if origin is None else origin)
             if old != new:
-                raise ValueError(
-                    f"{self.kind} {name!r} is already registered (by {old}); {new} cannot take it"
-                )
+                raise ValueError(f"{self.kind} {name!r} is already registered by {old}; {new} cannot take it")
         self._entries[name] = entry
         self._origins[name] = _origin(entry if origin is None else origin)
 
