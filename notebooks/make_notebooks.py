@@ -374,7 +374,7 @@ print("train: aux", tuple(aux.shape), "main", tuple(main.shape))
 ocr_model.eval()
 with torch.inference_mode():
     logits = ocr_model(batch)  # eval: the main logits only
-    assert torch.equal(logits, ocr_model.forward_heads(batch)[1])
+    assert torch.equal(logits, ocr_model.forward_outputs(batch)[1])
 print("eval: logits", tuple(logits.shape))
 
 ocr_meta = ModelMeta(model="hrnetv2_w18_small_v1_ocr", labels=LabelSet.generic(19))

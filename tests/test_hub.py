@@ -198,7 +198,10 @@ def test_local_paths_keep_working(tmp_path: Path, timm_state: dict[str, torch.Te
     report = load_pretrained(build_model("hrnetv2_w18_small_v1", num_classes=19), str(path))
     assert report.hub is None and report.path == str(path)
     with pytest.raises(FileNotFoundError):
-        load_pretrained(build_model("hrnetv2_w18_small_v1"), "pretrained/hrnetv2_w48_imagenet_pretrained.pth")
+        load_pretrained(
+            build_model("hrnetv2_w18_small_v1", num_classes=19),
+            "pretrained/hrnetv2_w48_imagenet_pretrained.pth",
+        )
 
 
 def test_hub_folder_layout_and_model_card(hub_folder: Path, tiny_checkpoint: Path) -> None:

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hrseg.checkpoint",
         "hrseg.hub",
         "hrseg.modelcard",
+        "hrseg.plugins",
     ),
     ("hrseg.models", "hrseg.losses", "hrseg.optim", "hrseg.metrics", "hrseg.viz"),
     (

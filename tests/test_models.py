@@ -14,8 +14,9 @@ from hrseg.models import (
     HRNET_SPECS,
     HighResolutionModule,
     HRNet,
+    HRNetSegmentationNet,
     HRNetSpec,
-    HRNetV2,
+    HRNetV2Head,
     build_model,
     list_models,
     upsample_logits,
@@ -141,7 +142,7 @@ def test_parameter_counts(variant: str) -> None:
 @pytest.mark.parametrize("variant", list(STATE_DICT_KEYS))
 def test_state_dict_key_counts(variant: str) -> None:
     with torch.device("meta"):
-        model = build_model(f"hrnetv2_{variant}")
+        model = build_model(f"hrnetv2_{variant}", num_classes=19)
         backbone = HRNet(variant).state_dict()
     sd = model.state_dict()
     assert len(sd) == STATE_DICT_KEYS[variant]
@@ -155,7 +156,7 @@ def test_state_dict_key_counts(variant: str) -> None:
 
 def test_official_key_layout() -> None:
     with torch.device("meta"):
-        model = build_model("hrnetv2_w48")
+        model = build_model("hrnetv2_w48", num_classes=19)
     sd = model.state_dict()
     tops = {k.split(".")[0] for k in sd}
     assert tops == {
@@ -295,8 +296,8 @@ def test_upsample_logits_is_noop_at_same_size() -> None:
 
 def test_align_corners_changes_fusion() -> None:
     torch.manual_seed(0)
-    a = build_model("hrnetv2_w18_small_v1", align_corners=False).eval()
-    b = build_model("hrnetv2_w18_small_v1", align_corners=True).eval()
+    a = build_model("hrnetv2_w18_small_v1", num_classes=19, align_corners=False).eval()
+    b = build_model("hrnetv2_w18_small_v1", num_classes=19, align_corners=True).eval()
     b.load_state_dict(a.state_dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -372,11 +373,11 @@ def test_list_models() -> None:
 
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(ValueError, match=r"hrnetv2_w18_small_v1.*hrnetv2_w64"):
-        build_model("hrnetv2_w99")
+        build_model("hrnetv2_w99", num_classes=19)
     with pytest.raises(ValueError, match="fuse_mode"):
-        build_model("hrnetv2_w18", fuse_mode="bicubic")
+        build_model("hrnetv2_w18", num_classes=19, fuse_mode="bicubic")
     with pytest.raises(ValueError, match="unknown option"):
-        build_model("hrnetv2_w18", pretrained=True)
+        build_model("hrnetv2_w18", num_classes=19, pretrained=True)
 
 
 TINY_SPEC = {
@@ -415,7 +416,7 @@ TINY_SPEC = {
 
 def test_custom_spec() -> None:
     model = build_model("hrnetv2", num_classes=4, spec=TINY_SPEC).eval()
-    assert isinstance(model, HRNetV2)
+    assert isinstance(model, HRNetSegmentationNet) and isinstance(model.head, HRNetV2Head)
     assert model.out_channels == (8, 16, 32, 64)
     assert n_params(model) == analytic_params(HRNetSpec.from_dict(TINY_SPEC), num_classes=4)
     with torch.no_grad():
@@ -429,9 +430,9 @@ def test_custom_spec() -> None:
 def test_bad_custom_spec() -> None:
     bad = {**TINY_SPEC, "stage3": {**TINY_SPEC["stage3"], "num_channels": [8, 16]}}
     with pytest.raises(ValueError, match=r"num_branches \(3\) != len\(num_channels\) \(2\)"):
-        build_model("hrnetv2", spec=bad)
+        build_model("hrnetv2", num_classes=19, spec=bad)
     with pytest.raises(ValueError, match="unknown"):
-        build_model("hrnetv2", spec={**TINY_SPEC, "stage5": {}})
+        build_model("hrnetv2", num_classes=19, spec={**TINY_SPEC, "stage5": {}})
 
 
 @pytest.mark.parametrize("name", ["smp:Unet:resnet18", "smp:DeepLabV3Plus:resnet18"])
@@ -448,14 +449,14 @@ def test_smp_baseline(name: str) -> None:
 
 def test_smp_bad_names() -> None:
     with pytest.raises(ValueError, match="smp:<Arch>:<encoder>"):
-        build_model("smp:Unet")
+        build_model("smp:Unet", num_classes=19)
     with pytest.raises(ValueError, match="unknown smp architecture"):
-        build_model("smp:NoSuchNet:resnet18")
+        build_model("smp:NoSuchNet:resnet18", num_classes=19)
 
 
 def test_models_own_their_head_metadata() -> None:
-    """Head names and the family's checkpoint heads live on the model classes (task and loader read them)."""
-    from hrseg.models import HRNet, HRNetOCR, HRNetSegmentationNet, HRNetV2
+    """Head names and every head's checkpoint modules live on the heads (task and loader read them)."""
+    from hrseg.models import HRNet, OCRHead
 
     v2 = build_model("hrnetv2", spec=TINY_SPEC, num_classes=3)
     ocr = build_model("hrnetv2_ocr", spec=TINY_SPEC, num_classes=3)
@@ -464,14 +465,15 @@ def test_models_own_their_head_metadata() -> None:
         assert all(isinstance(getattr(model, m), torch.nn.Module) for m in model.head_modules)
         head_keys = {k for k in model.state_dict() if k.split(".")[0] in model.head_modules}
         assert head_keys and all(not k.startswith(("conv1.", "stage4.")) for k in head_keys)
-    assert HRNetV2.head_modules == ("last_layer",) and HRNetOCR.head_modules[0] == "aux_head"
-    assert set(HRNetV2.checkpoint_head_modules()) == {"last_layer", *HRNetOCR.head_modules}
-    assert HRNet.head_modules == () and HRNet.checkpoint_head_modules() == HRNetV2.checkpoint_head_modules()
+    assert v2.head_modules == HRNetV2Head.head_modules == ("last_layer",)
+    assert ocr.head_modules[0] == "aux_head"
+    assert set(v2.checkpoint_head_modules()) == {"last_layer", *OCRHead.head_modules}
+    assert HRNet.head_modules == () and HRNet.checkpoint_head_modules() == v2.checkpoint_head_modules()
     # HRNetV2 takes checkpoints as they are; HRNet-OCR maps an HRNetV2 head onto its aux_head
     state = {"last_layer.3.bias": torch.zeros(3), "conv1.weight": torch.zeros(1)}
-    assert HRNetV2.remap_checkpoint_keys(state).state is state
-    remap = HRNetOCR.remap_checkpoint_keys(state)
+    assert v2.remap_checkpoint_keys(state).state is state
+    remap = ocr.remap_checkpoint_keys(state)
     assert set(remap.state) == {"aux_head.3.bias", "conv1.weight"} and remap.notes
     assert "aux_head" not in remap.fresh_modules and "cls_head" in remap.fresh_modules
     official_ocr = {"aux_head.3.bias": torch.zeros(3), "cls_head.bias": torch.zeros(3)}
-    assert HRNetOCR.remap_checkpoint_keys(official_ocr).state is official_ocr
+    assert OCRHead.remap_checkpoint_keys(official_ocr).state is official_ocr

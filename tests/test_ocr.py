@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.losses import CrossEntropy, LossConfig, OhemCrossEntropy, resolve_class_weights
 from hrseg.metadata import LabelSet, ModelMeta, get_label_set
-from hrseg.models import HRNetOCR, HRNetV2, build_model, list_models, load_pretrained
+from hrseg.models import HRNetSegmentationNet, HRNetV2Head, OCRHead, build_model, list_models, load_pretrained
+from hrseg.models.heads.ocr import ObjectAttentionBlock, SpatialGather
 from hrseg.models.hrnet import HRNET_SPECS
-from hrseg.models.ocr import ObjectAttentionBlock, SpatialGather
 from hrseg.optim import OptimizerConfig
 
 # Exact parameter counts with 19 classes (W48: docs/reference/ocr.md), the official 512 / 256 head.
@@ -124,7 +124,9 @@ def test_ocr_channel_options() -> None:
         plain = build_model("hrnetv2_w18", num_classes=7)
     assert n_params(model) == n_params(plain) + ocr_extra_params(270, 7, mid=128, key=64)
     with pytest.raises(ValueError, match="unknown option"):
-        build_model("hrnetv2_w18_small_v1", ocr_mid_channels=128)  # an OCR option on the plain head
+        build_model(
+            "hrnetv2_w18_small_v1", num_classes=19, ocr_mid_channels=128
+        )  # an OCR option on the plain head
     assert {f"{n}_ocr" for n in list_models() if not n.endswith("_ocr")} <= set(list_models())
 
 
@@ -181,7 +183,7 @@ def test_hrnetv2_checkpoint_initialises_aux_head(tmp_path: Path) -> None:
     # an ImageNet-style (backbone only) file: the whole head is reported missing, without error
     backbone = {k: v for k, v in plain.state_dict().items() if not k.startswith("last_layer.")}
     torch.save({**backbone, "classifier.weight": torch.zeros(3, 2)}, tmp_path / "cls.pth")
-    report = load_pretrained(build_model(TINY), tmp_path / "cls.pth")
+    report = load_pretrained(build_model(TINY, num_classes=19), tmp_path / "cls.pth")
     assert report.source == "classification" and any(k.startswith("aux_head.") for k in report.missing)
     # ignore_head drops the whole OCR head of an OCR checkpoint (fine-tuning to another class count)
     torch.save(build_model(TINY, num_classes=19).state_dict(), tmp_path / "ocr19.pth")
@@ -192,7 +194,7 @@ def test_hrnetv2_checkpoint_initialises_aux_head(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 # Forward: the official computation, outputs per mode, softmax axes, fp32 under autocast
 # --------------------------------------------------------------------------------------------------
-def official_forward(model: HRNetOCR, x: Tensor) -> list[Tensor]:
+def official_forward(model: HRNetSegmentationNet, x: Tensor) -> list[Tensor]:
     """The official ``HighResolutionNet.forward`` of seg_hrnet_ocr.py, op for op, on this model's weights."""
     feats = model.forward_features(x)
     h, w = feats[0].shape[2:]
@@ -226,7 +228,7 @@ def test_outputs_equal_the_official_computation(align_corners: bool) -> None:
     with torch.no_grad():
         ref_aux, ref = official_forward(model, x)
         out = model(x)  # eval: the main output only
-        aux, main = model.forward_heads(x)
+        aux, main = model.forward_outputs(x)
         model.train()  # training: [aux, main], the official order
         outputs = model(x)
     assert isinstance(out, Tensor) and out.shape == (2, 19, 17, 26)
@@ -503,5 +505,6 @@ def test_cli_export_all_and_predict(ocr_checkpoint: Path, tmp_path: Path, capsys
         assert (pred / "a_trainIds.png").is_file()
 
 
-def test_plain_and_ocr_are_distinct_classes() -> None:
-    assert isinstance(build_model(TINY), HRNetOCR) and not isinstance(build_model(TINY), HRNetV2)
+def test_plain_and_ocr_are_distinct_heads() -> None:
+    head = build_model(TINY, num_classes=19).head
+    assert isinstance(head, OCRHead) and not isinstance(head, HRNetV2Head)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from hrseg.checkpoint import CheckpointError
-from hrseg.models import HRNetV2, LoadReport, build_model, load_pretrained
+from hrseg.models import HRNetSegmentationNet as Net
+from hrseg.models import LoadReport, build_model, load_pretrained
 from hrseg.models.weights import CheckpointMismatchError
 
 HEAD_KEYS = sorted(
@@ -29,7 +30,7 @@ HEAD_KEYS = sorted(
 )
 
 
-def _randomized(name: str = "hrnetv2_w18_small_v1", num_classes: int = 19, seed: int = 0) -> HRNetV2:
+def _randomized(name: str = "hrnetv2_w18_small_v1", num_classes: int = 19, seed: int = 0) -> Net:
     """A model whose every tensor (BN statistics included) differs from a fresh one's."""
     torch.manual_seed(seed)
     model = build_model(name, num_classes=num_classes)
@@ -59,12 +60,12 @@ def _assert_same(a: nn.Module, b: nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def source_model() -> HRNetV2:
+def source_model() -> Net:
     return _randomized(seed=0)
 
 
 @pytest.mark.parametrize("wrapped", [False, True])
-def test_official_seg_checkpoint_round_trip(tmp_path: Path, source_model: HRNetV2, wrapped: bool) -> None:
+def test_official_seg_checkpoint_round_trip(tmp_path: Path, source_model: Net, wrapped: bool) -> None:
     sd = {f"model.{k}": v for k, v in source_model.state_dict().items()}
     sd["loss.criterion.weight"] = torch.rand(19)
     path = tmp_path / "hrnet_seg.pth"
@@ -80,7 +81,7 @@ def test_official_seg_checkpoint_round_trip(tmp_path: Path, source_model: HRNetV
     _assert_same(fresh, source_model)
 
 
-def test_lightning_checkpoint(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_lightning_checkpoint(tmp_path: Path, source_model: Net) -> None:
     sd = {f"model.{k}": v for k, v in source_model.state_dict().items()}
     sd["criterion.weight"] = torch.ones(19)
     path = tmp_path / "epoch=3.ckpt"
@@ -103,7 +104,7 @@ def test_lightning_checkpoint(tmp_path: Path, source_model: HRNetV2) -> None:
     _assert_same(fresh, source_model)
 
 
-def test_safetensors_round_trip(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_safetensors_round_trip(tmp_path: Path, source_model: Net) -> None:
     from safetensors.torch import save_file
 
     path = tmp_path / "weights.safetensors"
@@ -115,7 +116,7 @@ def test_safetensors_round_trip(tmp_path: Path, source_model: HRNetV2) -> None:
     _assert_same(fresh, source_model)
 
 
-def test_plain_state_dict(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_plain_state_dict(tmp_path: Path, source_model: Net) -> None:
     path = tmp_path / "plain.pt"
     torch.save(source_model.state_dict(), path)
     fresh = _randomized(seed=4)
@@ -155,7 +156,7 @@ def test_classification_checkpoint_into_backbone(tmp_path: Path) -> None:
         assert torch.equal(sd[k], v), k  # the new head keeps its initialisation
 
 
-def test_truncated_file(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_truncated_file(tmp_path: Path, source_model: Net) -> None:
     path = tmp_path / "truncated.pth"
     torch.save(source_model.state_dict(), path)
     data = path.read_bytes()
@@ -165,7 +166,7 @@ def test_truncated_file(tmp_path: Path, source_model: HRNetV2) -> None:
     assert str(path) in str(info.value)
 
 
-def test_truncated_safetensors(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_truncated_safetensors(tmp_path: Path, source_model: Net) -> None:
     from safetensors.torch import save_file
 
     path = tmp_path / "truncated.safetensors"
@@ -196,8 +197,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_wrong_width_names_keys_and_shapes(tmp_path: Path) -> None:
     with torch.device("meta"):
-        w48 = build_model("hrnetv2_w48")
-        w32_meta = build_model("hrnetv2_w32").state_dict()
+        w48 = build_model("hrnetv2_w48", num_classes=19)
+        w32_meta = build_model("hrnetv2_w32", num_classes=19).state_dict()
     # Values are irrelevant here, only shapes: skip the costly random init of a real W32.
     w32_sd = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in w32_meta.items()}
     path = tmp_path / "w32.pth"
@@ -212,12 +213,12 @@ def test_wrong_width_names_keys_and_shapes(tmp_path: Path) -> None:
     # what `hrseg` prints: one line, every kind of disagreement counted with a few examples
     assert isinstance(info.value, CheckpointMismatchError)
     line = info.value.one_line()
-    assert "\n" not in line and line.startswith(f"checkpoint {path} does not fit HRNetV2: ")
+    assert "\n" not in line and line.startswith(f"checkpoint {path} does not fit HRNetSegmentationNet: ")
     assert f"{len(info.value.mismatched)} tensors of another shape (" in line and len(line) < 600
     assert "another class count" not in line  # the widths differ, not only the head
 
 
-def test_num_classes_mismatch_and_ignore_head(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_num_classes_mismatch_and_ignore_head(tmp_path: Path, source_model: Net) -> None:
     path = tmp_path / "cityscapes.pth"
     torch.save(source_model.state_dict(), path)
     voc = _randomized(num_classes=21, seed=6)
@@ -235,7 +236,7 @@ def test_num_classes_mismatch_and_ignore_head(tmp_path: Path, source_model: HRNe
     assert voc.last_layer[3].weight.shape == (21, 240, 1, 1)
 
 
-def test_non_strict_loads_what_fits(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_non_strict_loads_what_fits(tmp_path: Path, source_model: Net) -> None:
     path = tmp_path / "cityscapes.pth"
     torch.save(source_model.state_dict(), path)
     voc = _randomized(num_classes=21, seed=7)
@@ -245,7 +246,7 @@ def test_non_strict_loads_what_fits(tmp_path: Path, source_model: HRNetV2) -> No
     assert "last_layer.0.weight" in report.loaded
 
 
-def test_unexpected_and_missing_keys(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_unexpected_and_missing_keys(tmp_path: Path, source_model: Net) -> None:
     sd = dict(source_model.state_dict())
     sd["stage5.0.weight"] = torch.zeros(3)
     extra = tmp_path / "extra.pth"
@@ -263,7 +264,7 @@ def test_unexpected_and_missing_keys(tmp_path: Path, source_model: HRNetV2) -> N
         load_pretrained(_randomized(seed=8), gap)
 
 
-def test_old_checkpoint_without_num_batches_tracked(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_old_checkpoint_without_num_batches_tracked(tmp_path: Path, source_model: Net) -> None:
     sd = {k: v for k, v in source_model.state_dict().items() if not k.endswith("num_batches_tracked")}
     path = tmp_path / "old.pth"
     torch.save(sd, path)
@@ -283,7 +284,7 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
         load_pretrained(_randomized(), path, trusted=True)
 
 
-def test_official_training_checkpoint(tmp_path: Path, source_model: HRNetV2) -> None:
+def test_official_training_checkpoint(tmp_path: Path, source_model: Net) -> None:
     """The official trainer's checkpoint.pth.tar: epoch, best mIoU, optimizer and the wrapped weights."""
     sd = {f"model.{k}": v for k, v in source_model.state_dict().items()}
     sd["loss.criterion.weight"] = torch.rand(19)

@@ -52,6 +52,7 @@ DATA_ERRORS = (
     ("hrseg.checkpoint", "CheckpointError"),
     ("hrseg.data.checks", "DatasetError"),
     ("hrseg.task", "NonFiniteLossError"),
+    ("hrseg.plugins", "PluginError"),
 )
 
 
@@ -103,6 +104,9 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"hrseg: error: unknown command {command!r} (choose from {choices})", file=sys.stderr)
         return EXIT_USAGE
     try:
+        from hrseg.plugins import load_plugins
+
+        load_plugins()  # heads and models registered outside hrseg, before any name is resolved
         return _run(command, argv[1:])
     except UsageError as err:
         print(f"hrseg {command}: error: {err}", file=sys.stderr)

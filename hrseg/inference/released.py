@@ -20,7 +20,7 @@ from hrseg.checkpoint import CheckpointError
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.loading import build_from_meta
 from hrseg.metadata import LabelSet, ModelMeta
-from hrseg.models import list_models, load_pretrained
+from hrseg.models import load_pretrained, resolve_model
 from hrseg.models.weights import CheckpointMismatchError
 
 __all__ = ["load_released", "model_from_weights", "released_meta"]
@@ -44,8 +44,7 @@ def released_meta(
         model_options: further ``build_model`` options (``bn_momentum``, ``ocr_mid_channels``, ...).
         eval_protocol: how to run it (default: whole image, one scale).
     """
-    if model not in list_models() and not model.startswith("smp:"):
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(list_models())}")
+    resolve_model(model)  # an unknown name fails here, listing the registered ones
     return ModelMeta(
         model=model,
         labels=LabelSet.coerce(classes),

@@ -1,10 +1,16 @@
-"""Models: the HRNet backbone, HRNetV2, HRNet-OCR, the model factory and checkpoint import."""
+"""Models: the HRNet backbone, the segmentation network and its heads, the registries and checkpoint import.
+
+A head is one file in :mod:`hrseg.models.heads` registered with :func:`register_head`; model names resolve
+through the registries (:func:`list_models`, :func:`build_model`). See docs/extending.md.
+"""
 
 from __future__ import annotations
 
 from hrseg.models.blocks import HighResolutionModule
-from hrseg.models.factory import MODEL_CAPABILITIES, build_model, list_models
-from hrseg.models.heads import concat_upsample, upsample_logits
+from hrseg.models.factory import MODEL_CAPABILITIES, build_model
+from hrseg.models.heads import SegmentationHead, concat_upsample, upsample_logits
+from hrseg.models.heads.ocr import OCRHead
+from hrseg.models.heads.v2 import HRNetV2Head
 from hrseg.models.hrnet import (
     HRNET_SPECS,
     CheckpointRemap,
@@ -12,8 +18,16 @@ from hrseg.models.hrnet import (
     HRNetSpec,
     StageSpec,
 )
-from hrseg.models.hrnetv2 import HRNetSegmentationNet, HRNetV2
-from hrseg.models.ocr import HRNetOCR
+from hrseg.models.hrnetv2 import HRNetSegmentationNet
+from hrseg.models.registry import (
+    get_head,
+    list_heads,
+    list_models,
+    register_head,
+    register_model,
+    register_model_family,
+    resolve_model,
+)
 from hrseg.models.weights import LoadReport, load_pretrained
 
 __all__ = [
@@ -21,16 +35,23 @@ __all__ = [
     "MODEL_CAPABILITIES",
     "CheckpointRemap",
     "HRNet",
-    "HRNetOCR",
     "HRNetSegmentationNet",
     "HRNetSpec",
-    "HRNetV2",
+    "HRNetV2Head",
     "HighResolutionModule",
     "LoadReport",
+    "OCRHead",
+    "SegmentationHead",
     "StageSpec",
     "build_model",
     "concat_upsample",
+    "get_head",
+    "list_heads",
     "list_models",
     "load_pretrained",
+    "register_head",
+    "register_model",
+    "register_model_family",
+    "resolve_model",
     "upsample_logits",
 ]

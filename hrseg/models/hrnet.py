@@ -23,6 +23,7 @@ from hrseg.models.blocks import (
     conv_bn,
     make_blocks,
 )
+from hrseg.models.registry import get_head, list_heads
 
 __all__ = [
     "HRNET_SPECS",
@@ -212,9 +213,10 @@ class HRNet(nn.Module):
         "final_layer",
         "classifier",
     )
-    #: Top-level modules of the segmentation head (none on the bare backbone): they get the task's
-    #: ``head_lr_mult`` and are what ``load_pretrained(..., ignore_head=True)`` skips.
-    head_modules: ClassVar[tuple[str, ...]] = ()
+    #: Top-level modules of the segmentation head (none on the bare backbone; the segmentation network
+    #: sets its head's): they get the task's ``head_lr_mult`` and are what
+    #: ``load_pretrained(..., ignore_head=True)`` skips.
+    head_modules: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -336,20 +338,16 @@ class HRNet(nn.Module):
 
     @classmethod
     def checkpoint_head_modules(cls) -> tuple[str, ...]:
-        """Head modules a checkpoint of any network built on this backbone may hold (every subclass's heads).
+        """Head modules a checkpoint of any network built on this backbone may hold (every registered head's).
 
-        ``ignore_head`` drops all of them, so fine-tuning from another family member's checkpoint (an
-        HRNet-OCR file into HRNetV2, say) keeps its backbone and skips its head.
+        ``ignore_head`` drops all of them, so fine-tuning from another head's checkpoint (an HRNet-OCR file
+        into HRNetV2, say) keeps its backbone and skips its head.
         """
         found: list[str] = []
-        todo: list[type[HRNet]] = [HRNet]
-        while todo:
-            klass = todo.pop(0)
-            found += [m for m in klass.head_modules if m not in found]
-            todo += klass.__subclasses__()
+        for name in list_heads():
+            found += [m for m in getattr(get_head(name), "head_modules", ()) if m not in found]
         return tuple(found)
 
-    @classmethod
-    def remap_checkpoint_keys(cls, state: dict[str, Tensor]) -> CheckpointRemap:
-        """Adapt another family member's state dict to this class (default: keys are used as they are)."""
+    def remap_checkpoint_keys(self, state: dict[str, Tensor]) -> CheckpointRemap:
+        """Adapt another network's state dict to this one (the backbone: keys are used as they are)."""
         return CheckpointRemap(state)

@@ -1,4 +1,4 @@
-"""HRNet-OCR: the HRNet backbone with the object-contextual representation head (docs/reference/ocr.md).
+"""The OCR head (``ocr``): HRNet-OCR's object-contextual representations (docs/reference/ocr.md).
 
 Module and attribute names follow the official ``seg_hrnet_ocr.py`` (HRNet-Semantic-Segmentation, HRNet-OCR
 branch) exactly, so released HRNet-OCR checkpoints load without renaming:
@@ -12,17 +12,18 @@ Free of any Lightning import so it can be used (and exported) as a plain ``nn.Mo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from hrseg.models.blocks import FuseMode
-from hrseg.models.hrnet import CheckpointRemap, HRNetSpec
-from hrseg.models.hrnetv2 import HRNetSegmentationNet, HRNetV2, hrnetv2_head
+from hrseg.models.heads.common import SegmentationHead, concat_upsample
+from hrseg.models.heads.v2 import HRNetV2Head, hrnetv2_head
+from hrseg.models.hrnet import CheckpointRemap
+from hrseg.models.registry import register_head
 
-__all__ = ["HRNetOCR", "ObjectAttentionBlock", "SpatialGather", "SpatialOCR"]
+__all__ = ["OCRHead", "ObjectAttentionBlock", "SpatialGather", "SpatialOCR"]
 
 
 def _fp32_region(device_type: str) -> contextlib.AbstractContextManager[Any]:
@@ -135,23 +136,20 @@ class SpatialOCR(nn.Module):
         return self.conv_bn_dropout(torch.cat([context, feats], dim=1))
 
 
-class HRNetOCR(HRNetSegmentationNet):
-    """HRNet + OCR head; logits at 1/4 of the input resolution.
+@register_head("ocr")
+class OCRHead(SegmentationHead):
+    """The OCR head (HRNet-OCR); logits at 1/4 of the input resolution.
 
-    In training mode ``forward`` returns ``[out_aux, out]`` (both ``(B, K, ceil(H/4), ceil(W/4))``, the
-    official order: auxiliary first, main last); in eval mode only ``out``, so evaluation, inference and
-    export treat it like HRNetV2. ``num_outputs = 2`` tells the training task so (it reads no names).
+    ``forward`` returns ``[out_aux, out]`` (both ``(B, K, H/4, W/4)``, the official order: auxiliary first,
+    main last); the network hands both on in training and ``out`` alone in eval, so evaluation, inference and
+    export treat HRNet-OCR like HRNetV2. ``num_outputs = 2`` tells the training task so (it reads no names).
 
     The head keeps PyTorch's default initialization, as in the official code (which applies its
     ``normal(0.001)`` init to the backbone only); ``aux_head`` is laid out like HRNetV2's ``last_layer``
-    (:func:`~hrseg.models.hrnetv2.hrnetv2_head`), so an HRNetV2 segmentation checkpoint initialises it
+    (:func:`~hrseg.models.heads.v2.hrnetv2_head`), so an HRNetV2 segmentation checkpoint initialises it
     (:meth:`remap_checkpoint_keys`, applied by :func:`hrseg.load_pretrained`).
-
-    Capabilities: those of :class:`~hrseg.models.hrnetv2.HRNetSegmentationNet` (``output_stride`` 4, any
-    input size, dynamic-size export from 33 pixels up).
     """
 
-    #: Outputs in training mode (auxiliary, main); the main output is the last one.
     num_outputs = 2
     head_modules = ("aux_head", "conv3x3_ocr", "ocr_gather_head", "ocr_distri_head", "cls_head")
     #: The auxiliary head, laid out like HRNetV2's ``last_layer``.
@@ -159,36 +157,32 @@ class HRNetOCR(HRNetSegmentationNet):
 
     def __init__(
         self,
-        spec: str | HRNetSpec | Mapping[str, Any] = "w48",
-        num_classes: int = 19,
-        in_channels: int = 3,
-        fuse_mode: FuseMode = "bilinear",
-        align_corners: bool = False,
-        bn_momentum: float = 0.1,
+        branch_channels: Sequence[int],
+        num_classes: int,
+        *,
         ocr_mid_channels: int = 512,
         ocr_key_channels: int = 256,
         ocr_dropout: float = 0.05,
+        **network: Any,
     ) -> None:
-        """Build backbone and OCR head.
+        """Build the OCR head.
 
         Args:
-            spec: backbone variant (``"w48"``, ...), :class:`HRNetSpec` or dict.
+            branch_channels: the backbone's branch channels (the head reads their concatenation).
             num_classes: output classes K.
-            in_channels: input image channels.
-            fuse_mode: backbone fusion upsampling (see :class:`HRNet`).
-            align_corners: of every bilinear resize (official HRNet-OCR configs: True).
-            bn_momentum: BatchNorm momentum of backbone and head (official: 0.1).
             ocr_mid_channels: width of ``conv3x3_ocr`` and the region/pixel features (official 512).
             ocr_key_channels: query/key/value width of the attention (official 256).
             ocr_dropout: ``Dropout2d`` rate after the fusion conv (official 0.05).
+            **network: ``align_corners`` (official OCR configs: True) and ``bn_momentum`` (official 0.1).
         """
         if ocr_mid_channels < 1 or ocr_key_channels < 1:
             raise ValueError(f"OCR channels must be >= 1, got {ocr_mid_channels}, {ocr_key_channels}")
-        super().__init__(spec, num_classes, in_channels, fuse_mode, align_corners, bn_momentum)
-        c = self.head_channels
+        super().__init__(branch_channels, num_classes, **network)
+        c = sum(self.branch_channels)
         self.ocr_mid_channels = ocr_mid_channels
         self.ocr_key_channels = ocr_key_channels
-        mid, mom = ocr_mid_channels, bn_momentum
+        mid, mom = ocr_mid_channels, self.bn_momentum
+        # Built in the official order, which is the order of the keys in its checkpoints.
         self.conv3x3_ocr = nn.Sequential(
             nn.Conv2d(c, mid, kernel_size=3, padding=1, bias=True),
             nn.BatchNorm2d(mid, momentum=mom),
@@ -205,7 +199,7 @@ class HRNetOCR(HRNetSegmentationNet):
 
         Checkpoints that hold any OCR head key (official HRNet-OCR files) are used as they are.
         """
-        seg_heads = tuple(f"{m}." for m in HRNetV2.head_modules)
+        seg_heads = tuple(f"{m}." for m in HRNetV2Head.head_modules)
         own_heads = tuple(f"{m}." for m in cls.head_modules)
         if not any(k.startswith(seg_heads) for k in state) or any(k.startswith(own_heads) for k in state):
             return CheckpointRemap(state)
@@ -217,19 +211,11 @@ class HRNetOCR(HRNetSegmentationNet):
         )
         return CheckpointRemap({renamed.get(k, k): v for k, v in state.items()}, [note], fresh)
 
-    def forward_heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(out_aux, out)`` whatever the mode."""
-        feats = self.head_features(x)
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        """``[out_aux, out]``, each ``(B, num_classes, H/4, W/4)``."""
+        feats = concat_upsample(features, self.align_corners)
         out_aux = self.aux_head(feats)
         feats = self.conv3x3_ocr(feats)
         regions = self.ocr_gather_head(feats, out_aux)
         feats = self.ocr_distri_head(feats, regions)
-        return out_aux, self.cls_head(feats)
-
-    # HRNet.forward returns the backbone's branch list; the segmentation network returns logits.
-    def forward(self, x: Tensor) -> Tensor | list[Tensor]:  # type: ignore[override]
-        """Training: ``[out_aux, out]``; eval: ``out`` ``(B, num_classes, ceil(H/4), ceil(W/4))``."""
-        out_aux, out = self.forward_heads(x)
-        if self.training:
-            return [out_aux, out]
-        return out
+        return [out_aux, self.cls_head(feats)]
