@@ -91,12 +91,12 @@ class PredictionWriter(BasePredictionWriter):
 
     def _palette(self, trainer: Trainer, pl_module: LightningModule) -> list[Sequence[int]]:
         """The task's class colours (its defaults filled), else the DataModule's, else the default map."""
-        palette = getattr(pl_module, "palette", None)
-        if palette is None:
-            palette = getattr(getattr(trainer, "datamodule", None), "palette", None)
-        if palette is None:  # neither knows the classes: colour every 8-bit label the model may predict
-            palette = default_palette(256)
-        return list(palette)
+        labels = getattr(pl_module, "labels", None) or getattr(
+            getattr(trainer, "datamodule", None), "labels", None
+        )
+        if labels is None:  # neither knows the classes: colour every 8-bit label the model may predict
+            return list(default_palette(256))
+        return list(labels.palette)
 
     def write_on_batch_end(
         self,

@@ -40,12 +40,14 @@ def test_defaults_validation_and_round_trip() -> None:
 def test_model_meta_carries_the_protocol() -> None:
     stored = EvalProtocol("slide", (32, 48), None, (0.75, 1.0), True)
     meta = ModelMeta.from_dict(
-        {"model": "hrnetv2_w18_small_v1", "num_classes": 19, "eval_protocol": stored.to_dict()}
+        {"model": "hrnetv2_w18_small_v1", "labels": "cityscapes", "eval_protocol": stored.to_dict()}
     )
     assert meta.eval_protocol == stored
     assert ModelMeta.from_dict(json.loads(meta.to_json())) == meta
     # metadata without a protocol predicts whole images
-    assert ModelMeta.from_dict({"model": "hrnetv2_w18_small_v1", "num_classes": 19}).eval_protocol.single_pass
+    assert ModelMeta.from_dict(
+        {"model": "hrnetv2_w18_small_v1", "labels": "cityscapes"}
+    ).eval_protocol.single_pass
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,6 @@ def _run(loggers: list[Any], root: Path) -> None:
     task = SegmentationTask(
         model="hrnetv2_w18_small_v1",
         labels=dm.labels,
-        class_names=dm.labels.class_names,
-        palette=dm.labels.palette,
         log_images=2,
     )
     trainer = L.Trainer(

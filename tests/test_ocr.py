@@ -382,6 +382,7 @@ def test_short_demo_fit_improves_the_loss(tmp_path: Path) -> None:
     dm = DemoDataModule(num_train=80, num_val=2, image_size=(40, 80), batch_size=4, eval_batch_size=2)
     task = SegmentationTask(
         model=TINY,
+        labels=dm.labels,
         model_options={"ocr_mid_channels": 64, "ocr_key_channels": 32},
         optimizer=OptimizerConfig("adamw", lr=0.01, weight_decay=1e-4, warmup_iters=2),
         log_images=0,

@@ -14,6 +14,7 @@ from hrseg.callbacks import PredictionWriter
 from hrseg.colors import colorize
 from hrseg.commands.predict import main
 from hrseg.deploy import Segmenter, output_paths, predict_folder, write_prediction
+from hrseg.metadata import LabelSet
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,9 @@ def test_write_prediction_16bit_and_subfolders(tmp_path: Path) -> None:
 
 def test_prediction_writer_writes_batches_and_skips_existing(tmp_path: Path, demo_images_dir: Path) -> None:
     writer = PredictionWriter(str(tmp_path / "w"), write_overlay=True)
-    module = SimpleNamespace(palette=[(i, i, i) for i in range(19)], hparams=SimpleNamespace(num_classes=19))
+    module = SimpleNamespace(
+        labels=LabelSet(tuple("abcdefghijklmnopqrs"), palette=[(i, i, i) for i in range(19)])
+    )
     trainer = SimpleNamespace(datamodule=None)
     src = demo_images_dir / "rgba.png"
     pred = {"pred": torch.zeros((1, 64, 64), dtype=torch.int64), "name": ["rgba"], "path": [str(src)]}

@@ -272,7 +272,7 @@ def test_the_model_summary_counts_flops_on_an_example_image() -> None:
     of the model's channels; the example is no hyper-parameter, so checkpoints and loading are as before."""
     from lightning.pytorch.utilities.model_summary import ModelSummary
 
-    task = SegmentationTask(model_options={"in_channels": 4}, num_classes=3, log_images=0)
+    task = SegmentationTask(model_options={"in_channels": 4}, labels=LabelSet.generic(3), log_images=0)
     assert tuple(task.example_input_array.shape) == (1, 4, 64, 64)
     task.train()
     summary = ModelSummary(task)

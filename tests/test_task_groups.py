@@ -10,6 +10,7 @@ import torch
 
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.losses import LossConfig, OhemCrossEntropy
+from hrseg.metadata import get_label_set
 from hrseg.optim import OptimizerConfig
 from hrseg.task import SegmentationTask
 
@@ -33,7 +34,7 @@ def test_groups_validate_early_and_round_trip_as_plain_data() -> None:
     with pytest.raises(ValueError, match="unknown loss 'nope'"):
         LossConfig("nope")
     with pytest.raises(ValueError, match=r"unknown option \['threshold'\] for loss 'ohem'"):
-        LossConfig([{"name": "ohem", "threshold": 0.7}]).build(19, 255)
+        LossConfig([{"name": "ohem", "threshold": 0.7}]).build(get_label_set("cityscapes"))
     with pytest.raises(ValueError, match="class-weight table 'kitti'"):
         LossConfig(class_weights="kitti")
     with pytest.raises(ValueError, match="unknown loss keys"):
@@ -45,15 +46,17 @@ def test_groups_validate_early_and_round_trip_as_plain_data() -> None:
     with pytest.raises(ValueError, match="nesterov applies to SGD only"):
         OptimizerConfig("adamw", nesterov=True)
     with pytest.raises(TypeError, match=r"LossConfig\(terms=...\)"):
-        SegmentationTask(loss="ohem")  # type: ignore[arg-type]
+        SegmentationTask(labels="cityscapes", loss="ohem")  # type: ignore[arg-type]
 
 
 def test_ohem_options_live_in_the_term() -> None:
     """OHEM's threshold and minimum are options of the ohem term (no second, task-level copy)."""
-    task = SegmentationTask(loss=LossConfig([{"name": "ohem", "thresh": 0.6, "min_kept": 50}]))
+    task = SegmentationTask(
+        labels="cityscapes", loss=LossConfig([{"name": "ohem", "thresh": 0.6, "min_kept": 50}])
+    )
     ohem = task.criterion.terms["ohem"]
     assert isinstance(ohem, OhemCrossEntropy) and (ohem.thresh, ohem.min_kept) == (0.6, 50)
-    default = SegmentationTask(loss=LossConfig("ohem")).criterion.terms["ohem"]
+    default = SegmentationTask(labels="cityscapes", loss=LossConfig("ohem")).criterion.terms["ohem"]
     assert isinstance(default, OhemCrossEntropy) and (default.thresh, default.min_kept) == (0.9, 131072)
 
 
