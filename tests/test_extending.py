@@ -114,3 +114,68 @@ def test_a_plugin_that_does_not_import_is_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "plugin 'no_such_hrseg_plugin' named in HRSEG_PLUGINS failed to import" in proc.stderr
+
+
+def test_toy_dataset_synth_check_fit_predict(plugin_env: tuple[dict[str, str], Path]) -> None:
+    """The toy dataset of the page: a generated tree, checked, two fit steps on it, predictions."""
+    import torch
+
+    assert "toy_dataset.py" in doc_files() and "## A new dataset" in DOC.read_text()
+    env, root = plugin_env
+    data = root / "toy"
+    synth = _hrseg(env, root, "data", "synth", "--layout", "toy", "--output", str(data), "--num", "6")
+    assert f"hrseg data check --datamodule toy --root {data}" in synth.stdout
+    assert sorted(p.name for p in (data / "val").iterdir()) == ["0000.jpg", "0000_label.png"]
+    check = _hrseg(env, root, "data", "check", "--datamodule", "toy", "--root", str(data), "--no-progress")
+    assert "3 classes" in check.stdout and "OK: no problems found" in check.stdout
+    (data / "train" / "0001_label.png").unlink()  # a missing mask is named
+    bad = subprocess.run(
+        [sys.executable, "-m", "hrseg", "data", "check", "--datamodule", "toy", "--root", str(data)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "0001.jpg: no mask 0001_label.png" in bad.stdout
+    (data / "train" / "0001.jpg").unlink()
+    _hrseg(
+        env,
+        root,
+        "fit",
+        "--config",
+        "demo",
+        "--data",
+        "toy",
+        "--data.init_args.root",
+        str(data),
+        "--data.init_args.batch_size",
+        "2",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.log_images",
+        "0",
+        "--trainer.default_root_dir",
+        str(root / "runs"),
+    )
+    (ckpt,) = sorted((root / "runs").rglob("last.ckpt"))
+    labels = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["labels"]
+    assert labels["name"] == "toy" and labels["class_names"] == ["background", "square", "disc"]
+    out = root / "pred"
+    _hrseg(
+        env,
+        root,
+        "predict",
+        "--ckpt_path",
+        str(ckpt),
+        "--input",
+        str(data / "val" / "*.jpg"),
+        "--output",
+        str(out),
+    )
+    assert sorted(p.name for p in out.glob("*_trainIds.png")) == ["0000_trainIds.png"]
