@@ -176,7 +176,7 @@ Accumulated over the whole set with one confusion matrix (the official protocol)
         """from hrseg.metrics import SegmentationMetrics
 from hrseg.viz import plot_per_class_iou
 
-metric = SegmentationMetrics(seg.num_classes, ignore_index=255)
+metric = SegmentationMetrics(seg.num_classes, ignore_index=seg.meta.labels.ignore_index)
 for image, truth in scenes:
     metric.update(torch.from_numpy(seg.predict(image))[None], torch.from_numpy(truth.astype(np.int64))[None])
 scores = metric.compute()
@@ -364,7 +364,7 @@ as they use HRNetV2. The model below is untrained: the point is the API, not the
     ),
     (
         "code",
-        """from hrseg.inference import ModelMeta
+        """from hrseg.metadata import LabelSet, ModelMeta
 
 ocr_model = hrseg.build_model("hrnetv2_w18_small_v1_ocr", num_classes=19)
 batch = torch.randn(2, 3, 64, 128)

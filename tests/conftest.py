@@ -109,6 +109,12 @@ def shared_tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_fit_args() -> list[str]:
+    """:data:`TINY_FIT_ARGS` for test modules (``from conftest import`` may find tests/data's)."""
+    return list(TINY_FIT_ARGS)
+
+
+@pytest.fixture(scope="session")
 def tiny_fit() -> Callable[..., Path]:
     """:func:`make_tiny_checkpoint` for test modules (``from conftest import`` may find tests/data's)."""
     return make_tiny_checkpoint

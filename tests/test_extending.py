@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_FIT_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "extending.md"
@@ -55,7 +54,9 @@ def test_the_page_has_the_toy_head() -> None:
     assert "## A new head" in DOC.read_text()
 
 
-def test_toy_head_fits_and_predicts(plugin_env: tuple[dict[str, str], Path]) -> None:
+def test_toy_head_fits_and_predicts(
+    plugin_env: tuple[dict[str, str], Path], tiny_fit_args: list[str]
+) -> None:
     """The toy head of the page: two fit steps of the demo, then predict with the checkpoint written."""
     import torch
 
@@ -78,7 +79,7 @@ def test_toy_head_fits_and_predicts(plugin_env: tuple[dict[str, str], Path]) -> 
         "lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.save_dir",
         str(root),
-        *TINY_FIT_ARGS,
+        *tiny_fit_args,
     )
     (ckpt,) = sorted(root.rglob("last.ckpt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
