@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from hrseg.eval_protocol import EvalProtocol
+from hrseg.registry import Registry
 
 __all__ = [
     "IGNORE_INDEX",
@@ -188,8 +189,8 @@ class LabelSet:
                 lut[raw] = self.ignore_index if train is None else train
         else:
             lut[: self.num_classes] = np.arange(self.num_classes)
-        if self.ignore_index >= 0 and not self.id_to_train:
-            lut[self.ignore_index] = self.ignore_index
+            if self.ignore_index >= 0:  # a negative ignore value is no file value
+                lut[self.ignore_index] = self.ignore_index
         return lut
 
     def train_to_id(self) -> np.ndarray:
@@ -211,13 +212,6 @@ class LabelSet:
         for left, right in self.flip_pairs:
             order[left], order[right] = right, left
         return order
-
-    def with_ignore_index(self, ignore_index: int) -> LabelSet:
-        """The same classes with another ignore value."""
-        return LabelSet(**{**self._fields(), "ignore_index": ignore_index})
-
-    def _fields(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON / YAML data (lists, not tuples), as checkpoints, configs and model folders store it."""
@@ -263,37 +257,26 @@ class LabelSet:
         )
 
 
-_LABEL_SETS: dict[str, LabelSet] = {}
-_BUILTINS_LOADED = False
+def _builtin_label_sets() -> None:
+    """Register the tables of :mod:`hrseg.labelsets` (plain-data modules, imported by name)."""
+    package = importlib.import_module("hrseg.labelsets")
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        register_label_set(
+            LabelSet.from_dict(importlib.import_module(f"{package.__name__}.{info.name}").LABEL_SET)
+        )
+
+
+_LABEL_SETS: Registry[LabelSet] = Registry("label set", discover=_builtin_label_sets)
 
 
 def register_label_set(labels: LabelSet) -> LabelSet:
     """Register ``labels`` under its :attr:`~LabelSet.name` and return it (a dataset module calls this once).
 
     Raises:
-        ValueError: no name, or the name is taken by a different label set.
+        ValueError: no name, or the name is taken by a different label set (the same one again is fine).
     """
-    if not labels.name:
-        raise ValueError("a registered label set needs a name")
-    _load_builtins()
-    known = _LABEL_SETS.get(labels.name)
-    if known is not None and known != labels:
-        raise ValueError(f"label set {labels.name!r} is already registered with other classes")
-    _LABEL_SETS[labels.name] = labels
+    _LABEL_SETS.add(labels.name, labels)
     return labels
-
-
-def _load_builtins() -> None:
-    """Read the tables of :mod:`hrseg.labelsets` (once; plain-data modules, imported by name)."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    package = importlib.import_module("hrseg.labelsets")
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        table = importlib.import_module(f"{package.__name__}.{info.name}").LABEL_SET
-        labels = LabelSet.from_dict(table)
-        _LABEL_SETS[labels.name] = labels
 
 
 def get_label_set(name: str) -> LabelSet:
@@ -302,17 +285,12 @@ def get_label_set(name: str) -> LabelSet:
     Raises:
         ValueError: unknown name (the message lists the registered ones).
     """
-    _load_builtins()
-    try:
-        return _LABEL_SETS[name]
-    except KeyError:
-        raise ValueError(f"unknown label set {name!r}; registered: {', '.join(list_label_sets())}") from None
+    return _LABEL_SETS.get(name)
 
 
 def list_label_sets() -> list[str]:
     """Names of the registered label sets, sorted."""
-    _load_builtins()
-    return sorted(_LABEL_SETS)
+    return sorted(_LABEL_SETS.names())
 
 
 @dataclass

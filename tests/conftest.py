@@ -33,7 +33,8 @@ def _limit_threads() -> None:
 
 _limit_threads()
 
-TINY_FIT_ARGS = [
+#: two steps, nothing else: for any DataModule
+TINY_TRAINER_ARGS = [
     "--trainer.max_steps",
     "2",
     "--trainer.max_epochs",
@@ -46,6 +47,11 @@ TINY_FIT_ARGS = [
     "false",
     "--model.log_images",
     "0",
+]
+
+#: two steps of the demo config on a few tiny scenes
+TINY_FIT_ARGS = [
+    *TINY_TRAINER_ARGS,
     "--data.init_args.num_train",
     "4",
     "--data.init_args.num_val",
@@ -112,6 +118,12 @@ def shared_tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_fit_args() -> list[str]:
     """:data:`TINY_FIT_ARGS` for test modules (``from conftest import`` may find tests/data's)."""
     return list(TINY_FIT_ARGS)
+
+
+@pytest.fixture(scope="session")
+def tiny_trainer_args() -> list[str]:
+    """:data:`TINY_TRAINER_ARGS` for test modules."""
+    return list(TINY_TRAINER_ARGS)
 
 
 @pytest.fixture(scope="session")

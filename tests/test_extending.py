@@ -117,7 +117,9 @@ def test_a_plugin_that_does_not_import_is_one_line(tmp_path: Path) -> None:
     assert "plugin 'no_such_hrseg_plugin' named in HRSEG_PLUGINS failed to import" in proc.stderr
 
 
-def test_toy_dataset_synth_check_fit_predict(plugin_env: tuple[dict[str, str], Path]) -> None:
+def test_toy_dataset_synth_check_fit_predict(
+    plugin_env: tuple[dict[str, str], Path], tiny_trainer_args: list[str]
+) -> None:
     """The toy dataset of the page: a generated tree, checked, two fit steps on it, predictions."""
     import torch
 
@@ -151,16 +153,7 @@ def test_toy_dataset_synth_check_fit_predict(plugin_env: tuple[dict[str, str], P
         str(data),
         "--data.init_args.batch_size",
         "2",
-        "--trainer.max_steps",
-        "2",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--model.log_images",
-        "0",
+        *tiny_trainer_args,
         "--trainer.default_root_dir",
         str(root / "runs"),
     )

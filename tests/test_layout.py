@@ -27,7 +27,7 @@ TREES = (PACKAGE, BENCHMARKS)
 #: writes through the runtime and the loader), the deployment API above both (its backend builder exports on
 #: demand).
 LAYERS: list[tuple[str, ...]] = [
-    ("hrseg.labelsets", "hrseg.plain_data", "hrseg.eval_protocol", "hrseg.metadata"),
+    ("hrseg.labelsets", "hrseg.registry", "hrseg.plain_data", "hrseg.eval_protocol", "hrseg.metadata"),
     (
         "hrseg._version",
         "hrseg.colors",

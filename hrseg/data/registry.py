@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hrseg.registry import Registry
+
 __all__ = ["DatasetEntry", "LayoutWriter", "get_dataset", "list_datasets", "register_dataset"]
 
 #: ``write_layout(out, num_train, num_val, seed, size, progress, **options)`` writes generated scenes in the
@@ -45,14 +47,15 @@ class DatasetEntry:
     datamodule: type
     write_layout: LayoutWriter
 
-    @property
-    def summary(self) -> str:
-        """The first line of the DataModule's docstring."""
-        return (self.datamodule.__doc__ or self.datamodule.__name__).strip().splitlines()[0]
+
+def _builtin_datasets() -> None:
+    """Import every module of :mod:`hrseg.data`: the dataset modules register themselves."""
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
-_DATASETS: dict[str, DatasetEntry] = {}
-_BUILTINS_LOADED = False
+_DATASETS: Registry[DatasetEntry] = Registry("dataset", discover=_builtin_datasets)
 
 
 def register_dataset(name: str, *, write_layout: LayoutWriter) -> Callable[[_T], _T]:
@@ -63,25 +66,10 @@ def register_dataset(name: str, *, write_layout: LayoutWriter) -> Callable[[_T],
     """
 
     def register(cls: _T) -> _T:
-        known = _DATASETS.get(name)
-        if known is not None and known.datamodule.__qualname__ != cls.__qualname__:
-            raise ValueError(f"dataset {name!r} is already registered ({known.datamodule.__qualname__})")
-        _DATASETS[name] = DatasetEntry(name, cls, write_layout)
+        _DATASETS.add(name, DatasetEntry(name, cls, write_layout), origin=cls)
         return cls
 
     return register
-
-
-def _load_builtins() -> None:
-    """Import every module of :mod:`hrseg.data` once: the dataset modules register themselves."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    package = Path(__file__).parent
-    for info in pkgutil.iter_modules([str(package)]):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def get_dataset(name: str) -> DatasetEntry:
@@ -90,14 +78,9 @@ def get_dataset(name: str) -> DatasetEntry:
     Raises:
         ValueError: unknown name (the message lists the registered ones).
     """
-    _load_builtins()
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}") from None
+    return _DATASETS.get(name)
 
 
 def list_datasets() -> list[str]:
     """Names of the registered datasets, sorted."""
-    _load_builtins()
-    return sorted(_DATASETS)
+    return sorted(_DATASETS.names())

@@ -144,10 +144,8 @@ class HRNetSegmentationNet(HRNet):
     # HRNet.forward returns the backbone's branch list; the segmentation network returns the logits.
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:  # type: ignore[override]
         """Logits ``(B, num_classes, H/4, W/4)``; a multi-output head's ``[aux..., main]`` in training."""
-        out = self.head(self.forward_features(x))
-        if isinstance(out, Tensor):
-            return out
-        return list(out) if self.training else out[-1]
+        outs = self.forward_outputs(x)
+        return outs if self.training and len(outs) > 1 else outs[-1]
 
 
 # --------------------------------------------------------------------------------------------------

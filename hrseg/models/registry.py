@@ -1,24 +1,26 @@
 """Registries of segmentation heads and model families: a name is registered where its thing is defined.
 
-The bottom of :mod:`hrseg.models`: it imports nothing of hrseg, so a head module, the backbone and the model
-factory can all import it. A head registers its class with :func:`register_head` (heads live one per file in
-:mod:`hrseg.models.heads`, which imports every file of its folder); a model family (the HRNet variants times
-the heads, the smp baselines) registers its builder with :func:`register_model_family`, a single model with
-:func:`register_model`. :func:`list_models` and :func:`resolve_model` read the registries, so the CLI and
-:func:`hrseg.build_model` know every registered name and parse none.
+The bottom of :mod:`hrseg.models` (both registries are :class:`hrseg.registry.Registry`), so a head module,
+the backbone and the model factory can all import it. A head registers its class with :func:`register_head`
+(heads live one per file in :mod:`hrseg.models.heads`, which imports every file of its folder); a model
+family (the HRNet variants times the heads, the smp baselines) registers its builder with
+:func:`register_model_family`, a single model with :func:`register_model`. :func:`list_models` and
+:func:`resolve_model` read the registries, so the CLI and :func:`hrseg.build_model` know every registered
+name and parse none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
+from hrseg.registry import Registry
+
 __all__ = [
     "ModelFamily",
-    "Registry",
     "get_head",
     "list_heads",
     "list_models",
@@ -28,66 +30,8 @@ __all__ = [
     "resolve_model",
 ]
 
-T = TypeVar("T")
 HeadClass = TypeVar("HeadClass", bound=type[nn.Module])
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
-
-
-def _origin(entry: object) -> str:
-    """``module.QualName`` of a class or function: the same definition imported twice has the same origin."""
-    return f"{getattr(entry, '__module__', '?')}.{getattr(entry, '__qualname__', repr(entry))}"
-
-
-class Registry(Generic[T]):
-    """Names to entries, in registration order; a name taken by another definition is refused."""
-
-    def __init__(self, kind: str) -> None:
-        """``kind`` names the entries in messages (``"head"``, ``"model family"``)."""
-        self.kind = kind
-        self._entries: dict[str, T] = {}
-        self._origins: dict[str, str] = {}  # who registered each name: entries need not carry it themselves
-
-    def add(self, name: str, entry: T, origin: object = None) -> None:
-        """Register ``entry`` under ``name``.
-
-        Args:
-            name: the registered name.
-            entry: what the name stands for.
-            origin: the class or function that defines it (default: ``entry``). Registering the same
-                definition again (its module re-imported) replaces the entry; another one is refused.
-
-        Raises:
-            ValueError: ``name`` is empty or already registered by another definition.
-        """
-        if not name:
-            raise ValueError(f"a {self.kind} needs a non-empty name")
-        if name in self._entries:
-            old, new = self._origins[name], _origin(entry if origin is None else origin)
-            if old != new:
-                raise ValueError(f"{self.kind} {name!r} is already registered by {old}; {new} cannot take it")
-        self._entries[name] = entry
-        self._origins[name] = _origin(entry if origin is None else origin)
-
-    def get(self, name: str) -> T:
-        """The entry registered as ``name``.
-
-        Raises:
-            ValueError: no such name; the message lists the registered ones.
-        """
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; registered: {', '.join(self._entries) or 'none'}"
-            ) from None
-
-    def names(self) -> list[str]:
-        """Registered names, in registration order."""
-        return list(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        """Whether ``name`` is registered."""
-        return name in self._entries
 
 
 # --------------------------------------------------------------------------------------------------
