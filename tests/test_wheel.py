@@ -32,23 +32,11 @@ PACKAGE_DATA = (
     "hrseg/configs/voc/hrnetv2_w48.yaml",
 )
 
-#: a two-step fit on tiny demo scenes (as tests/conftest.py's TINY_FIT_ARGS)
-TINY_FIT = [
-    "--trainer.max_steps=2",
-    "--trainer.max_epochs=1",
-    "--trainer.num_sanity_val_steps=0",
-    "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
+#: where the fit writes, relative to the working directory outside the checkout
+RUN_DIR = [
     "--trainer.default_root_dir=run",
     "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
     "--trainer.logger.save_dir=run",
-    "--model.log_images=0",
-    "--data.init_args.num_train=2",
-    "--data.init_args.num_val=1",
-    "--data.init_args.batch_size=2",
-    "--data.init_args.eval_batch_size=1",
-    "--data.init_args.image_size=[32, 64]",
 ]
 
 
@@ -69,7 +57,9 @@ def _source_copy(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_wheel_and_sdist_install_and_run_outside_the_checkout(tmp_path: Path) -> None:
+def test_wheel_and_sdist_install_and_run_outside_the_checkout(
+    tmp_path: Path, tiny_fit_args: list[str]
+) -> None:
     src = _source_copy(tmp_path)
     dist = tmp_path / "dist"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -129,7 +119,7 @@ def test_wheel_and_sdist_install_and_run_outside_the_checkout(tmp_path: Path) ->
     hrseg = str(venv / "bin" / "hrseg")  # the console script of the wheel
     assert _run([hrseg, "--version"], work, env).strip() == f"hrseg {VERSION}"
 
-    _run([hrseg, "fit", "--config", "demo", *TINY_FIT], work, env)
+    _run([hrseg, "fit", "--config", "demo", *tiny_fit_args, *RUN_DIR], work, env)
     ckpt = next((work / "run").rglob("last.ckpt"))
     _run(
         [hrseg, "data", "synth", "--layout", "folder", "--output", "scenes", "--num", "1", "--num-val", "1"],
