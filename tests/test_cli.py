@@ -138,8 +138,9 @@ def test_demo_fit_then_validate_test_predict(tmp_path, capsys):
     last = ckpt_dir / "last.ckpt"
     assert last.is_file() and any(p.name.startswith("best-") for p in ckpt_dir.iterdir())
     hparams = torch.load(last, map_location="cpu", weights_only=True)["hyper_parameters"]
-    assert hparams["num_classes"] == 19 and hparams["class_names"][0] == "road"  # linked from the data
-    assert len(hparams["palette"]) == 19 and hparams["model"] == "hrnetv2_w18_small_v1"
+    labels = hparams["labels"]  # linked from the data, stored as one value
+    assert len(labels["class_names"]) == 19 and labels["class_names"][0] == "road"
+    assert len(labels["palette"]) == 19 and hparams["model"] == "hrnetv2_w18_small_v1"
 
     # validate the last checkpoint: the same numbers as the last validation during fit
     assert main(["validate", *_args(root, f"--ckpt_path={last}")]) == 0
