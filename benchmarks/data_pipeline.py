@@ -1,7 +1,7 @@
 """Cityscapes training data pipeline: decode a 1024x2048 PNG pair + the training augmentation, in samples/s.
 
 One command: ``python -m benchmarks.run --only data``. Scenes are generated once in the real Cityscapes
-layout (``hrseg.data.layouts.write_cityscapes``) and read through ``CityscapesDataModule``'s training
+layout (``hrseg.data.cityscapes.write_cityscapes``) and read through ``CityscapesDataModule``'s training
 dataset and loader, so the numbers include file decoding, label mapping and validation, the albumentations
 pipeline (random scale 0.5-2, pad, 512x1024 crop, flip, normalize) and collation. The per-worker rate is
 measured in this process with one torch thread (what a DataLoader worker gets); the loader rate uses the
@@ -25,7 +25,7 @@ from benchmarks.train_step import train_case
 
 def _dataset_root(cache: Path, size: tuple[int, int], n_train: int) -> Path:
     """Generate (once) ``n_train`` train + 1 val scenes of ``size`` in the Cityscapes layout."""
-    from hrseg.data.layouts import write_cityscapes
+    from hrseg.data.cityscapes import write_cityscapes
 
     root = cache / f"cityscapes-{size[0]}x{size[1]}-{n_train}"
     done = root / ".complete"
