@@ -5,8 +5,14 @@ checkpoint, an export and a hub folder carry (``ModelMeta.eval_protocol``), and 
 ``hrseg predict`` use unless told otherwise, so a model predicts the way it was validated. The function that
 runs it is :func:`hrseg.inference.infer` (docs/reference/protocol.md has the official recipes).
 
+Two pipelines share the value: hrseg's own (``mode`` ``whole`` / ``slide``: scale factors, averaged logits)
+and the official HRNet code's test-time pipeline (``mode="official"``: long side resized to ``base_size *
+scale``, exp-scores summed, its window rules in the ``default`` or ``cityscapes`` ``variant``);
+docs/reference/protocol.md compares them.
+
 This module is plain Python (no torch): the checkpoint readers describe files with it, and LightningCLI
-turns its fields into ``--model.eval_protocol.mode`` / ``.window`` / ``.stride`` / ``.scales`` / ``.flip``.
+turns its fields into ``--model.eval_protocol.mode`` / ``.window`` / ``.stride`` / ``.scales`` / ``.flip`` /
+``.base_size`` / ``.variant``.
 """
 
 from __future__ import annotations
@@ -17,11 +23,19 @@ from typing import Any, ClassVar, Literal
 
 from hrseg.plain_data import PlainDataGroup
 
-__all__ = ["EvalProtocol", "Mode", "as_pair"]
+__all__ = ["MODES", "VARIANTS", "EvalProtocol", "Mode", "Variant", "as_pair"]
 
 #: ``whole``: one forward per (scaled) image. ``slide``: sliding windows over every (scaled) image larger
-#: than the window, a whole forward for one that fits (the official rule).
-Mode = Literal["whole", "slide"]
+#: than the window, a whole forward for one that fits (the official rule). ``official``: the official HRNet
+#: code's ``multi_scale_inference``, reproduced step by step (``window`` is its crop size).
+Mode = Literal["whole", "slide", "official"]
+MODES: tuple[Mode, ...] = ("whole", "slide", "official")
+
+#: The official pipeline's two window rules: ``default`` (``base_dataset.py``: pad small images to the crop,
+#: windows at a stride of 2/3 of the crop) and ``cityscapes`` (``cityscapes.py``: whole image at scales <= 1,
+#: windows at a stride of one crop above).
+Variant = Literal["default", "cityscapes"]
+VARIANTS: tuple[Variant, ...] = ("default", "cityscapes")
 
 
 def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | None:
@@ -41,18 +55,30 @@ class EvalProtocol(PlainDataGroup):
     """Whole image or sliding window, at one or several scales, optionally averaged with the mirror image.
 
     Args:
-        mode: ``"whole"`` (one forward per scaled image) or ``"slide"`` (sliding windows of ``window`` over
-            each scaled image larger than it; one that fits runs whole, as in the official code).
-        window: ``(height, width)`` of the sliding window (required by ``"slide"``).
+        mode: ``"whole"`` (one forward per scaled image), ``"slide"`` (sliding windows of ``window`` over
+            each scaled image larger than it; one that fits runs whole, as in the official code) or
+            ``"official"`` (the official code's test-time pipeline, with ``window`` as its crop size,
+            ``base_size`` and ``variant``).
+        window: ``(height, width)`` of the sliding window (required by ``"slide"``), the crop size of
+            ``"official"`` (required there).
         stride: ``(height, width)`` step between windows; None: 2/3 of the window (the official default
-            outside Cityscapes, whose recipes set it explicitly).
+            outside Cityscapes, whose recipes set it explicitly). Not with ``"official"``, whose variant fixes it.
         scales: image scale factors; every scale's output is resized to the input and averaged (official
-            multi-scale test: 0.5 .. 1.75 on Cityscapes, 0.5 .. 2.0 on PASCAL VOC).
-        flip: also run the horizontally mirrored image and average it back in.
+            multi-scale test: 0.5 .. 1.75 on Cityscapes, 0.5 .. 2.0 on PASCAL VOC). With ``"official"``
+            the long side is resized to ``base_size * scale``.
+        flip: also run the horizontally mirrored image and average it back in (the channels of a label set's
+            ``flip_pairs`` swapped in the mirrored output).
+        base_size: ``"official"`` only: the long side at scale 1.0 (the official ``TEST.BASE_SIZE``:
+            Cityscapes 2048, ADE20K / COCO-Stuff / PASCAL-Context 520, LIP 473); None: each image's own long
+            side, so scale 1.0 keeps its size.
+        variant: ``"official"`` only: ``"default"`` (``base_dataset.py``) or ``"cityscapes"``
+            (``cityscapes.py``'s override).
 
     Example:
         >>> EvalProtocol("slide", window=(1024, 1024), scales=(0.75, 1.0, 1.25), flip=True).passes
         18
+        >>> EvalProtocol("official", window=(1024, 2048), base_size=2048, variant="cityscapes").describe()
+        'official cityscapes, crop 1024x2048, base size 2048'
     """
 
     group_name: ClassVar[str] = "eval protocol"
@@ -62,11 +88,15 @@ class EvalProtocol(PlainDataGroup):
     stride: tuple[int, int] | None = None
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    base_size: int | None = None
+    variant: Variant = "default"
 
     def __post_init__(self) -> None:
         """Normalise lists (from YAML / JSON) to tuples and reject inconsistent settings early."""
-        if self.mode not in ("whole", "slide"):
-            raise ValueError(f"eval protocol mode must be 'whole' or 'slide', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"eval protocol mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"eval protocol variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
         window = as_pair(self.window, "eval protocol window")
         stride = as_pair(self.stride, "eval protocol stride")
         if isinstance(self.scales, str | int | float):
@@ -74,8 +104,23 @@ class EvalProtocol(PlainDataGroup):
         scales = tuple(float(s) for s in self.scales)
         if not scales or any(s <= 0 for s in scales):
             raise ValueError(f"eval protocol scales must be positive factors, got {list(self.scales)!r}")
-        if self.mode == "slide" and window is None:
-            raise ValueError("eval protocol mode 'slide' needs a window (height, width)")
+        if self.mode in ("slide", "official") and window is None:
+            what = "a window" if self.mode == "slide" else "a window (the crop size)"
+            raise ValueError(f"eval protocol mode {self.mode!r} needs {what} (height, width)")
+        base_size = self.base_size
+        if base_size is not None:
+            if isinstance(base_size, bool) or not isinstance(base_size, int) or base_size < 1:
+                raise ValueError(f"eval protocol base_size must be a positive int, got {base_size!r}")
+        if self.mode == "official":
+            if stride is not None:
+                raise ValueError(
+                    "eval protocol mode 'official' takes no stride: its variant fixes it (default: 2/3 of the "
+                    "window, cityscapes: one window)"
+                )
+        elif base_size is not None or self.variant != "default":
+            raise ValueError(
+                f"eval protocol base_size and variant belong to mode 'official', not {self.mode!r}"
+            )
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "stride", stride)
         object.__setattr__(self, "scales", scales)
@@ -92,14 +137,22 @@ class EvalProtocol(PlainDataGroup):
         return len(self.scales) * (2 if self.flip else 1)
 
     def effective_stride(self) -> tuple[int, int] | None:
-        """The stride in use: the configured one, else 2/3 of the window (None without a window)."""
+        """The stride in use: the configured one, else 2/3 of the window (None without a window).
+
+        ``"official"``: the official ``int(crop * 2 / 3)`` (``default``) or the crop itself (``cityscapes``).
+        """
         if self.stride is not None or self.window is None:
             return self.stride
+        if self.mode == "official" and self.variant == "cityscapes":
+            return self.window
         return max(1, self.window[0] * 2 // 3), max(1, self.window[1] * 2 // 3)
 
     def describe(self) -> str:
         """One line for logs and command output: ``slide 512x1024 (stride 341x682), scales 0.5,1, flip``."""
         text: str = self.mode
+        if self.mode == "official" and self.window is not None:
+            text += f" {self.variant}, crop {self.window[0]}x{self.window[1]}"
+            text += f", base size {self.base_size}" if self.base_size is not None else ", base size: long side"
         if self.mode == "slide" and self.window is not None:
             stride = self.effective_stride()
             assert stride is not None
@@ -109,13 +162,27 @@ class EvalProtocol(PlainDataGroup):
         return text + (", flip" if self.flip else "")
 
     def replace(self, **changes: Any) -> EvalProtocol:
-        """A copy with some fields changed (None values are ignored: "not given")."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some fields changed (None values are ignored: "not given").
+
+        Leaving ``mode="official"`` also resets ``base_size`` and ``variant`` unless they are given, so a
+        ``{"mode": "whole"}`` override works on a model validated with the official pipeline.
+        """
+        given = {k: v for k, v in changes.items() if v is not None}
+        if given.get("mode", self.mode) != "official":
+            given.setdefault("base_size", None)
+            given.setdefault("variant", "default")
+        return replace(self, **given)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON / YAML data (lists, not tuples), as stored in checkpoints and model folders."""
+        """Plain JSON / YAML data (lists, not tuples), as stored in checkpoints and model folders.
+
+        ``base_size`` and ``variant`` are written only with ``mode="official"``, so the files of hrseg's own
+        protocol read the same as before they existed.
+        """
         data = asdict(self)
         for key in ("window", "stride", "scales"):
             if data[key] is not None:
                 data[key] = list(data[key])
+        if self.mode != "official":
+            del data["base_size"], data["variant"]
         return data

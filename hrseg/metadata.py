@@ -36,6 +36,7 @@ __all__ = [
     "Color",
     "LabelSet",
     "ModelMeta",
+    "black_pixel",
     "default_palette",
     "get_label_set",
     "list_label_sets",
@@ -293,6 +294,11 @@ def list_label_sets() -> list[str]:
     return sorted(_LABEL_SETS.names())
 
 
+def black_pixel(mean: Sequence[float], std: Sequence[float]) -> list[float]:
+    """``-mean / std`` per channel: the value a black pixel (0) has after the input normalisation."""
+    return [-float(m) / float(s) for m, s in zip(mean, std, strict=True)]
+
+
 @dataclass
 class ModelMeta:
     """Everything needed to rebuild and use a model: architecture, label set, input normalisation, protocol.
@@ -363,6 +369,14 @@ class ModelMeta:
         mean = torch.tensor(self.mean[:c], dtype=images.dtype, device=images.device).view(1, c, 1, 1)
         std = torch.tensor(self.std[:c], dtype=images.dtype, device=images.device).view(1, c, 1, 1)
         return (images - mean) / std
+
+    def black_pixel(self) -> list[float]:
+        """A black pixel in the normalised input, ``-mean / std`` per channel: the official code's padding.
+
+        The official pipeline (``EvalProtocol(mode="official")``) pads small images and border windows with
+        it (``base_dataset.py``: ``padvalue = -1.0 * mean / std``), not with the mean colour.
+        """
+        return black_pixel(self.mean, self.std)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (the label set and the protocol in their dict forms)."""
