@@ -62,7 +62,8 @@ class EvalProtocol(PlainDataGroup):
         window: ``(height, width)`` of the sliding window (required by ``"slide"``), the crop size of
             ``"official"`` (required there).
         stride: ``(height, width)`` step between windows; None: 2/3 of the window (the official default
-            outside Cityscapes, whose recipes set it explicitly). Not with ``"official"``, whose variant fixes it.
+            outside Cityscapes, whose recipes set it explicitly). Not with ``"official"`` (its variant fixes
+            it).
         scales: image scale factors; every scale's output is resized to the input and averaged (official
             multi-scale test: 0.5 .. 1.75 on Cityscapes, 0.5 .. 2.0 on PASCAL VOC). With ``"official"``
             the long side is resized to ``base_size * scale``.
@@ -96,7 +97,9 @@ class EvalProtocol(PlainDataGroup):
         if self.mode not in MODES:
             raise ValueError(f"eval protocol mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.variant not in VARIANTS:
-            raise ValueError(f"eval protocol variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
+            raise ValueError(
+                f"eval protocol variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}"
+            )
         window = as_pair(self.window, "eval protocol window")
         stride = as_pair(self.stride, "eval protocol stride")
         if isinstance(self.scales, str | int | float):
@@ -108,14 +111,15 @@ class EvalProtocol(PlainDataGroup):
             what = "a window" if self.mode == "slide" else "a window (the crop size)"
             raise ValueError(f"eval protocol mode {self.mode!r} needs {what} (height, width)")
         base_size = self.base_size
-        if base_size is not None:
-            if isinstance(base_size, bool) or not isinstance(base_size, int) or base_size < 1:
-                raise ValueError(f"eval protocol base_size must be a positive int, got {base_size!r}")
+        if base_size is not None and (
+            isinstance(base_size, bool) or not isinstance(base_size, int) or base_size < 1
+        ):
+            raise ValueError(f"eval protocol base_size must be a positive int, got {base_size!r}")
         if self.mode == "official":
             if stride is not None:
                 raise ValueError(
-                    "eval protocol mode 'official' takes no stride: its variant fixes it (default: 2/3 of the "
-                    "window, cityscapes: one window)"
+                    "eval protocol mode 'official' takes no stride: its variant fixes it (default: 2/3 of "
+                    "the window, cityscapes: one window)"
                 )
         elif base_size is not None or self.variant != "default":
             raise ValueError(
@@ -152,7 +156,9 @@ class EvalProtocol(PlainDataGroup):
         text: str = self.mode
         if self.mode == "official" and self.window is not None:
             text += f" {self.variant}, crop {self.window[0]}x{self.window[1]}"
-            text += f", base size {self.base_size}" if self.base_size is not None else ", base size: long side"
+            text += (
+                f", base size {self.base_size}" if self.base_size is not None else ", base size: long side"
+            )
         if self.mode == "slide" and self.window is not None:
             stride = self.effective_stride()
             assert stride is not None
@@ -164,13 +170,16 @@ class EvalProtocol(PlainDataGroup):
     def replace(self, **changes: Any) -> EvalProtocol:
         """A copy with some fields changed (None values are ignored: "not given").
 
-        Leaving ``mode="official"`` also resets ``base_size`` and ``variant`` unless they are given, so a
-        ``{"mode": "whole"}`` override works on a model validated with the official pipeline.
+        Leaving ``mode="official"`` also resets ``base_size`` and ``variant``, entering it resets ``stride``
+        (unless they are given), so a ``{"mode": "whole"}`` override works on a model validated with the
+        official pipeline and ``{"mode": "official", ...}`` on one validated with a strided window.
         """
         given = {k: v for k, v in changes.items() if v is not None}
         if given.get("mode", self.mode) != "official":
             given.setdefault("base_size", None)
             given.setdefault("variant", "default")
+        elif self.mode != "official":
+            given.setdefault("stride", None)
         return replace(self, **given)
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from hrseg.eval_protocol import EvalProtocol
 from hrseg.inference.protocol import class_argmax, infer
 from hrseg.loggers import log_image
 from hrseg.losses import CrossEntropy, LossConfig, resolve_class_weights
-from hrseg.metadata import IMAGENET_MEAN, IMAGENET_STD, LabelSet
+from hrseg.metadata import IMAGENET_MEAN, IMAGENET_STD, LabelSet, black_pixel
 from hrseg.metrics import SegmentationMetrics, scores_to_log_dict
 from hrseg.models import build_model, load_pretrained, upsample_logits
 from hrseg.optim import OptimizerConfig, build_optimizer, poly_schedule
@@ -91,9 +91,10 @@ class SegmentationTask(L.LightningModule):
             adamw, ``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``head_lr_mult``, ``warmup_iters``,
             ``poly_power``; the official recipe by default).
         eval_protocol: how validation, test and predict run the network
-            (:class:`~hrseg.eval_protocol.EvalProtocol`: ``mode`` whole / slide, ``window``, ``stride``,
-            ``scales``, ``flip``; :func:`hrseg.inference.infer`). Stored in the checkpoint, so
-            ``Segmenter`` and ``hrseg predict`` use it too unless told otherwise.
+            (:class:`~hrseg.eval_protocol.EvalProtocol`: ``mode`` whole / slide / official, ``window``,
+            ``stride``, ``scales``, ``flip``, and the official pipeline's ``base_size`` / ``variant``;
+            :func:`hrseg.inference.infer`; a flip swaps the label set's ``flip_pairs``). Stored in the
+            checkpoint, so ``Segmenter`` and ``hrseg predict`` use it too unless told otherwise.
         log_images: image / ground truth / prediction panels logged per validation epoch (0 disables), to
             every logger through its own image call (TensorBoard ``add_image``, a PNG in a CSV run folder,
             W&B ``log_image``, MLflow ``log_image``; :mod:`hrseg.loggers`), like the test plots.
@@ -260,15 +261,17 @@ class SegmentationTask(L.LightningModule):
         out_size = tuple(size) if size is not None else tuple(image.shape[-2:])
         if self.eval_protocol.single_pass:
             return upsample_logits(self.model(image), out_size, hp.align_corners)
-        logits = infer(
+        return infer(
             self.model,
             image,
             self.eval_protocol,
             align_corners=hp.align_corners,
             num_classes=self.labels.num_classes,
             size_divisor=int(getattr(self.model, "size_divisor", 1)),
+            flip_permutation=self.labels.flip_permutation(),
+            pad_value=black_pixel(hp.mean, hp.std),
+            size=out_size,
         )
-        return upsample_logits(logits, out_size, hp.align_corners)
 
     # ------------------------------------------------------------------ steps
     def training_loss(

@@ -1,8 +1,8 @@
 """The official test-time pipeline as an evaluation protocol, the flip's class swap, scoring any label set.
 
 ``reference_multi_scale_inference`` below re-implements the official HRNet code's ``inference`` and
-``multi_scale_inference`` (``lib/datasets/base_dataset.py``, its ``cityscapes.py`` override, the channel swap of
-``lip.py``) from their description, in numpy + OpenCV with one crop per forward, batch of one, as the
+``multi_scale_inference`` (``lib/datasets/base_dataset.py``, its ``cityscapes.py`` override, the channel swap
+of ``lip.py``) from their description, in numpy + OpenCV with one crop per forward, batch of one, as the
 official loop runs; ``mode="official"`` must give the same scores and the same argmax.
 """
 
@@ -54,7 +54,7 @@ def _pad_image(image: np.ndarray, h: int, w: int, size: tuple[int, int]) -> np.n
     return image.copy()
 
 
-def _inference(model: TinyNet, image: np.ndarray, flip: bool, swap: list[int] | None) -> torch.Tensor:
+def _inference(model: nn.Module, image: np.ndarray, flip: bool, swap: list[int] | None) -> torch.Tensor:
     """``inference``: logits upsampled to the input, mirror averaged (channels swapped), then exp."""
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
     size = x.shape[-2:]
@@ -82,7 +82,7 @@ def _resize_long_side(image: np.ndarray, base_size: int, scale: float) -> np.nda
 
 
 def reference_multi_scale_inference(
-    model: TinyNet,
+    model: nn.Module,
     image: np.ndarray,
     crop: tuple[int, int],
     base_size: int,
@@ -90,11 +90,12 @@ def reference_multi_scale_inference(
     flip: bool,
     variant: str,
     swap: list[int] | None = None,
+    num_classes: int = NUM_CLASSES,
 ) -> torch.Tensor:
     """``multi_scale_inference`` on one normalised HWC float32 image: the sum of exp-scores over scales."""
     ori_h, ori_w = image.shape[:2]
     stride = crop if variant == "cityscapes" else (int(crop[0] * 2.0 / 3.0), int(crop[1] * 2.0 / 3.0))
-    final = torch.zeros(1, NUM_CLASSES, ori_h, ori_w)
+    final: torch.Tensor | None = None
     for scale in scales:
         new_img = _resize_long_side(image, base_size, scale)
         height, width = new_img.shape[:2]
@@ -109,7 +110,7 @@ def reference_multi_scale_inference(
             new_h, new_w = new_img.shape[:2]
             rows = math.ceil((new_h - crop[0]) / stride[0]) + 1
             cols = math.ceil((new_w - crop[1]) / stride[1]) + 1
-            preds = torch.zeros(1, NUM_CLASSES, new_h, new_w)
+            preds = torch.zeros(1, num_classes, new_h, new_w)
             count = torch.zeros(1, 1, new_h, new_w)
             for r in range(rows):
                 for c in range(cols):
@@ -124,7 +125,9 @@ def reference_multi_scale_inference(
                     preds[:, :, h0:h1, w0:w1] += pred[:, :, : h1 - h0, : w1 - w0]
                     count[:, :, h0:h1, w0:w1] += 1
             preds = (preds / count)[:, :, :height, :width]
-        final += F.interpolate(preds, (ori_h, ori_w), mode="bilinear", align_corners=model.align_corners)
+        preds = F.interpolate(preds, (ori_h, ori_w), mode="bilinear", align_corners=model.align_corners)
+        final = preds if final is None else final + preds
+    assert final is not None
     return final
 
 
@@ -134,7 +137,9 @@ def _image(h: int, w: int, seed: int) -> np.ndarray:
     return ((rgb - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)).astype(np.float32)
 
 
-def _protocol_scores(model: TinyNet, image: np.ndarray, protocol: EvalProtocol, **kwargs: object) -> torch.Tensor:
+def _protocol_scores(
+    model: TinyNet, image: np.ndarray, protocol: EvalProtocol, **kwargs: object
+) -> torch.Tensor:
     x = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
     logits = infer(
         model,
@@ -175,7 +180,9 @@ def test_official_mode_matches_the_official_loop(
     swap = SWAP if flip else None
     with torch.no_grad():
         expected = reference_multi_scale_inference(model, image, crop, base, scales, flip, variant, swap)
-    protocol = EvalProtocol("official", window=crop, scales=scales, flip=flip, base_size=base, variant=variant)  # type: ignore[arg-type]
+    protocol = EvalProtocol(
+        "official", window=crop, scales=scales, flip=flip, base_size=base, variant=variant
+    )  # type: ignore[arg-type]
     got = _protocol_scores(model, image, protocol, flip_permutation=swap)
     torch.testing.assert_close(got, expected, rtol=2e-5, atol=1e-6)
     assert torch.equal(got.argmax(1), expected.argmax(1))
@@ -242,3 +249,173 @@ def test_hrseg_protocol_flip_swaps_the_label_sets_pairs(protocol: EvalProtocol) 
     torch.testing.assert_close(got, (plain + mirrored) / 2)
     with pytest.raises(ValueError, match="must order the 5 classes"):
         infer(model, x, protocol, flip_permutation=[0, 1, 1, 3, 4], num_classes=NUM_CLASSES)
+
+
+# ---------------------------------------------------------------- validate and predict with it
+OFFICIAL_ARGS = [
+    "--model.eval_protocol.mode=official",
+    "--model.eval_protocol.window=[48, 64]",
+    "--model.eval_protocol.base_size=96",
+    "--model.eval_protocol.scales=[0.5, 1.0]",
+    "--model.eval_protocol.flip=true",
+]
+
+
+@pytest.mark.slow  # a validate run plus the official loop with the network: ~5 s on 2 quiet cores
+def test_hrseg_validate_scores_the_official_loops_predictions(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """``hrseg validate --model.eval_protocol.mode official``: val/mIoU is the score of the official loop's
+    predictions (re-implemented above) with the trained network on the same images."""
+    from hrseg.commands.lightning import run_lightning_cli
+    from hrseg.metrics import SegmentationMetrics
+
+    args = ["validate", "--config", "demo", "--ckpt_path", str(tiny_checkpoint), *OFFICIAL_ARGS]
+    small = ["--data.init_args.num_val=2", "--data.init_args.image_size=[64, 96]", "--trainer.logger=false"]
+    cli = run_lightning_cli(
+        [*args, *small, "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
+    )
+    task = cli.model
+    assert task.eval_protocol == EvalProtocol("official", (48, 64), None, (0.5, 1.0), True, 96, "default")
+    network = task.model.eval()
+    metrics = SegmentationMetrics(task.labels.num_classes, task.labels.ignore_index)
+    with torch.no_grad():
+        for batch in cli.datamodule.val_dataloader():
+            for image, mask in zip(batch["image"], batch["mask"], strict=True):
+                hwc = image.permute(1, 2, 0).numpy().astype(np.float32)
+                scores = reference_multi_scale_inference(
+                    network,
+                    hwc,
+                    (48, 64),
+                    96,
+                    [0.5, 1.0],
+                    True,
+                    "default",
+                    num_classes=task.labels.num_classes,
+                )
+                metrics.update(scores.argmax(1), mask[None])
+    expected = float(metrics.compute()["mIoU"])
+    assert float(cli.trainer.callback_metrics["val/mIoU"]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_hrseg_predict_with_the_official_protocol(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hrseg.commands import main
+    from hrseg.data.scenes import generate_scene
+    from hrseg.deploy import Segmenter
+
+    image, _ = generate_scene(2, size=(64, 96))
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    options = ["--mode", "official", "--window", "48x96", "--base-size", "96", "--variant", "cityscapes"]
+    args = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", str(tmp_path / "scene.png")]
+    assert (
+        main([*args, "--output", str(tmp_path / "out"), "--device", "cpu", *options, "--scales", "1", "1.5"])
+        == 0
+    )
+    assert "protocol official cityscapes, crop 48x96, base size 96, scales 1,1.5" in capsys.readouterr().err
+    protocol = {
+        "mode": "official",
+        "window": (48, 96),
+        "base_size": 96,
+        "variant": "cityscapes",
+        "scales": (1, 1.5),
+    }
+    expected = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", protocol=protocol).predict(image)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "scene_trainIds.png")), expected)
+    # a setting the protocol refuses is one error line, no traceback
+    assert main([*args, "--output", str(tmp_path / "bad"), "--device", "cpu", "--mode", "official"]) == 1
+    err = capsys.readouterr().err
+    assert "error: eval protocol mode 'official' needs a window" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- scoring any label set
+def _expected_miou(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> float:
+    """The official mean: one confusion matrix, ignored ground truth dropped, non-class predictions missed."""
+    cm = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+    for pred, gt in pairs:
+        keep = gt >= 0
+        pred_col = np.where((pred >= 0) & (pred < num_classes), pred, num_classes)
+        np.add.at(cm, (gt[keep], pred_col[keep]), 1)
+    tp = np.diag(cm[:, :num_classes])
+    union = cm.sum(1) + cm[:, :num_classes].sum(0) - tp
+    return float((tp / np.maximum(union, 1)).mean())
+
+
+def test_evaluate_scores_voc_train_id_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """VOC ground truth (palette PNGs, 255 on object borders) against hrseg predict's ``_trainIds.png``."""
+    import json
+
+    from hrseg.commands import main
+    from hrseg.metadata import voc_colormap
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred" / "sub").mkdir(parents=True)
+    pairs = []
+    for i in range(3):
+        gt = rng.integers(0, 21, (24, 32))
+        gt[rng.random(gt.shape) < 0.1] = 255
+        pred = np.where(rng.random(gt.shape) < 0.7, gt, rng.integers(0, 21, gt.shape))
+        pred[gt == 255] = 3
+        pred[0, :4] = 255  # no class: a miss
+        img = Image.fromarray(gt.astype(np.uint8), mode="P")
+        img.putpalette([c for rgb in voc_colormap(256) for c in rgb])
+        img.save(tmp_path / "gt" / f"2007_00{i}.png")
+        Image.fromarray(pred.astype(np.uint8)).save(tmp_path / "pred" / "sub" / f"2007_00{i}_trainIds.png")
+        pairs.append((pred, np.where(gt == 255, -1, gt)))
+    args = ["evaluate", "--classes", "voc", "--pred-ids", "train", "--pred", str(tmp_path / "pred")]
+    assert main([*args, "--gt", str(tmp_path / "gt"), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "voc evaluation (3 images)" in out and "mIoU (all 21 classes)" in out
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["labels"] == "voc" and scores["cityscapesScripts"] is None
+    assert scores["hrseg"]["mIoU"] == pytest.approx(_expected_miou(pairs, 21), abs=1e-12)
+
+
+def test_evaluate_a_reduce_zero_label_set_in_raw_or_train_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ADE20K-style files: raw 0 is ignored, raw 1..3 are classes 0..2; predictions in either id space score
+    the same, and a ground-truth value outside the table is one error line naming the file."""
+    from hrseg.commands import main
+    from hrseg.evaluation import evaluate_folder
+    from hrseg.metadata import register_label_set
+
+    labels = register_label_set(
+        LabelSet(
+            ("wall", "floor", "sky"), name="test_reduce_zero", id_to_train=((0, None), (1, 0), (2, 1), (3, 2))
+        )
+    )
+    rng = np.random.default_rng(1)
+    for folder in ("gt", "raw", "train"):
+        (tmp_path / folder).mkdir()
+    pairs = []
+    for i in range(2):
+        raw_gt = rng.integers(0, 4, (16, 20))
+        raw_pred = np.where(rng.random(raw_gt.shape) < 0.6, raw_gt, rng.integers(0, 4, raw_gt.shape))
+        Image.fromarray(raw_gt.astype(np.uint8)).save(tmp_path / "gt" / f"ADE_val_{i}.png")
+        Image.fromarray(raw_pred.astype(np.uint8)).save(tmp_path / "raw" / f"ADE_val_{i}.png")
+        train_pred = np.where(raw_pred == 0, 255, raw_pred - 1)  # raw 0 predicted: no class
+        Image.fromarray(train_pred.astype(np.uint8)).save(tmp_path / "train" / f"ADE_val_{i}_trainIds.png")
+        pairs.append((train_pred, raw_gt - 1))
+    raw = evaluate_folder(tmp_path / "raw", tmp_path / "gt", labels=labels.name)
+    train = evaluate_folder(tmp_path / "train", tmp_path / "gt", labels=labels, pred_ids="train")
+    assert raw["hrseg"] == train["hrseg"] and raw["cityscapesScripts"] is None
+    assert raw["hrseg"]["mIoU"] == pytest.approx(_expected_miou(pairs, 3), abs=1e-12)
+    with pytest.raises(ValueError, match="cityscapesScripts scores Cityscapes only"):
+        evaluate_folder(tmp_path / "raw", tmp_path / "gt", official=True, labels=labels)
+
+    Image.fromarray(np.full((16, 20), 9, np.uint8)).save(tmp_path / "gt" / "ADE_val_0.png")
+    args = [
+        "evaluate",
+        "--classes",
+        labels.name,
+        "--pred",
+        str(tmp_path / "raw"),
+        "--gt",
+        str(tmp_path / "gt"),
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ADE_val_0.png: values 9 are no label ids of test_reduce_zero" in err[0]
+    assert main([*args[:2], "nope", *args[3:]]) == 1
+    assert "nope" in capsys.readouterr().err

@@ -12,7 +12,8 @@ One command, one syntax, two engines:
   :class:`hrseg.callbacks.PredictionWriter` writes the same files, batch by batch, and no prediction is kept
   in memory (``return_predictions`` is off).
 
-The protocol options (``--mode``, ``--window``, ``--stride``, ``--scales``, ``--flip``) mean the same in both;
+The protocol options (``--mode``, ``--window``, ``--stride``, ``--scales``, ``--flip``, ``--base-size``,
+``--variant``) mean the same in both;
 each one given changes that field of the protocol the model was validated with (stored in the checkpoint, or
 the config's ``model.eval_protocol`` with ``--config``).
 """
@@ -30,6 +31,7 @@ from hrseg.commands.options import (
     add_size_argument,
     check_released_weights_options,
 )
+from hrseg.eval_protocol import MODES, VARIANTS
 
 __all__ = ["main"]
 
@@ -70,13 +72,27 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--mode",
         default=None,
-        choices=["whole", "slide"],
-        help="whole: one forward per image; slide: sliding windows over images larger than --window",
+        choices=list(MODES),
+        help="whole: one forward per image; slide: sliding windows over images larger than --window; "
+        "official: the official HRNet test pipeline (--window is its crop; --base-size, --variant)",
     )
     add_size_argument(group, "--window", default=None, help="sliding window, e.g. 512x1024")
     add_size_argument(group, "--stride", default=None, help="window stride, e.g. 341x683")
     group.add_argument(
         "--scales", type=float, nargs="+", default=None, help="test scales, e.g. 0.75 1.0 1.25"
+    )
+    group.add_argument(
+        "--base-size",
+        dest="base_size",
+        type=int,
+        default=None,
+        help="--mode official: the long side at scale 1.0, e.g. 2048 (Cityscapes), 520 (ADE20K)",
+    )
+    group.add_argument(
+        "--variant",
+        default=None,
+        choices=list(VARIANTS),
+        help="--mode official: default (base_dataset.py) or cityscapes (cityscapes.py) window rules",
     )
     group.add_argument(
         "--flip",
@@ -126,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The protocol fields given on the command line (the rest stay as the model was validated)."""
     overrides: dict[str, Any] = {}
-    for name in ("mode", "window", "stride", "scales", "flip"):
+    for name in ("mode", "window", "stride", "scales", "flip", "base_size", "variant"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -225,6 +225,8 @@ class Segmenter:
             align_corners=self.meta.align_corners,
             output=output,
             size_divisor=self.size_divisor,
+            flip_permutation=self.meta.labels.flip_permutation(),
+            pad_value=self.meta.black_pixel(),
         )
 
     def predict(self, image: ImageInput, return_probs: bool = False) -> Any:

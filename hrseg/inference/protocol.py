@@ -182,7 +182,7 @@ def official_size(height: int, width: int, base_size: int, scale: float) -> tupl
 
 
 def _cv2_resize(image: Any, size: tuple[int, int]) -> Any:
-    """OpenCV linear resize of an ``(H, W, C)`` float array to ``size = (h, w)``, as the official code does."""
+    """OpenCV linear resize of an ``(H, W, C)`` float array to ``size = (h, w)``, as in the official code."""
     try:
         import cv2
     except ImportError as err:  # a deployment install may lack it; hrseg's own modes do not need it
@@ -227,7 +227,12 @@ def _pad_bottom_right(x: Tensor, size: tuple[int, int], value: Tensor) -> Tensor
 
 
 def _official_scale(
-    run: Callable[[Tensor], Tensor], x: Tensor, proto: EvalProtocol, scale: float, pad: Tensor, per_forward: int
+    run: Callable[[Tensor], Tensor],
+    x: Tensor,
+    proto: EvalProtocol,
+    scale: float,
+    pad: Tensor,
+    per_forward: int,
 ) -> Tensor:
     """One scale of the official ``multi_scale_inference``: exp-scores ``(1, K, h, w)`` of the resized image.
 
@@ -308,7 +313,9 @@ def _official(
             new_size = official_size(h, w, proto.base_size or max(h, w), scale)
             x = torch.from_numpy(_cv2_resize(array, new_size)).permute(2, 0, 1)[None]
             x = x.to(device=image.device, dtype=image.dtype)
-            scores = upsample_logits(_official_scale(run, x, proto, scale, pad, batch_windows), (h, w), align_corners)
+            scores = upsample_logits(
+                _official_scale(run, x, proto, scale, pad, batch_windows), (h, w), align_corners
+            )
             total = scores if total is None else total + scores
         assert total is not None
         results.append(upsample_logits(total, size, align_corners))  # testval: scores to the label size
