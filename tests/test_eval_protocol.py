@@ -27,7 +27,7 @@ def test_defaults_validation_and_round_trip() -> None:
     assert p.replace(flip=False, window=None) == EvalProtocol("slide", (64, 96), None, (0.5, 1.0), False)
     with pytest.raises(ValueError, match="needs a window"):
         EvalProtocol("slide")
-    with pytest.raises(ValueError, match="'whole' or 'slide'"):
+    with pytest.raises(ValueError, match="must be one of whole, slide, official"):
         EvalProtocol("multiscale")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="scales"):
         EvalProtocol(scales=())
