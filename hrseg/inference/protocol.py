@@ -251,7 +251,8 @@ def _official_scale(
         padded = _pad_bottom_right(x, crop, pad)  # only where the image is shorter than the crop
         stride = proto.effective_stride()
         assert stride is not None
-        windows = _official_windows(*padded.shape[-2:], crop, stride, shift_back=False)
+        ph, pw = int(padded.shape[-2]), int(padded.shape[-1])
+        windows = _official_windows(ph, pw, crop, stride, shift_back=False)
     scores: Tensor | None = None
     count = torch.zeros((1, 1, *padded.shape[-2:]), dtype=torch.float32, device=x.device)
     for i in range(0, len(windows), per_forward):
