@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from hrseg.eval_protocol import EvalProtocol
+from hrseg.eval_protocol import EvalProtocol, Variant
 from hrseg.inference import infer
 from hrseg.metadata import IMAGENET_MEAN, IMAGENET_STD, LabelSet, black_pixel
 
@@ -154,20 +154,19 @@ def _protocol_scores(
 
 
 CASES = [
-    # (variant, crop, image (h, w), base size, scales, align_corners)
-    ("default", (32, 48), (20, 30), 40, [0.5, 1.0, 1.75], False),  # smaller than the crop, then larger
-    ("default", (32, 48), (70, 101), 101, [0.75, 1.25], True),  # larger, not divisible, border windows
-    ("default", (40, 40), (90, 37), 90, [0.5, 1.0], False),  # portrait: the height is the long side
-    ("default", (32, 64), (30, 50), 50, [1.0], False),  # longer than the short crop side: padded, one window
-    ("cityscapes", (32, 64), (64, 128), 128, [0.5, 1.0, 1.5], False),  # whole <= 1, windows above
-    ("cityscapes", (32, 64), (50, 111), 120, [0.75, 1.25, 1.75], True),  # not divisible: shifted back
+    # (variant, crop, image (h, w), base size, scales, align_corners, flip)
+    ("default", (32, 48), (20, 30), 40, [0.5, 1.0, 1.75], False, True),  # smaller than the crop, then larger
+    ("default", (32, 48), (70, 101), 101, [0.75, 1.25], True, True),  # larger, not divisible, border windows
+    ("default", (40, 40), (90, 37), 90, [0.5, 1.0], False, False),  # portrait: the height is the long side
+    ("default", (32, 64), (30, 50), 50, [1.0], False, True),  # longer than the short crop side: one window
+    ("cityscapes", (32, 64), (64, 128), 128, [0.5, 1.0, 1.5], False, False),  # whole <= 1, windows above
+    ("cityscapes", (32, 64), (50, 111), 120, [0.75, 1.25, 1.75], True, True),  # not divisible: shifted back
 ]
 
 
-@pytest.mark.parametrize(("variant", "crop", "size", "base", "scales", "ac"), CASES)
-@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize(("variant", "crop", "size", "base", "scales", "ac", "flip"), CASES)
 def test_official_mode_matches_the_official_loop(
-    variant: str,
+    variant: Variant,
     crop: tuple[int, int],
     size: tuple[int, int],
     base: int,
@@ -180,9 +179,7 @@ def test_official_mode_matches_the_official_loop(
     swap = SWAP if flip else None
     with torch.no_grad():
         expected = reference_multi_scale_inference(model, image, crop, base, scales, flip, variant, swap)
-    protocol = EvalProtocol(
-        "official", window=crop, scales=scales, flip=flip, base_size=base, variant=variant
-    )  # type: ignore[arg-type]
+    protocol = EvalProtocol("official", crop, None, tuple(scales), flip, base, variant)
     got = _protocol_scores(model, image, protocol, flip_permutation=swap)
     torch.testing.assert_close(got, expected, rtol=2e-5, atol=1e-6)
     assert torch.equal(got.argmax(1), expected.argmax(1))
