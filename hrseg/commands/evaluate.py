@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-official",
         action="store_true",
-        help="skip cityscapesScripts (hrseg's metric only; other label sets always are)",
+        help="skip cityscapesScripts (hrseg's metric only; it scores Cityscapes label ids only)",
     )
     p.add_argument("--json", default=None, help="also write the scores to this JSON file")
     return p
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hrseg evaluate: error: {err}", file=sys.stderr)
         return 1
     _print_table(result)
+    if result["labels"] == "cityscapes" and result["cityscapesScripts"] is None and not args.no_official:
+        print("cityscapesScripts not run: it reads label ids, not --pred-ids train", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
