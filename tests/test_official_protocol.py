@@ -248,6 +248,36 @@ def test_hrseg_protocol_flip_swaps_the_label_sets_pairs(protocol: EvalProtocol) 
         infer(model, x, protocol, flip_permutation=[0, 1, 1, 3, 4], num_classes=NUM_CLASSES)
 
 
+def test_task_and_segmenter_swap_the_label_sets_flip_pairs() -> None:
+    """Validation (the task) and ``Segmenter`` take the flip permutation from the model's label set."""
+    from hrseg.deploy import Segmenter
+    from hrseg.metadata import ModelMeta
+    from hrseg.task import SegmentationTask
+
+    labels = LabelSet(tuple(f"c{i}" for i in range(NUM_CLASSES)), name="", flip_pairs=((1, 2), (3, 4)))
+    x = torch.from_numpy(_image(32, 48, seed=4).transpose(2, 0, 1).copy())[None]
+
+    def flip_average(model: nn.Module, image: torch.Tensor, probs: bool) -> torch.Tensor:
+        def one(inp: torch.Tensor) -> torch.Tensor:
+            out = F.interpolate(model(inp), size=(32, 48), mode="bilinear", align_corners=False)
+            return out.softmax(1) if probs else out
+
+        with torch.no_grad():
+            return (one(image) + one(image.flip(-1)).flip(-1)[:, SWAP]) / 2
+
+    task = SegmentationTask(
+        "hrnetv2_w18_small_v1", labels=labels, eval_protocol=EvalProtocol(flip=True)
+    ).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(task.evaluate_logits(x), flip_average(task.model, x, probs=False))
+
+    net = TinyNet(False)
+    meta = ModelMeta("tiny", labels, eval_protocol=EvalProtocol(flip=True))
+    rgb = torch.rand(1, 3, 32, 48)
+    got = Segmenter(net, meta, device="cpu", fast=False).probabilities(rgb)
+    torch.testing.assert_close(got, flip_average(net.eval(), meta.normalize(rgb), probs=True))
+
+
 # ---------------------------------------------------------------- validate and predict with it
 OFFICIAL_ARGS = [
     "--model.eval_protocol.mode=official",
