@@ -213,7 +213,7 @@ def make_ade20k_tree(root: Path, counts: dict[str, int] | None = None, seed: int
     return root
 
 
-# COCO-Stuff 164k: 0..181 = COCO category id - 1; these 11 ids are unused (ignored), the rest -> 0..170 in order.
+# COCO-Stuff 164k: 0..181 = COCO category id - 1; these 11 ids are unused (ignored), the rest -> 0..170.
 COCO_UNUSED = {11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90}
 COCO_VALUES = [*range(182), 255]  # every stuffthingmaps value, 255 = unlabelled
 
@@ -232,7 +232,7 @@ def coco_reference_train_ids(raw164k: np.ndarray) -> np.ndarray:
 
 
 def make_cocostuff_tree(root: Path, counts: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """Write ``{train,val}2017/*.jpg`` and ``stuffthingmaps_trainval2017/{train,val}2017/*.png`` (every value)."""
+    """Write ``{train,val}2017/*.jpg`` and ``stuffthingmaps_trainval2017/{train,val}2017/*.png``."""
     rng = np.random.default_rng(seed)
     counts = counts or {"train": 2, "val": 1}
     size = (5, len(COCO_VALUES))
@@ -263,7 +263,9 @@ def make_cocostuff10k_tree(root: Path, counts: dict[str, int] | None = None, see
         for i, name in enumerate(names):
             Image.fromarray(random_image(rng, size)).save(root / "images" / f"{name}.jpg")
             s = all_values_mask(list(range(183)), size[0], shift=i).astype(np.uint16)
-            savemat(str(root / "annotations" / f"{name}.mat"), {"S": s, "names": np.array(["x"], dtype=object)})
+            savemat(
+                str(root / "annotations" / f"{name}.mat"), {"S": s, "names": np.array(["x"], dtype=object)}
+            )
         (root / "imageLists" / f"{split}.txt").write_text("".join(f"{x}\n" for x in names))
     return root
 

@@ -40,7 +40,10 @@ def test_distributed_tree_and_list_files_map_every_value(ade_root: Path) -> None
     # the same tree through official .lst files, relative to the root
     ade = ade_root / ADE
     pairs = [
-        (ade / "images/training" / f"ADE_train_{i:08d}.jpg", ade / "annotations/training" / f"ADE_train_{i:08d}.png")
+        (
+            ade / "images/training" / f"ADE_train_{i:08d}.jpg",
+            ade / "annotations/training" / f"ADE_train_{i:08d}.png",
+        )
         for i in (1, 2)
     ]
     lst = write_lst(ade_root / "list/ade20k/train.lst", ade_root, pairs)
@@ -75,7 +78,10 @@ def test_synth_writes_the_exact_layout(tmp_path: Path) -> None:
     ]
     assert [p.name for p in (ade / "annotations/validation").iterdir()] == ["ADE_val_00000001.png"]
     first = (tmp_path / "list/ade20k/train.lst").read_text().splitlines()[0]
-    assert first == f"{ADE}/images/training/ADE_train_00000001.jpg {ADE}/annotations/training/ADE_train_00000001.png"
+    assert (
+        first
+        == f"{ADE}/images/training/ADE_train_00000001.jpg {ADE}/annotations/training/ADE_train_00000001.png"
+    )
     raw = np.asarray(Image.open(ade / "annotations/training/ADE_train_00000001.png"))
     assert raw.max() <= 150 and (raw[:2] == 0).all()  # the ignored frame
     for list_files in (None, {"train": str(tmp_path / "list/ade20k/train.lst")}):
@@ -87,4 +93,6 @@ def test_synth_writes_the_exact_layout(tmp_path: Path) -> None:
 
 def test_classes_name_for_predict() -> None:
     labels = get_label_set("ade20k")
-    assert labels.num_classes == 150 and labels.palette[0] == (120, 120, 120) and labels.class_names[7] == "bed"
+    assert (
+        labels.num_classes == 150 and labels.palette[0] == (120, 120, 120) and labels.class_names[7] == "bed"
+    )

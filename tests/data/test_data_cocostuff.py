@@ -1,4 +1,4 @@
-"""COCO-Stuff 164k (stuffthingmaps PNGs) and 10k (.mat ``S`` maps): 171 classes, unused ids and unlabelled ignored."""
+"""COCO-Stuff 164k (stuffthingmaps PNGs) and 10k (.mat ``S`` maps): 171 classes, unused ids ignored."""
 
 from __future__ import annotations
 
@@ -29,9 +29,14 @@ def _ten_k_reference(s: np.ndarray) -> np.ndarray:
 
 def test_164k_tree_and_list_files_map_every_value(tmp_path: Path) -> None:
     root = make_cocostuff_tree(tmp_path / "coco")
-    pairs = [(root / "train2017" / f"{i:012d}.jpg", root / MAPS / "train2017" / f"{i:012d}.png") for i in (1, 2)]
+    pairs = [
+        (root / "train2017" / f"{i:012d}.jpg", root / MAPS / "train2017" / f"{i:012d}.png") for i in (1, 2)
+    ]
     lst = write_lst(root / "list/cocostuff/train.lst", root, pairs)
-    for dm in (CocoStuffDataModule(str(root)), CocoStuffDataModule(str(root), list_files={"train": str(lst)})):
+    for dm in (
+        CocoStuffDataModule(str(root)),
+        CocoStuffDataModule(str(root), list_files={"train": str(lst)}),
+    ):
         dataset = dm.build_dataset("train", train=False)
         assert len(dataset) == 2
         for i, sample in enumerate(dataset.samples):
@@ -39,7 +44,11 @@ def test_164k_tree_and_list_files_map_every_value(tmp_path: Path) -> None:
             assert sorted(np.unique(raw).tolist()) == COCO_VALUES
             _, mask, _ = dataset.load(i)
             np.testing.assert_array_equal(mask, coco_reference_train_ids(raw))
-            assert mask[mask != 255].max() == 170 and (mask[raw == 11] == 255).all() and (mask[raw == 12] == 11).all()
+            assert (
+                mask[mask != 255].max() == 170
+                and (mask[raw == 11] == 255).all()
+                and (mask[raw == 12] == 11).all()
+            )
     assert dm.labels.num_classes == 171 and dm.labels.class_names[170] == "wood"
 
 
@@ -47,26 +56,37 @@ def test_10k_tree_and_list_files_map_every_value(tmp_path: Path) -> None:
     root = make_cocostuff10k_tree(tmp_path / "c10k")
     names = (root / "imageLists/train.txt").read_text().split()
     lst = write_lst(
-        root / "list/train.lst", root, [(root / "images" / f"{n}.jpg", root / "annotations" / f"{n}.mat") for n in names]
+        root / "list/train.lst",
+        root,
+        [(root / "images" / f"{n}.jpg", root / "annotations" / f"{n}.mat") for n in names],
     )
-    for dm in (CocoStuff10kDataModule(str(root)), CocoStuff10kDataModule(str(root), list_files={"train": str(lst)})):
+    for dm in (
+        CocoStuff10kDataModule(str(root)),
+        CocoStuff10kDataModule(str(root), list_files={"train": str(lst)}),
+    ):
         dataset = dm.build_dataset("train", train=False)
         assert [s.name for s in dataset.samples] == names
         for i, sample in enumerate(dataset.samples):
             s = loadmat(str(sample.mask))["S"]
             _, mask, _ = dataset.load(i)
             np.testing.assert_array_equal(mask, _ten_k_reference(s))
-            assert (mask[s == 0] == 255).all() and (mask[s == 12] == 255).all() and (mask[s == 13] == 11).all()
+            assert (
+                (mask[s == 0] == 255).all() and (mask[s == 12] == 255).all() and (mask[s == 13] == 11).all()
+            )
     assert CocoStuff10kDataModule(str(root)).val_split == "test"
 
 
 def test_check_names_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     coco = make_cocostuff_tree(tmp_path / "coco")
     (coco / MAPS / "train2017" / f"{1:012d}.png").unlink()
-    Image.fromarray(np.full((5, 10), 200, np.uint8), mode="L").save(coco / MAPS / "val2017" / f"{1001:012d}.png")
+    Image.fromarray(np.full((5, 10), 200, np.uint8), mode="L").save(
+        coco / MAPS / "val2017" / f"{1001:012d}.png"
+    )
     ten_k = make_cocostuff10k_tree(tmp_path / "c10k")
     (ten_k / "annotations/COCO_train2014_000000000001.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
-    savemat(str(ten_k / "annotations/COCO_train2014_000000000002.mat"), {"S": np.full((5, 183), 183, np.uint16)})
+    savemat(
+        str(ten_k / "annotations/COCO_train2014_000000000002.mat"), {"S": np.full((5, 183), 183, np.uint16)}
+    )
     (ten_k / "annotations/COCO_val2014_000000000001.mat").unlink()
     capsys.readouterr()
     assert data_main(["check", "--datamodule", "cocostuff", "--root", str(coco), "--no-progress"]) == 1

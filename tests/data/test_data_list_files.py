@@ -15,16 +15,24 @@ from hrseg.data import CityscapesDataModule, DatasetError, VOCDataModule
 
 def _cityscapes_pairs(root: Path, split: str, suffix: str) -> list[tuple[Path, Path | None]]:
     images = sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
-    masks = [root / "gtFine" / split / p.parent.name / p.name.replace("_leftImg8bit.png", suffix) for p in images]
+    masks = [
+        root / "gtFine" / split / p.parent.name / p.name.replace("_leftImg8bit.png", suffix) for p in images
+    ]
     return list(zip(images, masks, strict=True))
 
 
 def test_cityscapes_lists_keep_its_label_mapping(cityscapes_trainids_root: Path) -> None:
     root = cityscapes_trainids_root
     lists = {
-        "train": write_lst(root / "list/train.lst", root, _cityscapes_pairs(root, "train", "_gtFine_labelIds.png")),
-        "val": write_lst(root / "list/val.lst", root, _cityscapes_pairs(root, "val", "_gtFine_labelTrainIds.png")),
-        "test": write_lst(root / "list/test.lst", root, [(p, None) for p, _ in _cityscapes_pairs(root, "test", "")]),
+        "train": write_lst(
+            root / "list/train.lst", root, _cityscapes_pairs(root, "train", "_gtFine_labelIds.png")
+        ),
+        "val": write_lst(
+            root / "list/val.lst", root, _cityscapes_pairs(root, "val", "_gtFine_labelTrainIds.png")
+        ),
+        "test": write_lst(
+            root / "list/test.lst", root, [(p, None) for p, _ in _cityscapes_pairs(root, "test", "")]
+        ),
     }
     dm = CityscapesDataModule(str(root), list_files={k: str(v) for k, v in lists.items()})
     for split in ("train", "val"):
@@ -41,7 +49,10 @@ def test_cityscapes_lists_keep_its_label_mapping(cityscapes_trainids_root: Path)
 
 def test_check_names_list_file_and_line(voc_root: Path, capsys: pytest.CaptureFixture) -> None:
     voc = voc_root / "VOCdevkit/VOC2012"
-    image, mask = "VOCdevkit/VOC2012/JPEGImages/2007_000000.jpg", "VOCdevkit/VOC2012/SegmentationClass/2007_000000.png"
+    image, mask = (
+        "VOCdevkit/VOC2012/JPEGImages/2007_000000.jpg",
+        "VOCdevkit/VOC2012/SegmentationClass/2007_000000.png",
+    )
     lst = voc_root / "val.lst"
     lst.write_text(
         f"{image} {mask}\n"
@@ -58,7 +69,10 @@ def test_check_names_list_file_and_line(voc_root: Path, capsys: pytest.CaptureFi
     assert "splits val;" in out  # the splits of list_files
     assert f"{lst}:3: duplicate entry: {image} is already listed on line 1" in out
     assert f"{lst}:4: malformed line: expected `image [label]`, got 3 fields" in out
-    assert f"{lst}:5: image {voc / 'JPEGImages/nope.jpg'} and label {voc / 'SegmentationClass/nope.png'} not found" in out
+    assert (
+        f"{lst}:5: image {voc / 'JPEGImages/nope.jpg'} and label "
+        f"{voc / 'SegmentationClass/nope.png'} not found" in out
+    )
     assert f"{lst}:6: image without label, while line 1 has a label" in out
     assert "FAILED: 4 problem(s)" in out
     assert data_main([*common, "--list-files", f"val={voc_root / 'missing.lst'}"]) == 1

@@ -14,10 +14,12 @@ from hrseg.commands.data import main as data_main
 
 
 def _ade_tree(root: Path, annotation: np.ndarray) -> Path:
-    for kind, name in (("images", "ADE_train_00000001.jpg"), ("annotations", "ADE_train_00000001.png")):
+    for kind in ("images", "annotations"):
         (root / "ADEChallengeData2016" / kind / "training").mkdir(parents=True)
     ade = root / "ADEChallengeData2016"
-    Image.fromarray(np.zeros((*annotation.shape, 3), np.uint8)).save(ade / "images/training/ADE_train_00000001.jpg")
+    Image.fromarray(np.zeros((*annotation.shape, 3), np.uint8)).save(
+        ade / "images/training/ADE_train_00000001.jpg"
+    )
     Image.fromarray(annotation, mode="L").save(ade / "annotations/training/ADE_train_00000001.png")
     return root
 
@@ -27,11 +29,24 @@ def test_stats_counts_and_weights(tmp_path: Path, capsys: pytest.CaptureFixture)
     root = _ade_tree(tmp_path / "ade", np.array([[0, 1, 1, 2], [3, 3, 3, 150]], np.uint8))
     out_file = tmp_path / "weights.yaml"
     capsys.readouterr()
-    args = ["stats", "--datamodule", "ade20k", "--root", str(root), "--no-progress", "--weights-out", str(out_file)]
+    args = [
+        "stats",
+        "--datamodule",
+        "ade20k",
+        "--root",
+        str(root),
+        "--no-progress",
+        "--weights-out",
+        str(out_file),
+    ]
     assert data_main(args) == 0
     out = capsys.readouterr().out
     assert "split 'train': 1 labelled images, 7 labelled pixels, 1 ignored" in out
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split() and line.split()[0].isdigit()
+    }
     assert len(rows) == 150
     expected = {0: 2, 1: 1, 2: 3, 149: 1}
     for class_id in range(150):
@@ -51,9 +66,20 @@ def test_stats_refuses_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture) -
     root = _ade_tree(tmp_path / "ade", np.array([[0, 151]], np.uint8))
     out_file = tmp_path / "w.yaml"
     capsys.readouterr()
-    args = ["stats", "--datamodule", "ade20k", "--root", str(root), "--no-progress", "--weights-out", str(out_file)]
+    args = [
+        "stats",
+        "--datamodule",
+        "ade20k",
+        "--root",
+        str(root),
+        "--no-progress",
+        "--weights-out",
+        str(out_file),
+    ]
     assert data_main(args) == 1
     out = capsys.readouterr().out
     assert "ADE_train_00000001.png: label values out of range: 151" in out and not out_file.exists()
-    assert data_main(["stats", "--datamodule", "ade20k", "--root", str(tmp_path / "none"), "--no-progress"]) == 1
+    assert (
+        data_main(["stats", "--datamodule", "ade20k", "--root", str(tmp_path / "none"), "--no-progress"]) == 1
+    )
     assert "no ADE20K tree found" in capsys.readouterr().out
