@@ -179,13 +179,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="class pixel frequencies of a dataset split, and class weights derived from them",
         description="Count every class's pixels in one split (its files are validated on the way, as by "
         "`check`) and print each class's share of the labelled pixels with the ENet class weight "
-        f"{WEIGHT_FORMULA}. --weights-out writes the weights as a config fragment usable as a second "
+        f"{WEIGHT_FORMULA}. --output writes the weights as a config fragment usable as a second "
         "--config of `hrseg fit` (model.loss.class_weights). The dataset's own options follow "
         "`--datamodule NAME --help`.",
     )
     _add_source(stats, datasets)
     stats.add_argument("--split", default=None, help="split to count (default: the training split)")
-    stats.add_argument("--weights-out", type=Path, default=None, help="write the class weights (YAML) here")
+    stats.add_argument("--output", type=Path, default=None, help="write the class weights (YAML) here")
     stats.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     # the named dataset's own options (a first, lenient pass finds the name)
@@ -405,14 +405,14 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"hrseg data stats: error: split {split!r}: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
     print(format_stats(report, weights))
-    if args.weights_out is not None:
+    if args.output is not None:
         import yaml
 
-        args.weights_out.parent.mkdir(parents=True, exist_ok=True)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
         header = f"# ENet class weights of {type(dm).__name__} split {split!r}: {WEIGHT_FORMULA}\n"
         body = yaml.safe_dump({"model": {"loss": {"class_weights": weights}}}, default_flow_style=None)
-        args.weights_out.write_text(header + body)
-        print(f"wrote the class weights to {args.weights_out} (use it as a second --config of hrseg fit)")
+        args.output.write_text(header + body)
+        print(f"wrote the class weights to {args.output} (use it as a second --config of hrseg fit)")
     return EXIT_OK
 
 

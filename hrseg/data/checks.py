@@ -141,10 +141,8 @@ def read_mat_mask(path: Path, key: str | None) -> np.ndarray:
         raise DatasetError(f"{path}: .mat label files are not read for this dataset; expected a PNG mask")
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    try:
-        from scipy.io import loadmat
-    except ImportError:
-        raise DatasetError(f"{path}: reading .mat label files needs scipy (pip install scipy)") from None
+    from scipy.io import loadmat  # imported here: only .mat datasets pay for it
+
     try:
         data = loadmat(str(path), variable_names=[key])
     except Exception as exc:  # scipy raises ValueError, TypeError, OSError... on a truncated or foreign file

@@ -36,7 +36,7 @@ def test_stats_counts_and_weights(tmp_path: Path, capsys: pytest.CaptureFixture)
         "--root",
         str(root),
         "--no-progress",
-        "--weights-out",
+        "--output",
         str(out_file),
     ]
     assert data_main(args) == 0
@@ -73,7 +73,7 @@ def test_stats_refuses_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture) -
         "--root",
         str(root),
         "--no-progress",
-        "--weights-out",
+        "--output",
         str(out_file),
     ]
     assert data_main(args) == 1
