@@ -30,8 +30,22 @@ EXIT_OK, EXIT_PROBLEMS = 0, EXIT_DATA
 
 #: the parameters every layout writer takes (``hrseg data synth``'s common options)
 _WRITER_COMMON = ("out", "num_train", "num_val", "seed", "size", "progress")
-#: DataModule parameters ``hrseg data check`` never offers: loading, not reading or checking, concerns
-_CHECK_SKIPPED = ("batch_size", "num_workers", "crop_size", "kwargs")
+#: DataModule parameters ``hrseg data check`` / ``stats`` never offer (loading, not reading, concerns)
+_CHECK_SKIPPED = (
+    "batch_size",
+    "num_workers",
+    "crop_size",
+    "kwargs",
+    "eval_batch_size",
+    "pin_memory",
+    "scale_range",
+    "hflip_prob",
+    "photometric",
+    "eval_size",
+    "mean",
+    "std",
+    "predict_path",
+)
 
 
 def _list_spec_type(text: str) -> dict[str, str]:
