@@ -23,7 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from hrseg.commands.configs import require_config
 from hrseg.commands.options import EXIT_DATA, EXIT_USAGE, CommandParser, size_type
 from hrseg.data.checks import CheckReport, DatasetError, Problem
-from hrseg.data.listfiles import parse_list_spec
+from hrseg.data.listfiles import parse_list_spec, write_list_file
 from hrseg.data.registry import get_dataset, list_datasets
 
 EXIT_OK, EXIT_PROBLEMS = 0, EXIT_DATA
@@ -169,6 +169,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     synth.add_argument(
         "--size", type=size_type(16), default=(128, 256), help="image size HxW (default 128x256)"
     )
+    synth.add_argument(
+        "--list-files",
+        action="store_true",
+        help="also write official-style list files, list/<layout>/<split>.lst (paths relative to --output)",
+    )
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     check = sub.add_parser(
@@ -245,14 +250,46 @@ def _synth(args: argparse.Namespace) -> int:
     options = _given(args, [n for n in extra if n not in _WRITER_COMMON])
     num_val = max(1, args.num // 4) if args.num_val is None else args.num_val
     out = Path(args.out)
-    reader = entry.write_layout(
-        out, args.num, num_val, seed=args.seed, size=args.size, progress=not args.no_progress, **options
+    reader = dict(
+        entry.write_layout(
+            out, args.num, num_val, seed=args.seed, size=args.size, progress=not args.no_progress, **options
+        )
     )
+    if args.list_files:
+        try:
+            reader.update(write_split_lists(entry.datamodule(**reader), out, entry.name))
+        except (DatasetError, NotImplementedError) as exc:
+            print(f"hrseg data synth: error: --list-files: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     hint = " ".join(
         [f"hrseg data check --datamodule {entry.name}", *(_option_text(k, v) for k, v in reader.items())]
     )
     print(f"wrote a {entry.name} layout to {out}\ncheck it with: {hint}")
     return EXIT_OK
+
+
+def write_split_lists(dm: Any, root: Path, name: str) -> dict[str, Any]:
+    """Write the official list file of every split ``dm`` reads, as listed by the dataset itself.
+
+    Each split becomes ``root/list/<name>/<split>.lst``: one ``image [label]`` line per sample, paths
+    relative to ``root`` (:func:`hrseg.data.listfiles.write_list_file`).
+
+    Returns:
+        The DataModule keywords that read the lists instead of the layout: ``list_files`` (and ``list_root``
+        when the DataModule has no ``root``).
+    """
+    lists = {
+        split: str(
+            write_list_file(
+                root / "list" / name / f"{split}.lst", root, [(s.image, s.mask) for s in dm.samples(split)]
+            )
+        )
+        for split in default_splits(dm)
+    }
+    out: dict[str, Any] = {"list_files": lists}
+    if getattr(dm, "root", None) is None:
+        out["list_root"] = str(root)
+    return out
 
 
 def _resolve_class(path: str) -> type:
@@ -454,4 +491,5 @@ __all__ = [
     "main",
     "run_check",
     "signature_parameters",
+    "write_split_lists",
 ]

@@ -15,7 +15,6 @@ from PIL import Image
 from hrseg.data.checks import DEFAULT_ENCODING, DatasetError, LabelSpec, Problem, Sample, require_dir
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.layouts import progress_bar, scene_to_raw
-from hrseg.data.listfiles import write_list_file
 from hrseg.data.registry import register_dataset
 from hrseg.data.scenes import generate_scene, scene_rng
 from hrseg.metadata import get_label_set
@@ -70,7 +69,6 @@ def write_ade20k(
     seed: int = 0,
     size: tuple[int, int] = (128, 256),
     progress: bool = True,
-    list_files: bool = False,
 ) -> dict[str, Any]:
     """Write generated scenes in the ADE20K layout: ``ADEChallengeData2016/{images,annotations}/...``.
 
@@ -84,16 +82,14 @@ def write_ade20k(
         seed: scene seed.
         size: (H, W).
         progress: show a progress bar.
-        list_files: also write official-style ``list/ade20k/{train,val}.lst`` (paths relative to ``out``).
 
     Returns:
-        The :class:`ADE20KDataModule` keywords that read it (with ``list_files`` when they were written).
+        The :class:`ADE20KDataModule` keywords that read it.
     """
     root = Path(out)
     labels = get_label_set("ade20k")
     raw_of = {scene: labels.class_names.index(ade) + 1 for scene, ade in _SCENE_TO_ADE.items()}
     ade = root / ROOT_NAME
-    pairs: dict[str, list[tuple[Path, Path | None]]] = {"train": [], "val": []}
     counts = {"train": num_train, "val": num_val}
     with progress_bar(sum(counts.values()), "ade20k", progress) as bar:
         for split, n in counts.items():
@@ -109,15 +105,8 @@ def write_ade20k(
                 raw[:, :2] = raw[:, -2:] = 0
                 Image.fromarray(image).save(img_dir / f"{stem}.jpg", quality=92)
                 Image.fromarray(raw, mode="L").save(ann_dir / f"{stem}.png")
-                pairs[split].append((img_dir / f"{stem}.jpg", ann_dir / f"{stem}.png"))
                 bar.update(1)
-    reader: dict[str, Any] = {"root": str(root)}
-    if list_files:
-        reader["list_files"] = {
-            split: str(write_list_file(root / "list" / "ade20k" / f"{split}.lst", root, items))
-            for split, items in pairs.items()
-        }
-    return reader
+    return {"root": str(root)}
 
 
 @register_dataset("ade20k", write_layout=write_ade20k)

@@ -21,7 +21,6 @@ from PIL import Image
 from hrseg.data.checks import DEFAULT_ENCODING, DatasetError, LabelSpec, Problem, Sample, require_dir
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.layouts import progress_bar, scene_to_raw
-from hrseg.data.listfiles import write_list_file
 from hrseg.data.registry import register_dataset
 from hrseg.data.scenes import generate_scene, scene_rng
 from hrseg.labelsets.cocostuff import UNLABELLED
@@ -85,7 +84,6 @@ def write_cocostuff(
     seed: int = 0,
     size: tuple[int, int] = (128, 256),
     progress: bool = True,
-    list_files: bool = False,
 ) -> dict[str, Any]:
     """Write generated scenes in the COCO-Stuff 164k layout: ``{train,val}2017/`` + the stuff-thing maps.
 
@@ -96,14 +94,12 @@ def write_cocostuff(
         seed: scene seed.
         size: (H, W).
         progress: show a progress bar.
-        list_files: also write official-style ``list/cocostuff/{train,val}.lst`` (paths relative to ``out``).
 
     Returns:
         The :class:`CocoStuffDataModule` keywords that read it.
     """
     root = Path(out)
     labels = get_label_set("cocostuff")
-    pairs: dict[str, list[tuple[Path, Path | None]]] = {"train": [], "val": []}
     counts = {"train": num_train, "val": num_val}
     with progress_bar(sum(counts.values()), "cocostuff", progress) as bar:
         for split, n in counts.items():
@@ -116,15 +112,8 @@ def write_cocostuff(
                 image, mask = generate_scene(scene_rng(seed, split, i), size)
                 Image.fromarray(image).save(img_dir / f"{stem}.jpg", quality=92)
                 Image.fromarray(_scene_raw_164k(mask, labels), mode="L").save(map_dir / f"{stem}.png")
-                pairs[split].append((img_dir / f"{stem}.jpg", map_dir / f"{stem}.png"))
                 bar.update(1)
-    reader: dict[str, Any] = {"root": str(root)}
-    if list_files:
-        reader["list_files"] = {
-            split: str(write_list_file(root / "list" / "cocostuff" / f"{split}.lst", root, items))
-            for split, items in pairs.items()
-        }
-    return reader
+    return {"root": str(root)}
 
 
 def write_cocostuff10k(
@@ -134,7 +123,6 @@ def write_cocostuff10k(
     seed: int = 0,
     size: tuple[int, int] = (128, 256),
     progress: bool = True,
-    list_files: bool = False,
 ) -> dict[str, Any]:
     """Write generated scenes in the COCO-Stuff 10k layout: ``images/``, ``annotations/``, ``imageLists/``.
 
@@ -147,8 +135,6 @@ def write_cocostuff10k(
         seed: scene seed.
         size: (H, W).
         progress: show a progress bar.
-        list_files: also write official-style ``list/cocostuff10k/{train,test}.lst`` (image + ``.mat`` paths
-            relative to ``out``).
 
     Returns:
         The :class:`CocoStuff10kDataModule` keywords that read it.
@@ -176,19 +162,7 @@ def write_cocostuff10k(
     for split, items in names.items():
         (dirs["imageLists"] / f"{split}.txt").write_text("".join(f"{x}\n" for x in items))
     (dirs["imageLists"] / "all.txt").write_text("".join(f"{x}\n" for x in names["train"] + names["test"]))
-    reader: dict[str, Any] = {"root": str(root)}
-    if list_files:
-        reader["list_files"] = {
-            split: str(
-                write_list_file(
-                    root / "list" / "cocostuff10k" / f"{split}.lst",
-                    root,
-                    [(dirs["images"] / f"{x}.jpg", dirs["annotations"] / f"{x}.mat") for x in items],
-                )
-            )
-            for split, items in names.items()
-        }
-    return reader
+    return {"root": str(root)}
 
 
 def _pair_by_stem(

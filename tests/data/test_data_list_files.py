@@ -81,3 +81,17 @@ def test_check_names_list_file_and_line(voc_root: Path, capsys: pytest.CaptureFi
     assert "split=path" in capsys.readouterr().err
     with pytest.raises(DatasetError, match=r"val\.lst:3: duplicate entry"):
         VOCDataModule(str(voc_root), list_files={"val": str(lst)}).setup("validate")
+
+
+def test_synth_writes_lists_for_any_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    common = ["--num", "2", "--num-val", "1", "--size", "32x48", "--no-progress", "--list-files"]
+    assert data_main(["synth", "--layout", "folder", "--output", str(tmp_path / "f"), *common]) == 0
+    assert (tmp_path / "f/list/folder/train.lst").read_text().splitlines() == [
+        "images/train_00000.png masks/train_00000.png",
+        "images/train_00001.png masks/train_00001.png",
+    ]
+    hint = capsys.readouterr().out.splitlines()[-1].removeprefix("check it with: hrseg data ").split()
+    assert "--list-root" in hint  # a folder dataset has no root: the lists name theirs
+    assert data_main([*hint, "--no-progress"]) == 0
+    assert data_main(["synth", "--layout", "demo", "--output", str(tmp_path / "d"), *common]) == 2
+    assert "--list-files: DemoDataModule does not list files" in capsys.readouterr().err
