@@ -449,8 +449,9 @@ def _stats(args: argparse.Namespace) -> int:
         print(report.format())
         print(f"FAILED: {len(report.problems)} problem(s) found; no statistics written")
         return EXIT_PROBLEMS
-    assert report.histogram is not None
     try:
+        if report.histogram is None:
+            raise ValueError("the split has no labels")
         weights = class_weights(report.histogram.tolist())
     except ValueError as exc:
         print(f"hrseg data stats: error: split {split!r}: {exc}", file=sys.stderr)
