@@ -83,3 +83,9 @@ def test_stats_refuses_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture) -
         data_main(["stats", "--datamodule", "ade20k", "--root", str(tmp_path / "none"), "--no-progress"]) == 1
     )
     assert "no ADE20K tree found" in capsys.readouterr().out
+
+
+def test_stats_of_an_unlabelled_split(cityscapes_root: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["stats", "--datamodule", "cityscapes", "--root", str(cityscapes_root), "--split", "test"]
+    assert data_main([*args, "--no-progress"]) == 1
+    assert "hrseg data stats: error: split 'test': the split has no labels" in capsys.readouterr().err
