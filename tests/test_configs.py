@@ -106,7 +106,7 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     assert task.model.num_classes == num_classes
     if model_name.endswith("_ocr"):  # official HRNet-OCR criterion: 0.4 x aux + 1.0 x main
         assert task.loss_weights == [0.4, 1.0]
-        # the HRNet-OCR branch's recipes use align_corners=True; mmsegmentation's VOC recipe and the demo False
+        # the HRNet-OCR branch's recipes use align_corners=True; mmsegmentation's VOC recipe and the demo not
         assert task.hparams.align_corners == name.startswith(("cityscapes/", "ade20k/", "cocostuff/"))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

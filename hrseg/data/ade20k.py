@@ -12,7 +12,15 @@ from typing import Any
 
 from PIL import Image
 
-from hrseg.data.checks import DEFAULT_ENCODING, DatasetError, LabelSpec, Problem, Sample, require_dir
+from hrseg.data.checks import (
+    DEFAULT_ENCODING,
+    DatasetError,
+    LabelSpec,
+    Problem,
+    Sample,
+    pair_folders,
+    require_dir,
+)
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.layouts import progress_bar, scene_to_raw
 from hrseg.data.registry import register_dataset
@@ -161,22 +169,7 @@ class ADE20KDataModule(SegmentationDataModule):
         folder, _ = SPLITS[split]
         img_dir = require_dir(ade / "images" / folder, f"ADE20K images (images/{folder})")
         ann_dir = require_dir(ade / "annotations" / folder, f"ADE20K annotations (annotations/{folder})")
-        images = sorted(img_dir.glob("*.jpg"))
-        samples: list[Sample] = []
-        problems: list[Problem] = []
-        for image in images:
-            mask = ann_dir / f"{image.stem}.png"
-            if mask.is_file():
-                samples.append(Sample(image, mask, image.stem))
-            else:
-                problems.append(Problem(str(image), f"missing annotation: expected {mask}"))
-        stems = {p.stem for p in images}
-        for mask in sorted(ann_dir.glob("*.png")):
-            if mask.stem not in stems:
-                problems.append(
-                    Problem(str(mask), f"annotation without image: expected {img_dir / mask.stem}.jpg")
-                )
-        return samples, problems
+        return pair_folders(img_dir, ".jpg", ann_dir, ".png")
 
 
 __all__ = ["ADE20KDataModule", "find_ade_dir", "write_ade20k"]

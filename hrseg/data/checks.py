@@ -287,6 +287,32 @@ def list_files(directory: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) ->
     return sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
+def pair_folders(
+    image_dir: Path, image_suffix: str, mask_dir: Path, mask_suffix: str
+) -> tuple[list[Sample], list[Problem]]:
+    """Pair ``image_dir/<stem><image_suffix>`` with ``mask_dir/<stem><mask_suffix>`` (ADE20K, COCO-Stuff).
+
+    Returns:
+        The pairs (named by stem, sorted) and a problem for every image without annotation and every
+        annotation without image.
+    """
+    images = sorted(image_dir.glob(f"*{image_suffix}"))
+    samples: list[Sample] = []
+    problems: list[Problem] = []
+    for image in images:
+        mask = mask_dir / f"{image.stem}{mask_suffix}"
+        if mask.is_file():
+            samples.append(Sample(image, mask, image.stem))
+        else:
+            problems.append(Problem(str(image), f"missing annotation: expected {mask}"))
+    stems = {p.stem for p in images}
+    for mask in sorted(mask_dir.glob(f"*{mask_suffix}")):
+        if mask.stem not in stems:
+            expected = image_dir / f"{mask.stem}{image_suffix}"
+            problems.append(Problem(str(mask), f"annotation without image: expected {expected}"))
+    return samples, problems
+
+
 def require_dir(path: Path, what: str) -> Path:
     """Return ``path`` if it is a directory, else raise DatasetError naming the expected path."""
     path = Path(path)
@@ -387,6 +413,7 @@ __all__ = [
     "load_sample",
     "map_labels",
     "open_image_file",
+    "pair_folders",
     "read_image",
     "read_mask",
     "read_mat_mask",

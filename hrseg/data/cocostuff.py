@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hrseg.data.checks import DEFAULT_ENCODING, DatasetError, LabelSpec, Problem, Sample, require_dir
+from hrseg.data.checks import (
+    DEFAULT_ENCODING,
+    DatasetError,
+    LabelSpec,
+    Problem,
+    Sample,
+    pair_folders,
+    require_dir,
+)
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.layouts import progress_bar, scene_to_raw
 from hrseg.data.registry import register_dataset
@@ -165,21 +173,6 @@ def write_cocostuff10k(
     return {"root": str(root)}
 
 
-def _pair_by_stem(
-    images: list[Path], mask_dir: Path, suffix: str, where: str
-) -> tuple[list[Sample], list[Problem]]:
-    """Pair each image with ``mask_dir/<stem><suffix>``; images without one are problems."""
-    samples: list[Sample] = []
-    problems: list[Problem] = []
-    for image in images:
-        mask = mask_dir / f"{image.stem}{suffix}"
-        if mask.is_file():
-            samples.append(Sample(image, mask, image.stem))
-        else:
-            problems.append(Problem(str(image), f"missing annotation: expected {mask}{where}"))
-    return samples, problems
-
-
 @register_dataset("cocostuff", write_layout=write_cocostuff)
 class CocoStuffDataModule(SegmentationDataModule):
     """COCO-Stuff 164k: 171 classes (COCO category id - 1 through the label set's table), 255 ignored.
@@ -232,15 +225,7 @@ class CocoStuffDataModule(SegmentationDataModule):
         folder = SPLITS_164K[split]
         img_dir = require_dir(self.root / folder, f"COCO {folder} images")
         map_dir = require_dir(self.root / MAPS_DIR / folder, f"COCO-Stuff stuff maps ({MAPS_DIR}/{folder})")
-        images = sorted(img_dir.glob("*.jpg"))
-        samples, problems = _pair_by_stem(images, map_dir, ".png", "")
-        stems = {p.stem for p in images}
-        for mask in sorted(map_dir.glob("*.png")):
-            if mask.stem not in stems:
-                problems.append(
-                    Problem(str(mask), f"stuff map without image: expected {img_dir / mask.stem}.jpg")
-                )
-        return samples, problems
+        return pair_folders(img_dir, ".jpg", map_dir, ".png")
 
 
 @register_dataset("cocostuff10k", write_layout=write_cocostuff10k)
@@ -313,9 +298,11 @@ class CocoStuff10kDataModule(SegmentationDataModule):
             if not image.is_file():
                 problems.append(Problem(f"{list_path}:{number}", f"image {image} not found"))
                 continue
-            s, p = _pair_by_stem([image], ann_dir, ".mat", f" (listed in {list_path.name} line {number})")
-            samples += s
-            problems += p
+            mask = ann_dir / f"{image.stem}.mat"
+            if not mask.is_file():
+                problems.append(Problem(f"{list_path}:{number}", f"missing annotation: expected {mask}"))
+                continue
+            samples.append(Sample(image, mask, image.stem))
         return samples, problems
 
 
