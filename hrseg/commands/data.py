@@ -149,7 +149,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     options of the dataset's layout writer, ``check`` those of its DataModule.
     """
     datasets = list_datasets()
-    parser = CommandParser(prog="hrseg data", description="Generate demo datasets or validate datasets.")
+    parser = CommandParser(
+        prog="hrseg data", description="Generate demo datasets, validate datasets and count their classes."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser(
