@@ -1,5 +1,5 @@
 """Every shipped config parses (``--print_config``) and builds its model, DataModule and Trainer on generated
-data written in the real Cityscapes / VOC layouts by ``hrseg data synth``."""
+data written in the real Cityscapes / VOC / ADE20K / COCO-Stuff layouts by ``hrseg data synth``."""
 
 from __future__ import annotations
 
@@ -27,18 +27,29 @@ EXPECTED = {
     "cityscapes/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "CityscapesDataModule", 19),
     "cityscapes/hrnetv2_w48_ocr_ohem": ("hrnetv2_w48_ocr", "CityscapesDataModule", 19),
     "voc/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "VOCDataModule", 21),
+    "ade20k/hrnetv2_w48": ("hrnetv2_w48", "ADE20KDataModule", 150),
+    "ade20k/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "ADE20KDataModule", 150),
+    "cocostuff/hrnetv2_w48": ("hrnetv2_w48", "CocoStuff10kDataModule", 171),
+    "cocostuff/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "CocoStuff10kDataModule", 171),
+}
+#: the official schedule of each GPU recipe family: (max_steps, lr, head_lr_mult)
+RECIPES = {
+    "cityscapes": ((40000, 120000), 0.01, 1.0),
+    "voc": ((20000, 40000), 0.01, 1.0),
+    "ade20k": ((151560,), 0.02, 1.0),  # 120 epochs x 1263 iterations
+    "cocostuff": ((61820,), 0.001, 10.0),  # 110 epochs x 562 iterations, x10 on the head
 }
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, Path]:
-    """Tiny Cityscapes and VOC(+aug) trees in their real layouts."""
+    """Tiny Cityscapes, VOC(+aug), ADE20K and COCO-Stuff 10k trees in their real layouts."""
     base = tmp_path_factory.mktemp("synth")
     common = ["--num", "3", "--num-val", "2", "--size", "64x128", "--no-progress"]
-    cs, voc = base / "cityscapes", base / "voc"
-    assert main(["data", "synth", "--layout", "cityscapes", "--output", str(cs), *common]) == 0
-    assert main(["data", "synth", "--layout", "voc", "--output", str(voc), *common]) == 0
-    return {"cityscapes": cs, "voc": voc}
+    layouts = {"cityscapes": "cityscapes", "voc": "voc", "ade20k": "ade20k", "cocostuff": "cocostuff10k"}
+    for family, layout in layouts.items():
+        assert main(["data", "synth", "--layout", layout, "--output", str(base / family), *common]) == 0
+    return {family: base / family for family in layouts}
 
 
 def _overrides(name: str, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -83,8 +94,10 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     if not name.startswith("demo"):  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
         assert model_name in str(trainer.default_root_dir)  # ${..model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)
-        assert trainer.max_steps in (20000, 40000, 120000)
-        assert task.optimizer_config.name == "sgd" and task.optimizer_config.lr == 0.01
+        steps, lr, head_lr_mult = RECIPES[name.split("/")[0]]
+        assert trainer.max_steps in steps
+        assert task.optimizer_config.name == "sgd" and task.optimizer_config.lr == lr
+        assert task.optimizer_config.head_lr_mult == head_lr_mult
         assert task.hparams.weights is not None
         with pytest.raises(FileNotFoundError):  # a missing pretrained file fails loudly, never silently
             task.setup("fit")
@@ -93,7 +106,8 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     assert task.model.num_classes == num_classes
     if model_name.endswith("_ocr"):  # official HRNet-OCR criterion: 0.4 x aux + 1.0 x main
         assert task.loss_weights == [0.4, 1.0]
-        assert task.hparams.align_corners == (name.startswith("cityscapes/"))
+        # the HRNet-OCR branch's recipes use align_corners=True; mmsegmentation's VOC recipe and the demo not
+        assert task.hparams.align_corners == name.startswith(("cityscapes/", "ade20k/", "cocostuff/"))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
@@ -130,3 +144,43 @@ def test_interpolations_follow_command_line_overrides(name, roots, capsys, monke
     assert cli.trainer.default_root_dir == f"runs/{family}/{other}"
     if family == "cityscapes":  # ${oc.env:CITYSCAPES_ROOT,...}: the environment still fills the data root
         assert str(cli.datamodule.root) == str(roots["cityscapes"])
+
+
+@pytest.mark.slow  # four CLI fits (model build + two steps each): ~8 s on an idle 2-core machine
+def test_ade20k_and_cocostuff_recipes_fit_two_steps(roots, tiny_trainer_args, tmp_path, monkeypatch):
+    """Each new recipe trains two steps on its generated layout (W18-Small, a small crop, the CPU)."""
+    for name in (
+        "ade20k/hrnetv2_w48",
+        "ade20k/hrnetv2_w48_ocr",
+        "cocostuff/hrnetv2_w48",
+        "cocostuff/hrnetv2_w48_ocr",
+    ):
+        small = ["--model.model", "hrnetv2_w18_small_v1"]
+        if name.endswith("_ocr"):  # a narrow OCR head keeps the two steps to about a second
+            small = [
+                *("--model.model", "hrnetv2_w18_small_v1_ocr"),
+                *(
+                    "--model.model_options.ocr_mid_channels",
+                    "32",
+                    "--model.model_options.ocr_key_channels",
+                    "16",
+                ),
+            ]
+        argv = [
+            "fit",
+            "--config",
+            name,
+            *_overrides(name, roots, monkeypatch),
+            *tiny_trainer_args,
+            *small,
+            *("--model.weights", "null"),
+            *("--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"),
+            *("--trainer.sync_batchnorm", "false", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger"),
+            *("--trainer.logger.save_dir", str(tmp_path / name)),
+            *("--trainer.default_root_dir", str(tmp_path / name)),
+            *("--data.init_args.crop_size", "[32, 32]", "--data.init_args.batch_size", "2"),
+            *("--trainer.max_epochs", "2"),  # 3 generated images make one batch of 2 per epoch
+        ]
+        cli = run_lightning_cli(argv)
+        assert cli.trainer.global_step == 2, name
+        assert cli.model.model.num_classes == EXPECTED[name][2]

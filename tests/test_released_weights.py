@@ -87,7 +87,29 @@ def test_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"missing|uninitialised"):
         Segmenter.from_weights(backbone, "hrnetv2_w18_small_v1", "cityscapes")
     with pytest.raises(ValueError, match="unknown label set"):
+        Segmenter.from_weights(path, "hrnetv2_w18_small_v1", "no_such_classes")
+    with pytest.raises(CheckpointError, match="last_layer"):  # 19 classes of weights, 150 of ADE20K
         Segmenter.from_weights(path, "hrnetv2_w18_small_v1", "ade20k")
+
+
+def test_hrseg_predict_with_the_ade20k_label_set(tmp_path: Path, scene: np.ndarray) -> None:
+    """``--classes ade20k``: 150-class weights predict ADE20K train ids, coloured with the ADE20K palette."""
+    from hrseg.commands import main
+    from hrseg.metadata import get_label_set
+
+    torch.manual_seed(0)
+    net = build_model("hrnetv2_w18_small_v1", num_classes=150).eval()
+    path = tmp_path / "ade20k_official.pth"
+    torch.save({f"model.{k}": v for k, v in net.state_dict().items()}, path)
+    Image.fromarray(scene).save(tmp_path / "room.png")
+    argv = ["predict", "--ckpt_path", str(path), "--model", "hrnetv2_w18_small_v1", "--classes", "ade20k"]
+    assert main([*argv, "--input", str(tmp_path / "room.png"), "--output", str(tmp_path / "out")]) == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "room_trainIds.png"))
+    expected = Segmenter(net, released_meta("hrnetv2_w18_small_v1", "ade20k"), device="cpu").predict(scene)
+    np.testing.assert_array_equal(written, expected)
+    color = np.asarray(Image.open(tmp_path / "out" / "room_color.png").convert("RGB"))
+    palette = np.asarray(get_label_set("ade20k").palette, dtype=np.uint8)
+    np.testing.assert_array_equal(color, palette[written])
 
 
 def test_hrseg_predict_with_the_wrong_model_name_says_so_in_one_line(

@@ -37,7 +37,8 @@ commands:
               cityscapesScripts: hrseg evaluate --pred preds/ --gt ROOT/gtFine/val
   export      export a checkpoint to ONNX, torch.export (.pt2), safetensors or a hub model folder
               (--format hub: config.json + model.safetensors + model card; --push-to-hub org/name)
-  data        generate demo data in real dataset layouts (synth) or validate a dataset (check)
+  data        generate demo data in real dataset layouts (synth), validate a dataset (check), count its
+              classes (stats)
   report      draw the validation panels and learning curve of a finished fit run
   serve       serve a model over HTTP (LitServe): POST /predict, a page at /, /health, /info:
                 hrseg serve --ckpt_path best.ckpt [--port 8000] [--api-key KEY]

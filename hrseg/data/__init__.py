@@ -1,4 +1,4 @@
-"""Datasets and DataModules: Cityscapes, PASCAL VOC (+SBD aug), a plain folder and generated demo scenes.
+"""Datasets and DataModules: Cityscapes, PASCAL VOC (+SBD aug), ADE20K, COCO-Stuff, a folder, demo scenes.
 
 Every DataModule yields ``{"image": float (B,3,H,W), "mask": int64 (B,H,W), "name": [...]}`` and carries its
 label set (``labels``, a :class:`~hrseg.metadata.LabelSet`) and input normalisation (``mean``, ``std``). One
@@ -29,11 +29,17 @@ _LAZY: dict[str, str] = {
     "DatasetError": "hrseg.data.checks",
     "LabelSpec": "hrseg.data.checks",
     "Sample": "hrseg.data.checks",
+    "ADE20KDataModule": "hrseg.data.ade20k",
+    "CocoStuff10kDataModule": "hrseg.data.cocostuff",
+    "CocoStuffDataModule": "hrseg.data.cocostuff",
     "CityscapesDataModule": "hrseg.data.cityscapes",
     "FolderDataModule": "hrseg.data.folder",
     "generate_scene": "hrseg.data.scenes",
     "DemoDataModule": "hrseg.data.synthetic",
+    "write_ade20k": "hrseg.data.ade20k",
     "write_cityscapes": "hrseg.data.cityscapes",
+    "write_cocostuff": "hrseg.data.cocostuff",
+    "write_cocostuff10k": "hrseg.data.cocostuff",
     "write_folder": "hrseg.data.folder",
     "write_voc": "hrseg.data.voc",
     "write_demo": "hrseg.data.synthetic",
@@ -47,9 +53,12 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "ADE20KDataModule",
     "ArraySegmentationDataset",
     "CheckReport",
     "CityscapesDataModule",
+    "CocoStuff10kDataModule",
+    "CocoStuffDataModule",
     "DatasetEntry",
     "DatasetError",
     "DemoDataModule",
@@ -67,15 +76,25 @@ __all__ = [
     "list_datasets",
     "pad_collate",
     "register_dataset",
+    "write_ade20k",
     "write_cityscapes",
+    "write_cocostuff",
+    "write_cocostuff10k",
     "write_demo",
     "write_folder",
     "write_voc",
 ]
 
 if TYPE_CHECKING:
+    from hrseg.data.ade20k import ADE20KDataModule, write_ade20k
     from hrseg.data.checks import CheckReport, DatasetError, LabelSpec, Sample
     from hrseg.data.cityscapes import CityscapesDataModule, write_cityscapes
+    from hrseg.data.cocostuff import (
+        CocoStuff10kDataModule,
+        CocoStuffDataModule,
+        write_cocostuff,
+        write_cocostuff10k,
+    )
     from hrseg.data.datamodule import SegmentationDataModule
     from hrseg.data.dataset import ArraySegmentationDataset, SegmentationDataset
     from hrseg.data.folder import FolderDataModule, write_folder

@@ -68,12 +68,15 @@ class LabelSpec:
         lut: optional raw value -> train id table (e.g. Cityscapes labelIds); entries < 0 mark raw values
             that are not allowed at all.
         encoding: human-readable name of the raw encoding, used in messages.
+        mat_key: the variable holding the label map in MATLAB ``.mat`` label files (COCO-Stuff 10k: ``S``);
+            None: such files are refused.
     """
 
     num_classes: int
     ignore_index: int = IGNORE_INDEX
     lut: np.ndarray | None = None
     encoding: str = "train ids"
+    mat_key: str | None = None
 
     @classmethod
     def of(cls, labels: LabelSet, raw_ids: bool = False, encoding: str = "train ids") -> LabelSpec:
@@ -126,6 +129,30 @@ def read_mask(path: Path) -> np.ndarray:
     else:
         raise DatasetError(f"{path}: unsupported mask mode {mode!r}; expected a palette or greyscale PNG")
     return np.array(arr, copy=True)
+
+
+def read_mat_mask(path: Path, key: str | None) -> np.ndarray:
+    """Read the integer label map stored as variable ``key`` of a MATLAB ``.mat`` file (via scipy.io).
+
+    Raises:
+        DatasetError: naming the file: missing, unreadable, no ``key`` variable, or not a 2-D integer map.
+    """
+    if key is None:
+        raise DatasetError(f"{path}: .mat label files are not read for this dataset; expected a PNG mask")
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    from scipy.io import loadmat  # imported here: only .mat datasets pay for it
+
+    try:
+        data = loadmat(str(path), variable_names=[key])
+    except Exception as exc:  # scipy raises ValueError, TypeError, OSError... on a truncated or foreign file
+        raise DatasetError(f"{path}: unreadable .mat file ({type(exc).__name__}: {exc})") from None
+    if key not in data:
+        raise DatasetError(f"{path}: no {key!r} variable in the .mat file")
+    arr = np.asarray(data[key])
+    if arr.ndim != 2 or arr.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: {key!r} is no 2-D integer label map (shape {arr.shape}, {arr.dtype})")
+    return arr.astype(np.int32)
 
 
 def map_labels(raw: np.ndarray, spec: LabelSpec) -> tuple[np.ndarray, list[int]]:
@@ -199,7 +226,10 @@ def inspect_sample(
     if sample.mask is None or spec is None:
         return image, None, problems
     try:
-        raw = read_mask(sample.mask)
+        if sample.mask.suffix.lower() == ".mat":
+            raw = read_mat_mask(sample.mask, spec.mat_key)
+        else:
+            raw = read_mask(sample.mask)
     except DatasetError as exc:
         problems.append(Problem(str(sample.mask), _strip_path(str(exc), sample.mask)))
         return image, None, problems
@@ -255,6 +285,32 @@ def list_files(directory: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) ->
     """Return the sorted files of ``directory`` with one of ``extensions`` (case-insensitive)."""
     exts = {e.lower() for e in extensions}
     return sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix.lower() in exts)
+
+
+def pair_folders(
+    image_dir: Path, image_suffix: str, mask_dir: Path, mask_suffix: str
+) -> tuple[list[Sample], list[Problem]]:
+    """Pair ``image_dir/<stem><image_suffix>`` with ``mask_dir/<stem><mask_suffix>`` (ADE20K, COCO-Stuff).
+
+    Returns:
+        The pairs (named by stem, sorted) and a problem for every image without annotation and every
+        annotation without image.
+    """
+    images = sorted(image_dir.glob(f"*{image_suffix}"))
+    samples: list[Sample] = []
+    problems: list[Problem] = []
+    for image in images:
+        mask = mask_dir / f"{image.stem}{mask_suffix}"
+        if mask.is_file():
+            samples.append(Sample(image, mask, image.stem))
+        else:
+            problems.append(Problem(str(image), f"missing annotation: expected {mask}"))
+    stems = {p.stem for p in images}
+    for mask in sorted(mask_dir.glob(f"*{mask_suffix}")):
+        if mask.stem not in stems:
+            expected = image_dir / f"{mask.stem}{image_suffix}"
+            problems.append(Problem(str(mask), f"annotation without image: expected {expected}"))
+    return samples, problems
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -357,7 +413,9 @@ __all__ = [
     "load_sample",
     "map_labels",
     "open_image_file",
+    "pair_folders",
     "read_image",
     "read_mask",
+    "read_mat_mask",
     "require_dir",
 ]

@@ -155,6 +155,10 @@ class CityscapesDataModule(SegmentationDataModule):
         self.label_specs["trainIds"] = LabelSpec.of(self.labels, encoding="Cityscapes labelTrainIds")
         self.label_specs["labelIds"] = LabelSpec.of(self.labels, raw_ids=True, encoding="Cityscapes labelIds")
 
+    def list_encoding(self, mask: Path) -> str:
+        """A listed ``*_gtFine_labelTrainIds.png`` holds train ids; any other label file labelIds."""
+        return "trainIds" if mask.name.endswith(TRAIN_IDS_SUFFIX) else "labelIds"
+
     def split_is_labelled(self, split: str) -> bool:
         """The public test split ships without labels."""
         return split != "test"

@@ -1,7 +1,8 @@
 """The DataModule base: splits -> datasets -> loaders, class metadata, prediction inputs and ``plot``.
 
 Every concrete DataModule (Cityscapes, VOC, folder, demo) only says how to list a split and how raw mask
-values become train ids; loaders, transforms, prediction inputs and plots live here once.
+values become train ids; loaders, transforms, prediction inputs, plots and the official list-file layout
+(``list_files``, read in place of any dataset's own listing) live here once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from hrseg.data.checks import (
     format_problems,
 )
 from hrseg.data.dataset import SegmentationDataset
+from hrseg.data.listfiles import read_list_file
 from hrseg.data.loaders import PadCollate, auto_num_workers, seed_worker
 from hrseg.data.resume import ResumableDataLoader, ResumableSampler, fit_position, global_seed
 from hrseg.data.transforms import SegmentationTransform, build_eval_transform, build_train_transform
@@ -92,6 +94,12 @@ class SegmentationDataModule(L.LightningDataModule):
         mean: normalization mean (RGB, [0, 1] units).
         std: normalization std.
         predict_path: folder, glob or file of images to predict; None predicts over the predict split.
+        list_files: split name -> an official-style ``.lst`` file (one ``image [label]`` pair of paths per
+            line, :mod:`hrseg.data.listfiles`), read in place of the dataset's own file discovery; the
+            dataset's label mapping still applies. The splits it names are the ones ``hrseg data check``
+            scans by default. Relative list-file paths are relative to the working directory.
+        list_root: the folder the relative paths inside the list files are under; None: the dataset's
+            ``root`` (as the official code joins ``DATASET.ROOT`` and each entry).
     """
 
     train_split: str | None = "train"
@@ -114,6 +122,8 @@ class SegmentationDataModule(L.LightningDataModule):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         predict_path: str | None = None,
+        list_files: dict[str, str] | None = None,
+        list_root: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -134,6 +144,8 @@ class SegmentationDataModule(L.LightningDataModule):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.predict_path = predict_path
+        self.list_files = {str(k): str(v) for k, v in (list_files or {}).items()} or None
+        self.list_root = list_root
         self.label_specs: dict[str, LabelSpec] = {DEFAULT_ENCODING: LabelSpec.of(self.labels)}
         self.train_dataset: Dataset | None = None
         self._train_loader: ResumableDataLoader | None = None
@@ -173,17 +185,55 @@ class SegmentationDataModule(L.LightningDataModule):
         """
         raise NotImplementedError(f"{type(self).__name__} does not list files")
 
+    def list_encoding(self, mask: Path) -> str:
+        """The ``label_specs`` key of a label file named in a list file (one encoding unless overridden)."""
+        return DEFAULT_ENCODING
+
+    def list_samples(self, split: str) -> tuple[list[Sample], list[Problem]]:
+        """List a split from its ``list_files`` entry when the option is set, else with :meth:`list_split`.
+
+        Raises:
+            DatasetError: the split has no list file, the list file or the data root does not exist.
+        """
+        if not self.list_files:
+            return self.list_split(split)
+        if split not in self.list_files:
+            raise DatasetError(
+                f"{type(self).__name__}: split {split!r} has no list file in list_files "
+                f"(given: {', '.join(sorted(self.list_files))})"
+            )
+        root = self.list_root if self.list_root is not None else getattr(self, "root", None)
+        if root is None:
+            raise DatasetError(
+                f"{type(self).__name__}: list_files needs list_root (the folder the listed paths are under)"
+            )
+        root_path = Path(root).expanduser()
+        if not root_path.is_dir():
+            raise DatasetError(f"{root_path}: data root of the list files not found")
+        return read_list_file(Path(self.list_files[split]).expanduser(), root_path, self.list_encoding)
+
     def split_is_labelled(self, split: str) -> bool:
         """Whether ``split`` has masks (False e.g. for the Cityscapes test split)."""
         return True
+
+    def _labelled(self, split: str, samples: list[Sample]) -> bool:
+        """Whether a listed split has masks: a list file says so by its lines, a dataset by its splits."""
+        if self.list_files:
+            return bool(samples) and all(s.mask is not None for s in samples)
+        return self.split_is_labelled(split)
 
     def describe_split(self, split: str) -> str:
         """Where the split's files are expected (for error messages)."""
         return split
 
+    def _describe(self, split: str) -> str:
+        if self.list_files and split in self.list_files:
+            return f"the lines of {self.list_files[split]}"
+        return self.describe_split(split)
+
     def samples(self, split: str) -> list[Sample]:
         """List a split strictly: raise DatasetError on any listing problem or when it is empty."""
-        samples, problems = self.list_split(split)
+        samples, problems = self.list_samples(split)
         if problems:
             raise DatasetError(
                 format_problems(problems, header=f"{type(self).__name__}: split {split!r} is incomplete")
@@ -191,24 +241,23 @@ class SegmentationDataModule(L.LightningDataModule):
         if not samples:
             raise DatasetError(
                 f"{type(self).__name__}: split {split!r} has no samples (expected under "
-                f"{self.describe_split(split)})"
+                f"{self._describe(split)})"
             )
         return samples
 
     def build_dataset(self, split: str, train: bool, labelled: bool = True) -> Dataset:
         """Build the Dataset of ``split`` with the train or eval pipeline."""
         transform = self.train_transform() if train else self.eval_transform()
-        labelled = labelled and self.split_is_labelled(split)
-        return SegmentationDataset(self.samples(split), self.label_specs, transform, labelled=labelled)
+        samples = self.samples(split)
+        labelled = labelled and self._labelled(split, samples)
+        return SegmentationDataset(samples, self.label_specs, transform, labelled=labelled)
 
     def check(self, split: str, progress: bool = True) -> CheckReport:
         """Scan ``split`` without stopping at the first problem (backs ``hrseg data check``)."""
-        samples, problems = self.list_split(split)
+        samples, problems = self.list_samples(split)
         if not samples and not problems:
-            problems = [
-                Problem(f"split {split!r}", f"no samples found (expected {self.describe_split(split)})")
-            ]
-        labelled = self.split_is_labelled(split)
+            problems = [Problem(f"split {split!r}", f"no samples found (expected {self._describe(split)})")]
+        labelled = self._labelled(split, samples)
         if labelled:
             specs = self.label_specs
             groups: dict[str, list[Sample]] = {}

@@ -176,3 +176,103 @@ def corrupt_png(path: Path) -> None:
     """Truncate a PNG so that its header parses but decoding fails."""
     data = path.read_bytes()
     path.write_bytes(data[: max(len(data) // 3, 40)])
+
+
+# ADE20K: annotation value v in 1..150 is train id v - 1, 0 ("other") ignored (docs/reference/datasets.md).
+ADE_SIZE = (6, 151)  # (H, W): one column per annotation value 0..150
+
+
+def ade_reference_train_ids(raw: np.ndarray) -> np.ndarray:
+    """ADE20K annotation values -> train ids, written out from the dataset definition."""
+    return np.where(raw == 0, 255, raw.astype(np.int64) - 1)
+
+
+def all_values_mask(values: list[int], height: int, shift: int = 0) -> np.ndarray:
+    """One column per value (rolled by ``shift`` columns), so every value occurs in the mask."""
+    row = np.roll(np.asarray(values, dtype=np.int64), shift)
+    return np.repeat(row[None, :], height, axis=0)
+
+
+def make_ade20k_tree(root: Path, counts: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """Write ``ADEChallengeData2016/images/{training,validation}/ADE_*.jpg`` and greyscale annotation PNGs
+    holding every value 0..150."""
+    rng = np.random.default_rng(seed)
+    counts = counts or {"train": 2, "val": 1}
+    names = {"train": ("training", "ADE_train_"), "val": ("validation", "ADE_val_")}
+    for split, n in counts.items():
+        folder, prefix = names[split]
+        img_dir = root / "ADEChallengeData2016" / "images" / folder
+        ann_dir = root / "ADEChallengeData2016" / "annotations" / folder
+        img_dir.mkdir(parents=True, exist_ok=True)
+        ann_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            stem = f"{prefix}{i + 1:08d}"
+            Image.fromarray(random_image(rng, ADE_SIZE)).save(img_dir / f"{stem}.jpg")
+            mask = all_values_mask(list(range(151)), ADE_SIZE[0], shift=i).astype(np.uint8)
+            Image.fromarray(mask, mode="L").save(ann_dir / f"{stem}.png")
+    return root
+
+
+# COCO-Stuff 164k: 0..181 = COCO category id - 1; these 11 ids are unused (ignored), the rest -> 0..170.
+COCO_UNUSED = {11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90}
+COCO_VALUES = [*range(182), 255]  # every stuffthingmaps value, 255 = unlabelled
+
+
+def coco_reference_train_ids(raw164k: np.ndarray) -> np.ndarray:
+    """COCO-Stuff 164k values -> train ids pixel by pixel (slow and obvious on purpose)."""
+    out = np.full(raw164k.shape, 255, dtype=np.int64)
+    train_id = 0
+    for value in range(182):
+        if value in COCO_UNUSED:
+            continue
+        out[raw164k == value] = train_id
+        train_id += 1
+    assert train_id == 171
+    return out
+
+
+def make_cocostuff_tree(root: Path, counts: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """Write ``{train,val}2017/*.jpg`` and ``stuffthingmaps_trainval2017/{train,val}2017/*.png``."""
+    rng = np.random.default_rng(seed)
+    counts = counts or {"train": 2, "val": 1}
+    size = (5, len(COCO_VALUES))
+    for split, n in counts.items():
+        img_dir, map_dir = root / f"{split}2017", root / "stuffthingmaps_trainval2017" / f"{split}2017"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        map_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            stem = f"{1000 * (split == 'val') + i + 1:012d}"
+            Image.fromarray(random_image(rng, size)).save(img_dir / f"{stem}.jpg")
+            mask = all_values_mask(COCO_VALUES, size[0], shift=i).astype(np.uint8)
+            Image.fromarray(mask, mode="L").save(map_dir / f"{stem}.png")
+    return root
+
+
+def make_cocostuff10k_tree(root: Path, counts: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """Write the 10k release: ``images/*.jpg``, ``annotations/*.mat`` (``S``: 0 unlabelled, 1..182 = COCO
+    category ids, every value present) and ``imageLists/{train,test}.txt``."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    counts = counts or {"train": 2, "test": 1}
+    size = (5, 183)
+    for d in ("images", "annotations", "imageLists"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for split, n in counts.items():
+        names = [f"COCO_{'train' if split == 'train' else 'val'}2014_{i + 1:012d}" for i in range(n)]
+        for i, name in enumerate(names):
+            Image.fromarray(random_image(rng, size)).save(root / "images" / f"{name}.jpg")
+            s = all_values_mask(list(range(183)), size[0], shift=i).astype(np.uint16)
+            savemat(
+                str(root / "annotations" / f"{name}.mat"), {"S": s, "names": np.array(["x"], dtype=object)}
+            )
+        (root / "imageLists" / f"{split}.txt").write_text("".join(f"{x}\n" for x in names))
+    return root
+
+
+def write_lst(path: Path, root: Path, pairs: list[tuple[Path, Path | None]]) -> Path:
+    """An official-style list: ``image [label]`` per line, relative to ``root`` (written independently)."""
+    lines = [" ".join(str(p.relative_to(root)) for p in pair if p is not None) for pair in pairs]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
