@@ -1,7 +1,9 @@
-"""``hrseg data synth`` (write generated scenes in real dataset layouts) and ``hrseg data check`` (validate).
+"""``hrseg data synth`` (generated scenes in real layouts), ``check`` (validate) and ``convert`` (labels).
 
 ``check`` scans whole splits and reports every missing pair, unreadable file, size mismatch and out-of-range
 label with its path, plus a per-class pixel histogram; it exits 1 when anything is wrong, 2 on usage errors.
+``convert`` runs a dataset's label converter (PASCAL-Context's ``.mat`` release -> PNG masks) and names every
+file it could not convert (exit 1).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ EXIT_OK, EXIT_PROBLEMS = 0, EXIT_DATA
 _WRITER_COMMON = ("out", "num_train", "num_val", "seed", "size", "progress")
 #: DataModule parameters ``hrseg data check`` never offers: loading, not reading or checking, concerns
 _CHECK_SKIPPED = ("batch_size", "num_workers", "crop_size", "kwargs")
+#: converter parameters every converter takes (``hrseg data convert``'s common options)
+_CONVERT_COMMON = ("progress",)
+
+
+def _convertible() -> list[str]:
+    """The registered datasets with a label converter."""
+    return [name for name in list_datasets() if get_dataset(name).convert is not None]
 
 
 def _option_type(hint: Any) -> dict[str, Any] | None:
@@ -132,6 +141,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     check.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
+    convertible = _convertible()
+    convert = sub.add_parser(
+        "convert",
+        help="convert a dataset's distributed label files into the masks its DataModule reads",
+        description="Convert the label files a dataset is distributed in into the PNG masks its DataModule "
+        f"reads ({', '.join(convertible) or 'no dataset needs it'}). Every file that cannot be converted is "
+        "named and leaves no output file; exits 1 when any was found. The dataset's own options follow "
+        "`--dataset NAME --help`.",
+    )
+    convert.add_argument("--dataset", choices=convertible, required=True)
+    convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     # the named dataset's own options (a first, lenient pass finds the name)
     known, _ = _name_parser().parse_known_args(argv or [])
     if known.layout in datasets:
@@ -140,6 +161,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if known.datamodule in datasets:
         cls = get_dataset(known.datamodule).datamodule
         add_signature_options(check, cls, _CHECK_SKIPPED, f"{known.datamodule} options")
+    if known.dataset in convertible:
+        converter = get_dataset(known.dataset).convert
+        add_signature_options(convert, converter, _CONVERT_COMMON, f"{known.dataset} conversion options")
     return parser
 
 
@@ -147,6 +171,7 @@ def _name_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--layout")
     parser.add_argument("--datamodule")
+    parser.add_argument("--dataset")
     return parser
 
 
@@ -166,10 +191,12 @@ def _synth(args: argparse.Namespace) -> int:
     reader = entry.write_layout(
         out, args.num, num_val, seed=args.seed, size=args.size, progress=not args.no_progress, **options
     )
-    hint = " ".join(
-        [f"hrseg data check --datamodule {entry.name}", *(_option_text(k, v) for k, v in reader.items())]
-    )
-    print(f"wrote a {entry.name} layout to {out}\ncheck it with: {hint}")
+    options_text = [_option_text(k, v) for k, v in reader.items()]
+    hint = " ".join([f"hrseg data check --datamodule {entry.name}", *options_text])
+    print(f"wrote a {entry.name} layout to {out}")
+    if entry.convert is not None:  # the layout holds the distributed label files, not yet the masks
+        print(f"convert its labels with: hrseg data convert --dataset {entry.name} --root {out}")
+    print(f"check it with: {hint}")
     return EXIT_OK
 
 
@@ -270,6 +297,37 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _convert(args: argparse.Namespace) -> int:
+    convert = get_dataset(args.dataset).convert
+    assert convert is not None  # --dataset only offers datasets with a converter
+    params = inspect.signature(convert).parameters
+    missing = [
+        "--" + n.replace("_", "-")
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty and getattr(args, n, None) is None
+    ]
+    if missing:
+        print(
+            f"hrseg data convert: error: --dataset {args.dataset} needs {', '.join(missing)}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    options = _given(args, [n for n in params if n not in _CONVERT_COMMON])
+    try:
+        report = convert(progress=not args.no_progress, **options)
+    except DatasetError as exc:
+        print(f"hrseg data convert: error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(report.format())
+    if not report.ok:
+        print(f"FAILED: {len(report.problems)} file(s) not converted")
+        return EXIT_PROBLEMS
+    print(
+        f"OK: check it with: hrseg data check --datamodule {args.dataset} "
+        + " ".join(_option_text(k, v) for k, v in options.items() if k == "root")
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``hrseg data ...``; returns the exit code (0 ok, 1 problems found, 2 usage error)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -280,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.command == "synth":
         return _synth(args)
+    if args.command == "convert":
+        return _convert(args)
     return _check(args)
 
 

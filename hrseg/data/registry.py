@@ -11,9 +11,10 @@ A dataset whose labels are distributed in a form its DataModule does not read (P
 ``.mat`` files) also names a converter (``convert=``), which ``hrseg data convert --dataset NAME`` runs.
 
 ``hrseg fit --data cityscapes``, ``hrseg data check --datamodule cityscapes``, ``hrseg data synth
---layout cityscapes`` and ``hrseg data convert --dataset NAME`` resolve the name here. The built-in datasets are the modules of :mod:`hrseg.data` that
-register one, imported on the first look-up; a dataset outside hrseg registers itself when its module is
-imported (``HRSEG_PLUGINS`` or the ``hrseg.plugins`` entry points make the command line import it).
+--layout cityscapes`` and ``hrseg data convert --dataset NAME`` resolve the name here. The built-in
+datasets are the modules of :mod:`hrseg.data` that register one, imported on the first look-up; a dataset
+outside hrseg registers itself when its module is imported (``HRSEG_PLUGINS`` or the ``hrseg.plugins``
+entry points make the command line import it).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DatasetEntry:
         name: the command-line name (``cityscapes``).
         datamodule: the DataModule class.
         write_layout: the generated-layout writer (:data:`LayoutWriter`).
-        convert: the label converter (:data:`Converter`); None when the DataModule reads the distributed files.
+        convert: the label converter (:data:`Converter`); None: the DataModule reads the distributed files.
     """
 
     name: str

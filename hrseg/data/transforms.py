@@ -1,10 +1,10 @@
 """Albumentations pipelines for training and evaluation.
 
-Training follows the official HRNet recipe: horizontal flip (swapping the label set's left/right classes in the
-mask, e.g. LIP's arms, legs and shoes), an optional fixed resize (the official LIP recipe), random scale in
-[0.5, 2.0], pad (image 0, mask = ignore) to at least the crop, random crop, optional photometric jitter,
-ImageNet normalization. Evaluation keeps the image as is (or resizes the image only, so metrics stay on the
-original labels). Every knob is a typed argument of the DataModules, so YAML configs set them.
+Training follows the official HRNet recipe: horizontal flip (swapping the label set's left/right classes
+in the mask, e.g. LIP's arms, legs and shoes), an optional fixed resize (the official LIP recipe), random
+scale in [0.5, 2.0], pad (image 0, mask = ignore) to at least the crop, random crop, optional photometric
+jitter, ImageNet normalization. Evaluation keeps the image as is (or resizes the image only, so metrics stay
+on the original labels). Every knob is a typed argument of the DataModules, so YAML configs set them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PASCAL-Context, 59 classes: the labelling most papers use, background ignored (the official reduce_zero_label).
+"""PASCAL-Context, 59 classes: the labelling most papers use, background ignored (reduce_zero_label).
 
 Class order, names and colours: mmsegmentation's ``PascalContextDataset59``; the classes are the 59 of the
 459-class release picked by their ids (``SOURCE_IDS``: the official HRNet ``lib/datasets/pascal_ctx.py`` and
