@@ -1,5 +1,5 @@
 """Every shipped config parses (``--print_config``) and builds its model, DataModule and Trainer on generated
-data written in the real Cityscapes / VOC layouts by ``hrseg data synth``."""
+data written in the real Cityscapes / VOC / PASCAL-Context / LIP layouts by ``hrseg data synth``."""
 
 from __future__ import annotations
 
@@ -27,18 +27,43 @@ EXPECTED = {
     "cityscapes/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "CityscapesDataModule", 19),
     "cityscapes/hrnetv2_w48_ocr_ohem": ("hrnetv2_w48_ocr", "CityscapesDataModule", 19),
     "voc/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "VOCDataModule", 21),
+    "pascal_context_59/hrnetv2_w48": ("hrnetv2_w48", "PascalContext59DataModule", 59),
+    "pascal_context_59/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "PascalContext59DataModule", 59),
+    "pascal_context_60/hrnetv2_w48": ("hrnetv2_w48", "PascalContext60DataModule", 60),
+    "pascal_context_60/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "PascalContext60DataModule", 60),
+    "lip/hrnetv2_w48": ("hrnetv2_w48", "LIPDataModule", 20),
+    "lip/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "LIPDataModule", 20),
+}
+#: the official HRNet-OCR-branch recipes of the other datasets: (max_steps, lr, head_lr_mult); the others
+#: train 20k / 40k / 120k iterations at lr 0.01 with one lr for every parameter
+OFFICIAL_OTHER = {
+    "pascal_context_59/hrnetv2_w48": (62400, 0.001, 10.0),
+    "pascal_context_59/hrnetv2_w48_ocr": (62400, 0.001, 10.0),
+    "pascal_context_60/hrnetv2_w48": (62400, 0.004, 1.0),
+    "pascal_context_60/hrnetv2_w48_ocr": (62400, 0.001, 10.0),
+    "lip/hrnetv2_w48": (114150, 0.007, 1.0),
+    "lip/hrnetv2_w48_ocr": (114150, 0.007, 1.0),
+}
+#: configs whose align_corners is true: the official HRNet-OCR branch's default, unless its file says False
+ALIGN_CORNERS = {
+    *(n for n in EXPECTED if n.startswith("cityscapes/") and "_ocr" in n),
+    *(n for n in OFFICIAL_OTHER if n != "pascal_context_59/hrnetv2_w48"),
 }
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, Path]:
-    """Tiny Cityscapes and VOC(+aug) trees in their real layouts."""
+    """Tiny Cityscapes, VOC(+aug), PASCAL-Context (labels converted from .mat) and LIP trees."""
     base = tmp_path_factory.mktemp("synth")
     common = ["--num", "3", "--num-val", "2", "--size", "64x128", "--no-progress"]
-    cs, voc = base / "cityscapes", base / "voc"
+    cs, voc, ctx, lip = base / "cityscapes", base / "voc", base / "pascal_context", base / "lip"
     assert main(["data", "synth", "--layout", "cityscapes", "--output", str(cs), *common]) == 0
     assert main(["data", "synth", "--layout", "voc", "--output", str(voc), *common]) == 0
-    return {"cityscapes": cs, "voc": voc}
+    assert main(["data", "synth", "--layout", "pascal_context_59", "--output", str(ctx), *common]) == 0
+    convert = ["data", "convert", "--dataset", "pascal_context_59", "--root", str(ctx), "--no-progress"]
+    assert main(convert) == 0
+    assert main(["data", "synth", "--layout", "lip", "--output", str(lip), *common]) == 0
+    return {"cityscapes": cs, "voc": voc, "pascal_context_59": ctx, "pascal_context_60": ctx, "lip": lip}
 
 
 def _overrides(name: str, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -83,8 +108,10 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     if not name.startswith("demo"):  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
         assert model_name in str(trainer.default_root_dir)  # ${..model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)
-        assert trainer.max_steps in (20000, 40000, 120000)
-        assert task.optimizer_config.name == "sgd" and task.optimizer_config.lr == 0.01
+        steps, lr, head_lr_mult = OFFICIAL_OTHER.get(name, (trainer.max_steps, 0.01, 1.0))
+        assert trainer.max_steps == steps and steps in (20000, 40000, 62400, 114150, 120000)
+        assert task.optimizer_config.name == "sgd" and task.optimizer_config.lr == lr
+        assert task.optimizer_config.head_lr_mult == head_lr_mult
         assert task.hparams.weights is not None
         with pytest.raises(FileNotFoundError):  # a missing pretrained file fails loudly, never silently
             task.setup("fit")
@@ -93,13 +120,44 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     assert task.model.num_classes == num_classes
     if model_name.endswith("_ocr"):  # official HRNet-OCR criterion: 0.4 x aux + 1.0 x main
         assert task.loss_weights == [0.4, 1.0]
-        assert task.hparams.align_corners == (name.startswith("cityscapes/"))
+    assert task.hparams.align_corners == (name in ALIGN_CORNERS)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
     crop = dm.crop_size or batch["image"].shape[-2:]
     assert tuple(batch["image"].shape[-2:]) == tuple(crop)
     assert batch["image"].shape[0] == min(dm.batch_size, len(dm.train_dataset))
+
+
+NEW_DATASET_CONFIGS = [
+    n for n in CONFIGS if n.split("/")[0] in ("pascal_context_59", "pascal_context_60", "lip")
+]
+
+
+@pytest.mark.parametrize("name", NEW_DATASET_CONFIGS)
+def test_two_fit_steps_on_generated_data(name, roots, tmp_path, monkeypatch, capsys, tiny_trainer_args):
+    """Each PASCAL-Context / LIP recipe trains two steps of W18-Small on small crops of its real layout."""
+    small = "hrnetv2_w18_small_v1_ocr" if name.endswith("_ocr") else "hrnetv2_w18_small_v1"
+    args = [
+        "fit",
+        "--config",
+        name,
+        *_overrides(name, roots, monkeypatch),
+        *tiny_trainer_args,
+        f"--model.model={small}",
+        "--model.weights=null",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.sync_batchnorm=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--data.init_args.batch_size=1",  # three generated training images: two steps of one
+        "--data.init_args.crop_size=[64, 64]",
+    ]
+    if name.startswith("lip/"):
+        args.append("--data.init_args.train_resize=[64, 64]")
+    assert main(args) == 0
+    assert "2 steps" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["cityscapes/hrnetv2_w18_small_v1", "voc/hrnetv2_w48_ocr"])
