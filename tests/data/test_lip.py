@@ -152,3 +152,23 @@ def test_synth_layout_reads_back(tmp_path: Path, capsys) -> None:
     assert data_main(["check", "--datamodule", "lip", "--root", str(out), "--no-progress"]) == 0
     assert "OK: no problems found" in capsys.readouterr().out
     assert (out / "TrainVal_images/val_id.txt").read_text().count("\n") == 1
+
+
+def test_predict_with_lip_classes(tmp_path: Path) -> None:
+    """``--classes lip`` describes released 20-class weights: predictions are written in the LIP palette."""
+    from hrseg import build_model
+    from hrseg.commands import main
+
+    torch.manual_seed(0)
+    weights = tmp_path / "lip_w18_small.pth"
+    torch.save(build_model("hrnetv2_w18_small_v1", num_classes=20).state_dict(), weights)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(
+        tmp_path / "p.png"
+    )
+    args = ["predict", "--ckpt_path", str(weights), "--model", "hrnetv2_w18_small_v1", "--classes", "lip"]
+    assert main([*args, "--input", str(tmp_path / "p.png"), "--output", str(tmp_path / "out")]) == 0
+    ids = np.asarray(Image.open(tmp_path / "out" / "p_trainIds.png"))
+    color = np.asarray(Image.open(tmp_path / "out" / "p_color.png").convert("RGB"))
+    palette = np.array(get_label_set("lip").palette, dtype=np.uint8)
+    assert ids.shape == (32, 48) and ids.max() < 20
+    np.testing.assert_array_equal(color, palette[ids])
