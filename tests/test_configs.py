@@ -60,7 +60,7 @@ def roots(tmp_path_factory) -> dict[str, Path]:
     assert main(["data", "synth", "--layout", "cityscapes", "--output", str(cs), *common]) == 0
     assert main(["data", "synth", "--layout", "voc", "--output", str(voc), *common]) == 0
     assert main(["data", "synth", "--layout", "pascal_context_59", "--output", str(ctx), *common]) == 0
-    convert = ["data", "convert", "--dataset", "pascal_context_59", "--root", str(ctx), "--no-progress"]
+    convert = ["data", "convert", "--datamodule", "pascal_context_59", "--root", str(ctx), "--no-progress"]
     assert main(convert) == 0
     assert main(["data", "synth", "--layout", "lip", "--output", str(lip), *common]) == 0
     return {"cityscapes": cs, "voc": voc, "pascal_context_59": ctx, "pascal_context_60": ctx, "lip": lip}

@@ -148,9 +148,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="Convert the label files a dataset is distributed in into the PNG masks its DataModule "
         f"reads ({', '.join(convertible) or 'no dataset needs it'}). Every file that cannot be converted is "
         "named and leaves no output file; exits 1 when any was found. The dataset's own options follow "
-        "`--dataset NAME --help`.",
+        "`--datamodule NAME --help`.",
     )
-    convert.add_argument("--dataset", choices=convertible, required=True)
+    convert.add_argument("--datamodule", choices=convertible, required=True, help="a registered dataset")
     convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     # the named dataset's own options (a first, lenient pass finds the name)
@@ -161,9 +161,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if known.datamodule in datasets:
         cls = get_dataset(known.datamodule).datamodule
         add_signature_options(check, cls, _CHECK_SKIPPED, f"{known.datamodule} options")
-    if known.dataset in convertible:
-        converter = get_dataset(known.dataset).convert
-        add_signature_options(convert, converter, _CONVERT_COMMON, f"{known.dataset} conversion options")
+    if known.datamodule in convertible:
+        converter = get_dataset(known.datamodule).convert
+        add_signature_options(convert, converter, _CONVERT_COMMON, f"{known.datamodule} conversion options")
     return parser
 
 
@@ -171,7 +171,6 @@ def _name_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--layout")
     parser.add_argument("--datamodule")
-    parser.add_argument("--dataset")
     return parser
 
 
@@ -195,7 +194,7 @@ def _synth(args: argparse.Namespace) -> int:
     hint = " ".join([f"hrseg data check --datamodule {entry.name}", *options_text])
     print(f"wrote a {entry.name} layout to {out}")
     if entry.convert is not None:  # the layout holds the distributed label files, not yet the masks
-        print(f"convert its labels with: hrseg data convert --dataset {entry.name} --root {out}")
+        print(f"convert its labels with: hrseg data convert --datamodule {entry.name} --root {out}")
     print(f"check it with: {hint}")
     return EXIT_OK
 
@@ -298,8 +297,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    convert = get_dataset(args.dataset).convert
-    assert convert is not None  # --dataset only offers datasets with a converter
+    convert = get_dataset(args.datamodule).convert
+    assert convert is not None  # --datamodule only offers datasets with a converter
     params = inspect.signature(convert).parameters
     missing = [
         "--" + n.replace("_", "-")
@@ -308,7 +307,8 @@ def _convert(args: argparse.Namespace) -> int:
     ]
     if missing:
         print(
-            f"hrseg data convert: error: --dataset {args.dataset} needs {', '.join(missing)}", file=sys.stderr
+            f"hrseg data convert: error: --datamodule {args.datamodule} needs {', '.join(missing)}",
+            file=sys.stderr,
         )
         return EXIT_USAGE
     options = _given(args, [n for n in params if n not in _CONVERT_COMMON])
@@ -322,7 +322,7 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"FAILED: {len(report.problems)} file(s) not converted")
         return EXIT_PROBLEMS
     print(
-        f"OK: check it with: hrseg data check --datamodule {args.dataset} "
+        f"OK: check it with: hrseg data check --datamodule {args.datamodule} "
         + " ".join(_option_text(k, v) for k, v in options.items() if k == "root")
     )
     return EXIT_OK

@@ -2,7 +2,7 @@
 
 Labels are PNGs of the 60-class values (0 background, 1..59 the classes of
 :mod:`hrseg.labelsets.pascal_context_59`) in ``SegmentationClassContext/<id>.png``: what
-``hrseg data convert --dataset pascal_context_59`` writes from the per-image ``.mat`` release
+``hrseg data convert --datamodule pascal_context_59`` writes from the per-image ``.mat`` release
 (``trainval/<id>.mat``, a uint16 ``LabelMap`` of the full 459-class labelling), and what mmsegmentation's
 converter writes from the Detail API's ``trainval_merged.json``. The 59-class dataset ignores background (the
 official ``reduce_zero_label``), the 60-class one trains it as class 0. Split lists: mmsegmentation's
@@ -191,7 +191,7 @@ def write_pascal_context(
     Layout under ``out/VOCdevkit/VOC2010``: ``JPEGImages/<id>.jpg``,
     ``ImageSets/Main/{train,val,trainval}.txt`` and ``trainval/<id>.mat`` (uint16 ``LabelMap`` of 459-class
     ids, 0 unlabelled) with ``labels.txt`` (the 59 classes under their ids, ``class_<id>`` for the other
-    400). No PNG masks: ``hrseg data convert --dataset pascal_context_59 --root <out>`` writes them, as for
+    400). No PNG masks: ``hrseg data convert --datamodule pascal_context_59 --root <out>`` writes them, as for
     the real download.
 
     Returns:
@@ -294,7 +294,7 @@ class PascalContextDataModule(SegmentationDataModule):
         if not mask_dir.is_dir():
             hint = ""
             if (voc / MAT_DIR).is_dir():
-                command = f"hrseg data convert --dataset {self.labels.name} --root {self.root}"
+                command = f"hrseg data convert --datamodule {self.labels.name} --root {self.root}"
                 hint = f"; convert the .mat release with: {command}"
             raise DatasetError(f"{mask_dir}: PASCAL-Context label folder not found{hint}")
         samples: list[Sample] = []

@@ -8,10 +8,10 @@ that exact layout, and ties them together where they are defined::
     class CityscapesDataModule(SegmentationDataModule): ...
 
 A dataset whose labels are distributed in a form its DataModule does not read (PASCAL-Context's per-image
-``.mat`` files) also names a converter (``convert=``), which ``hrseg data convert --dataset NAME`` runs.
+``.mat`` files) also names a converter (``convert=``), which ``hrseg data convert --datamodule NAME`` runs.
 
 ``hrseg fit --data cityscapes``, ``hrseg data check --datamodule cityscapes``, ``hrseg data synth
---layout cityscapes`` and ``hrseg data convert --dataset NAME`` resolve the name here. The built-in
+--layout cityscapes`` and ``hrseg data convert --datamodule NAME`` resolve the name here. The built-in
 datasets are the modules of :mod:`hrseg.data` that register one, imported on the first look-up; a dataset
 outside hrseg registers itself when its module is imported (``HRSEG_PLUGINS`` or the ``hrseg.plugins``
 entry points make the command line import it).

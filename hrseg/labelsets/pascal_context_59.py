@@ -3,7 +3,7 @@
 Class order, names and colours: mmsegmentation's ``PascalContextDataset59``; the classes are the 59 of the
 459-class release picked by their ids (``SOURCE_IDS``: the official HRNet ``lib/datasets/pascal_ctx.py`` and
 mmsegmentation's converter, as a sorted ``_mapping`` table). Files hold the 60-class values (0 background,
-1..59 the classes): ``hrseg data convert --dataset pascal_context_59`` writes them, mmsegmentation's
+1..59 the classes): ``hrseg data convert --datamodule pascal_context_59`` writes them, mmsegmentation's
 ``SegmentationClassContext`` PNGs hold them too (docs/reference/datasets.md "PASCAL-Context").
 """
 

@@ -56,7 +56,7 @@ def make_context_tree(root: Path, ids: dict[str, list[str]] | None = None, mat: 
 
 def _convert(root: Path, *extra: str) -> int:
     return data_main(
-        ["convert", "--dataset", "pascal_context_59", "--root", str(root), "--no-progress", *extra]
+        ["convert", "--datamodule", "pascal_context_59", "--root", str(root), "--no-progress", *extra]
     )
 
 
@@ -161,7 +161,7 @@ def test_convert_refuses_another_labelling_and_a_missing_release(tmp_path: Path,
 
 def test_unconverted_release_points_to_convert(tmp_path: Path) -> None:
     root = make_context_tree(tmp_path)
-    with pytest.raises(DatasetError, match="hrseg data convert --dataset pascal_context_60"):
+    with pytest.raises(DatasetError, match="hrseg data convert --datamodule pascal_context_60"):
         PascalContext60DataModule(root=str(root), num_workers=0).setup("validate")
 
 
