@@ -154,10 +154,11 @@ def test_two_fit_steps_on_generated_data(name, roots, tmp_path, monkeypatch, cap
         "--data.init_args.batch_size=1",  # three generated training images: two steps of one
         "--data.init_args.crop_size=[64, 64]",
     ]
-    if name.startswith("lip/"):
-        args.append("--data.init_args.train_resize=[64, 64]")
+    if name.startswith("lip/"):  # and a validation through LIP's 473x473 test resize (eval_size)
+        args += ["--data.init_args.train_resize=[64, 64]", "--trainer.check_val_every_n_epoch=1"]
     assert main(args) == 0
     assert "2 steps" in capsys.readouterr().out
+    assert bool(list(tmp_path.rglob("*.ckpt"))) == name.startswith("lip/")  # the best-mIoU checkpoint
 
 
 @pytest.mark.parametrize("name", ["cityscapes/hrnetv2_w18_small_v1", "voc/hrnetv2_w48_ocr"])
