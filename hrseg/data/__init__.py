@@ -1,4 +1,4 @@
-"""Datasets and DataModules: Cityscapes, PASCAL VOC (+SBD aug), a plain folder and generated demo scenes.
+"""DataModules: Cityscapes, PASCAL VOC (+SBD aug), PASCAL-Context, LIP, a plain folder and generated scenes.
 
 Every DataModule yields ``{"image": float (B,3,H,W), "mask": int64 (B,H,W), "name": [...]}`` and carries its
 label set (``labels``, a :class:`~hrseg.metadata.LabelSet`) and input normalisation (``mean``, ``std``). One
@@ -44,6 +44,11 @@ _LAZY: dict[str, str] = {
     "build_eval_transform": "hrseg.data.transforms",
     "build_train_transform": "hrseg.data.transforms",
     "VOCDataModule": "hrseg.data.voc",
+    "PascalContext59DataModule": "hrseg.data.pascal_context",
+    "PascalContext60DataModule": "hrseg.data.pascal_context",
+    "write_pascal_context": "hrseg.data.pascal_context",
+    "LIPDataModule": "hrseg.data.lip",
+    "write_lip": "hrseg.data.lip",
 }
 
 __all__ = [
@@ -54,7 +59,10 @@ __all__ = [
     "DatasetError",
     "DemoDataModule",
     "FolderDataModule",
+    "LIPDataModule",
     "LabelSpec",
+    "PascalContext59DataModule",
+    "PascalContext60DataModule",
     "Sample",
     "SegmentationDataModule",
     "SegmentationDataset",
@@ -70,6 +78,8 @@ __all__ = [
     "write_cityscapes",
     "write_demo",
     "write_folder",
+    "write_lip",
+    "write_pascal_context",
     "write_voc",
 ]
 
@@ -79,7 +89,13 @@ if TYPE_CHECKING:
     from hrseg.data.datamodule import SegmentationDataModule
     from hrseg.data.dataset import ArraySegmentationDataset, SegmentationDataset
     from hrseg.data.folder import FolderDataModule, write_folder
+    from hrseg.data.lip import LIPDataModule, write_lip
     from hrseg.data.loaders import auto_num_workers, pad_collate
+    from hrseg.data.pascal_context import (
+        PascalContext59DataModule,
+        PascalContext60DataModule,
+        write_pascal_context,
+    )
     from hrseg.data.registry import DatasetEntry, get_dataset, list_datasets, register_dataset
     from hrseg.data.scenes import generate_scene
     from hrseg.data.synthetic import DemoDataModule, write_demo
