@@ -65,12 +65,8 @@ class SegmentationTransform:
         self.pipeline = pipeline
         self.image_size = tuple(image_size) if image_size is not None else None
         self.hflip_prob = float(hflip_prob)
-        self.flip_lut: np.ndarray | None = None
-        if flip_permutation is not None:
-            # mask values are class ids and the ignore value: every value outside the classes keeps itself
-            lut = np.arange(256, dtype=np.int64)
-            lut[: len(flip_permutation)] = np.asarray(flip_permutation, dtype=np.int64)
-            self.flip_lut = lut
+        #: (class, its class after a flip) for every class a flip changes (from ``flip_permutation``)
+        self.flip_swaps = [(c, int(n)) for c, n in enumerate(flip_permutation or ()) if int(n) != c]
         self._flip_rng = np.random.default_rng()
 
     def flip(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,12 +75,11 @@ class SegmentationTransform:
         if mask is None:
             return image, None
         mask = mask[:, ::-1]
-        if self.flip_lut is not None:
-            lut = self.flip_lut
-            if mask.size and int(mask.max()) >= len(lut):  # wide int masks: values past the table stay
-                lut = np.arange(int(mask.max()) + 1, dtype=np.int64)
-                lut[: len(self.flip_lut)] = self.flip_lut
-            mask = lut[mask].astype(mask.dtype)
+        if self.flip_swaps:  # compared with the unswapped mask: values other than the classes stay
+            swapped = mask.copy()
+            for old, new in self.flip_swaps:
+                swapped[mask == old] = new
+            mask = swapped
         return image, np.ascontiguousarray(mask)
 
     def __call__(
@@ -123,7 +118,7 @@ class SegmentationTransform:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(image_size={self.image_size}, hflip_prob={self.hflip_prob}, "
-            f"swaps_classes={self.flip_lut is not None}, pipeline={self.pipeline!r})"
+            f"flip_swaps={self.flip_swaps}, pipeline={self.pipeline!r})"
         )
 
 
