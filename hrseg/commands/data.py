@@ -26,7 +26,7 @@ EXIT_OK, EXIT_PROBLEMS = 0, EXIT_DATA
 #: the parameters every layout writer takes (``hrseg data synth``'s common options)
 _WRITER_COMMON = ("out", "num_train", "num_val", "seed", "size", "progress")
 #: DataModule parameters ``hrseg data check`` never offers: loading, not reading or checking, concerns
-_CHECK_SKIPPED = ("batch_size", "num_workers", "crop_size", "kwargs")
+_CHECK_SKIPPED = ("batch_size", "num_workers", "crop_size", "train_resize", "kwargs")
 #: converter parameters every converter takes (``hrseg data convert``'s common options)
 _CONVERT_COMMON = ("progress",)
 
