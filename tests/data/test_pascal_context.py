@@ -145,6 +145,9 @@ def test_convert_names_every_bad_file_and_leaves_no_partial_output(tmp_path: Pat
 
 
 def test_convert_refuses_another_labelling_and_a_missing_release(tmp_path: Path, capsys) -> None:
+    assert data_main(["convert", "--datamodule", "pascal_context_60"]) == 2
+    assert "--datamodule pascal_context_60 needs --root" in capsys.readouterr().err
+    assert data_main(["convert", "--datamodule", "voc", "--root", str(tmp_path)]) == 2  # VOC needs none
     assert _convert(tmp_path) == 1  # no VOC2010 tree
     assert "no PASCAL VOC 2010 tree" in capsys.readouterr().err
     root = make_context_tree(tmp_path / "ctx", mat=False)
