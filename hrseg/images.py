@@ -10,6 +10,7 @@ only (``hrseg predict`` stays quick to start: no Lightning, no albumentations).
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFileError", "ImageInput", "list_images", "open_image", "to_image_tensor"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFileError",
+    "ImageInput",
+    "list_images",
+    "open_image",
+    "save_png",
+    "to_image_tensor",
+]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 """File extensions read as images (case-insensitive)."""
@@ -28,6 +37,23 @@ ImageInput = str | Path | Image.Image | np.ndarray | Tensor
 
 class ImageFileError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write ``image`` as a PNG atomically: a crash mid-write leaves no file that looks finished.
+
+    The image goes to a hidden temporary file beside ``path`` first, renamed over it once complete (parent
+    folders are created).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def list_images(spec: str | Path, recursive: bool = False) -> list[Path]:

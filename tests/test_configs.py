@@ -1,5 +1,6 @@
 """Every shipped config parses (``--print_config``) and builds its model, DataModule and Trainer on generated
-data written in the real Cityscapes / VOC / ADE20K / COCO-Stuff layouts by ``hrseg data synth``."""
+data that ``hrseg data synth`` writes in the real layouts (Cityscapes, VOC, ADE20K, COCO-Stuff,
+PASCAL-Context, LIP)."""
 
 from __future__ import annotations
 
@@ -31,25 +32,45 @@ EXPECTED = {
     "ade20k/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "ADE20KDataModule", 150),
     "cocostuff/hrnetv2_w48": ("hrnetv2_w48", "CocoStuff10kDataModule", 171),
     "cocostuff/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "CocoStuff10kDataModule", 171),
+    "pascal_context_59/hrnetv2_w48": ("hrnetv2_w48", "PascalContext59DataModule", 59),
+    "pascal_context_59/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "PascalContext59DataModule", 59),
+    "pascal_context_60/hrnetv2_w48": ("hrnetv2_w48", "PascalContext60DataModule", 60),
+    "pascal_context_60/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "PascalContext60DataModule", 60),
+    "lip/hrnetv2_w48": ("hrnetv2_w48", "LIPDataModule", 20),
+    "lip/hrnetv2_w48_ocr": ("hrnetv2_w48_ocr", "LIPDataModule", 20),
 }
-#: the official schedule of each GPU recipe family: (max_steps, lr, head_lr_mult)
+#: the official schedule of each GPU recipe, by config name or else by family: (max_steps, lr, head_lr_mult)
 RECIPES = {
     "cityscapes": ((40000, 120000), 0.01, 1.0),
     "voc": ((20000, 40000), 0.01, 1.0),
     "ade20k": ((151560,), 0.02, 1.0),  # 120 epochs x 1263 iterations
     "cocostuff": ((61820,), 0.001, 10.0),  # 110 epochs x 562 iterations, x10 on the head
+    "pascal_context_59": ((62400,), 0.001, 10.0),  # 200 epochs x 312 iterations
+    "pascal_context_60/hrnetv2_w48": ((62400,), 0.004, 1.0),  # the only official plain 60-class file
+    "pascal_context_60/hrnetv2_w48_ocr": ((62400,), 0.001, 10.0),
+    "lip": ((114150,), 0.007, 1.0),  # 150 epochs x 761 iterations
 }
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, Path]:
-    """Tiny Cityscapes, VOC(+aug), ADE20K and COCO-Stuff 10k trees in their real layouts."""
+    """Tiny Cityscapes, VOC(+aug), ADE20K, COCO-Stuff 10k, PASCAL-Context (converted from .mat), LIP trees."""
     base = tmp_path_factory.mktemp("synth")
     common = ["--num", "3", "--num-val", "2", "--size", "64x128", "--no-progress"]
-    layouts = {"cityscapes": "cityscapes", "voc": "voc", "ade20k": "ade20k", "cocostuff": "cocostuff10k"}
+    layouts = {
+        "cityscapes": "cityscapes",
+        "voc": "voc",
+        "ade20k": "ade20k",
+        "cocostuff": "cocostuff10k",
+        "pascal_context_59": "pascal_context_59",
+        "lip": "lip",
+    }
     for family, layout in layouts.items():
         assert main(["data", "synth", "--layout", layout, "--output", str(base / family), *common]) == 0
-    return {family: base / family for family in layouts}
+    ctx = base / "pascal_context_59"
+    convert = ["data", "convert", "--datamodule", "pascal_context_59", "--root", str(ctx), "--no-progress"]
+    assert main(convert) == 0
+    return {**{family: base / family for family in layouts}, "pascal_context_60": ctx}
 
 
 def _overrides(name: str, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -94,7 +115,7 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     if not name.startswith("demo"):  # the GPU recipes: DDP + SyncBN, SGD poly over a fixed iteration budget
         assert model_name in str(trainer.default_root_dir)  # ${..model.model} interpolation in the YAML
         assert isinstance(trainer.strategy, DDPStrategy)
-        steps, lr, head_lr_mult = RECIPES[name.split("/")[0]]
+        steps, lr, head_lr_mult = RECIPES.get(name) or RECIPES[name.split("/")[0]]
         assert trainer.max_steps in steps
         assert task.optimizer_config.name == "sgd" and task.optimizer_config.lr == lr
         assert task.optimizer_config.head_lr_mult == head_lr_mult
@@ -106,14 +127,49 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
     assert task.model.num_classes == num_classes
     if model_name.endswith("_ocr"):  # official HRNet-OCR criterion: 0.4 x aux + 1.0 x main
         assert task.loss_weights == [0.4, 1.0]
-        # the HRNet-OCR branch's recipes use align_corners=True; mmsegmentation's VOC recipe and the demo not
-        assert task.hparams.align_corners == name.startswith(("cityscapes/", "ade20k/", "cocostuff/"))
+        # the HRNet-OCR branch's OCR recipes use align_corners=True; its plain HRNetV2 rows, mmsegmentation's
+        # VOC recipe and the demo use False
+        assert task.hparams.align_corners == (not name.startswith(("voc/", "demo")))
+    else:
+        assert not task.hparams.align_corners
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
     crop = dm.crop_size or batch["image"].shape[-2:]
     assert tuple(batch["image"].shape[-2:]) == tuple(crop)
     assert batch["image"].shape[0] == min(dm.batch_size, len(dm.train_dataset))
+
+
+NEW_DATASET_CONFIGS = [
+    n for n in CONFIGS if n.split("/")[0] in ("pascal_context_59", "pascal_context_60", "lip")
+]
+
+
+@pytest.mark.parametrize("name", NEW_DATASET_CONFIGS)
+def test_two_fit_steps_on_generated_data(name, roots, tmp_path, monkeypatch, capsys, tiny_trainer_args):
+    """Each PASCAL-Context / LIP recipe trains two steps of W18-Small on small crops of its real layout."""
+    small = "hrnetv2_w18_small_v1_ocr" if name.endswith("_ocr") else "hrnetv2_w18_small_v1"
+    args = [
+        "fit",
+        "--config",
+        name,
+        *_overrides(name, roots, monkeypatch),
+        *tiny_trainer_args,
+        f"--model.model={small}",
+        "--model.weights=null",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.sync_batchnorm=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--data.init_args.batch_size=1",  # three generated training images: two steps of one
+        "--data.init_args.crop_size=[64, 64]",
+    ]
+    if name.startswith("lip/"):  # and a validation through LIP's 473x473 test resize (eval_size)
+        args += ["--data.init_args.train_resize=[64, 64]", "--trainer.check_val_every_n_epoch=1"]
+    assert main(args) == 0
+    assert "2 steps" in capsys.readouterr().out
+    assert bool(list(tmp_path.rglob("*.ckpt"))) == name.startswith("lip/")  # the best-mIoU checkpoint
 
 
 @pytest.mark.parametrize("name", ["cityscapes/hrnetv2_w18_small_v1", "voc/hrnetv2_w48_ocr"])

@@ -1,4 +1,4 @@
-"""``hrseg data synth`` (generated scenes in real layouts), ``check`` (validate) and ``stats`` (class shares).
+"""``hrseg data synth`` (generated layouts), ``check`` (validate), ``stats`` (class shares), ``convert``.
 
 ``synth`` writes generated scenes in a registered dataset's exact layout; ``stats`` gives class pixel
 frequencies and the class weights derived from them.
@@ -6,6 +6,8 @@ frequencies and the class weights derived from them.
 ``check`` scans whole splits and reports every missing pair, unreadable file, size mismatch and out-of-range
 label with its path, plus a per-class pixel histogram; it exits 1 when anything is wrong, 2 on usage errors.
 ``stats`` runs the same scan over one split and prints each class's share of the labelled pixels.
+``convert`` runs a dataset's label converter (PASCAL-Context's ``.mat`` release -> PNG masks) and names every
+file it could not convert (exit 1).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _CHECK_SKIPPED = (
     "mean",
     "std",
     "predict_path",
+    "train_resize",
 )
 
 
@@ -57,6 +60,13 @@ def _list_spec_type(text: str) -> dict[str, str]:
 
 
 _list_spec_type.__name__ = "split=path list"  # argparse names the type in "invalid ... value"
+#: converter parameters every converter takes (``hrseg data convert``'s common options)
+_CONVERT_COMMON = ("progress",)
+
+
+def _convertible() -> list[str]:
+    """The registered datasets with a label converter."""
+    return [name for name in list_datasets() if get_dataset(name).convert is not None]
 
 
 def _option_type(hint: Any) -> dict[str, Any] | None:
@@ -209,6 +219,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     stats.add_argument("--output", type=Path, default=None, help="write the class weights (YAML) here")
     stats.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    convertible = _convertible()
+    convert = sub.add_parser(
+        "convert",
+        help="convert a dataset's distributed label files into the masks its DataModule reads",
+        description="Convert the label files a dataset is distributed in into the PNG masks its DataModule "
+        f"reads ({', '.join(convertible) or 'no dataset needs it'}). Every file that cannot be converted is "
+        "named and leaves no output file; exits 1 when any was found. The dataset's own options follow "
+        "`--datamodule NAME --help`.",
+    )
+    convert.add_argument("--datamodule", choices=convertible, required=True, help="a registered dataset")
+    convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     # the named dataset's own options (a first, lenient pass finds the name)
     known, _ = _name_parser().parse_known_args(argv or [])
     if known.layout in datasets:
@@ -218,6 +240,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         cls = get_dataset(known.datamodule).datamodule
         for command in (check, stats):
             add_signature_options(command, cls, _CHECK_SKIPPED, f"{known.datamodule} options")
+    if known.datamodule in convertible:
+        converter = get_dataset(known.datamodule).convert
+        add_signature_options(convert, converter, _CONVERT_COMMON, f"{known.datamodule} conversion options")
     return parser
 
 
@@ -263,10 +288,12 @@ def _synth(args: argparse.Namespace) -> int:
         except (DatasetError, NotImplementedError) as exc:
             print(f"hrseg data synth: error: --list-files: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    hint = " ".join(
-        [f"hrseg data check --datamodule {entry.name}", *(_option_text(k, v) for k, v in reader.items())]
-    )
-    print(f"wrote a {entry.name} layout to {out}\ncheck it with: {hint}")
+    options_text = [_option_text(k, v) for k, v in reader.items()]
+    hint = " ".join([f"hrseg data check --datamodule {entry.name}", *options_text])
+    print(f"wrote a {entry.name} layout to {out}")
+    if entry.convert is not None:  # the layout holds the distributed label files, not yet the masks
+        print(f"convert its labels with: hrseg data convert --datamodule {entry.name} --root {out}")
+    print(f"check it with: {hint}")
     return EXIT_OK
 
 
@@ -470,6 +497,38 @@ def _stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _convert(args: argparse.Namespace) -> int:
+    convert = get_dataset(args.datamodule).convert
+    assert convert is not None  # --datamodule only offers datasets with a converter
+    params = inspect.signature(convert).parameters
+    missing = [
+        "--" + n.replace("_", "-")
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty and getattr(args, n, None) is None
+    ]
+    if missing:
+        print(
+            f"hrseg data convert: error: --datamodule {args.datamodule} needs {', '.join(missing)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    options = _given(args, [n for n in params if n not in _CONVERT_COMMON])
+    try:
+        report = convert(progress=not args.no_progress, **options)
+    except DatasetError as exc:
+        print(f"hrseg data convert: error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(report.format())
+    if not report.ok:
+        print(f"FAILED: {len(report.problems)} file(s) not converted")
+        return EXIT_PROBLEMS
+    print(
+        f"OK: check it with: hrseg data check --datamodule {args.datamodule} "
+        + " ".join(_option_text(k, v) for k, v in options.items() if k == "root")
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``hrseg data ...``; returns the exit code (0 ok, 1 problems found, 2 usage error)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -482,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         return _synth(args)
     if args.command == "stats":
         return _stats(args)
+    if args.command == "convert":
+        return _convert(args)
     return _check(args)
 
 

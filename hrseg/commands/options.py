@@ -101,8 +101,8 @@ def add_released_weights_options(parser: argparse.ArgumentParser, what: str = "-
     group.add_argument(
         "--classes",
         default=None,
-        help="the label set of its head: cityscapes (default with --model), voc, ade20k, cocostuff or "
-        "another registered name (hrseg.metadata.list_label_sets())",
+        help="the registered label set of its head: cityscapes (default with --model), voc, ade20k, "
+        "cocostuff, pascal_context_59, pascal_context_60, lip, ... (hrseg.metadata.list_label_sets())",
     )
     group.add_argument(
         "--align-corners",

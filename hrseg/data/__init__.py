@@ -1,4 +1,4 @@
-"""Datasets and DataModules: Cityscapes, PASCAL VOC (+SBD aug), ADE20K, COCO-Stuff, a folder, demo scenes.
+"""DataModules: Cityscapes, VOC (+SBD aug), ADE20K, COCO-Stuff, PASCAL-Context, LIP, a folder, demo scenes.
 
 Every DataModule yields ``{"image": float (B,3,H,W), "mask": int64 (B,H,W), "name": [...]}`` and carries its
 label set (``labels``, a :class:`~hrseg.metadata.LabelSet`) and input normalisation (``mean``, ``std``). One
@@ -50,6 +50,11 @@ _LAZY: dict[str, str] = {
     "build_eval_transform": "hrseg.data.transforms",
     "build_train_transform": "hrseg.data.transforms",
     "VOCDataModule": "hrseg.data.voc",
+    "PascalContext59DataModule": "hrseg.data.pascal_context",
+    "PascalContext60DataModule": "hrseg.data.pascal_context",
+    "write_pascal_context": "hrseg.data.pascal_context",
+    "LIPDataModule": "hrseg.data.lip",
+    "write_lip": "hrseg.data.lip",
 }
 
 __all__ = [
@@ -63,7 +68,10 @@ __all__ = [
     "DatasetError",
     "DemoDataModule",
     "FolderDataModule",
+    "LIPDataModule",
     "LabelSpec",
+    "PascalContext59DataModule",
+    "PascalContext60DataModule",
     "Sample",
     "SegmentationDataModule",
     "SegmentationDataset",
@@ -82,6 +90,8 @@ __all__ = [
     "write_cocostuff10k",
     "write_demo",
     "write_folder",
+    "write_lip",
+    "write_pascal_context",
     "write_voc",
 ]
 
@@ -98,7 +108,13 @@ if TYPE_CHECKING:
     from hrseg.data.datamodule import SegmentationDataModule
     from hrseg.data.dataset import ArraySegmentationDataset, SegmentationDataset
     from hrseg.data.folder import FolderDataModule, write_folder
+    from hrseg.data.lip import LIPDataModule, write_lip
     from hrseg.data.loaders import auto_num_workers, pad_collate
+    from hrseg.data.pascal_context import (
+        PascalContext59DataModule,
+        PascalContext60DataModule,
+        write_pascal_context,
+    )
     from hrseg.data.registry import DatasetEntry, get_dataset, list_datasets, register_dataset
     from hrseg.data.scenes import generate_scene
     from hrseg.data.synthetic import DemoDataModule, write_demo

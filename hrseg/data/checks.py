@@ -359,6 +359,36 @@ class CheckReport:
         return "\n".join(lines)
 
 
+@dataclass
+class ConversionReport:
+    """The result of converting a dataset's distributed label files (``hrseg data convert``).
+
+    Attributes:
+        output: where the converted files went (shown to the user).
+        written: files written.
+        kept: outputs that existed already and were left as they are (no ``overwrite``).
+        problems: every input file that could not be converted, each named; it left no output file.
+    """
+
+    output: str
+    written: int = 0
+    kept: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every input file was converted."""
+        return not self.problems
+
+    def format(self) -> str:
+        """Render the report: a summary line, then one line per bad file."""
+        lines = [f"{self.output}: {self.written} written, {self.kept} already there"]
+        if self.problems:
+            lines.append(f"  {len(self.problems)} file(s) not converted:")
+            lines += [f"    {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
 def check_samples(
     samples: Sequence[Sample],
     spec: LabelSpec | None,
@@ -402,6 +432,7 @@ __all__ = [
     "DEFAULT_ENCODING",
     "IMAGE_EXTENSIONS",
     "CheckReport",
+    "ConversionReport",
     "DatasetError",
     "LabelSpec",
     "Problem",

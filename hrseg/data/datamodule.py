@@ -88,7 +88,10 @@ class SegmentationDataModule(L.LightningDataModule):
         pin_memory: pin host memory; None = only when CUDA is available.
         crop_size: (H, W) training crop; None trains on whole images (no random scale).
         scale_range: training random-scale factor range.
-        hflip_prob: training horizontal-flip probability.
+        train_resize: (H, W) every training image is resized to before the random scale (the official LIP
+            recipe: 473x473); None keeps the image size.
+        hflip_prob: training horizontal-flip probability; a flip swaps the label set's ``flip_pairs`` in the
+            mask (left and right arm...).
         photometric: training colour jitter.
         eval_size: (H, W) to resize evaluation / prediction images to (masks keep their size); None = as is.
         mean: normalization mean (RGB, [0, 1] units).
@@ -116,6 +119,7 @@ class SegmentationDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         crop_size: tuple[int, int] | None = (512, 1024),
         scale_range: tuple[float, float] | None = (0.5, 2.0),
+        train_resize: tuple[int, int] | None = None,
         hflip_prob: float = 0.5,
         photometric: bool = False,
         eval_size: tuple[int, int] | None = None,
@@ -138,6 +142,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.crop_size = tuple(crop_size) if crop_size is not None else None
         self.scale_range = tuple(scale_range) if scale_range is not None else None
+        self.train_resize = tuple(train_resize) if train_resize is not None else None
         self.hflip_prob = hflip_prob
         self.photometric = photometric
         self.eval_size = tuple(eval_size) if eval_size is not None else None
@@ -168,6 +173,8 @@ class SegmentationDataModule(L.LightningDataModule):
             mean=self.mean,
             std=self.std,
             ignore_index=self.labels.ignore_index,
+            flip_permutation=self.labels.flip_permutation(),
+            resize=self.train_resize,  # type: ignore[arg-type]
         )
         transform.reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
         return transform

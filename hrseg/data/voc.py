@@ -32,21 +32,26 @@ _AUG_LISTS = (
 )
 
 
-def find_voc_dir(root: str | Path) -> Path:
-    """Find ``VOC2012`` from ``root``: the folder holding ``VOCdevkit``, ``VOCdevkit`` or ``VOC2012`` itself.
+def find_voc_dir(root: str | Path, year: str = "2012") -> Path:
+    """Find ``VOC<year>`` from ``root``: the folder holding ``VOCdevkit``, ``VOCdevkit`` or ``VOC<year>``.
+
+    Args:
+        root: where the user says the dataset is.
+        year: ``"2012"`` (PASCAL VOC segmentation) or ``"2010"`` (the PASCAL-Context images).
 
     Raises:
         DatasetError: naming every place looked at when none holds ``JPEGImages``.
     """
     root = Path(root).expanduser()
-    candidates = [root / "VOCdevkit" / "VOC2012", root / "VOC2012", root]
-    kinds = ("the folder holding VOCdevkit", "the VOCdevkit folder", "the VOC2012 folder itself")
+    voc = f"VOC{year}"
+    candidates = [root / "VOCdevkit" / voc, root / voc, root]
+    kinds = ("the folder holding VOCdevkit", "the VOCdevkit folder", f"the {voc} folder itself")
     for cand, kind in zip(candidates, kinds, strict=True):
         if (cand / "JPEGImages").is_dir():
-            rank_zero_info(f"VOCDataModule: root {root} is {kind}; reading {cand}")
+            rank_zero_info(f"root {root} is {kind}; reading {cand}")
             return cand
     tried = ", ".join(str(c / "JPEGImages") for c in candidates)
-    raise DatasetError(f"{root}: no PASCAL VOC 2012 tree found (looked for {tried})")
+    raise DatasetError(f"{root}: no PASCAL VOC {year} tree found (looked for {tried})")
 
 
 def read_id_list(path: Path) -> list[str]:

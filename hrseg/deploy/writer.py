@@ -21,7 +21,6 @@ predicted again.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -35,7 +34,7 @@ from PIL import Image
 
 from hrseg.colors import colorize, overlay
 from hrseg.deploy.segmenter import Segmenter
-from hrseg.images import ImageFileError, list_images, open_image, to_image_tensor
+from hrseg.images import ImageFileError, list_images, open_image, save_png, to_image_tensor
 from hrseg.metadata import get_label_set, voc_colormap
 
 __all__ = [
@@ -104,18 +103,6 @@ def outputs_exist(paths: dict[str, Path]) -> bool:
     return all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
-    """Write atomically: a crash mid-write leaves no file that looks finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def label_image(mask: np.ndarray) -> Image.Image:
     """The PNG image of a label map: 8-bit for ids <= 255 (incl. the 255 ignore id), 16-bit otherwise.
 
@@ -174,18 +161,18 @@ def write_prediction(
                 f"{name}: the cityscapes format needs Cityscapes train ids 0..{cityscapes.num_classes - 1}, "
                 f"got values up to {int(arr.max())}"
             )
-        _save_png(Image.fromarray(cityscapes.train_to_id().astype(np.uint8)[arr]), paths["labelIds"])
+        save_png(Image.fromarray(cityscapes.train_to_id().astype(np.uint8)[arr]), paths["labelIds"])
         return paths
     if format == "voc":
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
             raise ValueError(f"{name}: VOC palette PNGs hold ids 0..255, got {int(arr.max())}")
         img = Image.fromarray(arr.astype(np.uint8))  # "L"; putpalette makes it "P" (indexed)
         img.putpalette([c for rgb in voc_colormap(256) for c in rgb])
-        _save_png(img, paths["voc"])
+        save_png(img, paths["voc"])
         return paths
-    _save_png(label_image(arr), paths["trainIds"])
+    save_png(label_image(arr), paths["trainIds"])
     if write_color:
-        _save_png(Image.fromarray(colorize(arr, palette)), paths["color"])
+        save_png(Image.fromarray(colorize(arr, palette)), paths["color"])
     if write_overlay:
         if image is None:
             raise ValueError(f"{name}: the overlay needs the input image")
@@ -193,7 +180,7 @@ def write_prediction(
         if tuple(x.shape[-2:]) != arr.shape:
             x = torch.nn.functional.interpolate(x, size=arr.shape, mode="bilinear", align_corners=False)
         rgb = x[0].permute(1, 2, 0).numpy() * 255.0
-        _save_png(Image.fromarray(overlay(rgb, arr, palette, overlay_alpha)), paths["overlay"])
+        save_png(Image.fromarray(overlay(rgb, arr, palette, overlay_alpha)), paths["overlay"])
     return paths
 
 

@@ -66,6 +66,30 @@ def test_flip_alone_is_exact() -> None:
     np.testing.assert_array_equal(cls, mask[:, ::-1])
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_flip_swaps_the_label_sets_pairs_through_scale_and_crop(seed: int) -> None:
+    """Classes 0 and 1 are a left/right pair: wherever the image was mirrored, their labels trade places."""
+    image, mask = _pattern()
+    t = build_train_transform(
+        crop_size=(40, 60), scale_range=(0.75, 1.25), hflip_prob=1.0, flip_permutation=[1, 0, 2, 3]
+    )
+    t.reseed(seed)
+    img_t, mask_t = t(image, mask)
+    m = mask_t.numpy()
+    cls, black = _classify(denormalize(img_t))
+    inner = _interior(m) & ~black
+    inner[:, [0, -1]] = inner[[0, -1], :] = False  # the last column: linear vs nearest resampling at the edge
+    assert inner.sum() > 200
+    swapped = np.array([1, 0, 2, 3])[cls]  # the colours still show the unswapped class
+    np.testing.assert_array_equal(swapped[inner], m[inner])
+    mask = mask.copy()
+    mask[:4, :4] = 255  # the ignore value is no class: it stays
+    plain = build_train_transform(crop_size=None, hflip_prob=1.0, flip_permutation=[1, 0, 2, 3])
+    np.testing.assert_array_equal(
+        plain(image, mask)[1].numpy(), np.array([1, 0, 2, 3, *range(4, 256)])[mask[:, ::-1]]
+    )
+
+
 def test_photometric_keeps_mask() -> None:
     image, mask = _pattern()
     t = build_train_transform(crop_size=None, hflip_prob=0.0, photometric=True)
