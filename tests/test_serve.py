@@ -274,6 +274,24 @@ def test_jpeg_webp_multipart_and_modes(server: Served, segmenter: Any) -> None:
     np.testing.assert_array_equal(decode_png(body), segmenter.predict(rgb))
 
 
+def test_exif_orientation_is_applied(server: Served, segmenter: Any) -> None:
+    """A phone photo tagged "turn 90 degrees" is segmented as displayed: 64x40 (HxW), not 40x64 as stored."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buffer = io.BytesIO()
+    scene(9, (40, 64)).save(buffer, format="JPEG", exif=exif)
+    data = buffer.getvalue()
+    expected = segmenter.predict(Image.open(io.BytesIO(data)))
+    assert expected.shape == (64, 40)
+    status, _, body = server.predict(data, "image/jpeg")
+    assert status == 200
+    np.testing.assert_array_equal(decode_png(body), expected)
+    status, _, body = server.predict(data, "image/jpeg", fmt="overlay")
+    assert status == 200 and decode_png(body).shape == (64, 40, 3)
+    answer = json.loads(server.predict(data, "image/jpeg", fmt="json")[2])
+    assert (answer["height"], answer["width"]) == (64, 40)
+
+
 def test_concurrent_mixed_sizes_are_batched_and_exact(server: Served, segmenter: Any) -> None:
     sizes = [(32, 48), (48, 64), (32, 48), (64, 40), (48, 64), (32, 48), (64, 40), (40, 40)]
     images = [scene(10 + i, size) for i, size in enumerate(sizes)]
