@@ -42,7 +42,12 @@ def hrseg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("orientation", "turn"),
-    [(1, lambda a: a), (3, lambda a: a[::-1, ::-1]), (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a))],
+    [
+        (1, lambda a: a),
+        (3, lambda a: a[::-1, ::-1]),
+        (6, lambda a: np.rot90(a, -1)),
+        (8, lambda a: np.rot90(a)),
+    ],
 )
 def test_files_and_pil_images_are_read_as_displayed(tmp_path: Path, orientation: int, turn: object) -> None:
     data, pixels, _ = oriented(orientation)  # PNG: lossless, so the pixels compare exactly
@@ -64,7 +69,7 @@ def test_files_and_pil_images_are_read_as_displayed(tmp_path: Path, orientation:
 def test_segmenter_predicts_in_the_displayed_orientation(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from hrseg.deploy import Segmenter
 
-    data, pixels, _ = oriented(6, "JPEG")
+    data, _, _ = oriented(6, "JPEG")
     path = tmp_path / "phone.jpg"
     path.write_bytes(data)
     seg = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
@@ -99,7 +104,9 @@ def test_data_check_reports_a_mask_drawn_on_the_stored_pixels(
     masks.mkdir()
     data, _, mask = oriented(6, "JPEG")
     (images / "phone.jpg").write_bytes(data)
-    Image.fromarray(mask).save(masks / "phone.png")  # the stored orientation: does not fit the displayed image
+    Image.fromarray(mask).save(
+        masks / "phone.png"
+    )  # the stored orientation: does not fit the displayed image
     (images / "fine.jpg").write_bytes(data)
     Image.fromarray(np.ascontiguousarray(np.rot90(mask, -1))).save(masks / "fine.png")  # drawn as displayed
     args = ["data", "check", "--datamodule", "folder", "--images-dir", "images", "--masks-dir", "masks"]
@@ -107,9 +114,9 @@ def test_data_check_reports_a_mask_drawn_on_the_stored_pixels(
     assert result.returncode == 1
     problems = [line.strip() for line in result.stdout.splitlines() if ": EXIF orientation" in line]
     assert problems == [
-        "images/phone.jpg: EXIF orientation 6: the image is displayed (and read) turned 90 degrees clockwise, "
-        "as 100x60 (HxW), but its mask masks/phone.png is 60x100, the size of the stored pixels; draw the "
-        "mask on the image as displayed, or save the image's pixels turned and without the tag"
+        "images/phone.jpg: EXIF orientation 6: the image is displayed (and read) turned 90 degrees "
+        "clockwise, as 100x60 (HxW), but its mask masks/phone.png is 60x100, the size of the stored pixels; "
+        "draw the mask on the image as displayed, or save the image's pixels turned and without the tag"
     ]
     assert "FAILED: 1 problem(s) found" in result.stdout
     assert "Traceback" not in result.stderr

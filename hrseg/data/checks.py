@@ -232,7 +232,7 @@ _TURNS = {
 
 
 def _size_mismatch(sample: Sample, shown: tuple[int, ...], mask: tuple[int, ...]) -> Problem:
-    """The problem of a mask whose size is not its image's (as displayed), naming an EXIF rotation as cause."""
+    """The problem of a mask whose size is not its image's (as displayed); an EXIF rotation is named."""
     ih, iw = shown
     mh, mw = mask
     orientation = 1
@@ -245,8 +245,8 @@ def _size_mismatch(sample: Sample, shown: tuple[int, ...], mask: tuple[int, ...]
         return Problem(
             str(sample.image),
             f"EXIF orientation {orientation}: the image is displayed (and read) {_TURNS[orientation]}, "
-            f"as {ih}x{iw} (HxW), but its mask {sample.mask} is {mh}x{mw}, the size of the stored pixels; draw "
-            "the mask on the image as displayed, or save the image's pixels turned and without the tag",
+            f"as {ih}x{iw} (HxW), but its mask {sample.mask} is {mh}x{mw}, the size of the stored pixels; "
+            "draw the mask on the image as displayed, or save the image's pixels turned and without the tag",
         )
     return Problem(
         str(sample.mask), f"size mismatch: mask is {mh}x{mw} (HxW) but its image {sample.image} is {ih}x{iw}"

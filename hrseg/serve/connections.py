@@ -160,7 +160,7 @@ class DeadlineProtocol(HttpToolsProtocol):
 
 
 def protocol_options(limits: ConnectionLimits, stats: ConnectionStats, http_servers: int) -> dict[str, Any]:
-    """uvicorn options that enforce ``limits`` in each of ``http_servers`` HTTP processes.
+    """The uvicorn options that enforce ``limits`` in each of ``http_servers`` HTTP processes.
 
     Args:
         limits: the connection limits (``max_connections`` is shared out among the processes).
@@ -168,7 +168,7 @@ def protocol_options(limits: ConnectionLimits, stats: ConnectionStats, http_serv
         http_servers: how many HTTP processes share the listening socket.
 
     Returns:
-        ``http`` (the protocol class), ``limit_concurrency`` and ``timeout_keep_alive`` for ``uvicorn.Config``.
+        ``http`` (the protocol class), ``limit_concurrency`` and ``timeout_keep_alive`` (``uvicorn.Config``).
     """
     protocol = type(
         "DeadlineProtocol",
