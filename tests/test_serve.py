@@ -467,6 +467,9 @@ def test_unfinished_requests_are_closed_and_connections_capped(server: Served, s
     assert after["refused"] - before["refused"] >= 1
     assert after["timed_out"] - before["timed_out"] == 40 + 1 + MAX_CONNECTIONS
     assert server.process.poll() is None
+    log = server.log.read_text()  # a summary line, at most every 10 s, not one line per refusal
+    assert "connection(s) refused over the connection limit" in log
+    assert "Exceeded concurrency limit" not in log
 
 
 def test_connection_options_are_checked() -> None:

@@ -13,6 +13,7 @@ the HTTP processes (``GET /info``), and the log says so at most every :data:`LOG
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import multiprocessing
 import time
@@ -26,8 +27,39 @@ __all__ = ["LOG_EVERY", "ConnectionLimits", "ConnectionStats", "DeadlineProtocol
 #: seconds between two log lines about refused or timed-out connections (an attack must not flood the log)
 LOG_EVERY = 10.0
 
-# this HTTP process's counts since its last log line, and when that was
-_LOG_STATE: dict[str, float] = {"refused": 0, "timed_out": 0, "logged_at": -LOG_EVERY}
+
+class _LogSummary:
+    """This HTTP process's refused and timed-out connections, logged as one line at most every LOG_EVERY s."""
+
+    def __init__(self) -> None:
+        self.counts = {"refused": 0, "timed_out": 0}
+        self.logged_at = -LOG_EVERY
+        self.pending: asyncio.TimerHandle | None = None
+
+    def count(
+        self, kind: str, logger: logging.Logger, loop: asyncio.AbstractEventLoop, timeout: float
+    ) -> None:
+        self.counts[kind] += 1
+        wait = self.logged_at + LOG_EVERY - time.monotonic()
+        if wait <= 0:
+            self.flush(logger, timeout)
+        elif self.pending is None:  # the rest of this burst goes into one line when the interval is over
+            self.pending = loop.call_later(wait, self.flush, logger, timeout)
+
+    def flush(self, logger: logging.Logger, timeout: float) -> None:
+        self.pending = None
+        self.logged_at = time.monotonic()
+        logger.warning(
+            "hrseg serve: %d connection(s) refused over the connection limit, %d closed without a whole "
+            "request within %g s (totals in GET /info)",
+            self.counts["refused"],
+            self.counts["timed_out"],
+            timeout,
+        )
+        self.counts = {"refused": 0, "timed_out": 0}
+
+
+_SUMMARY = _LogSummary()
 
 
 @dataclass(frozen=True)
@@ -74,6 +106,13 @@ class ConnectionStats:
         return {"refused": int(self._refused.value), "timed_out": int(self._timed_out.value)}
 
 
+class _DropRefusalLines(logging.Filter):
+    """Drops uvicorn's log line per refused request: :class:`DeadlineProtocol` counts and sums them up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Exceeded concurrency limit."
+
+
 class DeadlineProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on reading each request; see the module docstring.
 
@@ -86,6 +125,8 @@ class DeadlineProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        if not any(isinstance(f, _DropRefusalLines) for f in self.logger.filters):
+            self.logger.addFilter(_DropRefusalLines())  # a flood of refusals must not flood the log
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the connection's first read deadline."""
@@ -146,17 +187,7 @@ class DeadlineProtocol(HttpToolsProtocol):
     def _count(self, kind: str) -> None:
         if self.stats is not None:
             self.stats.add(**{kind: 1})
-        _LOG_STATE[kind] += 1
-        now = time.monotonic()
-        if now - _LOG_STATE["logged_at"] >= LOG_EVERY:
-            self.logger.warning(
-                "hrseg serve: %d connection(s) refused over the connection limit, %d closed without a whole "
-                "request within %g s (since the last such line; totals in GET /info)",
-                _LOG_STATE["refused"],
-                _LOG_STATE["timed_out"],
-                self.read_timeout,
-            )
-            _LOG_STATE.update(refused=0, timed_out=0, logged_at=now)
+        _SUMMARY.count(kind, self.logger, self.loop, self.read_timeout)
 
 
 def protocol_options(limits: ConnectionLimits, stats: ConnectionStats, http_servers: int) -> dict[str, Any]:
