@@ -244,7 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if val_spec is None and not args.calib_data and datamodule != GENERATED_DATAMODULE:
                 val_spec = recorded
             if val_spec:
-                val, masks = load_images(val_spec, "val", args.num_val)
+                try:
+                    val, masks = load_images(val_spec, "val", args.num_val)
+                except (FileNotFoundError, ValueError, OSError) as err:
+                    hint = "; pass --val-data" if val_spec == recorded else ""
+                    raise CalibrationError(f"the accuracy check: {err}{hint}") from None
                 val_source = _describe(val_spec, "val")
             elif args.calib_data and calib is not None:  # in the model's domain, though not held out
                 val = calib[: args.num_val]
