@@ -39,7 +39,7 @@ def run_folder(tiny_checkpoint: Path, root: Path, data: dict[str, object]) -> Pa
 
 
 def test_int8_without_data_of_the_model_domain_fails_in_one_line(
-    tiny_checkpoint: Path, tmp_path: Path
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No recorded dataset (released weights), or one that is gone: one line, no file written."""
     from safetensors.torch import save_file
@@ -64,7 +64,14 @@ def test_int8_without_data_of_the_model_domain_fails_in_one_line(
     ckpt = run_folder(tiny_checkpoint, tmp_path / "run", {**gone, "num_classes": 19})
     from hrseg.commands import main  # the same command in-process: a second start costs seconds
 
+    capsys.readouterr()
     assert main(["export", "--ckpt_path", str(ckpt), "--precision", "int8", *SMALL]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    config = tmp_path / "run" / "config.yaml"
+    assert line.startswith(f"hrseg export: error: int8 calibration: the training data recorded in {config} ")
+    assert str(tmp_path / "gone" / "images") in line and line.endswith(
+        "pass --calib-data with images of the model's domain"
+    )
     assert not ckpt.with_suffix(".onnx").exists()
 
 
