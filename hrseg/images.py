@@ -5,6 +5,13 @@ predict``, ``hrseg export --check-image``) open files through :func:`open_image`
 file gives the same message everywhere; ``hrseg predict``, the DataModules' ``predict_path`` and ``hrseg
 export --calib-data`` expand folders and globs through :func:`list_images`. Depends on PIL, numpy and torch
 only (``hrseg predict`` stays quick to start: no Lightning, no albumentations).
+
+Orientation: every image is read as viewers display it. A file whose EXIF orientation tag says "rotate 90
+degrees" (phone photos) is rotated (and mirrored, for the mirrored orientations) on reading, as OpenCV's
+``imread``, which the official HRNet code reads with, and most tools do; :func:`upright` is the one place
+that does it (files, PIL images given to the API, ``hrseg serve`` uploads). A label map therefore lines up
+with the image as displayed, and a mask must be drawn on the displayed image (``hrseg data check`` reports a
+mask that only fits the stored orientation).
 """
 
 from __future__ import annotations
@@ -15,17 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFileError",
     "ImageInput",
+    "exif_orientation",
     "list_images",
     "open_image",
     "save_png",
     "to_image_tensor",
+    "upright",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -83,14 +92,37 @@ def list_images(spec: str | Path, recursive: bool = False) -> list[Path]:
     return files
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an (opened) image: 1 (as stored, also when absent) to 8.
+
+    2-8 mean the stored pixels must be mirrored and / or rotated to be displayed; 5-8 swap width and height.
+    A malformed EXIF block counts as absent.
+    """
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):  # a broken EXIF block: the pixels as stored
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` as it is displayed: its EXIF orientation applied, the tag dropped; unchanged without one.
+
+    Applying it twice changes nothing (the result carries no orientation tag).
+    """
+    if exif_orientation(image) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file.
+    """Open and fully decode an image file, in its displayed orientation (:func:`upright`).
 
     Args:
         path: the file.
 
     Returns:
-        The decoded image (its file handle is closed for single-frame formats).
+        The decoded image (its file handle is closed for single-frame formats), EXIF orientation applied.
 
     Raises:
         FileNotFoundError: no such file (the message names it).
@@ -107,7 +139,7 @@ def open_image(path: str | Path) -> Image.Image:
         if img is not None:
             img.close()  # a truncated file fails in load(), after open() took a handle
         raise ImageFileError(f"{p}: unreadable or corrupt image file ({err})") from None
-    return img
+    return upright(img)
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -164,7 +196,8 @@ def _to_channels(x: Tensor, in_channels: int) -> Tensor:
 def to_image_tensor(image: ImageInput, in_channels: int = 3) -> tuple[Tensor, bool]:
     """Convert any supported image to a float ``(B, in_channels, H, W)`` tensor in [0, 1] (not normalized).
 
-    Accepts a path, a PIL image (RGB, L, RGBA, P, 16-bit), a numpy array ``HxW`` / ``HxWxC`` (uint8, uint16 or
+    Accepts a path or a PIL image (RGB, L, RGBA, P, 16-bit), both in their displayed orientation
+    (:func:`upright`), a numpy array ``HxW`` / ``HxWxC`` (uint8, uint16 or
     float in [0, 1]) or a tensor ``HxW`` / ``CxHxW`` / ``BxCxHxW`` (uint8 or float in [0, 1]).
 
     Returns:
@@ -174,7 +207,7 @@ def to_image_tensor(image: ImageInput, in_channels: int = 3) -> tuple[Tensor, bo
     if isinstance(image, str | Path):
         image = open_image(image)
     if isinstance(image, Image.Image):
-        t = torch.from_numpy(np.ascontiguousarray(_pil_to_array(image))).permute(2, 0, 1)[None]
+        t = torch.from_numpy(np.ascontiguousarray(_pil_to_array(upright(image)))).permute(2, 0, 1)[None]
     elif isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = image[..., None]

@@ -60,6 +60,7 @@ class TrainingSummary:
         metrics: the last validation / test scores logged up to the checkpoint's step (``metrics.csv``).
         hparams: the task's training hyper-parameters (loss, optimizer, lr, ...).
         is_best: the checkpoint is the callback's best model, so ``best_score`` is its own score.
+        config: the run's ``config.yaml`` when it has a ``data:`` section (it rebuilds the DataModule).
     """
 
     epoch: int | None = None
@@ -71,6 +72,7 @@ class TrainingSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
     is_best: bool = False
+    config: Path | None = None
 
 
 # the task's groups (dicts) and its pretrained weights: the recipe a model card shows
@@ -152,6 +154,7 @@ def read_training_summary(ckpt: str | Path) -> TrainingSummary:
             class_path = str(data_cfg.get("class_path", summary.datamodule or ""))
             summary.datamodule = class_path.split(".")[-1] or None
             summary.data_args = dict(data_cfg.get("init_args") or {})
+            summary.config = config
     if (run_dir / "metrics.csv").is_file():
         summary.metrics = _last_metrics(run_dir / "metrics.csv", summary.global_step)
     return summary

@@ -34,6 +34,8 @@ from hrseg.data.scenes import generate_scene
 API_KEY = "test-key-123"
 MAX_PIXELS = 300_000
 MAX_BODY_MB = 0.5
+READ_TIMEOUT = 3.0  # seconds to send a whole request: short, so that the half-open test is quick
+MAX_CONNECTIONS = 64
 STARTUP_SECONDS = 180  # two busy cores: importing torch and loading the model in two processes
 
 
@@ -92,7 +94,7 @@ def serving(ckpt: Path, log_dir: Path, *options: str, api_key: str | None = None
     cmd += ["--device", "cpu", "--log-level", "warning", *options]
     if api_key is not None:
         cmd += ["--api-key", api_key]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log_dir, start_new_session=True
@@ -167,6 +169,7 @@ def segmenter(tiny_checkpoint: Path) -> Any:
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     options = ["--max-pixels", str(MAX_PIXELS), "--max-body-mb", str(MAX_BODY_MB), "--batch-timeout", "0.05"]
+    options += ["--read-timeout", str(READ_TIMEOUT), "--max-connections", str(MAX_CONNECTIONS)]
     with serving(tiny_checkpoint, tmp_path_factory.mktemp("serve"), *options, api_key=API_KEY) as served:
         yield served
 
@@ -269,6 +272,24 @@ def test_jpeg_webp_multipart_and_modes(server: Served, segmenter: Any) -> None:
     status, _, body = server.predict(form, f"multipart/form-data; boundary={boundary}")
     assert status == 200
     np.testing.assert_array_equal(decode_png(body), segmenter.predict(rgb))
+
+
+def test_exif_orientation_is_applied(server: Served, segmenter: Any) -> None:
+    """A phone photo tagged "turn 90 degrees" is segmented as displayed: 64x40 (HxW), not 40x64 as stored."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buffer = io.BytesIO()
+    scene(9, (40, 64)).save(buffer, format="JPEG", exif=exif)
+    data = buffer.getvalue()
+    expected = segmenter.predict(Image.open(io.BytesIO(data)))
+    assert expected.shape == (64, 40)
+    status, _, body = server.predict(data, "image/jpeg")
+    assert status == 200
+    np.testing.assert_array_equal(decode_png(body), expected)
+    status, _, body = server.predict(data, "image/jpeg", fmt="overlay")
+    assert status == 200 and decode_png(body).shape == (64, 40, 3)
+    answer = json.loads(server.predict(data, "image/jpeg", fmt="json")[2])
+    assert (answer["height"], answer["width"]) == (64, 40)
 
 
 def test_concurrent_mixed_sizes_are_batched_and_exact(server: Served, segmenter: Any) -> None:
@@ -393,6 +414,77 @@ def test_a_failing_forward_fails_only_its_own_request(tiny_checkpoint: Path) -> 
     for image, response in zip([images[0], images[2]], [responses[0], responses[2]], strict=True):
         np.testing.assert_array_equal(decode_png(bytes(response.body)), reference.predict(image))
         assert response.headers["x-batch-size"] == "3"
+
+
+@pytest.mark.slow  # a second server start
+def half_open(port: int, count: int, head: bytes) -> list[socket.socket]:
+    """``count`` connections that each send ``head`` and then nothing more."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT + 30)
+        sock.sendall(head)
+        sockets.append(sock)
+    return sockets
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """What the server sends before it closes the connection (a socket timeout fails the test)."""
+    data = b""
+    with sock:
+        while chunk := sock.recv(4096):
+            data += chunk
+    return data
+
+
+def test_unfinished_requests_are_closed_and_connections_capped(server: Served, segmenter: Any) -> None:
+    """Half-open connections get 408 and are closed after --read-timeout; beyond --max-connections, 503."""
+    before = json.loads(server.request("GET", "/info")[2])["connections"]
+    assert (before["read_timeout"], before["max_connections"]) == (READ_TIMEOUT, MAX_CONNECTIONS)
+    start = time.monotonic()
+    line_only = half_open(server.port, 40, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Type: image/png\r\n"
+        "Content-Length: 5000\r\n\r\n"
+    ).encode()
+    half_body = half_open(server.port, 1, head + b"\0" * 100)
+    image = scene(8, (32, 48))
+    status, _, body = server.predict(encode(image))  # under the cap, others are answered meanwhile
+    assert status == 200
+    np.testing.assert_array_equal(decode_png(body), segmenter.predict(image))
+
+    over = half_open(server.port, MAX_CONNECTIONS, b"GET /health HTTP/1.1\r\n")
+    status, _, _ = server.request("GET", "/health", key=False)
+    assert status == 503  # over the cap: refused at once, not queued
+
+    for sock in [*line_only, *half_body, *over]:
+        answer = read_to_close(sock)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+        assert f"request not received within {READ_TIMEOUT:g} s".encode() in answer
+    assert time.monotonic() - start < READ_TIMEOUT + 20  # closed by the deadline, not by the client
+
+    assert server.predict(encode(image))[0] == 200
+    after = json.loads(server.request("GET", "/info")[2])["connections"]
+    assert after["refused"] - before["refused"] >= 1
+    assert after["timed_out"] - before["timed_out"] == 40 + 1 + MAX_CONNECTIONS
+    assert server.process.poll() is None
+    log = server.log.read_text()  # a summary line, at most every 10 s, not one line per refusal
+    assert "connection(s) refused over the connection limit" in log
+    assert "Exceeded concurrency limit" not in log
+
+
+def test_connection_options_are_checked() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hrseg", "serve", "--ckpt_path", "x.ckpt", "--read-timeout", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "hrseg serve: error: --read-timeout and --keep-alive must be > 0 and --max-connections at least 1 "
+        "(see hrseg serve --help)"
+    ]
 
 
 @pytest.mark.slow  # a second server start

@@ -23,6 +23,7 @@ from hrseg.commands.options import (
     size_type,
 )
 from hrseg.export import FORMATS, HUB_FORMAT, OPENVINO_FORMAT, SUFFIXES, export
+from hrseg.images import IMAGE_EXTENSIONS
 
 __all__ = ["main"]
 
@@ -93,16 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     low.add_argument(
         "--calib-data",
         default=None,
-        help="int8 calibration images: a config name or file (its DataModule's train split) or an image "
-        "folder / glob (default: generated street scenes)",
+        help="int8 calibration images of the model's own domain: a config name or file (its DataModule's "
+        "train split) or an image folder / glob; default: the train split recorded with the checkpoint "
+        "(its run's config.yaml), generated street scenes for a model trained on them",
     )
     low.add_argument("--num-calib", type=int, default=16, help="number of calibration images (default 16)")
     low.add_argument(
         "--val-data",
         default=None,
         help="validation set for the accuracy check: a config (its val split, with ground truth) or an image "
-        "folder / glob (compared with the fp32 label maps); default: --calib-data's val split when it is a "
-        "config, else generated scenes",
+        "folder / glob (compared with the fp32 label maps); default: the val split of --calib-data's config "
+        "or of the recorded training config, else the calibration images (generated scenes for a model "
+        "trained on them)",
     )
     low.add_argument("--num-val", type=int, default=32, help="number of validation images (default 32)")
     low.add_argument(
@@ -119,6 +122,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the DataModule of the generated street scenes: the one training set int8 may calibrate on unasked
+GENERATED_DATAMODULE = "DemoDataModule"
+
+
+class CalibrationError(ValueError):
+    """No calibration images of the model's domain: the message says what to pass."""
+
+
+def _is_image_spec(spec: str) -> bool:
+    """An image folder, glob or file (else a config name or file)."""
+    path = Path(spec).expanduser()
+    return path.is_dir() or any(ch in spec for ch in "*?[") or path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _describe(spec: str, split: str) -> str:
+    """What ``spec`` names, for the log: the folder / glob itself, or a config's split."""
+    return spec if _is_image_spec(spec) else f"the {split} split of {spec}"
+
+
 def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] | None]:
     """Raw images (and ground truth masks) for calibration or validation: what a deployed model is given.
 
@@ -129,10 +151,9 @@ def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] |
         split: ``"train"`` (calibration) or ``"val"``.
         num: at most this many, the first ones in order.
     """
-    from hrseg.images import IMAGE_EXTENSIONS, list_images
+    from hrseg.images import list_images
 
-    path = Path(spec).expanduser()
-    if path.is_dir() or any(ch in spec for ch in "*?[") or path.suffix.lower() in IMAGE_EXTENSIONS:
+    if _is_image_spec(spec):
         return [str(f) for f in list_images(spec, recursive=True)[:num]], None
     from hrseg.commands.data import datamodule_from_config
 
@@ -144,6 +165,54 @@ def load_images(spec: str, split: str, num: int) -> tuple[list[Any], list[Any] |
         masks.append(mask)
     # an unlabelled split is compared with the fp32 label maps
     return images, (masks if all(m is not None for m in masks) else None)
+
+
+def recorded_data(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The training data recorded with the checkpoint: (DataModule class name, run config with its data).
+
+    Released weights (``--model``), bundles and hub folders record none: ``(None, None)``.
+    """
+    if args.model is not None:
+        return None, None
+    from hrseg.modelcard import read_training_summary
+
+    summary = read_training_summary(args.ckpt)
+    return summary.datamodule, (str(summary.config) if summary.config is not None else None)
+
+
+def calibration_set(
+    args: argparse.Namespace, datamodule: str | None, config: str | None
+) -> tuple[list[Any], str]:
+    """int8 calibration images of the model's domain and where they come from (a phrase for the log).
+
+    ``--calib-data``; else the train split of the recorded training config; else generated street scenes for
+    a model trained on them.
+
+    Raises:
+        CalibrationError: none of those (the message says what to pass), or the recorded data is unreadable.
+    """
+    if args.calib_data:
+        images, _ = load_images(args.calib_data, "train", args.num_calib)
+        return images, _describe(args.calib_data, "train")
+    if datamodule == GENERATED_DATAMODULE:
+        from hrseg.export import generated_calibration_images
+
+        images = generated_calibration_images(args.num_calib)
+        return images, "generated street scenes (the model was trained on them)"
+    if config is not None:
+        try:
+            images, _ = load_images(config, "train", args.num_calib)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise CalibrationError(
+                f"int8 calibration: the training data recorded in {config} cannot be read ({err}); pass "
+                "--calib-data with images of the model's domain"
+            ) from None
+        return images, _describe(config, "train") + " (recorded with the model)"
+    raise CalibrationError(
+        "int8 needs calibration images of the model's own domain: pass --calib-data (an image folder, a glob "
+        f"or a config); {args.ckpt} records no training data, and generated street scenes fit only a model "
+        "trained on them"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,17 +228,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     formats: list[str] = list(FORMATS) if args.format == "all" else [args.format]
     precision = args.precision
     calib = val = masks = None
+    val_source: str | None = None
     if precision != "fp32":
         if args.format not in ("onnx", OPENVINO_FORMAT):
             parser.error(f"--precision {precision} applies to --format onnx or openvino")
         try:
-            if args.calib_data and precision == "int8":
-                calib, _ = load_images(args.calib_data, "train", args.num_calib)
+            datamodule, recorded = recorded_data(args)
+            if precision == "int8":
+                calib, calib_source = calibration_set(args, datamodule, recorded)
+                print(f"hrseg export: int8 calibration on {len(calib)} images of {calib_source}")
+            # the accuracy check: the user's validation images, else a config's val split (with ground truth)
             val_spec = args.val_data
-            if val_spec is None and args.calib_data and not Path(args.calib_data).expanduser().exists():
-                val_spec = args.calib_data  # a config: its val split, with ground truth
+            if val_spec is None and args.calib_data and not _is_image_spec(args.calib_data):
+                val_spec = args.calib_data
+            if val_spec is None and not args.calib_data and datamodule != GENERATED_DATAMODULE:
+                val_spec = recorded
             if val_spec:
-                val, masks = load_images(val_spec, "val", args.num_val)
+                try:
+                    val, masks = load_images(val_spec, "val", args.num_val)
+                except (FileNotFoundError, ValueError, OSError) as err:
+                    hint = "; pass --val-data" if val_spec == recorded else ""
+                    raise CalibrationError(f"the accuracy check: {err}{hint}") from None
+                val_source = _describe(val_spec, "val")
+            elif args.calib_data and calib is not None:  # in the model's domain, though not held out
+                val = calib[: args.num_val]
+                val_source = f"the calibration set {args.calib_data} (--val-data: held-out images)"
         except (FileNotFoundError, ValueError, OSError) as err:
             print(f"hrseg export: error: {err}", file=sys.stderr)
             return 1
@@ -219,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 val_images=val,
                 val_masks=masks,
                 max_drop=args.max_drop,
+                val_source=val_source,
             )
         except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"hrseg export: error: {fmt}: {err}", file=sys.stderr)

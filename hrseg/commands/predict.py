@@ -132,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         default="fp32",
         choices=["fp32", "bf16", "fp16", "int8"],
         help="fp32 (default); bf16 / fp16 where the hardware runs it; int8 (onnxruntime / openvino, "
-        "calibrated on generated scenes unless the cached export exists; measure it with hrseg export)",
+        "calibrated on generated street scenes, which fit only a model trained on them, unless the cached "
+        "export exists; for other models run hrseg export --precision int8 and predict with its .onnx)",
     )
     rt.add_argument("--cache-dir", default=None, help="export cache (default $HRSEG_CACHE or ~/.cache/hrseg)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

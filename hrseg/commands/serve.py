@@ -97,6 +97,26 @@ def _parser() -> argparse.ArgumentParser:
     lim.add_argument(
         "--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)"
     )
+    conn = p.add_argument_group("connections")
+    conn.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send a whole request, head and body (default 10); then it "
+        "gets 408 and is closed",
+    )
+    conn.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="most open connections (default 256); a request beyond them gets 503",
+    )
+    conn.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        help="seconds an idle connection stays open between two requests (default 5)",
+    )
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default info"
     )
@@ -113,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-batch-size and --workers must be at least 1")
     if args.batch_timeout < 0 or args.timeout <= 0:
         parser.error("--batch-timeout must be >= 0 and --timeout > 0")
+    if not (args.read_timeout > 0 and args.keep_alive > 0 and args.max_connections >= 1):
+        parser.error("--read-timeout and --keep-alive must be > 0 and --max-connections at least 1")
     check_released_weights_options(args, parser)
     released: dict[str, Any] | None = None
     if args.model is not None:
@@ -127,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from hrseg.checkpoint import CheckpointError
     from hrseg.inference import load_checkpoint
+    from hrseg.serve.connections import ConnectionLimits
     from hrseg.serve.limits import RequestLimits
     from hrseg.serve.server import ServeConfig, build_server, resolve_accelerator, run_server
 
@@ -157,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         limits=limits,
+        connections=ConnectionLimits(args.read_timeout, args.max_connections, args.keep_alive),
         timeout=args.timeout,
         released=released,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hrseg.images import IMAGE_EXTENSIONS, ImageFileError, open_image
+from hrseg.images import IMAGE_EXTENSIONS, ImageFileError, exif_orientation, open_image
 from hrseg.metadata import IGNORE_INDEX, LabelSet
 
 #: the ``label_specs`` key of samples whose DataModule has a single mask encoding
@@ -96,7 +96,10 @@ def open_image_file(path: Path) -> Image.Image:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image as RGB uint8 (H, W, 3); grey, palette and RGBA images are converted to RGB."""
+    """Read an image as RGB uint8 (H, W, 3), as displayed (EXIF orientation applied: :func:`open_image`).
+
+    Grey, palette and RGBA images are converted to RGB.
+    """
     img = open_image_file(path)
     if img.mode != "RGB":
         img = img.convert("RGB")
@@ -234,14 +237,7 @@ def inspect_sample(
         problems.append(Problem(str(sample.mask), _strip_path(str(exc), sample.mask)))
         return image, None, problems
     if image is not None and image.shape[:2] != raw.shape[:2]:
-        ih, iw = image.shape[:2]
-        mh, mw = raw.shape[:2]
-        problems.append(
-            Problem(
-                str(sample.mask),
-                f"size mismatch: mask is {mh}x{mw} (HxW) but its image {sample.image} is {ih}x{iw}",
-            )
-        )
+        problems.append(_size_mismatch(sample, image.shape[:2], raw.shape[:2]))
     mask, bad_values = map_labels(raw, spec)
     if bad_values:
         shown = ", ".join(str(v) for v in bad_values[:20]) + (" ..." if len(bad_values) > 20 else "")
@@ -254,6 +250,37 @@ def inspect_sample(
             )
         )
     return image, mask, problems
+
+
+#: EXIF orientations that swap width and height, and what a viewer does to the stored pixels
+_TURNS = {
+    5: "mirrored and turned 270 degrees clockwise",
+    6: "turned 90 degrees clockwise",
+    7: "mirrored and turned 90 degrees clockwise",
+    8: "turned 270 degrees clockwise",
+}
+
+
+def _size_mismatch(sample: Sample, shown: tuple[int, ...], mask: tuple[int, ...]) -> Problem:
+    """The problem of a mask whose size is not its image's (as displayed); an EXIF rotation is named."""
+    ih, iw = shown
+    mh, mw = mask
+    orientation = 1
+    try:  # the header only: the pixels were read already
+        with Image.open(sample.image) as stored:
+            orientation = exif_orientation(stored)
+    except (OSError, SyntaxError, ValueError):
+        pass
+    if orientation in _TURNS and (iw, ih) == (mh, mw):
+        return Problem(
+            str(sample.image),
+            f"EXIF orientation {orientation}: the image is displayed (and read) {_TURNS[orientation]}, "
+            f"as {ih}x{iw} (HxW), but its mask {sample.mask} is {mh}x{mw}, the size of the stored pixels; "
+            "draw the mask on the image as displayed, or save the image's pixels turned and without the tag",
+        )
+    return Problem(
+        str(sample.mask), f"size mismatch: mask is {mh}x{mw} (HxW) but its image {sample.image} is {ih}x{iw}"
+    )
 
 
 def _strip_path(message: str, path: Path) -> str:

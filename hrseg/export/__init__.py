@@ -36,7 +36,7 @@ from hrseg.export.formats import (
     export_safetensors,
 )
 from hrseg.export.graph import ExportWrapper, check_input, default_check_size
-from hrseg.export.quantize import quantize_int8
+from hrseg.export.quantize import GeneratedCalibrationWarning, generated_calibration_images, quantize_int8
 from hrseg.export.to_onnx import write_onnx
 from hrseg.export.to_openvino import save_openvino
 
@@ -48,6 +48,7 @@ __all__ = [
     "AccuracyReport",
     "ExportResult",
     "ExportWrapper",
+    "GeneratedCalibrationWarning",
     "GraphOptions",
     "accuracy_report",
     "check_input",
@@ -60,6 +61,7 @@ __all__ = [
     "export_openvino",
     "export_pt2",
     "export_safetensors",
+    "generated_calibration_images",
     "label_map_predictor",
     "model_fingerprint",
     "quantize_int8",

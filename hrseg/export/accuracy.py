@@ -24,7 +24,8 @@ class AccuracyReport:
 
     ``miou_reference`` / ``miou`` are mIoU against the ground truth masks (over the classes present in the
     masks or either prediction; against the reference's label maps when no masks are given, so
-    ``miou_reference`` is 1.0 then); ``agreement`` is the fraction of pixels where both label maps agree.
+    ``miou_reference`` is 1.0 then); ``agreement`` is the fraction of pixels where both label maps agree;
+    ``source`` says which images they are (e.g. ``"the val split of configs/x.yaml"``; empty: not said).
     """
 
     images: int
@@ -33,6 +34,7 @@ class AccuracyReport:
     miou: float
     agreement: float
     against: str
+    source: str = ""
 
     @property
     def drop(self) -> float:
@@ -44,6 +46,7 @@ class AccuracyReport:
         return (
             f"mIoU {self.miou:.4f} vs fp32 {self.miou_reference:.4f} (drop {self.drop:+.4f}, against "
             f"{self.against}), pixel agreement {100 * self.agreement:.2f} % over {self.images} images"
+            + (f" of {self.source}" if self.source else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +61,7 @@ def accuracy_report(
     masks: Iterable[Any] | None = None,
     num_classes: int | None = None,
     ignore_index: int | None = IGNORE_INDEX,
+    source: str = "",
 ) -> AccuracyReport:
     """Compare two label-map predictors (e.g. ``Segmenter.predict`` fp32 and int8) on a validation set.
 
@@ -71,6 +75,7 @@ def accuracy_report(
         masks: ground truth ``(H, W)`` label maps in the same order; None compares with the reference.
         num_classes: class count (default: from the label maps).
         ignore_index: ground-truth label not scored.
+        source: which images these are, for the report's summary.
 
     Raises:
         ValueError: no image, or a ground-truth label outside the classes that is not ``ignore_index``.
@@ -99,6 +104,7 @@ def accuracy_report(
         miou=float(scores_got.compute()["mIoU_present"]),
         agreement=agree / max(1, total),
         against="ground truth" if mask_list is not None else "fp32 label maps",
+        source=source,
     )
 
 

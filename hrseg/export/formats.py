@@ -259,6 +259,7 @@ def export(
     val_images: Any = None,
     val_masks: Any = None,
     max_drop: float | None = 0.005,
+    val_source: str | None = None,
 ) -> ExportResult:
     """Export one format, load it back and compare it with the eager model at another input size.
 
@@ -285,10 +286,12 @@ def export(
             ``calib_images``) or ``"bf16"`` / ``"fp16"`` (OpenVINO where the CPU runs it: the inference
             precision is recorded in the IR). Reduced precision is checked by its mIoU against the fp32
             model on ``val_images`` instead of the logits tolerance.
-        calib_images: int8 calibration images (paths / PIL / arrays / tensors; default generated scenes).
+        calib_images: int8 calibration images of the model's domain (paths / PIL / arrays / tensors;
+            default generated street scenes, with a warning: see :mod:`hrseg.export.quantize`).
         val_images: validation images for the accuracy check (default: 8 generated street scenes).
         val_masks: their ground truth label maps (default: compare with the fp32 label maps).
         max_drop: the mIoU drop against fp32 above which ``.passed`` is False (None: report only).
+        val_source: what ``val_images`` are, for the accuracy summary (e.g. ``"images in photos/"``).
 
     Returns:
         :class:`ExportResult`; check ``.passed``.
@@ -333,7 +336,7 @@ def export(
     accuracy = None
     # reduced precision: the label maps' accuracy is the check, the logits difference is only reported
     if precision != "fp32":
-        accuracy = _accuracy(model, loaded, meta, val_images, val_masks)
+        accuracy = _accuracy(model, loaded, meta, val_images, val_masks, val_source)
         tol = float("inf") if tolerance is None else tol
         extra["accuracy"] = accuracy.to_dict()
     return ExportResult(
@@ -414,13 +417,19 @@ def _logits(model: nn.Module, x: Tensor, meta: ModelMeta, upsample: bool) -> Ten
 
 
 def _accuracy(
-    reference: nn.Module, candidate: nn.Module, meta: ModelMeta, images: Any, masks: Any
+    reference: nn.Module,
+    candidate: nn.Module,
+    meta: ModelMeta,
+    images: Any,
+    masks: Any,
+    source: str | None,
 ) -> AccuracyReport:
     """The exported model's label maps against the fp32 model's, on ``images`` (default: generated scenes)."""
     if images is None:
         rng = np.random.default_rng(VALIDATION_SEED)
         images = [generate_scene(rng, (128, 256))[0] for _ in range(8)]
         masks = None
+        source = "generated street scenes"
     return accuracy_report(
         label_map_predictor(reference, meta),
         label_map_predictor(candidate, meta),
@@ -428,4 +437,5 @@ def _accuracy(
         masks,
         meta.num_classes,
         meta.labels.ignore_index,
+        source or "",
     )

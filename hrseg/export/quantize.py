@@ -1,4 +1,10 @@
-"""int8 post-training static quantization of an fp32 ONNX file (ONNX Runtime, QDQ format)."""
+"""int8 post-training static quantization of an fp32 ONNX file (ONNX Runtime, QDQ format).
+
+Calibration sets each activation's int8 range from the images it is given, so they must come from the
+model's own domain: generated street scenes (:func:`generated_calibration_images`, the default here) fit
+only a model trained on them, and calibrating on them warns. ``hrseg export --precision int8`` picks the
+images itself (``--calib-data``, else the dataset recorded with the model) and refuses to guess.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +23,26 @@ from hrseg.export.to_onnx import set_onnx_metadata
 from hrseg.images import to_image_tensor
 from hrseg.metadata import ModelMeta
 
-__all__ = ["CALIBRATION_SEED", "calibration_batches", "quantize_int8"]
+__all__ = [
+    "CALIBRATION_SEED",
+    "GeneratedCalibrationWarning",
+    "calibration_batches",
+    "generated_calibration_images",
+    "quantize_int8",
+]
 
 CALIBRATION_SEED = 0
 """Seed of the generated street scenes calibrated on when no images are given."""
+
+
+class GeneratedCalibrationWarning(UserWarning):
+    """int8 calibrated on generated street scenes: right only for a model trained on them."""
+
+
+def generated_calibration_images(count: int = 8) -> list[np.ndarray]:
+    """``count`` generated street scenes (RGB uint8, 128x256): the calibration set of the demo models."""
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    return [generate_scene(rng, (128, 256))[0] for _ in range(count)]
 
 
 def calibration_batches(images: Iterable[Any] | None, meta: ModelMeta) -> list[np.ndarray]:
@@ -28,15 +50,22 @@ def calibration_batches(images: Iterable[Any] | None, meta: ModelMeta) -> list[n
 
     Args:
         images: paths, PIL images, uint8 / [0, 1] float arrays or tensors (what
-            :func:`~hrseg.images.to_image_tensor` takes); None: eight generated street scenes.
+            :func:`~hrseg.images.to_image_tensor` takes); None: eight generated street scenes, with a
+            :class:`GeneratedCalibrationWarning` (pass :func:`generated_calibration_images` to say that
+            they are meant).
         meta: the model's metadata (its normalisation).
 
     Raises:
         ValueError: no image, or an image outside the accepted ranges.
     """
     if images is None:
-        rng = np.random.default_rng(CALIBRATION_SEED)
-        images = [generate_scene(rng, (128, 256))[0] for _ in range(8)]
+        warnings.warn(
+            "int8 calibration on generated street scenes: right only for a model trained on them; pass "
+            "calibration images of the model's own domain (hrseg export --precision int8 --calib-data ...)",
+            GeneratedCalibrationWarning,
+            stacklevel=2,
+        )
+        images = generated_calibration_images()
     channels = len(meta.mean)
     out = [meta.normalize(to_image_tensor(img, channels)[0]).contiguous().numpy() for img in images]
     if not out:
@@ -60,7 +89,8 @@ def quantize_int8(
     Args:
         onnx_in: the fp32 ONNX file (``hrseg export`` / :func:`~hrseg.export.to_onnx.write_onnx`).
         onnx_out: the int8 file to write.
-        calib_images: calibration images (default: eight generated street scenes).
+        calib_images: calibration images of the model's domain (default: eight generated street scenes,
+            with a warning; see :func:`calibration_batches`).
         meta: the model's metadata (default: the one embedded in ``onnx_in``).
         per_channel: per-output-channel weight scales.
     """

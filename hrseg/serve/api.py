@@ -33,6 +33,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 from torch import Tensor
 
 from hrseg.serve.limits import RequestError, RequestLimits, check_content_type, decode_image
@@ -96,10 +97,13 @@ async def _read_body(request: Request, limits: RequestLimits) -> bytes:
         limits.check_length(length)
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        limits.check_length(received)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            limits.check_length(received)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or the read deadline closed the connection: nobody to answer
+        raise RequestError(400, "the connection closed before the whole body arrived") from None
     return b"".join(chunks)
 
 

@@ -4,7 +4,8 @@ Every check raises :class:`RequestError` with the HTTP status it maps to and a o
 server answers a bad request with a 4xx and keeps serving the others. Images are decoded in memory from the
 request body (nothing is written to disk) with PIL restricted to PNG, JPEG and WebP; the pixel count is
 read from the image header and refused before any pixel is decoded, which also stops decompression bombs (a
-small file that declares a huge image). Depends on PIL only.
+small file that declares a huge image). An image is turned as it is displayed (its EXIF orientation
+applied, :func:`hrseg.images.upright`), so the label map lines up with what the client shows.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
+
+from hrseg.images import upright
 
 __all__ = [
     "IMAGE_CONTENT_TYPES",
@@ -102,7 +105,7 @@ def decode_image(data: bytes, limits: RequestLimits) -> Image.Image:
         limits: the pixel limit (and body size limit) to hold it to.
 
     Returns:
-        The fully decoded image (the first frame of an animated one).
+        The fully decoded image (the first frame of an animated one) in its displayed orientation.
 
     Raises:
         RequestError: 400 for an empty body, a body that is not an image, a truncated or corrupt image or a
@@ -138,7 +141,7 @@ def decode_image(data: bytes, limits: RequestLimits) -> Image.Image:
         image.load()
     except (OSError, SyntaxError, ValueError) as err:  # truncated data, bad chunks, broken compression
         raise RequestError(400, f"truncated or corrupt {image.format} image ({_one_line(err)})") from None
-    return image
+    return upright(image)
 
 
 def _other_image_format(data: bytes) -> str | None:

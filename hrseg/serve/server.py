@@ -15,6 +15,7 @@ from fastapi import Depends
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from hrseg.serve.api import OUTPUT_FORMATS, SegmentationAPI
+from hrseg.serve.connections import ConnectionLimits, ConnectionStats, protocol_options
 from hrseg.serve.limits import IMAGE_CONTENT_TYPES, RequestLimits
 
 __all__ = ["ServeConfig", "build_server", "page_html", "resolve_accelerator", "run_server"]
@@ -35,6 +36,7 @@ class ServeConfig:
         workers: inference workers per device.
         api_key: the key every request but the page and ``/health`` must send; None: none.
         limits: body size and pixel limits.
+        connections: the read deadline, the connection cap and the keep-alive timeout.
         timeout: seconds a request may wait for a worker before a 504.
         released: for released weights, :meth:`hrseg.Segmenter.from_weights`'s ``model``, ``classes`` and
             ``align_corners``; None: ``model`` describes itself.
@@ -50,6 +52,7 @@ class ServeConfig:
     workers: int = 1
     api_key: str | None = None
     limits: RequestLimits = field(default_factory=RequestLimits)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     timeout: float = 30.0
     released: dict[str, Any] | None = None
 
@@ -122,6 +125,13 @@ def build_server(config: ServeConfig, meta: Any) -> Any:
     )
     app = server.app
     app.state.hrseg_limits = config.limits
+    # LitServe starts one HTTP process per inference worker; they share the connection cap
+    http_servers = len(server.devices) * config.workers
+    stats = ConnectionStats()
+    app.state.hrseg_run_options = {
+        "num_api_servers": http_servers,
+        **protocol_options(config.connections, stats, http_servers),
+    }
     # LitServe's own "/" (a plain text line) and "/info" (its metadata) give way to hrseg's
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in ("/", "/info")]
     classes = list(meta.labels.class_names or [str(i) for i in range(meta.num_classes)])
@@ -156,6 +166,12 @@ def build_server(config: ServeConfig, meta: Any) -> Any:
                     "max_body_bytes": config.limits.max_body_bytes,
                     "content_types": [*IMAGE_CONTENT_TYPES, "multipart/form-data"],
                 },
+                "connections": {
+                    "read_timeout": config.connections.read_timeout,
+                    "max_connections": config.connections.max_connections,
+                    "keep_alive": config.connections.keep_alive,
+                    **stats.to_dict(),
+                },
                 "formats": list(OUTPUT_FORMATS),
                 "auth": config.api_key is not None,
             }
@@ -181,4 +197,5 @@ def run_server(server: Any, host: str, port: int, log_level: str = "info") -> No
         raise SystemExit(0)  # a forked HTTP server inherits this handler; uvicorn re-raises once it stopped
 
     signal.signal(signal.SIGTERM, stop)
-    server.run(host=host, port=port, log_level=log_level, generate_client_file=False)
+    options = dict(getattr(server.app.state, "hrseg_run_options", {}))  # from build_server
+    server.run(host=host, port=port, log_level=log_level, generate_client_file=False, **options)
