@@ -124,6 +124,11 @@ def test_config_builds_model_data_and_trainer(name, roots, monkeypatch):
             task.setup("fit")
     if name.startswith("cityscapes/"):
         assert task.loss_config.class_weights == "cityscapes"
+    if name.startswith(("ade20k/", "cocostuff/", "pascal_context", "lip/")):  # the official test pipeline
+        protocol = task.eval_protocol
+        assert protocol.mode == "official" and protocol.flip and protocol.base_size in (473, 520)
+        published = (1.0,) if name.startswith("lip/") else (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+        assert protocol.scales == published
     assert task.model.num_classes == num_classes
     if model_name.endswith("_ocr"):  # official HRNet-OCR criterion: 0.4 x aux + 1.0 x main
         assert task.loss_weights == [0.4, 1.0]

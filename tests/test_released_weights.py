@@ -160,3 +160,53 @@ def test_export_hub_folder_from_official_state_dict(tmp_path: Path, scene: np.nd
     assert loaded.meta.align_corners and loaded.class_names[-1] == "bicycle"
     expected = Segmenter.from_weights(path, "hrnetv2_w18_small_v1_ocr", align_corners=True, device="cpu")
     np.testing.assert_array_equal(loaded.predict(scene), expected.predict(scene))
+
+
+#: the rows of the official tables beyond Cityscapes: (label set, classes, the released file's head, its
+#: align_corners: True for the HRNet-OCR branch's ``*_torch11.pth`` files, False for the master branch's)
+TABLE_ROWS = [
+    ("lip", 20, "", False),  # hrnet_lip_5583_torch04.pth
+    ("lip", 20, "_ocr", True),
+    ("pascal_context_59", 59, "", False),
+    ("pascal_context_59", 59, "_ocr", True),  # hrnet_ocr_pascal_ctx_5618_torch11.pth
+    ("pascal_context_60", 60, "", False),
+    ("pascal_context_60", 60, "_ocr", True),
+    ("ade20k", 150, "", False),  # hrnet_ade20k_4312_torch04.pth
+    ("ade20k", 150, "_ocr", True),
+    ("cocostuff", 171, "", False),
+    ("cocostuff", 171, "_ocr", True),  # hrnet_ocr_cocostuff_3965_torch04.pth
+]
+
+
+@pytest.mark.parametrize(("classes", "num_classes", "head", "align_corners"), TABLE_ROWS)
+def test_released_weights_of_every_table_row(
+    tmp_path: Path, scene: np.ndarray, classes: str, num_classes: int, head: str, align_corners: bool
+) -> None:
+    """Each official table's released file layout (``model.``-prefixed, the loss beside it) predicts through
+    ``hrseg predict --ckpt_path --model --classes NAME`` exactly as the network it was saved from, with the
+    label set's classes and palette (W18-Small-v1 stands in for W48: the layout is the same)."""
+    from hrseg.commands import main
+    from hrseg.metadata import get_label_set
+
+    model = f"hrnetv2_w18_small_v1{head}"
+    torch.manual_seed(0)
+    net = build_model(model, num_classes=num_classes, align_corners=align_corners).eval()
+    state = {f"model.{k}": v for k, v in net.state_dict().items()}
+    state["loss.criterion.weight"] = torch.ones(num_classes)
+    path = tmp_path / f"{classes}{head}_official.pth"
+    torch.save(state, path)
+    labels = get_label_set(classes)
+    meta = released_meta(model, classes, align_corners=align_corners)
+    seg = Segmenter.from_weights(path, model, classes, align_corners=align_corners, device="cpu")
+    assert seg.num_classes == num_classes == labels.num_classes
+    assert list(seg.class_names) == list(labels.class_names)
+    expected = Segmenter(net, meta, device="cpu").predict(scene)
+    np.testing.assert_array_equal(seg.predict(scene), expected)
+    Image.fromarray(scene).save(tmp_path / "image.png")
+    argv = ["predict", "--ckpt_path", str(path), "--model", model, "--classes", classes]
+    argv += ["--align-corners"] if align_corners else []
+    assert main([*argv, "--input", str(tmp_path / "image.png"), "--output", str(tmp_path / "out")]) == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "image_trainIds.png"))
+    np.testing.assert_array_equal(written, expected)
+    color = np.asarray(Image.open(tmp_path / "out" / "image_color.png").convert("RGB"))
+    np.testing.assert_array_equal(color, np.asarray(labels.palette, dtype=np.uint8)[written])
