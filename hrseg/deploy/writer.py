@@ -21,7 +21,6 @@ predicted again.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -35,6 +34,7 @@ from PIL import Image
 
 from hrseg.colors import colorize, overlay
 from hrseg.deploy.segmenter import Segmenter
+from hrseg.files import atomic_output
 from hrseg.images import ImageFileError, list_images, open_image, to_image_tensor
 from hrseg.metadata import get_label_set, voc_colormap
 
@@ -104,16 +104,17 @@ def outputs_exist(paths: dict[str, Path]) -> bool:
     return all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
 
 
+#: what is safe when the disk refuses a prediction (the resume of ``skip_existing``)
+_RESUME = (
+    "the images finished before it are complete and no partial file is left; free space and rerun the same "
+    "command: it resumes where it stopped"
+)
+
+
 def _save_png(image: Image.Image, path: Path) -> None:
-    """Write atomically: a crash mid-write leaves no file that looks finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write atomically: a crash or a full disk mid-write leaves no file that looks finished."""
+    with atomic_output(path, _RESUME) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def label_image(mask: np.ndarray) -> Image.Image:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from hrseg.checkpoint import CONFIG_METADATA_KEY
 from hrseg.data.scenes import generate_scene
+from hrseg.files import atomic_output
 from hrseg.export.accuracy import AccuracyReport, accuracy_report, label_map_predictor
 from hrseg.export.graph import ExportWrapper, check_input, default_check_size, export_dims, trace
 from hrseg.export.quantize import quantize_int8
@@ -303,20 +304,22 @@ def export(
     reference = _logits(model, check, meta, upsample and format in GRAPH_FORMATS)
     start = time.perf_counter()
     extra: dict[str, Any] = {}
-    if format == "onnx":
-        files = export_onnx(
-            model, meta, out_path, options, "int8" if precision == "int8" else "fp32", calib_images
-        )
-        extra["exporter"] = exporter
-    elif format == OPENVINO_FORMAT:
-        files = export_openvino(model, meta, out_path, options, precision, calib_images)
-        extra["exporter"] = exporter
-    elif format == "pt2":
-        files = export_pt2(model, meta, out_path, options)
-    elif format == HUB_FORMAT:
-        files = export_hub(model, meta, out_path, source)
-    else:
-        files = export_safetensors(model, meta, out_path)
+    # written beside out_path under a temporary name and renamed whole: a failed export (a full disk, a kill)
+    # leaves no partial file under the final name
+    with atomic_output(out_path, "no partial export was left; free space and rerun") as tmp:
+        if format == "onnx":
+            files = export_onnx(model, meta, tmp, options, "int8" if precision == "int8" else "fp32", calib_images)
+            extra["exporter"] = exporter
+        elif format == OPENVINO_FORMAT:
+            files = export_openvino(model, meta, tmp, options, precision, calib_images)
+            extra["exporter"] = exporter
+        elif format == "pt2":
+            files = export_pt2(model, meta, tmp, options)
+        elif format == HUB_FORMAT:
+            files = export_hub(model, meta, tmp, source)
+        else:
+            files = export_safetensors(model, meta, tmp)
+        files = [out_path.parent / f.relative_to(tmp.parent) for f in files]
     export_seconds = time.perf_counter() - start
     if precision != "fp32":
         extra["precision"] = precision

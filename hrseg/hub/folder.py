@@ -28,6 +28,7 @@ from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
 from torch import Tensor, nn
 
 from hrseg.checkpoint import CONFIG_METADATA_KEY, read_model_checkpoint
+from hrseg.files import atomic_output
 from hrseg.hub.references import (
     HubError,
     HubFile,
@@ -274,8 +275,10 @@ def save_model_folder(
     if root.suffix == ".safetensors":
         raise HubError(f"an hrseg model folder is a folder, not a file: {root}")
     state = model.state_dict() if isinstance(model, nn.Module) else model
-    (root / CARD_FILE).unlink(missing_ok=True)  # the mixin keeps an existing card; this export writes its own
-    ModelFolder(meta, state, card=card).save_pretrained(root)
+    # written into a fresh temporary folder (so the mixin writes this export's card, not keeping an old one)
+    # and moved into place whole: a full disk leaves the earlier files, never a partial model.safetensors
+    with atomic_output(root, "no partial file was left in the folder; free space and rerun") as tmp:
+        ModelFolder(meta, state, card=card).save_pretrained(tmp)
     return [root / SAFETENSORS_SINGLE_FILE, root / CONFIG_NAME, root / CARD_FILE]
 
 

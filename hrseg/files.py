@@ -1,0 +1,137 @@
+"""Writing files safely: whole or not at all, and a full or read-only disk said in one line.
+
+Every file hrseg writes for a user (predictions, exports, model folders, report figures, benchmark records)
+goes through :func:`atomic_output`: it is written under a temporary name in the same folder and renamed into
+place, so a failed or killed write never leaves a partial file where a finished one is expected. A write the
+disk refuses (no space, over quota, over the file-size limit, read-only, no permission) becomes a
+:class:`DiskWriteError` that names the path, the error and what is safe; the command line prints it as one
+line. Checkpoints take the same path through :class:`hrseg.checkpoint_io.AtomicCheckpointIO`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = [
+    "DISK_ERRNOS",
+    "DiskWriteError",
+    "atomic_output",
+    "describe_disk_error",
+    "disk_error_of",
+    "disk_errors",
+]
+
+#: errno -> what the user can do about it
+DISK_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "the disk is full: free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space within the quota or write elsewhere",
+    errno.EFBIG: "the file exceeds the file-size limit (ulimit -f) or the filesystem's largest file",
+    errno.EROFS: "the filesystem is read-only: write to another folder",
+    errno.EACCES: "no permission to write there: write to a folder you own",
+    errno.EPERM: "no permission to write there: write to a folder you own",
+}
+
+
+class DiskWriteError(OSError):
+    """A write the disk refused; the message names the path, the error and what is safe.
+
+    Attributes:
+        errno: the refused write's errno (``ENOSPC``, ``EFBIG``, ...).
+        filename: the file that was being written.
+    """
+
+    def __init__(self, message: str, code: int, path: str | Path) -> None:
+        """Keep ``message`` as the text; ``code`` and ``path`` as ``errno`` and ``filename``."""
+        super().__init__(message)
+        self.errno = code
+        self.filename = str(path)
+
+
+def disk_error_of(err: BaseException) -> OSError | None:
+    """The refused write behind ``err``: itself or one of its causes, an ``OSError`` of :data:`DISK_ERRNOS`.
+
+    Causes are followed because libraries re-raise the file's ``OSError`` as their own error: ``torch.save``
+    to an open file, for one, raises ``RuntimeError("[enforce fail at inline_container.cc] unexpected pos")``
+    with the ``OSError`` as its context.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def describe_disk_error(path: str | Path, cause: OSError, safe: str = "") -> str:
+    """One line: the path, the error and its errno name, what to do, and what is safe (``safe``)."""
+    code = cause.errno if cause.errno is not None else 0
+    name = errno.errorcode.get(code, str(code))
+    reason = cause.strerror or str(cause)
+    return f"cannot write {path}: {reason} ({name}); {DISK_ERRNOS.get(code, '')}" + (f"; {safe}" if safe else "")
+
+
+@contextlib.contextmanager
+def disk_errors(path: str | Path, safe: str = "") -> Iterator[None]:
+    """Turn a write the disk refuses inside the block into a :class:`DiskWriteError` naming ``path``.
+
+    Args:
+        path: what the block writes (named in the message).
+        safe: what is intact and how to go on, e.g. "the previous checkpoint is intact".
+    """
+    try:
+        yield
+    except DiskWriteError:
+        raise
+    except Exception as err:
+        cause = disk_error_of(err)
+        if cause is None:
+            raise
+        raise DiskWriteError(describe_disk_error(path, cause, safe), cause.errno or 0, path) from err
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | Path, safe: str = "") -> Iterator[Path]:
+    """A temporary path to write ``final`` to; after the block it is renamed into place, whole.
+
+    The temporary path has ``final``'s name inside a hidden folder beside it (same filesystem: the rename is
+    atomic). Everything the block writes in that folder moves to ``final``'s folder: the file itself, files
+    beside it (an OpenVINO ``.bin`` next to the ``.xml``, a bundle's ``.json``) or, when the block writes a
+    folder at the path, that folder's files. A failed block moves nothing and the hidden folder is removed,
+    so no partial file appears under a finished name. A write the disk refuses becomes a
+    :class:`DiskWriteError` naming ``final``.
+
+    Args:
+        final: the file (or folder) to write.
+        safe: what is safe when the disk refuses (added to the message).
+    """
+    final = Path(final)
+    with disk_errors(final, safe or "nothing was written under that name"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            yield tmpdir / final.name
+            for entry in sorted(tmpdir.iterdir()):
+                if entry.is_dir():  # a folder output: its files replace those of the same names
+                    _move_tree(entry, final.parent / entry.name)
+                else:
+                    os.replace(entry, final.parent / entry.name)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _move_tree(src: Path, dst: Path) -> None:
+    """Move the files of ``src`` into ``dst`` (created), one ``os.replace`` each, keeping sub-folders."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        if entry.is_dir():
+            _move_tree(entry, dst / entry.name)
+        else:
+            os.replace(entry, dst / entry.name)
