@@ -38,6 +38,7 @@ from hrseg.metadata import ModelMeta
 
 __all__ = [
     "CONFIG_METADATA_KEY",
+    "MAX_CONFIG_JSON_BYTES",
     "PRECISION_METADATA_KEY",
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -55,6 +56,10 @@ CONFIG_METADATA_KEY = "hrseg_config"
 
 PRECISION_METADATA_KEY = "hrseg_precision"
 """Key under which an exported graph records its precision (``"int8"``, OpenVINO ``"bf16"`` / ``"fp16"``)."""
+
+
+MAX_CONFIG_JSON_BYTES = 16 << 20
+"""The largest ``config.json`` of a model bundle read (a real one is a few KiB, a 65536-class one ~2 MiB)."""
 
 
 class CheckpointError(ValueError):
@@ -145,13 +150,17 @@ def _torch_load(path: Path, trusted: bool) -> Any:
     """``torch.load`` on the CPU, ``weights_only`` unless trusted, with errors that name the file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... for refused or damaged
+    except (
+        Exception
+    ) as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... for refused or damaged
         if not trusted:
             # refused or damaged? Decided from the file, not from the wording of torch's message
             refused = refused_globals(path)
             if refused:
                 raise CheckpointError(_refusal(path, refused)) from err
-        detail = "" if isinstance(err, pickle.UnpicklingError) else f"{type(err).__name__}: {_first_line(err)}"
+        detail = (
+            "" if isinstance(err, pickle.UnpicklingError) else f"{type(err).__name__}: {_first_line(err)}"
+        )
         raise CheckpointError(_unreadable(path, detail)) from err
 
 
@@ -166,8 +175,8 @@ def _refusal(path: Path, refused: Sequence[str]) -> str:
     return (
         f"refused checkpoint {path}: it holds pickled Python objects ({shown}) that weights-only loading "
         "refuses, so it was not loaded: loading it would run code. Only if you trust its source, convert it "
-        f"once into a safe file: `hrseg export --ckpt_path {path} --format safetensors --trusted` (in Python: "
-        "trusted=True), then use the .safetensors file"
+        f"once into a safe file: `hrseg export --ckpt_path {path} --format safetensors --trusted` (in "
+        "Python: trusted=True), then use the .safetensors file"
     )
 
 
@@ -189,7 +198,9 @@ def _scan_globals(data: bytes) -> list[str] | None:
     try:
         for opcode, arg, _ in pickletools.genops(data):
             name = opcode.name
-            if name == "GLOBAL":  # protocol 2 writes Python 2 names (__builtin__.eval): read as unpickling does
+            if (
+                name == "GLOBAL"
+            ):  # protocol 2 writes Python 2 names (__builtin__.eval): read as unpickling does
                 module, _, attr = str(arg).partition(" ")
                 if (module, attr) in _compat_pickle.NAME_MAPPING:
                     module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
@@ -354,6 +365,11 @@ def _read_bundle(path: Path) -> tuple[ModelMeta, dict[str, Tensor]]:
     state, metadata = _read_safetensors(weights)
     try:
         if config.is_file():
+            if config.stat().st_size > MAX_CONFIG_JSON_BYTES:  # a model config is a page of JSON
+                raise CheckpointError(
+                    f"{config}: a model config of {config.stat().st_size / 2**20:.1f} MiB (at most "
+                    f"{MAX_CONFIG_JSON_BYTES >> 20} MiB): refused"
+                )
             data = json.loads(config.read_text())
         elif CONFIG_METADATA_KEY in metadata:
             data = json.loads(metadata[CONFIG_METADATA_KEY])

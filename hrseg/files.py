@@ -75,7 +75,9 @@ def describe_disk_error(path: str | Path, cause: OSError, safe: str = "") -> str
     code = cause.errno if cause.errno is not None else 0
     name = errno.errorcode.get(code, str(code))
     reason = cause.strerror or str(cause)
-    return f"cannot write {path}: {reason} ({name}); {DISK_ERRNOS.get(code, '')}" + (f"; {safe}" if safe else "")
+    return f"cannot write {path}: {reason} ({name}); {DISK_ERRNOS.get(code, '')}" + (
+        f"; {safe}" if safe else ""
+    )
 
 
 @contextlib.contextmanager

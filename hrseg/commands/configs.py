@@ -134,17 +134,22 @@ def _check_events(events: Iterator[Any], path: Path) -> None:
     for event in events:
         tag = getattr(event, "tag", None)
         if tag not in (None, "!") and tag not in _PLAIN_TAGS:
-            why = "Python objects would run code" if tag.startswith("tag:yaml.org,2002:python/") else "not plain data"
+            why = (
+                "Python objects would run code"
+                if tag.startswith("tag:yaml.org,2002:python/")
+                else "not plain data"
+            )
             raise ConfigFileError(
                 f"config {path}: tag {tag.replace('tag:yaml.org,2002:', '!!')} at line "
-                f"{event.start_mark.line + 1} is refused ({why}); a config holds plain values, lists and mappings"
+                f"{event.start_mark.line + 1} is refused ({why}); a config holds plain values, lists and "
+                "mappings"
             )
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_CONFIG_DEPTH:
                 raise ConfigFileError(
-                    f"config {path} nests deeper than {MAX_CONFIG_DEPTH} levels (line {event.start_mark.line + 1}): "
-                    "refused"
+                    f"config {path} nests deeper than {MAX_CONFIG_DEPTH} levels "
+                    f"(line {event.start_mark.line + 1}): refused"
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
@@ -165,7 +170,9 @@ def _expanded_size(roots: list[Any], path: Path) -> int:
             sizes[id(node)] = 1
             continue
         children = (
-            [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else node.value
+            [item for pair in node.value for item in pair]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
         )
         if children_done:
             sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_CONFIG_NODES + 1)

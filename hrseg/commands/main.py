@@ -117,7 +117,10 @@ def main(args: Sequence[str] | None = None) -> int:
 
         refused = disk_error_of(err)  # a full / read-only disk anywhere (a logger's file, a cache): one line
         if refused is not None and not isinstance(err, _data_error_types()):
-            print(f"hrseg {command}: error: {describe_disk_error(refused.filename or 'a file', refused)}", file=sys.stderr)
+            print(
+                f"hrseg {command}: error: {describe_disk_error(refused.filename or 'a file', refused)}",
+                file=sys.stderr,
+            )
             return EXIT_DATA
         if not isinstance(err, _data_error_types()):
             raise  # a bug, not a mistake: keep the traceback

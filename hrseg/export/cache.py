@@ -28,10 +28,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hrseg.files import atomic_output
 from hrseg.export.formats import export
 from hrseg.export.quantize import quantize_int8
 from hrseg.export.to_openvino import save_openvino
+from hrseg.files import atomic_output
 from hrseg.metadata import ModelMeta
 
 __all__ = ["default_cache_dir", "export_cached", "model_fingerprint"]

@@ -27,12 +27,12 @@ from torch import Tensor, nn
 
 from hrseg.checkpoint import CONFIG_METADATA_KEY
 from hrseg.data.scenes import generate_scene
-from hrseg.files import atomic_output
 from hrseg.export.accuracy import AccuracyReport, accuracy_report, label_map_predictor
 from hrseg.export.graph import ExportWrapper, check_input, default_check_size, export_dims, trace
 from hrseg.export.quantize import quantize_int8
 from hrseg.export.to_onnx import Exporter, write_onnx
 from hrseg.export.to_openvino import save_openvino
+from hrseg.files import atomic_output
 from hrseg.images import ImageInput
 from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.optimize import prepare_for_inference
@@ -308,7 +308,9 @@ def export(
     # leaves no partial file under the final name
     with atomic_output(out_path, "no partial export was left; free space and rerun") as tmp:
         if format == "onnx":
-            files = export_onnx(model, meta, tmp, options, "int8" if precision == "int8" else "fp32", calib_images)
+            files = export_onnx(
+                model, meta, tmp, options, "int8" if precision == "int8" else "fp32", calib_images
+            )
             extra["exporter"] = exporter
         elif format == OPENVINO_FORMAT:
             files = export_openvino(model, meta, tmp, options, precision, calib_images)
