@@ -44,7 +44,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # a full or read-only disk: one line that says the earlier checkpoint (if any) is whole
         safe = (
             f"the previous {target.name} is intact" if target.exists() else "no partial checkpoint was left"
-        ) + "; free space, then resume with --ckpt_path last"
+        ) + "; earlier checkpoints are untouched: resume with --ckpt_path last"
         with disk_errors(target, safe):
             self._save_local(checkpoint, target)
 

@@ -52,6 +52,10 @@ class DiskWriteError(OSError):
         self.errno = code
         self.filename = str(path)
 
+    def __str__(self) -> str:
+        """The message alone (``OSError`` would print ``[Errno N] None: path`` once ``errno`` is set)."""
+        return str(self.args[0])
+
 
 def disk_error_of(err: BaseException) -> OSError | None:
     """The refused write behind ``err``: itself or one of its causes, an ``OSError`` of :data:`DISK_ERRNOS`.

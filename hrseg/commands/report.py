@@ -86,7 +86,7 @@ def run_report(
     )
     paths = [out / "predictions.png", out / "learning_curve.png"]
     for path, figure in zip(paths, (panels, plot_learning_curve(read_scalars(run))), strict=True):
-        with atomic_output(path, "the figures written before it are whole; free space and rerun") as tmp:
+        with atomic_output(path, "the figures written before it are whole; rerun once there is room") as tmp:
             figure.savefig(tmp, dpi=110)
     return paths
 

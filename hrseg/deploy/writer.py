@@ -106,8 +106,8 @@ def outputs_exist(paths: dict[str, Path]) -> bool:
 
 #: what is safe when the disk refuses a prediction (the resume of ``skip_existing``)
 _RESUME = (
-    "the images finished before it are complete and no partial file is left; free space and rerun the same "
-    "command: it resumes where it stopped"
+    "the images finished before it are complete and no partial file is left; once there is room, rerun the "
+    "same command: it resumes where it stopped"
 )
 
 

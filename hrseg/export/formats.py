@@ -306,7 +306,7 @@ def export(
     extra: dict[str, Any] = {}
     # written beside out_path under a temporary name and renamed whole: a failed export (a full disk, a kill)
     # leaves no partial file under the final name
-    with atomic_output(out_path, "no partial export was left; free space and rerun") as tmp:
+    with atomic_output(out_path, "no partial export was left; rerun once there is room") as tmp:
         if format == "onnx":
             files = export_onnx(
                 model, meta, tmp, options, "int8" if precision == "int8" else "fp32", calib_images

@@ -277,7 +277,7 @@ def save_model_folder(
     state = model.state_dict() if isinstance(model, nn.Module) else model
     # written into a fresh temporary folder (so the mixin writes this export's card, not keeping an old one)
     # and moved into place whole: a full disk leaves the earlier files, never a partial model.safetensors
-    with atomic_output(root, "no partial file was left in the folder; free space and rerun") as tmp:
+    with atomic_output(root, "no partial file was left in the folder; rerun once there is room") as tmp:
         ModelFolder(meta, state, card=card).save_pretrained(tmp)
     return [root / SAFETENSORS_SINGLE_FILE, root / CONFIG_NAME, root / CARD_FILE]
 
