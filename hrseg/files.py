@@ -68,7 +68,12 @@ def disk_error_of(err: BaseException) -> OSError | None:
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in DISK_ERRNOS:
+        # a DiskWriteError is a description; the refused write itself is among its causes
+        if (
+            isinstance(current, OSError)
+            and current.errno in DISK_ERRNOS
+            and not isinstance(current, DiskWriteError)
+        ):
             return current
         current = current.__cause__ or current.__context__
     return None
@@ -88,15 +93,16 @@ def describe_disk_error(path: str | Path, cause: OSError, safe: str = "") -> str
 def disk_errors(path: str | Path, safe: str = "") -> Iterator[None]:
     """Turn a write the disk refuses inside the block into a :class:`DiskWriteError` naming ``path``.
 
+    Nested blocks (an export writing a model folder) end in the outermost one's path and ``safe``: the inner
+    paths are temporary names the user never asked for.
+
     Args:
         path: what the block writes (named in the message).
         safe: what is intact and how to go on, e.g. "the previous checkpoint is intact".
     """
     try:
         yield
-    except DiskWriteError:
-        raise
-    except Exception as err:
+    except Exception as err:  # nested writers: the outermost names the path the user asked for
         cause = disk_error_of(err)
         if cause is None:
             raise
