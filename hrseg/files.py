@@ -15,8 +15,12 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "DISK_ERRNOS",
@@ -25,6 +29,7 @@ __all__ = [
     "describe_disk_error",
     "disk_error_of",
     "disk_errors",
+    "save_safetensors",
 ]
 
 #: errno -> what the user can do about it
@@ -135,8 +140,65 @@ def atomic_output(final: str | Path, safe: str = "") -> Iterator[Path]:
                     _move_tree(entry, final.parent / entry.name)
                 else:
                     os.replace(entry, final.parent / entry.name)
+        except Exception as err:
+            refused = None if disk_error_of(err) is not None else _probe_disk(final.parent, tmpdir)
+            if refused is None:
+                raise
+            refused.__cause__ = err
+            raise DiskWriteError(
+                describe_disk_error(final, refused, safe), refused.errno or 0, final
+            ) from refused
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _probe_disk(folder: Path, written: Path) -> OSError | None:
+    """Why a write into ``folder`` failed, read from the filesystem when the writer did not say.
+
+    Writers in compiled code (safetensors' Rust writer, OpenVINO) report a refused write as their own error
+    without an errno; the filesystem still tells: read-only, not writable, no free blocks, or a file in
+    ``written`` that reached the process's file-size limit.
+    """
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # gone, or not a POSIX system
+        return None
+    code = None
+    root = getattr(os, "geteuid", lambda: -1)() == 0  # root may use the reserved blocks
+    limit = _file_size_limit()
+    if stat.f_flag & os.ST_RDONLY:
+        code = errno.EROFS
+    elif not os.access(folder, os.W_OK):
+        code = errno.EACCES
+    elif (stat.f_bfree if root else stat.f_bavail) == 0:
+        code = errno.ENOSPC
+    elif limit is not None and any(f.is_file() and f.stat().st_size >= limit for f in written.rglob("*")):
+        code = errno.EFBIG
+    return None if code is None else OSError(code, os.strerror(code), str(folder))
+
+
+def _file_size_limit() -> int | None:
+    """The process's largest file size (``ulimit -f``), None when unlimited or not a POSIX system."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def save_safetensors(
+    tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a safetensors file through Python's file I/O.
+
+    safetensors' own writer reports a refused write (a full disk, the file-size limit) without its errno and
+    removes the partial file, so nothing would say why; serialised here and written by Python, the
+    ``OSError`` keeps its errno for :func:`disk_errors`. The bytes are held once in memory (the model's size).
+    """
+    from safetensors.torch import save
+
+    Path(path).write_bytes(save(dict(tensors), metadata=metadata))
 
 
 def _move_tree(src: Path, dst: Path) -> None:

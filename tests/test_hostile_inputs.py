@@ -227,7 +227,6 @@ def test_shipped_configs_and_plain_anchors_pass_the_limits(tmp_path):
     check_config_file(plain)
 
 
-@pytest.mark.slow  # two interpreter start-ups without torch: a few seconds
 def test_a_config_bomb_stops_a_real_process_at_once(bad_configs):
     for name, words in (("bomb", ["alias bomb"]), ("python", ["would run code"])):
         start = time.perf_counter()
@@ -238,7 +237,7 @@ def test_a_config_bomb_stops_a_real_process_at_once(bad_configs):
             text=True,
             timeout=60,
         )
-        assert time.perf_counter() - start < 20  # the interpreter's start; the check itself is milliseconds
+        assert time.perf_counter() - start < 10  # the interpreter's start (no torch); the check takes ms
         assert proc.returncode == 2, proc.stderr
         _check_one_line(proc.stderr, "hrseg fit", words)
     assert not bad_configs["marker"].exists()

@@ -32,7 +32,7 @@ from hrseg.export.graph import ExportWrapper, check_input, default_check_size, e
 from hrseg.export.quantize import quantize_int8
 from hrseg.export.to_onnx import Exporter, write_onnx
 from hrseg.export.to_openvino import save_openvino
-from hrseg.files import atomic_output
+from hrseg.files import atomic_output, save_safetensors
 from hrseg.images import ImageInput
 from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.optimize import prepare_for_inference
@@ -205,8 +205,6 @@ def export_safetensors(model: nn.Module, meta: ModelMeta, out: Path) -> list[Pat
     ``out`` is a ``.safetensors`` file (its config beside it as ``.json``) or a folder (``model.safetensors``
     + ``config.json``); the config is also embedded in the safetensors header.
     """
-    from safetensors.torch import save_file
-
     if out.suffix == ".safetensors":
         weights, config = out, out.with_suffix(".json")
     else:
@@ -214,7 +212,7 @@ def export_safetensors(model: nn.Module, meta: ModelMeta, out: Path) -> list[Pat
         weights, config = out / "model.safetensors", out / "config.json"
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={CONFIG_METADATA_KEY: meta.to_json(), "format": "pt"})
+    save_safetensors(state, weights, metadata={CONFIG_METADATA_KEY: meta.to_json(), "format": "pt"})
     config.write_text(meta.to_json() + "\n")
     return [weights, config]
 

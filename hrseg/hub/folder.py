@@ -28,7 +28,7 @@ from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
 from torch import Tensor, nn
 
 from hrseg.checkpoint import CONFIG_METADATA_KEY, read_model_checkpoint
-from hrseg.files import atomic_output
+from hrseg.files import atomic_output, save_safetensors
 from hrseg.hub.references import (
     HubError,
     HubFile,
@@ -133,13 +133,11 @@ class ModelFolder(ModelHubMixin):
                 if src.is_file() and src.resolve() != (save_directory / name).resolve():
                     shutil.copyfile(src, save_directory / name)
             return
-        from safetensors.torch import save_file
-
         assert self._state is not None
         state = {k: v.detach().cpu().contiguous() for k, v in self._state.items()}
         # The header copy of the config lets a lone model.safetensors describe itself (see _read_bundle)
         metadata = {CONFIG_METADATA_KEY: self.meta.to_json(), "format": "pt"}
-        save_file(state, str(save_directory / SAFETENSORS_SINGLE_FILE), metadata=metadata)
+        save_safetensors(state, save_directory / SAFETENSORS_SINGLE_FILE, metadata=metadata)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The card ``save_pretrained`` / ``push_to_hub`` write when the folder has none: :attr:`card`."""
