@@ -303,3 +303,36 @@ def test_export_to_a_full_disk_or_a_read_only_folder_leaves_nothing_partial(
     done = _hrseg(*hub)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _files(out) == ["hub", "hub/README.md", "hub/config.json", "hub/model.safetensors"]
+
+
+def test_atomic_output_renames_whole_results_and_names_a_refused_write(tmp_path: Path) -> None:
+    """Files beside the target move together; a failed block leaves nothing; a refused write hidden in a
+    library's own error (torch's zip writer raises RuntimeError) and a real ENOSPC are named in one line."""
+    import errno
+
+    from hrseg.files import DiskWriteError, atomic_output, disk_errors
+
+    out = tmp_path / "out"
+    with atomic_output(out / "model.xml") as tmp:
+        tmp.write_text("xml")
+        tmp.with_suffix(".bin").write_bytes(b"bin")
+    assert _files(out) == ["model.bin", "model.xml"]
+    with pytest.raises(ZeroDivisionError), atomic_output(out / "half.onnx") as tmp:
+        tmp.write_text("partial")
+        _ = 1 / 0
+    with (
+        pytest.raises(DiskWriteError) as info,
+        atomic_output(out / "model.pt2", "the earlier files are whole"),
+    ):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as err:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from err
+    assert str(info.value) == (
+        f"cannot write {out / 'model.pt2'}: No space left on device (ENOSPC); the disk is full: free space "
+        "or write elsewhere; the earlier files are whole"
+    )
+    assert info.value.errno == errno.ENOSPC and _files(out) == ["model.bin", "model.xml"]
+    full = Path("/dev/full")  # a device that is always full
+    with pytest.raises(DiskWriteError, match=r"cannot write /dev/full: .*\(ENOSPC\)"), disk_errors(full):
+        full.write_bytes(b"x")
