@@ -150,11 +150,10 @@ def _torch_load(path: Path, trusted: bool) -> Any:
     """``torch.load`` on the CPU, ``weights_only`` unless trusted, with errors that name the file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except (
-        Exception
-    ) as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... for refused or damaged
+    except Exception as err:
+        # torch raises UnpicklingError, RuntimeError, EOFError ... for a refused or a damaged file; which
+        # one it is comes from the file itself, not from the wording of torch's message
         if not trusted:
-            # refused or damaged? Decided from the file, not from the wording of torch's message
             refused = refused_globals(path)
             if refused:
                 raise CheckpointError(_refusal(path, refused)) from err
@@ -198,9 +197,8 @@ def _scan_globals(data: bytes) -> list[str] | None:
     try:
         for opcode, arg, _ in pickletools.genops(data):
             name = opcode.name
-            if (
-                name == "GLOBAL"
-            ):  # protocol 2 writes Python 2 names (__builtin__.eval): read as unpickling does
+            if name == "GLOBAL":
+                # protocol 2 (torch.save's) writes Python 2 names (__builtin__.eval): read as unpickling does
                 module, _, attr = str(arg).partition(" ")
                 if (module, attr) in _compat_pickle.NAME_MAPPING:
                     module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
@@ -221,7 +219,7 @@ def _scan_globals(data: bytes) -> list[str] | None:
                 recent.append(memo.get(int(arg)))
             elif name == "STOP":
                 return list(dict.fromkeys(found))
-            else:
+            elif opcode.stack_after:  # pushes something else (FRAME, PROTO, MEMOIZE, POP push nothing)
                 recent.append(None)
             del recent[:-2]
     except Exception:  # pickletools raises ValueError for unknown opcodes and truncated arguments

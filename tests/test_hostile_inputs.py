@@ -65,14 +65,15 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> 
     root = tmp_path_factory.mktemp("hostile")
     marker = root / "code-ran"
     checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
-    payloads = {
-        "system": (Shell(f"touch {marker}"), f"{os.system.__module__}.system"),
-        "eval": (Eval(f"open({str(marker)!r}, 'w')"), "builtins.eval"),
-        "custom": (Gadget(), f"{Gadget.__module__}.Gadget"),
+    payloads = {  # (object, the global it pickles as, pickle protocol: 2 writes GLOBAL, 4 STACK_GLOBAL)
+        "system": (Shell(f"touch {marker}"), f"{os.system.__module__}.system", 2),
+        "system_protocol4": (Shell(f"touch {marker}"), f"{os.system.__module__}.system", 4),
+        "eval": (Eval(f"open({str(marker)!r}, 'w')"), "builtins.eval", 2),
+        "custom": (Gadget(), f"{Gadget.__module__}.Gadget", 2),
     }
     files: dict[str, Any] = {"root": root, "marker": marker, "names": {}}
-    for name, (obj, global_name) in payloads.items():
-        torch.save({**checkpoint, "extra": obj}, root / f"{name}.ckpt")
+    for name, (obj, global_name, protocol) in payloads.items():
+        torch.save({**checkpoint, "extra": obj}, root / f"{name}.ckpt", pickle_protocol=protocol)
         files[name] = root / f"{name}.ckpt"
         files["names"][name] = global_name
     data = tiny_checkpoint.read_bytes()
@@ -95,7 +96,7 @@ LOADERS = {
 }
 
 
-@pytest.mark.parametrize("payload", ["system", "eval", "custom"])
+@pytest.mark.parametrize("payload", ["system", "system_protocol4", "eval", "custom"])
 def test_a_checkpoint_with_objects_is_refused_by_name_and_runs_nothing(hostile, payload):
     """Every loader names the refused global, says why, and how to make a safe file; no code runs."""
     for loader_name, load in LOADERS.items():

@@ -195,7 +195,8 @@ def export_pt2(
     """The ``torch.export`` program ``out`` (``.pt2``), the metadata in its extra files."""
     wrapper, example, dims = (options or GraphOptions()).prepare(model, meta)
     program = trace(wrapper, example, dims)
-    torch.export.save(program, str(out), extra_files={f"{CONFIG_METADATA_KEY}.json": meta.to_json()})
+    with open(out, "wb") as fh:  # a Python file: a refused write keeps its errno (hrseg.files.disk_errors)
+        torch.export.save(program, fh, extra_files={f"{CONFIG_METADATA_KEY}.json": meta.to_json()})
     return [out]
 
 
