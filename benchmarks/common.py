@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hrseg.files import atomic_output
+from hrseg.files import atomic_write_text
 
 SCHEMA_VERSION = 1
 RESULT_MARKER = "@@HRSEG_BENCH_RESULT@@"
@@ -542,8 +542,7 @@ class Report:
             md_path: header + self.markdown.rstrip() + "\n",
         }
         for path, text in texts.items():  # whole or not at all: a full disk leaves the previous record
-            with atomic_output(path, "the previous record is intact") as tmp:
-                tmp.write_text(text, encoding="utf-8")
+            atomic_write_text(path, text, "the previous record is intact")
         return json_path, md_path
 
 

@@ -15,7 +15,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DISK_ERRNOS",
+    "FULL_DISK_ERRNOS",
     "DiskWriteError",
     "atomic_output",
+    "atomic_write_text",
     "describe_disk_error",
     "disk_error_of",
     "disk_errors",
@@ -41,6 +43,9 @@ DISK_ERRNOS: dict[int, str] = {
     errno.EACCES: "no permission to write there: write to a folder you own",
     errno.EPERM: "no permission to write there: write to a folder you own",
 }
+
+FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""The errnos only a write gets (a permission error may also come from a read)."""
 
 
 class DiskWriteError(OSError):
@@ -62,8 +67,8 @@ class DiskWriteError(OSError):
         return str(self.args[0])
 
 
-def disk_error_of(err: BaseException) -> OSError | None:
-    """The refused write behind ``err``: itself or one of its causes, an ``OSError`` of :data:`DISK_ERRNOS`.
+def disk_error_of(err: BaseException, errnos: Collection[int] = tuple(DISK_ERRNOS)) -> OSError | None:
+    """The refused write behind ``err``: itself or one of its causes, an ``OSError`` of one of ``errnos``.
 
     Causes are followed because libraries re-raise the file's ``OSError`` as their own error: ``torch.save``
     to an open file, for one, raises ``RuntimeError("[enforce fail at inline_container.cc] unexpected pos")``
@@ -76,7 +81,7 @@ def disk_error_of(err: BaseException) -> OSError | None:
         # a DiskWriteError is a description; the refused write itself is among its causes
         if (
             isinstance(current, OSError)
-            and current.errno in DISK_ERRNOS
+            and current.errno in errnos
             and not isinstance(current, DiskWriteError)
         ):
             return current
@@ -150,6 +155,12 @@ def atomic_output(final: str | Path, safe: str = "") -> Iterator[Path]:
             ) from refused
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def atomic_write_text(path: str | Path, text: str, safe: str = "") -> None:
+    """Write a UTF-8 text file whole or not at all (:func:`atomic_output`); ``safe`` as there."""
+    with atomic_output(path, safe) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _probe_disk(folder: Path, written: Path) -> OSError | None:

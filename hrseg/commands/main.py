@@ -113,9 +113,10 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"hrseg {command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:
-        from hrseg.files import describe_disk_error, disk_error_of
+        from hrseg.files import FULL_DISK_ERRNOS, describe_disk_error, disk_error_of
 
-        refused = disk_error_of(err)  # a full / read-only disk anywhere (a logger's file, a cache): one line
+        # a full / read-only disk anywhere (a logger's file, a cache): one line
+        refused = disk_error_of(err, FULL_DISK_ERRNOS)
         if refused is not None and not isinstance(err, _data_error_types()):
             print(
                 f"hrseg {command}: error: {describe_disk_error(refused.filename or 'a file', refused)}",
