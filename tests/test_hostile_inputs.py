@@ -128,7 +128,7 @@ def test_a_truncated_checkpoint_is_named_damaged_not_refused(hostile, fraction, 
 
 
 def test_commands_refuse_the_checkpoint_in_one_line(hostile, capsys, monkeypatch):
-    """predict (a real process), export and validate: exit 1, one line naming the global, no code run."""
+    """predict (a real process), export, validate, serve: exit 1, one line naming the global, no code run."""
     monkeypatch.chdir(hostile["root"])
     out = hostile["root"] / "predictions"
     argv = ["predict", "--ckpt_path", str(hostile["system"]), "--input", str(hostile["images"])]
@@ -147,6 +147,9 @@ def test_commands_refuse_the_checkpoint_in_one_line(hostile, capsys, monkeypatch
     ):
         assert main(argv) == 1
         _check_one_line(capsys.readouterr().err, f"hrseg {argv[0]}", ["refused checkpoint", "would run code"])
+    assert main(["serve", "--ckpt_path", str(hostile["system"])]) == 1  # before any server process starts
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hrseg serve: refused checkpoint") and "\n" not in err, err
     assert not hostile["marker"].exists() and not out.exists()
     assert not list(hostile["root"].glob("*.safetensors"))
 
