@@ -206,17 +206,17 @@ def _scan_globals(data: bytes) -> list[str] | None:
                 found.append(f"{module}.{attr}")
                 recent.append(None)
             elif name == "STACK_GLOBAL":
-                module, attr = (recent[-2], recent[-1]) if len(recent) >= 2 else (None, None)
-                found.append(f"{module}.{attr}" if isinstance(module, str) and isinstance(attr, str) else "?")
+                pushed = [v for v in recent[-2:] if isinstance(v, str)]  # the module and the name
+                found.append(".".join(pushed) if len(pushed) == 2 else "?")
                 recent.append(None)
             elif name in _STRING_OPCODES:
                 recent.append(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
             elif name == "MEMOIZE":
                 memo[len(memo)] = recent[-1] if recent else None
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = recent[-1] if recent else None
+                memo[int(arg or 0)] = recent[-1] if recent else None
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                recent.append(memo.get(int(arg)))
+                recent.append(memo.get(int(arg or 0)))
             elif name == "STOP":
                 return list(dict.fromkeys(found))
             elif opcode.stack_after:  # pushes something else (FRAME, PROTO, MEMOIZE, POP push nothing)

@@ -141,7 +141,7 @@ def _check_events(events: Iterator[Any], path: Path) -> None:
             )
             raise ConfigFileError(
                 f"config {path}: tag {tag.replace('tag:yaml.org,2002:', '!!')} at line "
-                f"{event.start_mark.line + 1} is refused ({why}); a config holds plain values, lists and "
+                f"{_line(event)} is refused ({why}); a config holds plain values, lists and "
                 "mappings"
             )
         if isinstance(event, yaml.CollectionStartEvent):
@@ -149,10 +149,16 @@ def _check_events(events: Iterator[Any], path: Path) -> None:
             if depth > MAX_CONFIG_DEPTH:
                 raise ConfigFileError(
                     f"config {path} nests deeper than {MAX_CONFIG_DEPTH} levels "
-                    f"(line {event.start_mark.line + 1}): refused"
+                    f"(line {_line(event)}): refused"
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+
+
+def _line(item: Any) -> str:
+    """The 1-based line where a YAML event or node starts ("?" without a mark)."""
+    mark = getattr(item, "start_mark", None)
+    return "?" if mark is None else str(mark.line + 1)
 
 
 def _expanded_size(roots: list[Any], path: Path) -> int:
@@ -180,7 +186,7 @@ def _expanded_size(roots: list[Any], path: Path) -> int:
             continue
         if id(node) in open_nodes:
             raise ConfigFileError(
-                f"config {path}: the alias at line {node.start_mark.line + 1} refers to a collection that "
+                f"config {path}: the alias at line {_line(node)} refers to a collection that "
                 "contains it (an endless value): refused"
             )
         open_nodes.add(id(node))
