@@ -344,3 +344,22 @@ def test_a_safetensors_header_claiming_a_terabyte_is_refused(tmp_path, capsys):
         ]
         assert main(argv) == 1
         _check_one_line(capsys.readouterr().err, "hrseg predict", [str(path), "safetensors"])
+
+
+def test_absurd_metadata_in_a_real_process(absurd_bundles, tmp_path):
+    """``python -m hrseg predict`` of a folder asking for a million-channel stem: exit 1, one line."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 48)).save(images / "street.png")
+    out = tmp_path / "out"
+    argv = ["predict", "--ckpt_path", str(absurd_bundles["stem_width"]), "--input", str(images)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "hrseg", *argv, "--output", str(out)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    _check_one_line(proc.stderr, "hrseg predict", [str(absurd_bundles["stem_width"]), "do not fit"])
+    assert not out.exists()
