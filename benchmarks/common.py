@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hrseg.files import atomic_write_text
+
 SCHEMA_VERSION = 1
 RESULT_MARKER = "@@HRSEG_BENCH_RESULT@@"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -534,9 +536,13 @@ class Report:
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path = out_dir / f"{self.benchmark}.json"
         md_path = out_dir / f"{self.benchmark}.md"
-        json_path.write_text(json.dumps(self.payload(), indent=2, default=str) + "\n", encoding="utf-8")
         header = f"# {self.benchmark}\n\nMachine: {describe_machine(self.machine)}\n\n"
-        md_path.write_text(header + self.markdown.rstrip() + "\n", encoding="utf-8")
+        texts = {
+            json_path: json.dumps(self.payload(), indent=2, default=str) + "\n",
+            md_path: header + self.markdown.rstrip() + "\n",
+        }
+        for path, text in texts.items():  # whole or not at all: a full disk leaves the previous record
+            atomic_write_text(path, text, "the previous record is intact")
         return json_path, md_path
 
 

@@ -44,6 +44,7 @@ from benchmarks.targets import (
     TRAIN_OVER_REFERENCE_TARGET,
     W48_PEAK_FRACTION_TARGET,
 )
+from hrseg.files import atomic_write_text
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -431,7 +432,7 @@ def write_summary(cfg: SuiteConfig, reports: dict[str, Report], argv: list[str],
         md += ["", f"### {name}", "", rep.markdown.strip()]
     text = "\n".join(md) + "\n"
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "summary.md").write_text("# hrseg benchmarks\n\n" + text, encoding="utf-8")
+    atomic_write_text(cfg.out / "summary.md", "# hrseg benchmarks\n\n" + text)
     payload = {
         "schema": 1,
         "benchmark": "summary",
@@ -445,7 +446,7 @@ def write_summary(cfg: SuiteConfig, reports: dict[str, Report], argv: list[str],
         "benchmarks": sorted(reports),
         "budget_s": cfg.budget_s,
     }
-    (cfg.out / "summary.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_text(cfg.out / "summary.json", json.dumps(payload, indent=2, default=str) + "\n")
     return text
 
 
@@ -458,7 +459,7 @@ def update_readme(summary_md: str, readme: Path = README) -> bool:
         return False
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_BEGIN}\n{summary_md.strip()}\n{README_END}{tail}", encoding="utf-8")
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{summary_md.strip()}\n{README_END}{tail}")
     return True
 
 

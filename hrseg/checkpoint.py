@@ -20,9 +20,13 @@ and command layers all read files through it.
 
 from __future__ import annotations
 
+import _compat_pickle
+import io
 import json
 import pickle
-from collections.abc import Mapping
+import pickletools
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +38,7 @@ from hrseg.metadata import ModelMeta
 
 __all__ = [
     "CONFIG_METADATA_KEY",
+    "MAX_CONFIG_JSON_BYTES",
     "PRECISION_METADATA_KEY",
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -43,6 +48,7 @@ __all__ = [
     "read_lightning_record",
     "read_model_checkpoint",
     "read_state_dict",
+    "refused_globals",
 ]
 
 CONFIG_METADATA_KEY = "hrseg_config"
@@ -50,6 +56,10 @@ CONFIG_METADATA_KEY = "hrseg_config"
 
 PRECISION_METADATA_KEY = "hrseg_precision"
 """Key under which an exported graph records its precision (``"int8"``, OpenVINO ``"bf16"`` / ``"fp16"``)."""
+
+
+MAX_CONFIG_JSON_BYTES = 16 << 20
+"""The largest ``config.json`` of a model bundle read (a real one is a few KiB, a 65536-class one ~2 MiB)."""
 
 
 class CheckpointError(ValueError):
@@ -140,19 +150,135 @@ def _torch_load(path: Path, trusted: bool) -> Any:
     """``torch.load`` on the CPU, ``weights_only`` unless trusted, with errors that name the file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as err:
-        # only a well-formed pickle that names a class ("Unsupported global") holds objects worth trusting;
-        # random or damaged bytes also fail as "weights only load failed", with an unsupported opcode
-        refused = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
-        if refused:
-            name = refused[0].split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in refused[0] else "?"
-            raise CheckpointError(
-                f"checkpoint {path} is a pickle holding Python objects ({name}) that weights_only loading "
-                "refuses; only if you trust the file, load it with trusted=True"
-            ) from err
-        raise CheckpointError(_unreadable(path)) from err
-    except Exception as err:  # torch raises RuntimeError, EOFError, KeyError ... for damaged files
-        raise CheckpointError(_unreadable(path, f"{type(err).__name__}: {str(err).splitlines()[0]}")) from err
+    except Exception as err:
+        # torch raises UnpicklingError, RuntimeError, EOFError ... for a refused or a damaged file; which
+        # one it is comes from the file itself, not from the wording of torch's message
+        if not trusted:
+            refused = refused_globals(path)
+            if refused:
+                raise CheckpointError(_refusal(path, refused)) from err
+        detail = (
+            "" if isinstance(err, pickle.UnpicklingError) else f"{type(err).__name__}: {_first_line(err)}"
+        )
+        raise CheckpointError(_unreadable(path, detail)) from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _refusal(path: Path, refused: Sequence[str]) -> str:
+    """The one-line refusal: what the file holds, why it was not loaded, how to make a safe file of it."""
+    shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+    return (
+        f"refused checkpoint {path}: it holds pickled Python objects ({shown}) that weights-only loading "
+        "refuses, so it was not loaded: loading it would run code. Only if you trust its source, convert it "
+        f"once into a safe file: `hrseg export --ckpt_path {path} --format safetensors --trusted` (in "
+        "Python: trusted=True), then use the .safetensors file"
+    )
+
+
+#: pickle opcodes that push a string (candidates for the module and name a STACK_GLOBAL pops)
+_STRING_OPCODES = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+)
+
+
+def _scan_globals(data: bytes) -> list[str] | None:
+    """The ``module.name`` globals a pickle imports (GLOBAL and STACK_GLOBAL), read with :mod:`pickletools`.
+
+    Nothing is executed: the opcodes are listed, not run. Returns None when the bytes are not a whole pickle
+    (truncated, damaged, or not a pickle at all).
+    """
+    found: list[str] = []
+    memo: dict[int, Any] = {}
+    recent: list[Any] = []  # the values pushed last, for STACK_GLOBAL's two strings and for MEMOIZE
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            name = opcode.name
+            if name == "GLOBAL":
+                # protocol 2 (torch.save's) writes Python 2 names (__builtin__.eval): read as unpickling does
+                module, _, attr = str(arg).partition(" ")
+                if (module, attr) in _compat_pickle.NAME_MAPPING:
+                    module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
+                module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+                found.append(f"{module}.{attr}")
+                recent.append(None)
+            elif name == "STACK_GLOBAL":
+                pushed = [v for v in recent[-2:] if isinstance(v, str)]  # the module and the name
+                found.append(".".join(pushed) if len(pushed) == 2 else "?")
+                recent.append(None)
+            elif name in _STRING_OPCODES:
+                recent.append(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
+            elif name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg or 0)] = recent[-1] if recent else None
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                recent.append(memo.get(int(arg or 0)))
+            elif name == "STOP":
+                return list(dict.fromkeys(found))
+            elif opcode.stack_after:  # pushes something else (FRAME, PROTO, MEMOIZE, POP push nothing)
+                recent.append(None)
+            del recent[:-2]
+    except Exception:  # pickletools raises ValueError for unknown opcodes and truncated arguments
+        return None
+    return None  # no STOP: cut short
+
+
+def _pickle_of(path: Path) -> bytes | None:
+    """The object pickle of a torch file: ``data.pkl`` of a ``torch.save`` zip, else the file's own bytes.
+
+    None when the zip is unreadable (truncated archives lose their central directory) or holds no data.pkl.
+    """
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                return archive.read(names[0]) if names else None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            return None
+    with path.open("rb") as fh:
+        return fh.read()
+
+
+def refused_globals(path: str | Path) -> list[str]:
+    """The globals in a torch file that ``weights_only`` loading refuses; empty when it refuses none.
+
+    Read from the file with :mod:`pickletools` (nothing runs): the globals the object pickle imports (a
+    ``torch.save`` zip's ``data.pkl``, or a bare pickle), less those :func:`torch.load` accepts with
+    ``weights_only=True``. A damaged or truncated file has no whole pickle and gives an empty list: it is
+    damaged, not refused.
+    """
+    p = Path(path)
+    data = _pickle_of(p)
+    found = _scan_globals(data) if data is not None else None
+    if not found:
+        return []
+    unsafe = _torch_refuses(found)
+    return [g for g in found if g in unsafe]
+
+
+def _torch_refuses(names: Sequence[str]) -> set[str]:
+    """Which of ``names`` weights-only loading refuses, in torch's own words.
+
+    ``torch.serialization.get_unsafe_globals_in_checkpoint`` knows torch's allowlist and the globals a user
+    allowed with ``add_safe_globals``, but reads only protocol-2 GLOBAL opcodes (a pickle of another protocol
+    makes it fail): it is given a minimal archive that imports exactly ``names``.
+    """
+    body = b"\x80\x02" + b"".join(
+        f"c{module}\n{attr}\n".encode() for module, _, attr in (n.rpartition(".") for n in names)
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", body + b".")
+        archive.writestr("archive/version", b"3\n")
+    buffer.seek(0)
+    try:
+        return set(torch.serialization.get_unsafe_globals_in_checkpoint(buffer))
+    except Exception:  # a name torch cannot even parse: none of them is known to be safe
+        return set(names)
 
 
 def _unreadable(path: Path, detail: str = "") -> str:
@@ -237,6 +363,11 @@ def _read_bundle(path: Path) -> tuple[ModelMeta, dict[str, Tensor]]:
     state, metadata = _read_safetensors(weights)
     try:
         if config.is_file():
+            if config.stat().st_size > MAX_CONFIG_JSON_BYTES:  # a model config is a page of JSON
+                raise CheckpointError(
+                    f"{config}: a model config of {config.stat().st_size / 2**20:.1f} MiB (at most "
+                    f"{MAX_CONFIG_JSON_BYTES >> 20} MiB): refused"
+                )
             data = json.loads(config.read_text())
         elif CONFIG_METADATA_KEY in metadata:
             data = json.loads(metadata[CONFIG_METADATA_KEY])

@@ -15,6 +15,8 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from hrseg.files import disk_errors
+
 __all__ = ["AtomicCheckpointIO"]
 
 
@@ -39,6 +41,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = Path(urlpath)
+        # a full or read-only disk: one line that says the earlier checkpoint (if any) is whole
+        safe = (
+            f"the previous {target.name} is intact" if target.exists() else "no partial checkpoint was left"
+        ) + "; earlier checkpoints are untouched: resume with --ckpt_path last"
+        with disk_errors(target, safe):
+            self._save_local(checkpoint, target)
+
+    @staticmethod
+    def _save_local(checkpoint: dict[str, Any], target: Path) -> None:
+        """The atomic local save: an unnamed (or named) temporary file, fsync, rename, fsync the folder."""
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_writers_files(target)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

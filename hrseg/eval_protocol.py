@@ -23,7 +23,12 @@ from typing import Any, ClassVar, Literal
 
 from hrseg.plain_data import PlainDataGroup
 
-__all__ = ["MODES", "VARIANTS", "EvalProtocol", "Mode", "Variant", "as_pair"]
+__all__ = ["MAX_SCALE", "MAX_SIDE", "MODES", "VARIANTS", "EvalProtocol", "Mode", "Variant", "as_pair"]
+
+MAX_SIDE = 65535
+"""The largest image side a window or stride may have (JPEG's limit; beyond it, a size is a typo)."""
+MAX_SCALE = 8.0
+"""The largest test scale: an image scaled further is a typo, and its tensors would not fit any memory."""
 
 #: ``whole``: one forward per (scaled) image. ``slide``: sliding windows over every (scaled) image larger
 #: than the window, a whole forward for one that fits (the official rule). ``official``: the official HRNet
@@ -47,6 +52,8 @@ def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | N
     pair = (int(value), int(value)) if isinstance(value, int | float) else tuple(int(v) for v in value)
     if len(pair) != 2 or min(pair) < 1:
         raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
+    if max(pair) > MAX_SIDE:
+        raise ValueError(f"{what} {pair} is larger than any image (at most {MAX_SIDE} pixels a side)")
     return pair[0], pair[1]
 
 
@@ -105,16 +112,18 @@ class EvalProtocol(PlainDataGroup):
         if isinstance(self.scales, str | int | float):
             raise ValueError(f"eval protocol scales must be a list of factors, got {self.scales!r}")
         scales = tuple(float(s) for s in self.scales)
-        if not scales or any(s <= 0 for s in scales):
-            raise ValueError(f"eval protocol scales must be positive factors, got {list(self.scales)!r}")
+        if not scales or any(not 0 < s <= MAX_SCALE for s in scales):
+            raise ValueError(
+                f"eval protocol scales must be factors in (0, {MAX_SCALE:g}], got {list(self.scales)!r}"
+            )
         if self.mode in ("slide", "official") and window is None:
             what = "a window" if self.mode == "slide" else "a window (the crop size)"
             raise ValueError(f"eval protocol mode {self.mode!r} needs {what} (height, width)")
         base_size = self.base_size
         if base_size is not None and (
-            isinstance(base_size, bool) or not isinstance(base_size, int) or base_size < 1
+            isinstance(base_size, bool) or not isinstance(base_size, int) or not 1 <= base_size <= MAX_SIDE
         ):
-            raise ValueError(f"eval protocol base_size must be a positive int, got {base_size!r}")
+            raise ValueError(f"eval protocol base_size must be an int in [1, {MAX_SIDE}], got {base_size!r}")
         if self.mode == "official":
             if stride is not None:
                 raise ValueError(

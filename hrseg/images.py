@@ -17,13 +17,14 @@ mask that only fits the stored orientation).
 from __future__ import annotations
 
 import glob
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
+
+from hrseg.files import atomic_output
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -48,21 +49,15 @@ class ImageFileError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write ``image`` as a PNG atomically: a crash mid-write leaves no file that looks finished.
+def save_png(image: Image.Image, path: Path, safe: str = "") -> None:
+    """Write ``image`` as a PNG atomically: a crash or a full disk mid-write leaves no finished-looking file.
 
     The image goes to a hidden temporary file beside ``path`` first, renamed over it once complete (parent
-    folders are created).
+    folders are created); a write the disk refuses raises :class:`hrseg.files.DiskWriteError` naming ``path``
+    and ``safe`` (what the caller knows is safe, e.g. how to resume).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path, safe) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def list_images(spec: str | Path, recursive: bool = False) -> list[Path]:

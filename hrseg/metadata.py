@@ -33,6 +33,7 @@ __all__ = [
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_LABEL_ID",
     "Color",
     "LabelSet",
     "ModelMeta",
@@ -46,6 +47,9 @@ __all__ = [
 
 IGNORE_INDEX = 255
 """The default ignore value: the label losses and metrics skip (the Cityscapes and VOC convention)."""
+
+MAX_LABEL_ID = 65535
+"""The largest label value a label PNG holds (16 bit): class ids, raw ids and the ignore value stay within."""
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 """Per-channel mean of ImageNet RGB in [0, 1]: the input normalisation of every published HRNet weight."""
@@ -133,7 +137,17 @@ class LabelSet:
         n = len(names)
         if n < 1:
             raise ValueError("a label set needs at least one class name")
+        # checked before any table of that size is made (palette, lookup tables, a head of n outputs)
+        if n > MAX_LABEL_ID + 1:
+            raise ValueError(
+                f"{n:,} classes: a label PNG holds ids up to {MAX_LABEL_ID} "
+                f"(at most {MAX_LABEL_ID + 1:,} classes)"
+            )
         ignore = int(self.ignore_index)
+        if ignore > MAX_LABEL_ID:
+            raise ValueError(
+                f"ignore_index {ignore} is above {MAX_LABEL_ID}, the largest value of a label PNG"
+            )
         if 0 <= ignore < n:
             raise ValueError(f"ignore_index {ignore} collides with a class id ({n} classes)")
         if self.palette:
@@ -143,6 +157,11 @@ class LabelSet:
         else:
             palette = tuple(default_palette(n))
         id_to_train = _pairs(self.id_to_train, "id_to_train")
+        raw_out = [raw for raw, _ in id_to_train if not 0 <= raw <= MAX_LABEL_ID]
+        if raw_out:
+            raise ValueError(
+                f"id_to_train raw ids {sorted(set(raw_out))[:5]} outside 0..{MAX_LABEL_ID} (label PNG values)"
+            )
         bad = [t for _, t in id_to_train if t is not None and not 0 <= t < n]
         if bad:
             raise ValueError(f"id_to_train maps to train ids {sorted(set(bad))} outside 0..{n - 1}")

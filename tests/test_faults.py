@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_resume import ENV, SEED_ENV, _step, kill_seed
@@ -162,3 +163,176 @@ def test_a_save_removes_temporary_files_of_dead_writers_only(tmp_path: Path) -> 
     live.write_bytes(b"partial")
     AtomicCheckpointIO().save_checkpoint({"global_step": 1}, tmp_path / "last.ckpt")
     assert not stale.exists() and live.exists()
+
+
+# --- full and read-only disks ------------------------------------------------------------------------------
+
+HRSEG_ENV = {**ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def _hrseg(*argv: str, file_size_limit: int | None = None, read_only: Path | None = None):
+    """``python -m hrseg ARGV`` under a file-size limit (a disk that fills up) or with a read-only folder.
+
+    ``RLIMIT_FSIZE`` makes a write past the limit fail with EFBIG, as a full disk fails with ENOSPC: the same
+    path through hrseg. SIGXFSZ is ignored so that the write returns the error instead of killing the process.
+    The read-only folder is a read-only bind mount in a private mount namespace (root ignores permission bits)
+    or, for other users, a folder without write permission.
+    """
+    import resource
+
+    def limit() -> None:
+        if file_size_limit is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    command = [sys.executable, "-m", "hrseg", *argv]
+    if read_only is not None:
+        if os.geteuid() == 0:
+            mount = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+            command = ["unshare", "--map-root-user", "--mount", "sh", "-c", mount, str(read_only), *command]
+        else:
+            read_only.chmod(0o555)
+    try:
+        return subprocess.run(
+            command, env=HRSEG_ENV, capture_output=True, text=True, timeout=600, preexec_fn=limit, check=False
+        )
+    finally:
+        if read_only is not None:
+            read_only.chmod(0o755)
+
+
+def _files(folder: Path) -> list[str]:
+    """Every entry under ``folder``, hidden ones included (a temporary file left behind would show)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _one_line(stderr: str, prefix: str, *words: str) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{prefix}: error: cannot write "), stderr[-3000:]
+    for word in words:
+        assert word in line, line
+    return line
+
+
+@pytest.mark.slow  # two short resumed fits (~20 s each on 2 busy cores)
+def test_a_fit_whose_checkpoint_save_meets_a_full_disk_stops_in_one_line_and_resumes(
+    tiny_checkpoint: Path, tiny_fit_args: list[str], tmp_path: Path
+) -> None:
+    """A resumed ``hrseg fit`` that cannot write its checkpoint: one line, the earlier one whole, a rerun
+    with ``--ckpt_path last`` finishes."""
+    root = tmp_path / "run"
+    earlier = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(tiny_checkpoint.read_bytes())  # two steps done; the fit below asks for a third
+    fit = ["fit", "--config", "demo", *tiny_fit_args, "--trainer.max_steps", "3", "--trainer.max_epochs", "2"]
+    fit += ["--trainer.default_root_dir", str(root), "--ckpt_path", "last"]
+    fit += ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(root)]
+    full = _hrseg(*fit, file_size_limit=2**20)  # the checkpoint is ~18 MB; logs and configs are small
+    assert full.returncode == 1, full.stderr[-3000:]
+    failed = root / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
+    _one_line(full.stderr, "hrseg fit", str(failed), "(EFBIG)", "--ckpt_path last", "untouched")
+    assert not failed.parent.exists() or _files(failed.parent) == []  # no partial or temporary file
+    assert _step(earlier) == 2
+
+    rerun = _hrseg(*fit)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"Resuming from {earlier}" in rerun.stdout + rerun.stderr
+    assert _step(root / "lightning_logs" / "version_2" / "checkpoints" / "last.ckpt") >= 2  # saved, whole
+
+
+@pytest.mark.slow  # two predict processes (~6 s each)
+def test_predict_on_a_full_disk_stops_in_one_line_and_a_rerun_completes(
+    tiny_checkpoint: Path, tmp_path: Path
+):
+    """The disk fills up at the second image's overlay: the first image's files are whole, nothing partial is
+    left, and the same command run again writes the rest."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, size in (("a_small", (48, 64)), ("m_large", (320, 320)), ("z_small", (48, 64))):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"{name}.png")
+    out = tmp_path / "out"
+    predict = ["predict", "--ckpt_path", str(tiny_checkpoint), "--input", str(images), "--output", str(out)]
+    full = _hrseg(*predict, "--overlay", file_size_limit=150_000)  # the large overlay PNG is ~300 KB
+    assert full.returncode == 1, full.stderr[-3000:]
+    _one_line(
+        full.stderr, "hrseg predict", str(out / "m_large_overlay.png"), "(EFBIG)", "resumes where it stopped"
+    )
+    written = _files(out)
+    assert all(not name.startswith(".") for name in written), written
+    assert {"a_small_trainIds.png", "a_small_color.png", "a_small_overlay.png"} <= set(written)
+    assert "m_large_overlay.png" not in written and not any(n.startswith("z_small") for n in written)
+    for name in written:
+        with Image.open(out / name) as png:
+            png.load()  # whole files only
+
+    rerun = _hrseg(*predict, "--overlay")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    expected = {
+        f"{n}_{kind}.png"
+        for n in ("a_small", "m_large", "z_small")
+        for kind in ("trainIds", "color", "overlay")
+    }
+    assert set(_files(out)) == expected
+
+
+@pytest.mark.slow  # three export processes (~8 s each)
+def test_export_to_a_full_disk_or_a_read_only_folder_leaves_nothing_partial(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "exports"
+    out.mkdir()
+    hub = ["export", "--ckpt_path", str(tiny_checkpoint), "--format", "hub", "--output", str(out / "hub")]
+    full = _hrseg(*hub, file_size_limit=2**20)  # model.safetensors is ~6 MB
+    assert full.returncode == 1, full.stderr[-3000:]
+    _one_line(full.stderr, "hrseg export", str(out / "hub"), "(EFBIG)", "no partial export")
+    assert _files(out) == []
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    bundle = ["export", "--ckpt_path", str(tiny_checkpoint), "--format", "safetensors"]
+    refused = _hrseg(*bundle, "--output", str(read_only / "model.safetensors"), read_only=read_only)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    line = _one_line(refused.stderr, "hrseg export", str(read_only / "model.safetensors"))
+    assert "(EROFS)" in line or "(EACCES)" in line, line
+    assert _files(read_only) == []
+
+    done = _hrseg(*hub)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _files(out) == ["hub", "hub/README.md", "hub/config.json", "hub/model.safetensors"]
+
+
+def test_atomic_output_renames_whole_results_and_names_a_refused_write(tmp_path: Path) -> None:
+    """Files beside the target move together; a failed block leaves nothing; a refused write hidden in a
+    library's own error (torch's zip writer raises RuntimeError) and a real ENOSPC are named in one line."""
+    import errno
+
+    from hrseg.files import DiskWriteError, atomic_output, disk_errors
+
+    out = tmp_path / "out"
+    with atomic_output(out / "model.xml") as tmp:
+        tmp.write_text("xml")
+        tmp.with_suffix(".bin").write_bytes(b"bin")
+    assert _files(out) == ["model.bin", "model.xml"]
+    with pytest.raises(ZeroDivisionError), atomic_output(out / "half.onnx") as tmp:
+        tmp.write_text("partial")
+        _ = 1 / 0
+    with (
+        pytest.raises(DiskWriteError) as info,
+        atomic_output(out / "model.pt2", "the earlier files are whole"),
+    ):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as err:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from err
+    assert str(info.value) == (
+        f"cannot write {out / 'model.pt2'}: No space left on device (ENOSPC); the disk is full: free space "
+        "or write elsewhere; the earlier files are whole"
+    )
+    assert info.value.errno == errno.ENOSPC and _files(out) == ["model.bin", "model.xml"]
+    full = Path("/dev/full")  # a device that is always full
+    with pytest.raises(DiskWriteError, match=r"cannot write /dev/full: .*\(ENOSPC\)"), disk_errors(full):
+        full.write_bytes(b"x")

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hrseg.colors",
         "hrseg.images",
         "hrseg.checkpoint",
+        "hrseg.files",
         "hrseg.hub",
         "hrseg.modelcard",
         "hrseg.plugins",

@@ -400,6 +400,19 @@ def _check_lightning_checkpoint(path: str) -> None:
             f"{path}: not a Lightning checkpoint (no 'state_dict'; a trainer checkpoint written by "
             f"`hrseg fit` was expected); to start from plain weights use --model.weights {path}"
         )
+    hparams = state.get("hyper_parameters") or {}
+    if "model" in hparams and "labels" in hparams:  # an hrseg checkpoint: its metadata must fit its weights
+        from hrseg.inference.loading import check_weights_fit
+        from hrseg.metadata import ModelMeta
+
+        try:
+            meta = ModelMeta.from_dict(hparams)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: invalid model config: {err}") from err
+        network = {
+            k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")
+        }
+        check_weights_fit(meta, network, path)
 
 
 def _one_line(message: str, limit: int = 400) -> str:

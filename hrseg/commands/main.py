@@ -54,6 +54,7 @@ DATA_ERRORS = (
     ("hrseg.data.checks", "DatasetError"),
     ("hrseg.task", "NonFiniteLossError"),
     ("hrseg.plugins", "PluginError"),
+    ("hrseg.files", "DiskWriteError"),
 )
 
 
@@ -113,6 +114,16 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"hrseg {command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:
+        from hrseg.files import FULL_DISK_ERRNOS, describe_disk_error, disk_error_of
+
+        # a full / read-only disk anywhere (a logger's file, a cache): one line
+        refused = disk_error_of(err, FULL_DISK_ERRNOS)
+        if refused is not None and not isinstance(err, _data_error_types()):
+            print(
+                f"hrseg {command}: error: {describe_disk_error(refused.filename or 'a file', refused)}",
+                file=sys.stderr,
+            )
+            return EXIT_DATA
         if not isinstance(err, _data_error_types()):
             raise  # a bug, not a mistake: keep the traceback
         # an error that lists much (every key of a mismatched checkpoint) also has a one-line form

@@ -49,6 +49,7 @@ def run_report(
     from lightning.pytorch.cli import instantiate_class
 
     from hrseg.colors import denormalize
+    from hrseg.files import atomic_output
     from hrseg.task import SegmentationTask
     from hrseg.viz import plot_learning_curve, plot_panels, read_scalars
 
@@ -84,8 +85,9 @@ def run_report(
         list(task.labels.class_names),
     )
     paths = [out / "predictions.png", out / "learning_curve.png"]
-    panels.savefig(paths[0], dpi=110)
-    plot_learning_curve(read_scalars(run)).savefig(paths[1], dpi=110)
+    for path, figure in zip(paths, (panels, plot_learning_curve(read_scalars(run))), strict=True):
+        with atomic_output(path, "the figures written before it are whole; rerun once there is room") as tmp:
+            figure.savefig(tmp, dpi=110)
     return paths
 
 

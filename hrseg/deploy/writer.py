@@ -103,6 +103,13 @@ def outputs_exist(paths: dict[str, Path]) -> bool:
     return all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
 
 
+#: what is safe when the disk refuses a prediction (the resume of ``skip_existing``)
+_RESUME = (
+    "the images finished before it are complete and no partial file is left; once there is room, rerun the "
+    "same command: it resumes where it stopped"
+)
+
+
 def label_image(mask: np.ndarray) -> Image.Image:
     """The PNG image of a label map: 8-bit for ids <= 255 (incl. the 255 ignore id), 16-bit otherwise.
 
@@ -161,18 +168,18 @@ def write_prediction(
                 f"{name}: the cityscapes format needs Cityscapes train ids 0..{cityscapes.num_classes - 1}, "
                 f"got values up to {int(arr.max())}"
             )
-        save_png(Image.fromarray(cityscapes.train_to_id().astype(np.uint8)[arr]), paths["labelIds"])
+        save_png(Image.fromarray(cityscapes.train_to_id().astype(np.uint8)[arr]), paths["labelIds"], _RESUME)
         return paths
     if format == "voc":
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
             raise ValueError(f"{name}: VOC palette PNGs hold ids 0..255, got {int(arr.max())}")
         img = Image.fromarray(arr.astype(np.uint8))  # "L"; putpalette makes it "P" (indexed)
         img.putpalette([c for rgb in voc_colormap(256) for c in rgb])
-        save_png(img, paths["voc"])
+        save_png(img, paths["voc"], _RESUME)
         return paths
-    save_png(label_image(arr), paths["trainIds"])
+    save_png(label_image(arr), paths["trainIds"], _RESUME)
     if write_color:
-        save_png(Image.fromarray(colorize(arr, palette)), paths["color"])
+        save_png(Image.fromarray(colorize(arr, palette)), paths["color"], _RESUME)
     if write_overlay:
         if image is None:
             raise ValueError(f"{name}: the overlay needs the input image")
@@ -180,7 +187,7 @@ def write_prediction(
         if tuple(x.shape[-2:]) != arr.shape:
             x = torch.nn.functional.interpolate(x, size=arr.shape, mode="bilinear", align_corners=False)
         rgb = x[0].permute(1, 2, 0).numpy() * 255.0
-        save_png(Image.fromarray(overlay(rgb, arr, palette, overlay_alpha)), paths["overlay"])
+        save_png(Image.fromarray(overlay(rgb, arr, palette, overlay_alpha)), paths["overlay"], _RESUME)
     return paths
 
 

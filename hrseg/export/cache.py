@@ -11,7 +11,7 @@ weights and metadata, the runtime and the precision::
 
 The cache folder is ``$HRSEG_CACHE`` or ``~/.cache/hrseg`` (``cache_dir=`` overrides both). Changed weights
 give another hash, hence a fresh export; files are written under a temporary name and renamed
-(:func:`~hrseg.export.files.atomic_target`), so a killed export never leaves a half-written model behind.
+(:func:`~hrseg.files.atomic_output`), so a killed export never leaves a half-written model behind.
 Exported graphs keep dynamic shapes, so one file serves every input size and the sliding-window /
 multi-scale + flip protocol (:func:`hrseg.inference.infer`) runs as is.
 """
@@ -28,10 +28,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hrseg.export.files import atomic_target
 from hrseg.export.formats import export
 from hrseg.export.quantize import quantize_int8
 from hrseg.export.to_openvino import save_openvino
+from hrseg.files import atomic_output
 from hrseg.metadata import ModelMeta
 
 __all__ = ["default_cache_dir", "export_cached", "model_fingerprint"]
@@ -96,10 +96,10 @@ def export_cached(
         return onnx_path
     if file_precision == "int8":
         fp32 = export_cached(model, meta, "onnx", "fp32", cache_dir, None, folder.name)
-        with atomic_target(onnx_path) as tmp:
+        with atomic_output(onnx_path) as tmp:
             quantize_int8(fp32, tmp, calib_images, meta=meta)
         return onnx_path
-    with atomic_target(onnx_path) as tmp:
+    with atomic_output(onnx_path) as tmp:
         result = export(model, format="onnx", out=tmp, meta=meta)
         if not result.passed:
             raise RuntimeError(

@@ -32,6 +32,7 @@ from hrseg.export.graph import ExportWrapper, check_input, default_check_size, e
 from hrseg.export.quantize import quantize_int8
 from hrseg.export.to_onnx import Exporter, write_onnx
 from hrseg.export.to_openvino import save_openvino
+from hrseg.files import atomic_output, save_safetensors
 from hrseg.images import ImageInput
 from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.optimize import prepare_for_inference
@@ -194,7 +195,8 @@ def export_pt2(
     """The ``torch.export`` program ``out`` (``.pt2``), the metadata in its extra files."""
     wrapper, example, dims = (options or GraphOptions()).prepare(model, meta)
     program = trace(wrapper, example, dims)
-    torch.export.save(program, str(out), extra_files={f"{CONFIG_METADATA_KEY}.json": meta.to_json()})
+    with open(out, "wb") as fh:  # a Python file: a refused write keeps its errno (hrseg.files.disk_errors)
+        torch.export.save(program, fh, extra_files={f"{CONFIG_METADATA_KEY}.json": meta.to_json()})
     return [out]
 
 
@@ -204,8 +206,6 @@ def export_safetensors(model: nn.Module, meta: ModelMeta, out: Path) -> list[Pat
     ``out`` is a ``.safetensors`` file (its config beside it as ``.json``) or a folder (``model.safetensors``
     + ``config.json``); the config is also embedded in the safetensors header.
     """
-    from safetensors.torch import save_file
-
     if out.suffix == ".safetensors":
         weights, config = out, out.with_suffix(".json")
     else:
@@ -213,7 +213,7 @@ def export_safetensors(model: nn.Module, meta: ModelMeta, out: Path) -> list[Pat
         weights, config = out / "model.safetensors", out / "config.json"
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={CONFIG_METADATA_KEY: meta.to_json(), "format": "pt"})
+    save_safetensors(state, weights, metadata={CONFIG_METADATA_KEY: meta.to_json(), "format": "pt"})
     config.write_text(meta.to_json() + "\n")
     return [weights, config]
 
@@ -306,20 +306,24 @@ def export(
     reference = _logits(model, check, meta, upsample and format in GRAPH_FORMATS)
     start = time.perf_counter()
     extra: dict[str, Any] = {}
-    if format == "onnx":
-        files = export_onnx(
-            model, meta, out_path, options, "int8" if precision == "int8" else "fp32", calib_images
-        )
-        extra["exporter"] = exporter
-    elif format == OPENVINO_FORMAT:
-        files = export_openvino(model, meta, out_path, options, precision, calib_images)
-        extra["exporter"] = exporter
-    elif format == "pt2":
-        files = export_pt2(model, meta, out_path, options)
-    elif format == HUB_FORMAT:
-        files = export_hub(model, meta, out_path, source)
-    else:
-        files = export_safetensors(model, meta, out_path)
+    # written beside out_path under a temporary name and renamed whole: a failed export (a full disk, a kill)
+    # leaves no partial file under the final name
+    with atomic_output(out_path, "no partial export was left; rerun once there is room") as tmp:
+        if format == "onnx":
+            files = export_onnx(
+                model, meta, tmp, options, "int8" if precision == "int8" else "fp32", calib_images
+            )
+            extra["exporter"] = exporter
+        elif format == OPENVINO_FORMAT:
+            files = export_openvino(model, meta, tmp, options, precision, calib_images)
+            extra["exporter"] = exporter
+        elif format == "pt2":
+            files = export_pt2(model, meta, tmp, options)
+        elif format == HUB_FORMAT:
+            files = export_hub(model, meta, tmp, source)
+        else:
+            files = export_safetensors(model, meta, tmp)
+        files = [out_path.parent / f.relative_to(tmp.parent) for f in files]
     export_seconds = time.perf_counter() - start
     if precision != "fp32":
         extra["precision"] = precision

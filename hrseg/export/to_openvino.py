@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hrseg.checkpoint import CONFIG_METADATA_KEY, PRECISION_METADATA_KEY, import_openvino
-from hrseg.export.files import atomic_target
+from hrseg.files import atomic_output
 from hrseg.metadata import ModelMeta
 
 __all__ = ["save_openvino"]
@@ -34,6 +34,6 @@ def save_openvino(source: Any, meta: ModelMeta, out: str | Path, precision: str 
     ov_model.set_rt_info(meta.to_json(), [CONFIG_METADATA_KEY])
     if precision != "fp32":
         ov_model.set_rt_info(precision, [PRECISION_METADATA_KEY])
-    with atomic_target(out, (".xml", ".bin")) as tmp:
+    with atomic_output(out) as tmp:
         ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
     return out

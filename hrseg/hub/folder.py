@@ -28,6 +28,7 @@ from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
 from torch import Tensor, nn
 
 from hrseg.checkpoint import CONFIG_METADATA_KEY, read_model_checkpoint
+from hrseg.files import atomic_output, save_safetensors
 from hrseg.hub.references import (
     HubError,
     HubFile,
@@ -132,13 +133,11 @@ class ModelFolder(ModelHubMixin):
                 if src.is_file() and src.resolve() != (save_directory / name).resolve():
                     shutil.copyfile(src, save_directory / name)
             return
-        from safetensors.torch import save_file
-
         assert self._state is not None
         state = {k: v.detach().cpu().contiguous() for k, v in self._state.items()}
         # The header copy of the config lets a lone model.safetensors describe itself (see _read_bundle)
         metadata = {CONFIG_METADATA_KEY: self.meta.to_json(), "format": "pt"}
-        save_file(state, str(save_directory / SAFETENSORS_SINGLE_FILE), metadata=metadata)
+        save_safetensors(state, save_directory / SAFETENSORS_SINGLE_FILE, metadata=metadata)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The card ``save_pretrained`` / ``push_to_hub`` write when the folder has none: :attr:`card`."""
@@ -274,8 +273,10 @@ def save_model_folder(
     if root.suffix == ".safetensors":
         raise HubError(f"an hrseg model folder is a folder, not a file: {root}")
     state = model.state_dict() if isinstance(model, nn.Module) else model
-    (root / CARD_FILE).unlink(missing_ok=True)  # the mixin keeps an existing card; this export writes its own
-    ModelFolder(meta, state, card=card).save_pretrained(root)
+    # written into a fresh temporary folder (so the mixin writes this export's card, not keeping an old one)
+    # and moved into place whole: a full disk leaves the earlier files, never a partial model.safetensors
+    with atomic_output(root, "no partial file was left in the folder; rerun once there is room") as tmp:
+        ModelFolder(meta, state, card=card).save_pretrained(tmp)
     return [root / SAFETENSORS_SINGLE_FILE, root / CONFIG_NAME, root / CARD_FILE]
 
 

@@ -7,10 +7,11 @@ metadata describes and loads the weights into it, or runs an exported graph thro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hrseg.checkpoint import CheckpointError, read_exported, read_model_checkpoint
 from hrseg.hub.folder import resolve_model_path
@@ -18,7 +19,7 @@ from hrseg.inference.runtime import open_exported
 from hrseg.metadata import ModelMeta
 from hrseg.models import build_model
 
-__all__ = ["EXPORTED_SUFFIXES", "build_from_meta", "load_checkpoint"]
+__all__ = ["EXPORTED_SUFFIXES", "build_from_meta", "check_weights_fit", "load_checkpoint"]
 
 EXPORTED_SUFFIXES = (".onnx", ".pt2", ".xml")
 """File suffixes of exported graphs (run by :mod:`hrseg.inference.runtime`, not rebuilt from weights)."""
@@ -28,6 +29,43 @@ def build_from_meta(meta: ModelMeta, device: str = "cpu") -> nn.Module:
     """A freshly initialised network of the architecture ``meta`` describes."""
     with torch.device(device):
         return build_model(meta.model, num_classes=meta.num_classes, **meta.build_options())
+
+
+def check_weights_fit(meta: ModelMeta, state: Mapping[str, Tensor], source: str | Path) -> None:
+    """Refuse weights that do not fit the network ``meta`` describes, before that network is allocated.
+
+    The network is built on the meta device (shapes only, no memory), so metadata that asks for an absurd
+    class count or width is refused by comparing shapes, not by trying to allocate what it asks for.
+
+    Raises:
+        CheckpointError: one line naming ``source``, the architecture and the first differences.
+    """
+    try:
+        skeleton = build_from_meta(meta, device="meta")
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: invalid model config: {err}") from err
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    wrong = [f"{k} {got[k]} != {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    if not (wrong or missing or unexpected):
+        return
+    details = "; ".join(
+        f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+        for what, keys in (
+            ("shapes (file != metadata)", wrong),
+            ("missing", missing),
+            ("unexpected", unexpected),
+        )
+        if keys
+    )
+    want = sum(int(torch.Size(shape).numel()) for shape in expected.values())
+    have = sum(int(torch.Size(shape).numel()) for shape in got.values())
+    raise CheckpointError(
+        f"{source}: the metadata describes {meta.model} with {meta.num_classes} classes ({want:,} values), "
+        f"but the weights hold {have:,} values that do not fit it ({details})"
+    )
 
 
 def load_checkpoint(
@@ -60,6 +98,7 @@ def load_checkpoint(
         # the capabilities come from the architecture the metadata names, built without weights
         return open_exported(graph, build_from_meta(graph.meta, device="meta"), device), graph.meta
     meta, state = read_model_checkpoint(p, trusted=trusted)
+    check_weights_fit(meta, state, p)  # absurd metadata (class count, width) is refused before allocating
     model = build_from_meta(meta)
     try:
         model.load_state_dict(state, strict=True)

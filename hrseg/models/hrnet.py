@@ -38,6 +38,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Variants table
 # --------------------------------------------------------------------------------------------------
+#: bounds of a stage spec: the official variants use at most 4 modules / blocks and 384 channels
+MAX_SPEC_COUNT = 64
+MAX_SPEC_CHANNELS = 8192
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One stage: ``num_modules`` HighResolutionModules of ``num_branches`` parallel branches."""
@@ -48,6 +53,19 @@ class StageSpec:
     num_blocks: tuple[int, ...]
     num_channels: tuple[int, ...]
     fuse_method: str = "SUM"
+
+    def __post_init__(self) -> None:
+        """Refuse counts no HRNet has, before any module is built (a spec from a file builds in a loop)."""
+        counts = (self.num_modules, self.num_branches, *self.num_blocks)
+        if any(not 0 <= c <= MAX_SPEC_COUNT for c in counts):
+            raise ValueError(
+                f"stage spec counts (num_modules {self.num_modules}, num_branches {self.num_branches}, "
+                f"num_blocks {list(self.num_blocks)}) must be in 0..{MAX_SPEC_COUNT}"
+            )
+        if any(not 1 <= c <= MAX_SPEC_CHANNELS for c in self.num_channels):
+            raise ValueError(
+                f"stage spec num_channels {list(self.num_channels)} must be in 1..{MAX_SPEC_CHANNELS}"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StageSpec:
