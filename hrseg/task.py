@@ -431,6 +431,13 @@ class SegmentationTask(L.LightningModule):
         """
         return self.training_loss(self.model(image), mask)
 
+    def training_forward(self) -> Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]:
+        """What :meth:`training_step` runs: :meth:`forward_loss`, compiled as one graph when ``compile`` is on.
+
+        Training crops have one size (and the last partial batch is dropped): one static graph.
+        """
+        return self._maybe_compiled("training step", self.forward_loss, dynamic=False)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         """Forward, logits resized to the mask, loss; logs ``train/loss`` (and its terms), ``train/lr``."""
         image, mask = batch["image"], batch["mask"]
@@ -438,8 +445,7 @@ class SegmentationTask(L.LightningModule):
         # skipped step leaves no trace of a NaN batch in them
         buffers = list(self.model.buffers())
         saved = [b.detach().clone() for b in buffers]
-        # training crops have one size (and the last partial batch is dropped): one static graph
-        loss, terms = self._maybe_compiled("training step", self.forward_loss, dynamic=False)(image, mask)
+        loss, terms = self.training_forward()(image, mask)
         if not self._loss_is_finite(loss, batch):
             with torch.no_grad():
                 for buffer, value in zip(buffers, saved, strict=True):
