@@ -37,7 +37,6 @@ from benchmarks.common import (
 from benchmarks.forward import FAST_PATHS
 from benchmarks.models import has_reference
 from benchmarks.plots import plot_forward
-from benchmarks.train_step import DEFAULT_TRAIN_PATHS, PATHS as TRAIN_PATHS
 from benchmarks.targets import (
     BEST_OVER_ORT_TARGET,
     DATA_OVER_TRAIN_TARGET,
@@ -45,6 +44,8 @@ from benchmarks.targets import (
     TRAIN_OVER_REFERENCE_TARGET,
     W48_PEAK_FRACTION_TARGET,
 )
+from benchmarks.train_step import DEFAULT_TRAIN_PATHS
+from benchmarks.train_step import PATHS as TRAIN_PATHS
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -264,7 +265,8 @@ def build_config(args: argparse.Namespace, cache: Path) -> SuiteConfig:
         cfg.train_paths = tuple(s.strip() for s in args.train_paths.split(",") if s.strip())
         unknown = sorted(set(cfg.train_paths) - set(TRAIN_PATHS))
         if unknown:
-            raise SystemExit(f"benchmarks.run: unknown --train-paths {unknown}; choose from {', '.join(TRAIN_PATHS)}")
+            choices = ", ".join(TRAIN_PATHS)
+            raise SystemExit(f"benchmarks.run: unknown --train-paths {unknown}; choose from {choices}")
     cfg.compile_backend = args.compile_backend
     if args.iters:
         cfg.iters = args.iters

@@ -1,9 +1,10 @@
 """Training step (forward + backward + SGD step) throughput: hrseg NCHW / channels_last vs the timm reference.
 
-One command: ``python -m benchmarks.run --only train``; ``--train-paths hrseg,compile`` (or ``hrseg_cl,compile_cl``)
-compares the eager step with the compiled one, compiled as ``--model.compile true`` compiles it
-(:func:`hrseg.task.compile_graph`: forward and loss in one graph, ``fullgraph=True``, static shapes; the
-backward through AOTAutograd); its first step, compilation included, is reported as ``compile_s``. The step is the official recipe's inner loop: logits
+One command: ``python -m benchmarks.run --only train``; ``--train-paths hrseg,compile`` (or
+``hrseg_cl,compile_cl``) compares the eager step with the compiled one, compiled as ``--model.compile true``
+compiles it (:func:`hrseg.task.compile_graph`: forward and loss in one graph, ``fullgraph=True``, static
+shapes; the backward through AOTAutograd); its first step, compilation included, is reported as
+``compile_s``. The step is the official recipe's inner loop: logits
 upsampled to the label size, cross-entropy with ignore index 255, SGD(lr 0.01, momentum 0.9, wd 5e-4).
 HRNet-OCR variants (``w48_ocr``) train both outputs as the official criterion does (0.4 x aux + 1.0 x main)
 and are compared with their plain-head variant (timm has no OCR head, so no reference case).
@@ -37,7 +38,7 @@ PATHS: dict[str, str] = {
     "hrseg": "hrseg HRNetV2, NCHW",
     "hrseg_cl": "hrseg HRNetV2, channels_last model and input",
     "reference": "timm hrnet_* features_only + the same head, NCHW",
-    "compile": "hrseg NCHW, forward + loss compiled as --model.compile does (inductor unless --compile-backend)",
+    "compile": "hrseg NCHW, forward + loss compiled as --model.compile does (backend: --compile-backend)",
     "compile_cl": "the same compiled step, channels_last model and input",
 }
 #: the paths of a plain ``--only train`` run (compiling takes minutes: opt in with --train-paths)
@@ -89,7 +90,9 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     compiled = path in COMPILED_OVER_EAGER
     backend = str(spec.get("compile_backend") or "inductor")
-    run_step = compile_graph(forward_loss, backend=backend, what="the benchmark step") if compiled else forward_loss
+    run_step = forward_loss
+    if compiled:
+        run_step = compile_graph(forward_loss, backend=backend, what="the benchmark step")
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -204,8 +207,8 @@ def run(cfg: Any) -> Report:
 def train_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per variant: does channels_last win, hrseg's best eager path over the reference, compiled over eager.
 
-    The compiled ratio divides a compiled path's samples/s by those of the eager path in the same memory format
-    (the last such pair measured).
+    The compiled ratio divides a compiled path's samples/s by those of the eager path in the same memory
+    format (the last such pair measured).
     """
     out = []
     for variant in dict.fromkeys(r["variant"] for r in rows):

@@ -1,4 +1,4 @@
-"""Segmentation losses: (class-weighted) cross-entropy, OHEM cross-entropy, Dice, Focal, Lovasz, weighted sums.
+"""Segmentation losses: (class-weighted) cross-entropy, OHEM cross-entropy, Dice, Focal, Lovasz, their sums.
 
 What a task minimises is one value, :class:`LossConfig` (``SegmentationTask(loss=...)``, ``--model.loss.*``):
 the loss terms of the main output, the class weights, and the weight of each training output. The terms are a
@@ -18,12 +18,12 @@ small spec that reads naturally in YAML:
 Every loss takes full-resolution logits ``(B, C, H, W)`` and an int64 mask ``(B, H, W)`` in which
 ``ignore_index`` marks pixels that never contribute.
 
-Every loss compiles as one graph (``torch.compile(fullgraph=True)``, forward and backward; ``tests/test_compile.py``):
-ignored pixels are masked out, never removed by boolean indexing, and nothing reads a tensor's value on the
-host (no ``.item()``, no Python branch on data), so shapes stay fixed from batch to batch and the step never
-waits for the device. That is why Focal and Lovasz are implemented here rather than taken from
-segmentation-models-pytorch (whose versions drop ignored pixels and skip absent classes in Python); they
-compute the same values as smp's multiclass losses.
+Every loss compiles as one graph (``torch.compile(fullgraph=True)``, forward and backward;
+``tests/test_compile.py``): ignored pixels are masked out, never removed by boolean indexing, and nothing
+reads a tensor's value on the host (no ``.item()``, no Python branch on data), so shapes stay fixed from
+batch to batch and the step never waits for the device. That is why Focal and Lovasz are implemented here
+rather than taken from segmentation-models-pytorch (whose versions drop ignored pixels and skip absent
+classes in Python); they compute the same values as smp's multiclass losses.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from hrseg.plain_data import PlainDataGroup
 
 __all__ = [
     "LOSS_NAMES",
+    "TERM_OPTIONS",
     "CrossEntropy",
     "FocalLoss",
     "LossConfig",
     "LovaszSoftmax",
     "OhemCrossEntropy",
-    "TERM_OPTIONS",
     "WeightedSum",
     "build_loss",
     "normalize_loss_spec",
@@ -397,7 +397,7 @@ def build_loss(
     Args:
         spec: see :func:`normalize_loss_spec`. Options in a term are that loss's keywords
             (:data:`TERM_OPTIONS`): ``thresh`` / ``min_kept`` for ``ohem`` (:class:`OhemCrossEntropy`),
-            :class:`FocalLoss`'s and :class:`LovaszSoftmax`'s arguments, smp ``DiceLoss`` keywords for ``dice``.
+            :class:`FocalLoss`'s and :class:`LovaszSoftmax`'s arguments, smp ``DiceLoss``'s for ``dice``.
         labels: the classes (the class-weight length, the ignore value that never contributes).
         class_weights: per-class weights for ``ce`` and ``ohem``: a list or a label set's name
             (``"cityscapes"``: its published weights).

@@ -106,7 +106,7 @@ def compile_graph(
     dynamic: bool | None = False,
     what: str = "the function",
 ) -> Callable[..., _R]:
-    """``torch.compile(fn, fullgraph=True)``: one graph (and, under autograd, one backward graph), or an error.
+    """``torch.compile(fn, fullgraph=True)``: one graph (and, under autograd, one backward graph) or an error.
 
     ``fullgraph=True`` turns every graph break into an error instead of a silent split; here that error
     becomes a :class:`CompileError` whose first line names ``what`` and the reason. Compilation happens on
@@ -432,7 +432,7 @@ class SegmentationTask(L.LightningModule):
         return self.training_loss(self.model(image), mask)
 
     def training_forward(self) -> Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]:
-        """What :meth:`training_step` runs: :meth:`forward_loss`, compiled as one graph when ``compile`` is on.
+        """What :meth:`training_step` runs: :meth:`forward_loss`, compiled as one graph with ``compile``.
 
         Training crops have one size (and the last partial batch is dropped): one static graph.
         """
@@ -506,7 +506,7 @@ class SegmentationTask(L.LightningModule):
             )
 
     def per_image_loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        """``(B,)`` the main criterion of each image: the epoch mean depends neither on batching nor processes."""
+        """``(B,)``: the main criterion per image (the epoch mean ignores batching and process count)."""
         return torch.stack([self.criterion(logits[i : i + 1], mask[i : i + 1]) for i in range(len(mask))])
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, split: str) -> Tensor:

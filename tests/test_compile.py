@@ -43,7 +43,7 @@ HOST_READ_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "_assert_sca
 
 
 def host_reads(gm: torch.fx.GraphModule) -> list[str]:
-    """Nodes of an AOTAutograd graph that need a value from the device: a scalar read or a data-dependent size.
+    """Nodes of an AOTAutograd graph that need a value from the device: a scalar read, a data-dependent size.
 
     Shapes are static (``dynamic=False``), so every size must be a plain int; an unbacked ``u0`` size or a
     symbolic scalar is what a boolean index, ``nonzero`` or ``.item()`` leaves in the graph.
@@ -63,7 +63,7 @@ def host_reads(gm: torch.fx.GraphModule) -> list[str]:
 
 
 class GraphCounter:
-    """A ``torch.compile`` backend that counts Dynamo frames and keeps AOTAutograd's forward / backward graphs."""
+    """A ``torch.compile`` backend: counts Dynamo frames, keeps AOTAutograd's forward / backward graphs."""
 
     def __init__(self) -> None:
         self.frames = 0
@@ -197,7 +197,8 @@ def test_a_graph_break_is_a_compile_error_naming_the_step() -> None:
         return x * 2 if x.sum() > 0 else x
 
     compiled = compile_graph(step, backend="aot_eager", what="the probe step")
-    with pytest.raises(CompileError, match=r"^the probe step does not compile as one graph.*[Dd]ata-dependent"):
+    match = r"^the probe step does not compile as one graph.*[Dd]ata-dependent"
+    with pytest.raises(CompileError, match=match):
         compiled(torch.randn(4, 4))
     torch._dynamo.reset()
 
@@ -227,8 +228,10 @@ def test_bad_compile_options_fail_at_construction(options: dict[str, Any], match
 
 
 @pytest.mark.slow  # 20-50 s on 2 busy cores: Dynamo traces HRNet-OCR's step and its evaluation
-def test_compile_option_through_the_cli(tmp_path: Path, tiny_fit: Callable[..., Path], graphs: GraphCounter) -> None:
-    """``hrseg fit --model.compile true`` on HRNet-OCR: both outputs' losses and the backward in one graph each.
+def test_compile_option_through_the_cli(
+    tmp_path: Path, tiny_fit: Callable[..., Path], graphs: GraphCounter
+) -> None:
+    """``hrseg fit --model.compile true`` on HRNet-OCR: both outputs' losses and the backward, a graph each.
 
     Two training steps (aux CE + OHEM main) and a validation pass, in process so the counters can be read.
     """

@@ -225,7 +225,7 @@ def test_onnxruntime_runs_on_its_cuda_provider(
 
 
 def test_compiled_bf16_training_step_is_one_graph_without_host_syncs() -> None:
-    """``--model.compile`` on the GPU (inductor, bf16 autocast, channels_last) with HRNet-OCR, OHEM and Lovasz.
+    """``--model.compile`` on the GPU (inductor, bf16 autocast, channels_last): HRNet-OCR, OHEM and Lovasz.
 
     The step compiles once, runs more batches of the same shape without a recompilation and without a single
     host synchronisation (``torch.cuda.set_sync_debug_mode("error")`` around forward and backward), and its

@@ -89,7 +89,7 @@ def test_weighted_ce_matches_torch():
     ],
 )
 def test_focal_and_lovasz_match_smp_values_and_gradients(ours, smp_name, options):
-    """The masked, fixed-shape versions give smp's multiclass values, with ignored pixels and absent classes."""
+    """The masked, fixed-shape versions give smp's multiclass values (ignored pixels, absent classes)."""
     from segmentation_models_pytorch import losses as smp_losses
 
     logits, target = _batch(shape=(3, 12, 16))
