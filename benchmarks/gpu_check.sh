@@ -5,7 +5,8 @@
 # most 8 files). The benchmarks, all bf16 autocast:
 #   - training, W48, batch 8, 512x1024 crops, channels_last: images/s of the eager step and of the step compiled
 #     as `--model.compile true` compiles it (inductor, fullgraph), with the first (compiling) step's time;
-#   - inference, W48 and W48+OCR at 1024x2048, batch 1: the eager model and the fast path.
+#   - inference, W48 and W48+OCR at 1024x2048, batch 1: the eager model and the fast path;
+#   - then, if the budget allows, the demo fit on the GPU (its scores go into the record).
 #
 # A lent GPU machine reaches no package registry, and its image (Python 3.12, torch, lightning, timm,
 # onnxruntime, pytest ...) lacks a few of hrseg's dependencies. So, in two steps:
@@ -124,6 +125,9 @@ if [[ $DEVICE == cuda ]]; then
     # the compiled case's first step compiles forward + loss and the backward (1-2 minutes for W48)
     run train 200 "$PYTHON" -m benchmarks.run "${BENCH[@]}" --only train --train-variants w48 --train-batch 8 \
         --train-size 512x1024 --train-paths hrseg_cl,compile_cl --out "$RECORD/train"
+    # last, and only if the budget allows: the demo's 300 steps on the GPU (its scores in the record)
+    run demo_fit 70 "$PYTHON" -m hrseg fit --config demo --trainer.accelerator gpu --trainer.devices 1 \
+        --trainer.enable_progress_bar false --trainer.default_root_dir /tmp/gpu_check_demo
 else
     run inference 120 "$PYTHON" -m benchmarks.run --quick --only forward --variants w18_small_v1,w18_small_v1_ocr \
         --paths eager,fast --out "$RECORD/inference"
@@ -141,6 +145,7 @@ fi
     echo '```'
     grep -E "PASSED|FAILED|SKIPPED|ERROR|max \|diff\||agreement|providers|compiled loss|passed|failed" "$RECORD/tests.log" | tail -40
     echo '```'
+    [[ -f "$RECORD/demo_fit.log" ]] && { echo; echo "Demo fit: $(grep -E 'val/mIoU|mIoU' "$RECORD/demo_fit.log" | tail -2 | tr '\n' ' ')"; }
     for part in train inference; do  # the benchmark tables (raw numbers: $part/$part.json or forward.json)
         for md in "$RECORD/$part/train.md" "$RECORD/$part/forward.md"; do
             [[ -f "$md" ]] && { echo; sed -e '1s/^# /### /' "$md"; }
