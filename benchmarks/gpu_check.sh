@@ -25,9 +25,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WHEELS=${GPU_CHECK_WHEELS:-benchmarks/.gpu-wheels}
-# hrseg's dependencies missing from the GPU image, with their own (versions of the dev environment)
+# hrseg's dependencies missing from the GPU image, with their own (versions of the dev environment);
+# typing_extensions too: the dev environment's pydantic needs a newer one than an image may hold
 NEEDED="segmentation_models_pytorch albumentations albucore pydantic pydantic_core annotated-types typing-inspection
-stringzilla simsimd omegaconf jsonargparse docstring_parser typeshed_client"
+stringzilla simsimd omegaconf jsonargparse docstring_parser typeshed_client typing_extensions"
 
 if [[ "${1:-}" == "wheels" ]]; then
     pins=$("$PYTHON" -m pip freeze | grep -iE "^($(echo $NEEDED | tr ' ' '|' | sed 's/[-_]/[-_]/g'))==")
@@ -143,7 +144,7 @@ fi
     echo "Tests (from tests.log):"
     echo
     echo '```'
-    grep -E "PASSED|FAILED|SKIPPED|ERROR|max \|diff\||agreement|providers|compiled loss|passed|failed" "$RECORD/tests.log" | tail -40
+    [[ -f "$RECORD/tests.log" ]] && grep -E "PASSED|FAILED|SKIPPED|ERROR|max \|diff\||agreement|providers|compiled loss|passed|failed" "$RECORD/tests.log" | tail -40
     echo '```'
     [[ -f "$RECORD/demo_fit.log" ]] && { echo; echo "Demo fit: $(grep -E 'val/mIoU|mIoU' "$RECORD/demo_fit.log" | tail -2 | tr '\n' ' ')"; }
     for part in train inference; do  # the benchmark tables (raw numbers: $part/$part.json or forward.json)

@@ -219,7 +219,7 @@ class SegmentationTask(L.LightningModule):
         self.labels = LabelSet.coerce(labels)
         if nonfinite_patience < 1:
             raise ValueError(f"nonfinite_patience must be >= 1, got {nonfinite_patience}")
-        if compile:
+        if compile or compile_backend != "inductor" or compile_mode is not None:  # none goes unchecked
             check_compile_options(compile_backend, compile_mode)
         self.loss_config = LossConfig.coerce(loss)
         self.optimizer_config = OptimizerConfig.coerce(optimizer)

@@ -223,8 +223,9 @@ def test_host_reads_catches_what_fullgraph_lets_through(graphs: GraphCounter) ->
     ],
 )
 def test_bad_compile_options_fail_at_construction(options: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        SegmentationTask(labels=LabelSet.generic(3), compile=True, **options)
+    for compile_on in (True, False):  # also when compile is off: no option is silently ignored
+        with pytest.raises(ValueError, match=match):
+            SegmentationTask(labels=LabelSet.generic(3), compile=compile_on, **options)
 
 
 @pytest.mark.slow  # 20-50 s on 2 busy cores: Dynamo traces HRNet-OCR's step and its evaluation
