@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -109,7 +110,8 @@ def compile_graph(
     """``torch.compile(fn, fullgraph=True)``: one graph (and, under autograd, one backward graph) or an error.
 
     ``fullgraph=True`` turns every graph break into an error instead of a silent split; here that error
-    becomes a :class:`CompileError` whose first line names ``what`` and the reason. Compilation happens on
+    becomes a :class:`CompileError` whose first line names ``what``, the reason and the line of user code
+    where tracing stopped. Compilation happens on
     the first call, and again only for inputs the guards reject (another shape with ``dynamic=False``).
 
     Args:
@@ -130,9 +132,13 @@ def compile_graph(
         try:
             return compiled(*args, **kwargs)
         except torch._dynamo.exc.Unsupported as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            text = str(err).strip()
+            reason = text.splitlines()[0] if text else type(err).__name__
+            # Dynamo's message ends with the user code it traced, innermost frame last: name that line
+            frames = re.findall(r'File "([^"]+)", line (\d+)', text)
+            where = f" (at {frames[-1][0]}:{frames[-1][1]})" if frames else ""
             raise CompileError(
-                f"{what} does not compile as one graph (torch.compile fullgraph=True): {reason}"
+                f"{what} does not compile as one graph (torch.compile fullgraph=True): {reason}{where}"
             ) from err
 
     return run
