@@ -90,6 +90,8 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     compiled = path in COMPILED_OVER_EAGER
     backend = str(spec.get("compile_backend") or "inductor")
+    if compiled:
+        _cold_compile()
     run_step = forward_loss
     if compiled:
         run_step = compile_graph(forward_loss, backend=backend, what="the benchmark step")
@@ -121,6 +123,20 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
         "first_loss": losses[0] if losses else None,
         "amp": "bf16" if amp else "fp32",
     }
+
+
+def _cold_compile() -> None:
+    """No on-disk compile cache in this (worker) process: ``compile_s`` is the first compile a user waits for.
+
+    Inductor's FX graph cache and AOTAutograd's cache would otherwise serve a second run from disk (a
+    261 s compile then took 5 s on the CPU), and the time would depend on what ran before.
+    """
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = False
+    if hasattr(functorch_config, "enable_autograd_cache"):
+        functorch_config.enable_autograd_cache = False
 
 
 def run(cfg: Any) -> Report:
