@@ -128,8 +128,8 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
 def _cold_compile() -> None:
     """No on-disk compile cache in this (worker) process: ``compile_s`` is the first compile a user waits for.
 
-    Inductor's FX graph cache and AOTAutograd's cache would otherwise serve a second run from disk (a
-    261 s compile then took 5 s on the CPU), and the time would depend on what ran before.
+    Inductor's FX graph cache and AOTAutograd's cache would otherwise serve a second run from disk (5 s
+    instead of a minute on the CPU), and the time would depend on what ran before.
     """
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config

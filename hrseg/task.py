@@ -185,8 +185,8 @@ class SegmentationTask(L.LightningModule):
         compile: ``torch.compile`` the training step as one graph: the network's forward and every loss term
             (:meth:`forward_loss`, ``fullgraph=True``, static shapes) and with it, through AOTAutograd, the
             backward; for validation, test and predict the network and the per-image loss (shapes may
-            vary there). Off by default: the first step compiles (W18-Small-v1: 261 s on a busy 2-core
-            CPU, then 1.49x eager), which pays back over a long run only (docs/cli.md, "Compiled training").
+            vary there). Off by default: the first step compiles (W18-Small-v1: about a minute on 2 CPU
+            cores), which can pay back over a long GPU run only (docs/cli.md, "Compiled training").
         compile_backend: the ``torch.compile`` backend: ``inductor`` (generates kernels; needs a C++ compiler
             on the CPU, Triton on the GPU); ``aot_eager`` traces forward and backward and runs them eagerly,
             which checks that the step compiles whole in seconds.
