@@ -3,14 +3,14 @@
 Each check compiles with ``fullgraph=True``: a graph break (a Python branch on a tensor's value, an
 unsupported call) is an error, not a silent split. That alone does not rule out a host synchronisation:
 Dynamo also captures a boolean index or ``nonzero`` (an output size known only from the data, an "unbacked"
-size that the device must report back; a ``.item()`` it cannot fold into tensor arithmetic stays a scalar
-read, ``_local_scalar_dense``). So the backend here
-(``GraphCounter``) keeps the forward and backward graphs AOTAutograd hands it, and the tests also require that
-no node in them has a data-dependent size or reads a scalar to the host (:func:`host_reads`). It counts
-Dynamo frames and forward / backward graphs over several batches of one shape with different labels (absent
-classes, ignored pixels, a fully ignored image), with ``error_on_recompile`` on, and runs the graphs as
-``aot_eager`` does (no code generation: the CPU check takes seconds, not the minutes inductor needs here);
-compiled values are compared with eager ones. The GPU version with inductor and bf16 is in tests/test_cuda.py.
+size the device must report back), and a ``.item()`` it cannot fold into tensor arithmetic stays a scalar
+read (``_local_scalar_dense``). So the backend here (``GraphCounter``) keeps the forward and backward graphs
+AOTAutograd hands it, and the tests also require that no node in them has a data-dependent size or reads a
+scalar to the host (:func:`host_reads`). It counts Dynamo frames and forward / backward graphs over several
+batches of one shape with different labels (absent classes, ignored pixels, a fully ignored image), with
+``error_on_recompile`` on, and runs the graphs as ``aot_eager`` does (no code generation: the CPU check
+takes seconds, not the minutes inductor needs here); compiled values are compared with eager ones. The GPU
+version with inductor and bf16 is in tests/test_cuda.py.
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class GraphCounter:
         self.forward_graphs: list[torch.fx.GraphModule] = []
         self.backward_graphs: list[torch.fx.GraphModule] = []
 
+    def reset(self) -> None:
+        self.frames = 0
+        self.forward_graphs.clear()
+        self.backward_graphs.clear()
+
     @property
     def forward(self) -> int:
         return len(self.forward_graphs)
@@ -104,7 +109,7 @@ def graphs() -> Iterator[GraphCounter]:
     """The counting backend, zeroed, with Dynamo's caches and counters reset; recompiling is an error."""
     torch._dynamo.reset()
     counters.clear()
-    COUNTER.__init__()  # type: ignore[misc]  # zero the shared, registered instance
+    COUNTER.reset()  # the shared instance registered under BACKEND
     with torch._dynamo.config.patch(error_on_recompile=True):
         yield COUNTER
     torch._dynamo.reset()
