@@ -44,6 +44,8 @@ from benchmarks.targets import (
     TRAIN_OVER_REFERENCE_TARGET,
     W48_PEAK_FRACTION_TARGET,
 )
+from benchmarks.train_step import DEFAULT_TRAIN_PATHS
+from benchmarks.train_step import PATHS as TRAIN_PATHS
 from hrseg.files import atomic_write_text
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -87,6 +89,9 @@ class SuiteConfig:
     tolerance: float = 1e-4
     amp: str | None = None
     train_variants: tuple[str, ...] = ("w18_small_v2", "w18")
+    train_paths: tuple[str, ...] = DEFAULT_TRAIN_PATHS
+    #: backend of the compiled training paths (aot_eager: the graph without code generation, for dry runs)
+    compile_backend: str = "inductor"
     train_size: tuple[int, int] = (512, 1024)
     train_batch: int = 2
     train_warmup: int = 1
@@ -164,6 +169,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--train-variants", default=None, help="training variants, e.g. w18_small_v2,w18")
     p.add_argument("--train-batch", type=int, default=None, help="training batch size (default 2)")
+    p.add_argument("--train-size", default=None, help="training crop HxW (default 512x1024)")
+    p.add_argument(
+        "--train-paths",
+        default=None,
+        help=f"training paths, e.g. hrseg_cl,compile_cl (of {', '.join(TRAIN_PATHS)}; "
+        f"default {','.join(DEFAULT_TRAIN_PATHS)})",
+    )
+    p.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend of the compiled training paths"
+    )
     p.add_argument(
         "--precision",
         choices=("bf16", "fp32"),
@@ -245,6 +260,15 @@ def build_config(args: argparse.Namespace, cache: Path) -> SuiteConfig:
         cfg.train_variants = tuple(v.strip() for v in args.train_variants.split(",") if v.strip())
     if args.train_batch:
         cfg.train_batch = args.train_batch
+    if args.train_size:
+        cfg.train_size = parse_sizes(args.train_size)[0]
+    if args.train_paths:
+        cfg.train_paths = tuple(s.strip() for s in args.train_paths.split(",") if s.strip())
+        unknown = sorted(set(cfg.train_paths) - set(TRAIN_PATHS))
+        if unknown:
+            choices = ", ".join(TRAIN_PATHS)
+            raise SystemExit(f"benchmarks.run: unknown --train-paths {unknown}; choose from {choices}")
+    cfg.compile_backend = args.compile_backend
     if args.iters:
         cfg.iters = args.iters
         cfg.iters_big = min(cfg.iters_big, args.iters)

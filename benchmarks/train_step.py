@@ -1,6 +1,10 @@
 """Training step (forward + backward + SGD step) throughput: hrseg NCHW / channels_last vs the timm reference.
 
-One command: ``python -m benchmarks.run --only train``. The step is the official recipe's inner loop: logits
+One command: ``python -m benchmarks.run --only train``; ``--train-paths hrseg,compile`` (or
+``hrseg_cl,compile_cl``) compares the eager step with the compiled one, compiled as ``--model.compile true``
+compiles it (:func:`hrseg.task.compile_graph`: forward and loss in one graph, ``fullgraph=True``, static
+shapes; the backward through AOTAutograd); its first step, compilation included, is reported as
+``compile_s``. The step is the official recipe's inner loop: logits
 upsampled to the label size, cross-entropy with ignore index 255, SGD(lr 0.01, momentum 0.9, wd 5e-4).
 HRNet-OCR variants (``w48_ocr``) train both outputs as the official criterion does (0.4 x aux + 1.0 x main)
 and are compared with their plain-head variant (timm has no OCR head, so no reference case).
@@ -34,7 +38,13 @@ PATHS: dict[str, str] = {
     "hrseg": "hrseg HRNetV2, NCHW",
     "hrseg_cl": "hrseg HRNetV2, channels_last model and input",
     "reference": "timm hrnet_* features_only + the same head, NCHW",
+    "compile": "hrseg NCHW, forward + loss compiled as --model.compile does (backend: --compile-backend)",
+    "compile_cl": "the same compiled step, channels_last model and input",
 }
+#: the paths of a plain ``--only train`` run (compiling takes minutes: opt in with --train-paths)
+DEFAULT_TRAIN_PATHS = ("hrseg", "hrseg_cl", "reference")
+#: each compiled path and the eager path it is compared with
+COMPILED_OVER_EAGER = {"compile": "hrseg", "compile_cl": "hrseg_cl"}
 IGNORE_INDEX = 255
 #: loss weights of a two-output model (HRNet-OCR: auxiliary, main), as in the official criterion
 OCR_LOSS_WEIGHTS = (0.4, 1.0)
@@ -52,6 +62,7 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         model = build_hrseg(spec["variant"], spec["weights"], spec["num_classes"], spec["fuse_mode"])
     from hrseg.models import upsample_logits
+    from hrseg.task import compile_graph
 
     model = model.to(device).train()
     x = seeded_input(b, h, w).to(device)
@@ -59,7 +70,7 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
     y = torch.randint(0, spec["num_classes"], (b, h, w), generator=gen)
     y[:, :8] = IGNORE_INDEX  # some ignored pixels, as in real masks
     y = y.to(device)
-    if path == "hrseg_cl":
+    if path in ("hrseg_cl", "compile_cl"):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -67,21 +78,38 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
     align = bool(getattr(model, "align_corners", False))
     losses: list[float] = []
 
+    def forward_loss(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = model(image)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        weights = OCR_LOSS_WEIGHTS if len(outs) == 2 else (1.0,) * len(outs)
+        total = torch.zeros((), device=image.device)
+        for wt, o in zip(weights, outs, strict=True):
+            logits = upsample_logits(o, (h, w), align).float()
+            total = total + wt * F.cross_entropy(logits, mask, ignore_index=IGNORE_INDEX)
+        return total
+
+    compiled = path in COMPILED_OVER_EAGER
+    backend = str(spec.get("compile_backend") or "inductor")
+    if compiled:
+        _cold_compile()
+    run_step = forward_loss
+    if compiled:
+        run_step = compile_graph(forward_loss, backend=backend, what="the benchmark step")
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-            outs = list(out) if isinstance(out, (list, tuple)) else [out]
-            weights = OCR_LOSS_WEIGHTS if len(outs) == 2 else (1.0,) * len(outs)
-            loss = sum(
-                wt * F.cross_entropy(upsample_logits(o, (h, w), align).float(), y, ignore_index=IGNORE_INDEX)
-                for wt, o in zip(weights, outs, strict=True)
-            )
+            loss = run_step(x, y)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
 
     setup_s = time.perf_counter() - t0
+    compile_s = None
+    if compiled:  # the first step compiles forward + loss, then (at its backward) the backward graph
+        t1 = time.perf_counter()
+        step()
+        compile_s = time.perf_counter() - t1
     timing, mem = time_case(step, spec)
     return {
         **timing.as_dict(),
@@ -90,9 +118,25 @@ def train_case(spec: dict[str, Any]) -> dict[str, Any]:
         "memory_method": mem.method,
         "threads": threads,
         "setup_s": setup_s,
+        "compile_s": compile_s,
+        "compile_backend": backend if compiled else None,
         "first_loss": losses[0] if losses else None,
         "amp": "bf16" if amp else "fp32",
     }
+
+
+def _cold_compile() -> None:
+    """No on-disk compile cache in this (worker) process: ``compile_s`` is the first compile a user waits for.
+
+    Inductor's FX graph cache and AOTAutograd's cache would otherwise serve a second run from disk (5 s
+    instead of a minute on the CPU), and the time would depend on what ran before.
+    """
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = False
+    if hasattr(functorch_config, "enable_autograd_cache"):
+        functorch_config.enable_autograd_cache = False
 
 
 def run(cfg: Any) -> Report:
@@ -100,7 +144,7 @@ def run(cfg: Any) -> Report:
     rows: list[dict[str, Any]] = []
     for variant in cfg.train_variants:
         weights = make_weights(variant, Path(cfg.cache), cfg.num_classes, cfg.fuse_mode)
-        for path in PATHS:
+        for path in cfg.train_paths:
             if path == "reference" and not has_reference(variant):
                 continue
             spec = case_spec(
@@ -112,6 +156,7 @@ def run(cfg: Any) -> Report:
                 weights,
                 cfg.train_warmup,
                 cfg.train_iters,
+                compile_backend=cfg.compile_backend,
             )
             log(f"train {variant} {path}")
             res = run_budgeted(train_case, spec, cfg)
@@ -125,7 +170,7 @@ def run(cfg: Any) -> Report:
     size = f"{cfg.train_size[0]}x{cfg.train_size[1]}"
     md = (
         f"Batch {cfg.train_batch}, crop {size}, SGD step, fuse mode `{cfg.fuse_mode}`.\n\n"
-        + "\n".join(f"- `{k}`: {v}" for k, v in PATHS.items())
+        + "\n".join(f"- `{k}`: {v}" for k, v in PATHS.items() if k in cfg.train_paths)
         + "\n\n"
         + markdown_table(
             rows,
@@ -136,6 +181,8 @@ def run(cfg: Any) -> Report:
                 Column("samples_per_s", "samples/s"),
                 Column("peak_mem_mb", "peak MiB", "{:.0f}"),
                 Column("amp", "precision"),
+                Column("compile_s", "first step (compile) s", "{:.1f}"),
+                Column("first_loss", "first loss", "{:.4f}"),
                 Column("load_1m", "load", "{:.1f}"),
                 Column("error", "error"),
             ],
@@ -149,6 +196,8 @@ def run(cfg: Any) -> Report:
                 Column("cl_over_nchw", "channels_last / NCHW"),
                 Column("best_path", "hrseg best"),
                 Column("best_over_reference", "hrseg best / reference"),
+                Column("compiled_path", "compiled path"),
+                Column("compiled_over_eager", "compiled / eager (samples/s)"),
             ],
         )
         + "\n"
@@ -164,19 +213,27 @@ def run(cfg: Any) -> Report:
         "device": cfg.device,
         "amp": cfg.amp,
         "fuse_mode": cfg.fuse_mode,
+        "paths": list(cfg.train_paths),
+        "compile_backend": cfg.compile_backend,
     }
     extra = {"ratios": ratios, "paths": PATHS, "ocr_over_plain": ocr}
     return Report("train", config, rows, cfg.machine, md, extra)
 
 
 def train_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant: does channels_last win, and hrseg's best path over the reference (samples/s)."""
+    """Per variant: does channels_last win, hrseg's best eager path over the reference, compiled over eager.
+
+    The compiled ratio divides a compiled path's samples/s by those of the eager path in the same memory
+    format (the last such pair measured).
+    """
     out = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
         tp = {r["path"]: r["samples_per_s"] for r in rows if r["variant"] == variant and "error" not in r}
         hrseg = {p: tp[p] for p in ("hrseg", "hrseg_cl") if p in tp}
         best = max(hrseg, key=lambda p: hrseg[p]) if hrseg else None
         cl = ratio(tp.get("hrseg_cl"), tp.get("hrseg"))
+        pairs = [(c, e) for c, e in COMPILED_OVER_EAGER.items() if c in tp and e in tp]
+        compiled_path, eager_path = pairs[-1] if pairs else (None, None)
         out.append(
             {
                 "variant": variant,
@@ -185,6 +242,8 @@ def train_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "best_path": best,
                 "best_samples_per_s": hrseg.get(best or ""),
                 "best_over_reference": ratio(hrseg.get(best or ""), tp.get("reference")),
+                "compiled_path": None if compiled_path is None else f"{compiled_path} / {eager_path}",
+                "compiled_over_eager": ratio(tp.get(compiled_path or ""), tp.get(eager_path or "")),
             }
         )
     return out

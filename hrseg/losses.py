@@ -1,4 +1,4 @@
-"""Segmentation losses: (class-weighted) cross-entropy, OHEM cross-entropy, smp losses, weighted sums.
+"""Segmentation losses: (class-weighted) cross-entropy, OHEM cross-entropy, Dice, Focal, Lovasz, their sums.
 
 What a task minimises is one value, :class:`LossConfig` (``SegmentationTask(loss=...)``, ``--model.loss.*``):
 the loss terms of the main output, the class weights, and the weight of each training output. The terms are a
@@ -17,6 +17,13 @@ small spec that reads naturally in YAML:
 
 Every loss takes full-resolution logits ``(B, C, H, W)`` and an int64 mask ``(B, H, W)`` in which
 ``ignore_index`` marks pixels that never contribute.
+
+Every loss compiles as one graph (``torch.compile(fullgraph=True)``, forward and backward;
+``tests/test_compile.py``): ignored pixels are masked out, never removed by boolean indexing, and nothing
+reads a tensor's value on the host (no ``.item()``, no Python branch on data), so shapes stay fixed from
+batch to batch and the step never waits for the device. That is why Focal and Lovasz are implemented here
+rather than taken from segmentation-models-pytorch (whose versions drop ignored pixels and skip absent
+classes in Python); they compute the same values as smp's multiclass losses.
 """
 
 from __future__ import annotations
@@ -34,8 +41,11 @@ from hrseg.plain_data import PlainDataGroup
 
 __all__ = [
     "LOSS_NAMES",
+    "TERM_OPTIONS",
     "CrossEntropy",
+    "FocalLoss",
     "LossConfig",
+    "LovaszSoftmax",
     "OhemCrossEntropy",
     "WeightedSum",
     "build_loss",
@@ -172,6 +182,122 @@ class OhemCrossEntropy(nn.Module):
         return (per_pixel * keep).sum() / keep.sum().clamp(min=1)
 
 
+def _one_hot(target: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    """``(B, C, H, W)`` one-hot of a ``(B, H, W)`` mask; an ignored pixel (any value >= C) is all zeros."""
+    classes = torch.arange(num_classes, device=target.device).view(1, num_classes, 1, 1)
+    return (target.unsqueeze(1) == classes).to(dtype)
+
+
+class FocalLoss(nn.Module):
+    """Multiclass focal loss: per class, the binary focal loss of "this class or not", averaged over classes.
+
+    The same value as segmentation-models-pytorch's ``FocalLoss(mode="multiclass")``: for each class the mean
+    over labelled pixels of ``(1 - p_t) ** gamma * BCE``, then the mean over classes. All classes are computed
+    at once on masked tensors (fixed shapes), and a batch without a labelled pixel gives zero, not NaN.
+
+    Args:
+        ignore_index: mask value that never contributes.
+        alpha: weight of the positive ("this class") term, ``1 - alpha`` of the negative; None: no weighting.
+        gamma: focusing power.
+        normalized: divide each class's loss by its summed focal factors (normalized focal loss).
+        reduced_threshold: reduced focal loss: the factor is 1 where ``p_t`` is below this, else
+            ``((1 - p_t) / reduced_threshold) ** gamma``.
+        eps: lower bound of the normalizer.
+    """
+
+    def __init__(
+        self,
+        ignore_index: int = IGNORE_INDEX,
+        alpha: float | None = None,
+        gamma: float = 2.0,
+        normalized: bool = False,
+        reduced_threshold: float | None = None,
+        eps: float = 1e-6,
+    ) -> None:
+        """Validate the options."""
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"focal alpha must be in [0, 1], got {alpha}")
+        if reduced_threshold is not None and not 0.0 < reduced_threshold <= 1.0:
+            raise ValueError(f"focal reduced_threshold must be in (0, 1], got {reduced_threshold}")
+        self.ignore_index = ignore_index
+        self.alpha = None if alpha is None else float(alpha)
+        self.gamma = float(gamma)
+        self.normalized = bool(normalized)
+        self.reduced_threshold = None if reduced_threshold is None else float(reduced_threshold)
+        self.eps = float(eps)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Mean over classes of each class's mean focal loss over the labelled pixels."""
+        valid = (target != self.ignore_index).unsqueeze(1).to(logits.dtype)
+        positive = _one_hot(target, logits.shape[1], logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, positive, reduction="none")
+        pt = torch.exp(-bce)
+        if self.reduced_threshold is None:
+            factor = (1.0 - pt).pow(self.gamma)
+        else:
+            reduced = ((1.0 - pt) / self.reduced_threshold).pow(self.gamma)
+            factor = torch.where(pt < self.reduced_threshold, torch.ones_like(pt), reduced)
+        loss = factor * bce
+        if self.alpha is not None:
+            loss = loss * (self.alpha * positive + (1.0 - self.alpha) * (1.0 - positive))
+        per_class = (loss * valid).sum(dim=(0, 2, 3))
+        if self.normalized:
+            per_class = per_class / (factor * valid).sum(dim=(0, 2, 3)).clamp(min=self.eps)
+        return (per_class / valid.sum().clamp(min=1)).mean()
+
+
+class LovaszSoftmax(nn.Module):
+    """Multiclass Lovasz-Softmax loss (Berman et al. 2018) over the classes present in the labels.
+
+    The same value as segmentation-models-pytorch's ``LovaszLoss(mode="multiclass")``. Instead of dropping
+    ignored pixels and looping over the present classes, every class is sorted at once (one sort over a
+    fixed-size tensor) with ignored pixels ranked last at zero error, and absent classes are masked out of the
+    mean; so the shapes never depend on the labels.
+
+    Args:
+        ignore_index: mask value that never contributes.
+        per_image: the loss of each image (over the classes present in it), averaged over the images that
+            have a labelled pixel; False: one loss over the whole batch.
+    """
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX, per_image: bool = False) -> None:
+        """Store the options."""
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.per_image = bool(per_image)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Mean over present classes of the Lovasz extension of the per-class Jaccard loss."""
+        num_classes = logits.shape[1]
+        valid = target != self.ignore_index
+        fg = _one_hot(target, num_classes, logits.dtype)
+        errors = (fg - logits.softmax(dim=1)).abs()
+        # an ignored pixel sorts after every labelled one (errors are >= 0) and adds nothing below
+        errors = torch.where(valid.unsqueeze(1), errors, torch.full_like(errors, -1.0))
+        groups = logits.shape[0] if self.per_image else 1
+        # (groups, C, pixels): each row is one class of one image (or of the whole batch)
+        errors = errors.movedim(1, 0).reshape(num_classes, groups, -1).transpose(0, 1)
+        fg = fg.movedim(1, 0).reshape(num_classes, groups, -1).transpose(0, 1)
+        errors_sorted, order = torch.sort(errors, dim=-1, descending=True)
+        fg_sorted = fg.gather(-1, order)
+        # gradient of the Lovasz extension of the Jaccard loss at the sorted errors
+        positives = fg_sorted.sum(dim=-1, keepdim=True)
+        intersection = positives - fg_sorted.cumsum(dim=-1)
+        union = positives + (1.0 - fg_sorted).cumsum(dim=-1)
+        jaccard = 1.0 - intersection / union
+        grad = torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
+        per_class = (errors_sorted.clamp(min=0) * grad).sum(dim=-1)  # (groups, C)
+        present = (positives.squeeze(-1) > 0).to(per_class.dtype)
+        per_group = (per_class * present).sum(dim=-1) / present.sum(dim=-1).clamp(min=1)
+        if not self.per_image:
+            return per_group[0]
+        labelled = valid.flatten(1).any(dim=1).to(per_group.dtype)
+        return (per_group * labelled).sum() / labelled.sum().clamp(min=1)
+
+
 class WeightedSum(nn.Module):
     """``sum_i weight_i * loss_i(logits, target)``; logits are cast to float32 once for stable losses."""
 
@@ -228,25 +354,37 @@ def normalize_loss_spec(spec: LossSpec) -> list[dict[str, Any]]:
     return items
 
 
+#: the options each loss term accepts (besides ``name`` and ``weight``)
+TERM_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ce": (),
+    "ohem": ("thresh", "min_kept"),
+    "dice": ("classes", "log_loss", "smooth", "eps", "class_weights"),
+    "focal": ("alpha", "gamma", "normalized", "reduced_threshold", "eps"),
+    "lovasz": ("per_image",),
+}
+
+
 def _build_term(
     name: str, options: dict[str, Any], ignore_index: int, class_weights: Tensor | None
 ) -> nn.Module:
-    """One loss term; smp is imported lazily because only its losses need it here."""
-    if name in ("ce", "ohem"):
-        allowed = {"thresh", "min_kept"} if name == "ohem" else set()
-        unknown = set(options) - allowed
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)} for loss {name!r}; valid: {sorted(allowed)}")
-        if name == "ce":
-            return CrossEntropy(ignore_index=ignore_index, class_weights=class_weights)
+    """One loss term; smp is imported lazily because only its Dice loss is used here."""
+    unknown = set(options) - set(TERM_OPTIONS[name])
+    if unknown:
+        raise ValueError(
+            f"unknown option {sorted(unknown)} for loss {name!r}; valid: {sorted(TERM_OPTIONS[name])}"
+        )
+    if name == "ce":
+        return CrossEntropy(ignore_index=ignore_index, class_weights=class_weights)
+    if name == "ohem":
         return OhemCrossEntropy(ignore_index=ignore_index, class_weights=class_weights, **options)
+    if name == "focal":
+        return FocalLoss(ignore_index=ignore_index, **options)
+    if name == "lovasz":
+        return LovaszSoftmax(ignore_index=ignore_index, **options)
+    # smp's Dice masks ignored pixels and keeps fixed shapes: it compiles as it is
     from segmentation_models_pytorch import losses as smp_losses
 
-    if name == "dice":
-        return smp_losses.DiceLoss(mode="multiclass", ignore_index=ignore_index, **options)
-    if name == "focal":
-        return smp_losses.FocalLoss(mode="multiclass", ignore_index=ignore_index, **options)
-    return smp_losses.LovaszLoss(mode="multiclass", ignore_index=ignore_index, **options)
+    return smp_losses.DiceLoss(mode="multiclass", ignore_index=ignore_index, **options)
 
 
 def build_loss(
@@ -257,9 +395,9 @@ def build_loss(
     """Build the criterion described by ``spec``.
 
     Args:
-        spec: see :func:`normalize_loss_spec`. Options in a term are that loss's keywords (``thresh`` /
-            ``min_kept`` for ``ohem``, :class:`OhemCrossEntropy`'s defaults otherwise; any smp keyword for
-            ``dice`` / ``focal`` / ``lovasz``).
+        spec: see :func:`normalize_loss_spec`. Options in a term are that loss's keywords
+            (:data:`TERM_OPTIONS`): ``thresh`` / ``min_kept`` for ``ohem`` (:class:`OhemCrossEntropy`),
+            :class:`FocalLoss`'s and :class:`LovaszSoftmax`'s arguments, smp ``DiceLoss``'s for ``dice``.
         labels: the classes (the class-weight length, the ignore value that never contributes).
         class_weights: per-class weights for ``ce`` and ``ohem``: a list or a label set's name
             (``"cityscapes"``: its published weights).
@@ -289,7 +427,8 @@ class LossConfig(PlainDataGroup):
     Args:
         terms: the main output's loss: a name (``"ce"``, ``"ohem"``, ``"dice"``, ``"focal"``, ``"lovasz"``),
             a ``+``-joined sum (``"ce+dice"``) or a list of ``{name, weight, **options}`` mappings (a weighted
-            sum; ``thresh`` / ``min_kept`` for OHEM, smp keywords for the others), see :func:`build_loss`.
+            sum; ``thresh`` / ``min_kept`` for OHEM, see :data:`TERM_OPTIONS` for the others), see
+            :func:`build_loss`.
         class_weights: per-class CE / OHEM weights: a list, or ``"cityscapes"`` for the official table.
         output_weights: one weight per training output of the model, auxiliary ones first and the main one
             last (models with ``num_outputs > 1``; HRNet-OCR: ``[0.4, 1.0]``, the official weights). None:

@@ -12,10 +12,12 @@ batches come from a DataModule as ``{"image", "mask", "name"}``; predictions lea
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import lightning as L
 import torch
@@ -35,7 +37,15 @@ from hrseg.models import build_model, load_pretrained, upsample_logits
 from hrseg.optim import OptimizerConfig, build_optimizer, poly_schedule
 from hrseg.viz import plot_panels, save_evaluation_plots
 
-__all__ = ["NonFiniteLossError", "SegmentationTask"]
+__all__ = [
+    "CompileError",
+    "NonFiniteLossError",
+    "SegmentationTask",
+    "check_compile_options",
+    "compile_graph",
+]
+
+_R = TypeVar("_R")
 
 
 #: side of the square image in ``example_input_array`` (before rounding up to the model's ``size_divisor``)
@@ -63,6 +73,75 @@ def _inputs_to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[
 
 class NonFiniteLossError(RuntimeError):
     """Training produced non-finite losses (or weights) and cannot go on; the message names where."""
+
+
+class CompileError(RuntimeError):
+    """A compiled function does not compile as one graph (a graph break under ``fullgraph=True``)."""
+
+
+def check_compile_options(backend: str, mode: str | None) -> None:
+    """Refuse an unknown ``torch.compile`` backend or inductor mode before anything is compiled.
+
+    Raises:
+        ValueError: naming the valid choices.
+    """
+    import torch._dynamo
+    import torch._inductor
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise ValueError(f"unknown compile backend {backend!r}; choose from {', '.join(sorted(backends))}")
+    if mode is not None:
+        modes = [m for m in torch._inductor.list_mode_options() if m]
+        if backend != "inductor":
+            raise ValueError(f"compile mode {mode!r} is inductor's; backend {backend!r} takes none")
+        if mode not in modes:
+            raise ValueError(f"unknown compile mode {mode!r}; choose from {', '.join(modes)}")
+
+
+def compile_graph(
+    fn: Callable[..., _R],
+    *,
+    backend: str = "inductor",
+    mode: str | None = None,
+    dynamic: bool | None = False,
+    what: str = "the function",
+) -> Callable[..., _R]:
+    """``torch.compile(fn, fullgraph=True)``: one graph (and, under autograd, one backward graph) or an error.
+
+    ``fullgraph=True`` turns every graph break into an error instead of a silent split; here that error
+    becomes a :class:`CompileError` whose first line names ``what``, the reason and the line of user code
+    where tracing stopped. Compilation happens on
+    the first call, and again only for inputs the guards reject (another shape with ``dynamic=False``).
+
+    Args:
+        fn: the function or module to compile.
+        backend: a ``torch.compile`` backend (``inductor``; ``aot_eager`` traces forward and backward and
+            runs them eagerly, which checks the graph without generating code).
+        mode: inductor's mode (``reduce-overhead``, ``max-autotune``, ...); None: its default.
+        dynamic: False: one static graph per input shape (fixed training crops); None: torch's default
+            (static first, symbolic sizes after a shape changes).
+        what: how error messages name ``fn``.
+    """
+    import torch._dynamo
+
+    compiled = torch.compile(fn, fullgraph=True, dynamic=dynamic, backend=backend, mode=mode)
+
+    @functools.wraps(fn, updated=())  # a module's __dict__ (its parameters) stays its own
+    def run(*args: Any, **kwargs: Any) -> _R:
+        try:
+            return compiled(*args, **kwargs)
+        except torch._dynamo.exc.Unsupported as err:
+            text = str(err).strip()
+            reason = text.splitlines()[0] if text else type(err).__name__
+            # Dynamo's message ends with the user code it traced, innermost frame last: name that line
+            frames = re.findall(r'File "([^"]+)", line (\d+)', text)
+            where = f" (at {frames[-1][0]}:{frames[-1][1]})" if frames else ""
+            raise CompileError(
+                f"{what} does not compile as one graph (torch.compile fullgraph=True): {reason}{where}"
+            ) from err
+
+    return run
 
 
 class SegmentationTask(L.LightningModule):
@@ -104,6 +183,16 @@ class SegmentationTask(L.LightningModule):
         nonfinite_patience: a training step whose loss is NaN or infinite is skipped (no backward, no update)
             and counted in ``nonfinite_steps``; this many in a row stop training with
             :class:`NonFiniteLossError`, naming the step and the samples.
+        compile: ``torch.compile`` the training step as one graph: the network's forward and every loss term
+            (:meth:`forward_loss`, ``fullgraph=True``, static shapes) and with it, through AOTAutograd, the
+            backward; for validation, test and predict the network and the per-image loss (shapes may
+            vary there). Off by default: the first step compiles (W18-Small-v1: about a minute on 2 CPU
+            cores), which can pay back over a long GPU run only (docs/cli.md, "Compiled training").
+        compile_backend: the ``torch.compile`` backend: ``inductor`` (generates kernels; needs a C++ compiler
+            on the CPU, Triton on the GPU); ``aot_eager`` traces forward and backward and runs them eagerly,
+            which checks that the step compiles whole in seconds.
+        compile_mode: inductor's mode: ``default`` (None), ``reduce-overhead`` (CUDA graphs),
+            ``max-autotune`` ...
     """
 
     def __init__(
@@ -122,6 +211,9 @@ class SegmentationTask(L.LightningModule):
         log_images: int = 4,
         channels_last: bool | None = None,
         nonfinite_patience: int = 5,
+        compile: bool = False,
+        compile_backend: str = "inductor",
+        compile_mode: str | None = None,
     ) -> None:
         """Save hyper-parameters, then build the network, the loss and the metrics."""
         super().__init__()
@@ -134,6 +226,8 @@ class SegmentationTask(L.LightningModule):
         self.labels = LabelSet.coerce(labels)
         if nonfinite_patience < 1:
             raise ValueError(f"nonfinite_patience must be >= 1, got {nonfinite_patience}")
+        if compile or compile_backend != "inductor" or compile_mode is not None:  # none goes unchecked
+            check_compile_options(compile_backend, compile_mode)
         self.loss_config = LossConfig.coerce(loss)
         self.optimizer_config = OptimizerConfig.coerce(optimizer)
         self.eval_protocol = EvalProtocol.coerce(eval_protocol)
@@ -144,9 +238,13 @@ class SegmentationTask(L.LightningModule):
         self.hparams["loss"] = self.loss_config.to_dict()
         self.hparams["optimizer"] = self.optimizer_config.to_dict()
         self.hparams["eval_protocol"] = self.eval_protocol.to_dict()
+        # a plain attribute, not hparams: the compiled training step reads it (Dynamo cannot trace hparams)
+        self._align_corners = bool(align_corners)
         self._pretrained_done = False
         self._channels_last = False
         self._panels: list[tuple[Tensor, Tensor, Tensor, str]] = []
+        #: compiled functions by name, built on first use (never pickled: see __getstate__)
+        self._compiled: dict[str, Callable[..., Any]] = {}
         #: training steps skipped for a non-finite loss, and how many of the latest ones were in a row
         self.nonfinite_steps = 0
         self._nonfinite_streak = 0
@@ -165,6 +263,34 @@ class SegmentationTask(L.LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationTask:
         """Load an ``hrseg fit`` checkpoint, ``weights_only``: plain data and tensors, no pickled objects."""
         return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Lightning's state without the compiled functions (they do not pickle; rebuilt on first use)."""
+        state = super().__getstate__()
+        state["_compiled"] = {}
+        return state
+
+    def _maybe_compiled(self, name: str, fn: Callable[..., _R], dynamic: bool | None) -> Callable[..., _R]:
+        """``fn`` itself, or with ``compile`` its :func:`compile_graph` (built once, on first use)."""
+        hp = self.hparams
+        if not hp.compile:
+            return fn
+        found = self._compiled.get(name)
+        if found is None:
+            if not self._compiled:
+                rank_zero_info(
+                    f"torch.compile (backend {hp.compile_backend}, mode {hp.compile_mode or 'default'}, "
+                    "fullgraph): the first step of each kind compiles"
+                )
+            found = compile_graph(
+                fn,
+                backend=hp.compile_backend,
+                mode=hp.compile_mode,
+                dynamic=dynamic,
+                what=f"the {name} of model {hp.model!r}",
+            )
+            self._compiled[name] = found
+        return found
 
     # ------------------------------------------------------------------ construction
     def configure_models(self) -> None:
@@ -259,10 +385,12 @@ class SegmentationTask(L.LightningModule):
         """
         hp = self.hparams
         out_size = tuple(size) if size is not None else tuple(image.shape[-2:])
+        # evaluation images (and the last batch) may differ in size: symbolic sizes after the first change
+        network = self._maybe_compiled("evaluation network", self.model, dynamic=None)
         if self.eval_protocol.single_pass:
-            return upsample_logits(self.model(image), out_size, hp.align_corners)
+            return upsample_logits(network(image), out_size, hp.align_corners)
         return infer(
-            self.model,
+            network,
             image,
             self.eval_protocol,
             align_corners=hp.align_corners,
@@ -288,7 +416,7 @@ class SegmentationTask(L.LightningModule):
             raise ValueError(
                 f"the model returned {len(outs)} outputs for {len(self.loss_weights)} loss weights"
             )
-        size, ac = mask.shape[-2:], self.hparams.align_corners
+        size, ac = mask.shape[-2:], self._align_corners
         terms: dict[str, Tensor] = {}
         total: Tensor | None = None
         for i, (weight, out) in enumerate(zip(self.loss_weights, outs, strict=True)):
@@ -304,6 +432,21 @@ class SegmentationTask(L.LightningModule):
         assert total is not None
         return total, (terms if len(outs) > 1 else {})
 
+    def forward_loss(self, image: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The training step's computation: the network on ``image``, then :meth:`training_loss` on ``mask``.
+
+        With ``compile`` this is what compiles as one graph: no host synchronisation and no shape that
+        depends on the data in it, so it runs batch after batch without a recompilation or a wait.
+        """
+        return self.training_loss(self.model(image), mask)
+
+    def training_forward(self) -> Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]:
+        """What :meth:`training_step` runs: :meth:`forward_loss`, compiled as one graph with ``compile``.
+
+        Training crops have one size (and the last partial batch is dropped): one static graph.
+        """
+        return self._maybe_compiled("training step", self.forward_loss, dynamic=False)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         """Forward, logits resized to the mask, loss; logs ``train/loss`` (and its terms), ``train/lr``."""
         image, mask = batch["image"], batch["mask"]
@@ -311,7 +454,7 @@ class SegmentationTask(L.LightningModule):
         # skipped step leaves no trace of a NaN batch in them
         buffers = list(self.model.buffers())
         saved = [b.detach().clone() for b in buffers]
-        loss, terms = self.training_loss(self.model(image), mask)
+        loss, terms = self.training_forward()(image, mask)
         if not self._loss_is_finite(loss, batch):
             with torch.no_grad():
                 for buffer, value in zip(buffers, saved, strict=True):
@@ -371,12 +514,15 @@ class SegmentationTask(L.LightningModule):
                 f"{len(bad)} tensors ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})"
             )
 
+    def per_image_loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        """``(B,)``: the main criterion per image (the epoch mean ignores batching and process count)."""
+        return torch.stack([self.criterion(logits[i : i + 1], mask[i : i + 1]) for i in range(len(mask))])
+
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, split: str) -> Tensor:
         """Shared validation / test step: logits at mask size, loss, confusion-matrix update."""
         image, mask = batch["image"], batch["mask"]
         logits = self.evaluate_logits(image, mask.shape[-2:])
-        # one loss per image, so the epoch mean depends neither on the batching nor on the process count
-        loss = torch.stack([self.criterion(logits[i : i + 1], mask[i : i + 1]) for i in range(len(mask))])
+        loss = self._maybe_compiled("evaluation loss", self.per_image_loss, dynamic=None)(logits, mask)
         mean_loss = self.val_loss if split == "val" else self.test_loss
         mean_loss.update(loss.detach())
         self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True, batch_size=image.shape[0])

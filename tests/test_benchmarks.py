@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -186,6 +188,48 @@ def test_cuda_config_needs_no_gpu_to_build(tmp_path: Path) -> None:
     assert cfg.train_batch == 4 and cfg.warmup >= 3 and cfg.iters >= 10
     fp32 = bench_run.build_config(bench_run.parse_args(["--device", "cuda", "--precision", "fp32"]), tmp_path)
     assert fp32.amp is None and fp32.tolerance == 1e-4
+
+
+def _gpu_check_benchmark_commands() -> dict[str, list[str]]:
+    """The ``benchmarks.run`` argument lists of ``benchmarks/gpu_check.sh``'s GPU branch, by step name."""
+    script = (Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh").read_text()
+    start = script.index("if [[ $DEVICE == cuda ]]; then\n    BENCH=")
+    gpu_branch = script[start : script.index("\nelse\n", start)]
+    text = gpu_branch.replace("\\\n", " ")
+    bench = shlex.split(re.search(r"BENCH=\((.*?)\)", text).group(1))
+    commands = {}
+    for name, args in re.findall(r"^\s*run (\w+) \d+ \"\$PYTHON\" -m benchmarks\.run (.*)$", text, re.M):
+        argv = shlex.split(args.replace('"${BENCH[@]}"', " ".join(bench)).replace("$RECORD", "/tmp/record"))
+        commands[name] = argv
+    return commands
+
+
+def test_gpu_check_benchmark_commands_parse_to_the_promised_cases(tmp_path: Path) -> None:
+    """The script's GPU steps cannot run here: their options must at least build the cases it promises."""
+    commands = _gpu_check_benchmark_commands()
+    assert set(commands) == {"inference", "train"}
+    train = bench_run.build_config(bench_run.parse_args(commands["train"]), tmp_path)
+    assert train.device == "cuda" and train.amp == "bf16" and not train.isolate
+    assert train.train_variants == ("w48",) and train.train_batch == 8 and train.train_size == (512, 1024)
+    assert train.train_paths == ("hrseg_cl", "compile_cl") and train.compile_backend == "inductor"
+    inference = bench_run.build_config(bench_run.parse_args(commands["inference"]), tmp_path)
+    assert inference.amp == "bf16" and inference.variants == ("w48", "w48_ocr")
+    assert inference.sizes == ((1024, 2048),) and inference.paths == ("eager", "fast")
+
+
+def test_compiled_over_eager_pairs_each_compiled_path_with_its_memory_format() -> None:
+    from benchmarks.train_step import train_ratios
+
+    rows = [
+        {"variant": "w48", "path": "hrseg_cl", "samples_per_s": 20.0},
+        {"variant": "w48", "path": "compile_cl", "samples_per_s": 30.0},
+        {"variant": "w18", "path": "hrseg", "samples_per_s": 10.0},
+        {"variant": "w18", "path": "compile", "error": "timed out"},
+    ]
+    by_variant = {r["variant"]: r for r in train_ratios(rows)}
+    assert by_variant["w48"]["compiled_path"] == "compile_cl / hrseg_cl"
+    assert by_variant["w48"]["compiled_over_eager"] == pytest.approx(1.5)
+    assert by_variant["w18"]["compiled_over_eager"] is None  # a failed case gives no ratio
 
 
 def test_unknown_benchmark_is_rejected(tmp_path: Path) -> None:

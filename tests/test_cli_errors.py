@@ -73,6 +73,11 @@ MISTAKES: list[tuple[str, int, list[str]]] = [
     ("fit --config demo --lr_scheduler StepLR", 2, ["--lr_scheduler"]),
     ("fit --config demo --trainer.max_epochs many", 2, ["max_epochs", "many"]),
     ("fit --config demo --model.model hrnetv2_w99", 2, ["hrnetv2_w99", "hrnetv2_w48"]),
+    (
+        "fit --config demo --model.compile true --model.compile_backend nope",
+        2,
+        ["unknown compile backend 'nope'", "inductor"],
+    ),
     # checkpoints given to the trainer commands
     ("test --config demo --ckpt_path {garbage}", 1, ["{garbage}", "not a PyTorch checkpoint"]),
     ("test --config demo --ckpt_path {truncated}", 1, ["{truncated}", "corrupt or truncated"]),

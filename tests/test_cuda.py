@@ -222,3 +222,62 @@ def test_onnxruntime_runs_on_its_cuda_provider(
     assert providers and providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     ref = Segmenter.from_checkpoint(tiny_checkpoint, device="cuda").predict(image)
     assert float((got == ref).mean()) >= 0.99
+
+
+def test_compiled_bf16_training_step_is_one_graph_without_host_syncs() -> None:
+    """``--model.compile`` on the GPU (inductor, bf16 autocast, channels_last): HRNet-OCR, OHEM and Lovasz.
+
+    The step compiles once, runs more batches of the same shape without a recompilation and without a single
+    host synchronisation (``torch.cuda.set_sync_debug_mode("error")`` around forward and backward), and its
+    losses follow the eager ones.
+    """
+    import copy
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from hrseg.losses import LossConfig
+    from hrseg.metadata import LabelSet
+    from hrseg.task import SegmentationTask
+
+    torch._dynamo.reset()
+    counters.clear()
+    task = SegmentationTask(
+        model="hrnetv2_w18_small_v1_ocr",
+        model_options={"ocr_dropout": 0.0},  # no dropout: compiled and eager see the same network
+        labels=LabelSet.generic(5, 255),
+        loss=LossConfig([{"name": "ohem", "min_kept": 5000}, {"name": "lovasz", "weight": 0.5}]),
+        log_images=0,
+        compile=True,
+    )
+    eager = copy.deepcopy(task)
+    eager.hparams.compile = False
+    for t in (task, eager):
+        t.cuda().train().model.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for i in range(4):
+        image = torch.randn(2, 3, 128, 256, generator=g).cuda().contiguous(memory_format=torch.channels_last)
+        mask = torch.randint(0, 5, (2, 128, 256), generator=g)
+        mask[:, : 8 * (i + 1)] = 255
+        batches.append((image, mask.cuda()))
+    step, eager_step = task.training_forward(), eager.training_forward()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for i, (image, mask) in enumerate(batches):
+            sync_mode = "error" if i > 0 else "default"  # the first call compiles (which may synchronise)
+            torch.cuda.set_sync_debug_mode(sync_mode)
+            try:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss, terms = step(image, mask)
+                loss.backward()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                expected, _ = eager_step(image, mask)
+            got, ref = float(loss.detach()), float(expected.detach())
+            print(f"batch {i}: compiled loss {got:.4f}, eager {ref:.4f}, terms {sorted(terms)}")
+            assert abs(got - ref) <= 0.05 * max(1.0, abs(ref))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    grads = [p.grad for p in task.model.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    torch._dynamo.reset()

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from hrseg.losses import (
     CrossEntropy,
+    FocalLoss,
+    LovaszSoftmax,
     OhemCrossEntropy,
     build_loss,
     normalize_loss_spec,
@@ -75,10 +77,50 @@ def test_weighted_ce_matches_torch():
     torch.testing.assert_close(ours, ref)
 
 
+@pytest.mark.parametrize(
+    ("ours", "smp_name", "options"),
+    [
+        (FocalLoss, "FocalLoss", {}),
+        (FocalLoss, "FocalLoss", {"alpha": 0.25, "gamma": 1.5}),
+        (FocalLoss, "FocalLoss", {"gamma": 0.5, "normalized": True}),
+        (FocalLoss, "FocalLoss", {"reduced_threshold": 0.5}),
+        (LovaszSoftmax, "LovaszLoss", {}),
+        (LovaszSoftmax, "LovaszLoss", {"per_image": True}),
+    ],
+)
+def test_focal_and_lovasz_match_smp_values_and_gradients(ours, smp_name, options):
+    """The masked, fixed-shape versions give smp's multiclass values (ignored pixels, absent classes)."""
+    from segmentation_models_pytorch import losses as smp_losses
+
+    logits, target = _batch(shape=(3, 12, 16))
+    logits = logits * 3
+    target[1][target[1] == 2] = 0  # class 2 absent from the second image
+    target[:, :, :3] = IGNORE
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    value = ours(IGNORE, **options)(a, target)
+    expected = getattr(smp_losses, smp_name)(mode="multiclass", ignore_index=IGNORE, **options)(b, target)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(a.grad, b.grad)
+    # logits at ignored pixels change nothing
+    c = logits.clone()
+    c[:, :, :, :3] = 50.0
+    torch.testing.assert_close(ours(IGNORE, **options)(c, target), value.detach())
+
+
+def test_bad_loss_options_are_refused():
+    with pytest.raises(ValueError, match=r"unknown option \['from_logits'\] for loss 'focal'"):
+        build_loss([{"name": "focal", "from_logits": False}], LabelSet.generic(5))
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        build_loss([{"name": "focal", "gamma": -1}], LabelSet.generic(5))
+
+
 def test_all_ignored_batch_gives_zero_not_nan():
     logits, target = _batch()
     target[:] = IGNORE
-    for spec in ("ce", "ohem"):
+    for spec in ("ce", "ohem", "focal", "lovasz", [{"name": "lovasz", "per_image": True}]):
         loss = build_loss(spec, LabelSet.generic(5, IGNORE))(logits.requires_grad_(), target)
         assert torch.isfinite(loss) and float(loss.detach()) == 0.0
 
