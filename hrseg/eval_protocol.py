@@ -20,8 +20,9 @@ from hrseg.plain_data import PlainDataGroup
 __all__ = ["EvalProtocol", "Mode", "as_pair"]
 
 #: ``whole``: one forward per (scaled) image. ``slide``: sliding windows over every (scaled) image larger
-#: than the window, a whole forward for one that fits (the official rule).
-Mode = Literal["whole", "slide"]
+#: than the window, a whole forward for one that fits (the official rule). ``tile``: sliding windows over the
+#: image at its own size, the scales and flip run within each window (local: what streamed prediction runs).
+Mode = Literal["whole", "slide", "tile"]
 
 
 def as_pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | None:
@@ -41,8 +42,11 @@ class EvalProtocol(PlainDataGroup):
     """Whole image or sliding window, at one or several scales, optionally averaged with the mirror image.
 
     Args:
-        mode: ``"whole"`` (one forward per scaled image) or ``"slide"`` (sliding windows of ``window`` over
-            each scaled image larger than it; one that fits runs whole, as in the official code).
+        mode: ``"whole"`` (one forward per scaled image), ``"slide"`` (sliding windows of ``window`` over
+            each scaled image larger than it; one that fits runs whole, as in the official code) or
+            ``"tile"`` (sliding windows over the image at its own size, each window run whole at every
+            scale and flip, then blended as in ``"slide"``: every window depends on its own pixels alone, so
+            an image larger than memory streams with the same result; docs/large-images.md).
         window: ``(height, width)`` of the sliding window (required by ``"slide"``).
         stride: ``(height, width)`` step between windows; None: 2/3 of the window (the official default
             outside Cityscapes, whose recipes set it explicitly).
@@ -65,8 +69,8 @@ class EvalProtocol(PlainDataGroup):
 
     def __post_init__(self) -> None:
         """Normalise lists (from YAML / JSON) to tuples and reject inconsistent settings early."""
-        if self.mode not in ("whole", "slide"):
-            raise ValueError(f"eval protocol mode must be 'whole' or 'slide', got {self.mode!r}")
+        if self.mode not in ("whole", "slide", "tile"):
+            raise ValueError(f"eval protocol mode must be 'whole', 'slide' or 'tile', got {self.mode!r}")
         window = as_pair(self.window, "eval protocol window")
         stride = as_pair(self.stride, "eval protocol stride")
         if isinstance(self.scales, str | int | float):
@@ -74,8 +78,8 @@ class EvalProtocol(PlainDataGroup):
         scales = tuple(float(s) for s in self.scales)
         if not scales or any(s <= 0 for s in scales):
             raise ValueError(f"eval protocol scales must be positive factors, got {list(self.scales)!r}")
-        if self.mode == "slide" and window is None:
-            raise ValueError("eval protocol mode 'slide' needs a window (height, width)")
+        if self.mode != "whole" and window is None:
+            raise ValueError(f"eval protocol mode {self.mode!r} needs a window (height, width)")
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "stride", stride)
         object.__setattr__(self, "scales", scales)
@@ -100,7 +104,7 @@ class EvalProtocol(PlainDataGroup):
     def describe(self) -> str:
         """One line for logs and command output: ``slide 512x1024 (stride 341x682), scales 0.5,1, flip``."""
         text: str = self.mode
-        if self.mode == "slide" and self.window is not None:
+        if self.mode != "whole" and self.window is not None:
             stride = self.effective_stride()
             assert stride is not None
             text += f" {self.window[0]}x{self.window[1]} (stride {stride[0]}x{stride[1]})"
