@@ -11,6 +11,7 @@ them is :mod:`hrseg.deploy.stream` (docs/large-images.md).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,14 @@ def _env() -> Any:
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, CPL_LOG="/dev/null")
 
 
+def _open(path: Path) -> Any:
+    """``rasterio.open`` for reading; a plain image without georeference is no reason for a warning."""
+    rasterio = require_rasterio("reading rasters")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
 def probe_raster(path: str | Path) -> RasterInfo:
     """The header of a raster (nothing decoded).
 
@@ -124,7 +133,7 @@ def probe_raster(path: str | Path) -> RasterInfo:
         raise FileNotFoundError(f"{p}: raster file not found")
     with _env():
         try:
-            with rasterio.open(p) as src:
+            with _open(p) as src:
                 georef = src.crs is not None or not src.transform.is_identity
                 return RasterInfo(src.height, src.width, src.count, georef)
         except rasterio.errors.RasterioError as err:
@@ -153,7 +162,7 @@ class RasterSource:
         self._env = _env()
         self._env.__enter__()
         try:
-            self._src = self._rasterio.open(self.path)
+            self._src = _open(self.path)
         except self._rasterio.errors.RasterioError as err:
             self._env.__exit__(None, None, None)
             raise RasterError(f"{self.path}: not a readable raster ({err})") from None

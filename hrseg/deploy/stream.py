@@ -31,16 +31,27 @@ from hrseg.images import to_image_tensor
 from hrseg.inference.protocol import class_argmax, slide_runner
 from hrseg.inference.tiling import WindowGrid, sweep
 from hrseg.metadata import ModelMeta
-from hrseg.rasters import RasterSource, write_label_raster
+from hrseg.rasters import (
+    RasterError,
+    RasterSource,
+    probe_raster,
+    rasterio_available,
+    write_label_raster,
+)
 
 __all__ = [
     "DEFAULT_STREAM_WINDOW",
     "STREAM_ABOVE_MP",
+    "STREAM_MODES",
     "StreamOptions",
     "partial_paths",
     "predict_raster",
+    "should_stream",
     "stream_protocol",
 ]
+
+#: ``auto``: stream georeferenced rasters and images above the threshold; ``on``: every image; ``off``: none.
+STREAM_MODES = ("auto", "on", "off")
 
 #: Images above this many megapixels are streamed by default (``hrseg predict --stream auto``).
 STREAM_ABOVE_MP = 16.0
@@ -91,6 +102,58 @@ def stream_protocol(protocol: EvalProtocol) -> tuple[EvalProtocol, str | None]:
     window = protocol.window or DEFAULT_STREAM_WINDOW
     streamed = protocol.replace(mode=mode, window=window)
     return streamed, f"whole-image protocol streamed as {streamed.describe()} (--window to choose)"
+
+
+def _pil_megapixels(path: Path) -> float | None:
+    """Megapixels from the image header through PIL (None: PIL cannot tell)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.width * img.height / 1e6
+    except Exception:  # any failure: the reader that opens the file reports it, naming it
+        return None
+
+
+def should_stream(
+    path: Path, mode: str = "auto", above_mp: float = STREAM_ABOVE_MP, bands: object = None
+) -> tuple[bool, str | None]:
+    """Whether ``hrseg predict`` streams ``path``, and a line to print about the choice.
+
+    ``auto`` streams georeferenced rasters (their output keeps the georeference), images above ``above_mp``
+    megapixels and any image read with chosen ``bands``; the others go through memory as before.
+
+    Raises:
+        ValueError: an unknown mode.
+        ImportError: streaming asked for (``on``, ``bands``) without rasterio.
+    """
+    if mode not in STREAM_MODES:
+        raise ValueError(f"stream must be one of {STREAM_MODES}, got {mode!r}")
+    if mode == "off":
+        return False, None
+    if not rasterio_available():
+        if mode == "on" or bands is not None:
+            raise ImportError(
+                "streamed prediction (--stream on, --bands) needs rasterio: pip install hrseg[geo]"
+            )
+        mp = _pil_megapixels(path)
+        if mp is not None and mp > above_mp:
+            return False, (
+                f"{path}: {mp:.1f} MP is above {above_mp:g} MP, but streaming needs rasterio "
+                "(pip install hrseg[geo]); predicted in memory"
+            )
+        return False, None
+    if mode == "on" or bands is not None:
+        return True, f"{path}: streamed"
+    try:
+        info = probe_raster(path)
+    except RasterError:
+        return False, None  # not for GDAL: the in-memory reader opens it, or says why it cannot
+    if info.georeferenced:
+        return True, f"{path}: georeferenced, streamed into a GeoTIFF with its georeference"
+    if info.megapixels > above_mp:
+        return True, f"{path}: {info.megapixels:.1f} MP is above {above_mp:g} MP, streamed"
+    return False, None
 
 
 def partial_paths(output: Path) -> tuple[Path, Path]:
