@@ -1,8 +1,8 @@
 """Streamed prediction of large rasters: the in-memory label map bit for bit, georeference kept, resumable.
 
 The model is a tiny HRNetV2 (test_models' TINY_SPEC) at random initialisation, whose logits vary enough to
-exercise every argmax, on small generated rasters with small windows, so every case crosses window rows, strips
-and bands. The CLI cases use the shared demo checkpoint.
+exercise every argmax, on small generated rasters with small windows, so every case crosses window rows,
+strips and bands. The CLI cases use the shared demo checkpoint.
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
+from rasterio.transform import from_origin
+from test_models import TINY_SPEC
 
-rasterio = pytest.importorskip("rasterio")
-from rasterio.transform import from_origin  # noqa: E402
-
-from hrseg.commands import main  # noqa: E402
-from hrseg.deploy import Segmenter  # noqa: E402
-from hrseg.deploy.stream import partial_paths, stream_protocol  # noqa: E402
-from hrseg.eval_protocol import EvalProtocol  # noqa: E402
-from hrseg.metadata import LabelSet, ModelMeta  # noqa: E402
-from hrseg.models import build_model  # noqa: E402
-from hrseg.rasters import RasterError  # noqa: E402
-from test_models import TINY_SPEC  # noqa: E402
+from hrseg.commands import main
+from hrseg.deploy import Segmenter
+from hrseg.deploy.stream import partial_paths, stream_protocol
+from hrseg.eval_protocol import EvalProtocol
+from hrseg.metadata import LabelSet, ModelMeta
+from hrseg.models import build_model
+from hrseg.rasters import RasterError
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(500000.0, 4000000.0, 0.5, 0.5)
@@ -210,7 +209,7 @@ def test_killed_run_resumes_from_the_last_band(tiny_checkpoint: Path, tmp_path: 
                 row = int(json.loads(state.read_text())["row"])
             except (ValueError, KeyError):
                 row = 0
-            if 0 < row:
+            if row > 0:
                 break
         time.sleep(0.01)
     assert proc.poll() is None, (
