@@ -149,8 +149,8 @@ def sweep(
                 if e > limit:
                     continue
                 values = band.pop(s)
-                if end < y + ch:
-                    next_carry[s] = values[:, :, end - y :]
+                if end < y + ch:  # a copy: a view would keep the whole window row's rows alive
+                    next_carry[s] = values[:, :, end - y :].clone()
                 lo, hi = max(a, c0), min(e, c1)
                 top = max(y, start_row)
                 if lo < hi and top < end:
