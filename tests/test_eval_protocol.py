@@ -27,8 +27,11 @@ def test_defaults_validation_and_round_trip() -> None:
     assert p.replace(flip=False, window=None) == EvalProtocol("slide", (64, 96), None, (0.5, 1.0), False)
     with pytest.raises(ValueError, match="needs a window"):
         EvalProtocol("slide")
-    with pytest.raises(ValueError, match="'whole' or 'slide'"):
+    with pytest.raises(ValueError, match="'whole', 'slide' or 'tile'"):
         EvalProtocol("multiscale")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode 'tile' needs a window"):
+        EvalProtocol("tile")
+    assert EvalProtocol("tile", (64, 96), scales=(0.5, 1.0)).describe() == "tile 64x96 (stride 42x64), scales 0.5,1"
     with pytest.raises(ValueError, match="scales"):
         EvalProtocol(scales=())
     with pytest.raises(ValueError, match="window"):
