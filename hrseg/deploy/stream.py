@@ -309,7 +309,7 @@ def predict_raster(
         assert stride is not None
         grid = WindowGrid.of(h, w, protocol.window, stride)
         dtype = np.dtype(np.uint8 if meta.num_classes <= 255 else np.uint16)
-        nodata = int(np.iinfo(dtype).max)
+        nodata = 255 if dtype == np.uint8 else 65535  # the largest value: never a class id
         strips = [(c, min(c + opts.strip_width, w)) for c in range(0, w, opts.strip_width)]
         raw, state = partial_paths(out)
         fingerprint = _fingerprint(source, meta, protocol, opts)

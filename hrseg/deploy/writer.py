@@ -364,27 +364,3 @@ def predict_folder(
         )
         summary.written.append(name)
     return summary
-    seg = (
-        checkpoint
-        if isinstance(checkpoint, Segmenter)
-        else Segmenter.from_checkpoint(checkpoint, **segmenter_options)
-    )
-    iterator: Iterable[tuple[str, Path]] = todo
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(todo, desc="predict", unit="img", initial=0, total=len(todo))
-        if summary.skipped:
-            print(f"skipping {len(summary.skipped)} images whose outputs exist in {out}", file=sys.stderr)
-    for name, f in iterator:
-        try:
-            image = open_image(f)
-        except (FileNotFoundError, ImageFileError) as err:  # reported at the end; the other images go on
-            summary.failed[name] = str(err)
-            continue
-        mask = seg.predict(image)
-        write_prediction(
-            out, name, mask, seg.palette, image, write_color, write_overlay, overlay_alpha, format=format
-        )
-        summary.written.append(name)
-    return summary

@@ -203,7 +203,7 @@ def slide_runner(
         ValueError: mode ``whole``, or ``slide`` at several scales (it resizes the whole image: not local).
     """
     if protocol.mode == "tile":
-        run = tile_runner(
+        tiled = tile_runner(
             model,
             protocol,
             num_classes=num_classes,
@@ -211,7 +211,7 @@ def slide_runner(
             output=output,
             size_divisor=size_divisor,
         )
-        return run, 1
+        return tiled, 1
     if protocol.mode != "slide" or protocol.scales != (1.0,):
         raise ValueError(
             "a streamed prediction runs windows: mode slide at scale 1 or mode tile, not "
