@@ -2,8 +2,8 @@
 
 - :mod:`~hrseg.deploy.segmenter`: :class:`Segmenter`, files and arrays in, label maps and colours out;
 - :mod:`~hrseg.deploy.writer`: the PNG files of a prediction and the resumable :func:`predict_folder`;
-- :mod:`~hrseg.deploy.stream`: images larger than memory, streamed into label GeoTIFFs (:func:`predict_raster`,
-  ``Segmenter.predict_raster``), resumable band by band;
+- :mod:`~hrseg.deploy.stream`: images larger than memory, streamed into label GeoTIFFs
+  (:func:`predict_raster`, ``Segmenter.predict_raster``), resumable band by band;
 - :mod:`~hrseg.deploy.backends`: backend selection and building (``Segmenter(backend=..., precision=...)``:
   torch, ``torch.compile``, or ONNX Runtime / OpenVINO on a cached export of :mod:`hrseg.export`).
 
