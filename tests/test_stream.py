@@ -149,6 +149,19 @@ def test_band_selection(segmenter: Segmenter, tmp_path: Path) -> None:
         segmenter.predict_raster(src, tmp_path / "x.tif", bands=(7, 2, 1))
 
 
+def test_plain_png_streams_through_gdal(segmenter: Segmenter, tmp_path: Path) -> None:
+    """A plain PNG (decoded sequentially) streams to a TIFF without georeference, equal to memory."""
+    from PIL import Image
+
+    pixels = scene(83, 70)
+    Image.fromarray(pixels).save(tmp_path / "plain.png")
+    segmenter.protocol = EvalProtocol("slide", window=(40, 40), flip=True)
+    out = segmenter.predict_raster(tmp_path / "plain.png", tmp_path / "plain_labels.tif", band_rows=16)
+    with rasterio.open(out) as dst:
+        assert dst.crs is None and dst.transform.is_identity
+        assert np.array_equal(dst.read(1), segmenter.predict(pixels))
+
+
 def _one_error_line(err: str, path: Path, words: str) -> None:
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert not any("Traceback" in ln for ln in lines), err
@@ -156,10 +169,11 @@ def _one_error_line(err: str, path: Path, words: str) -> None:
     assert len(failed) == 1 and words in failed[0], err
 
 
+@pytest.mark.slow  # five `hrseg predict` runs of the demo checkpoint
 def test_bad_rasters_end_in_one_line_naming_the_file(
     tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    good = write_raster(tmp_path / "good.tif", scene(192, 192))
+    good = write_raster(tmp_path / "good.tif", scene(128, 128))
     truncated = tmp_path / "truncated.tif"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     no_bands = tmp_path / "no_bands.pix"  # PCIDSK: a raster format that holds zero bands
@@ -178,6 +192,13 @@ def test_bad_rasters_end_in_one_line_naming_the_file(
         captured = capsys.readouterr()
         _one_error_line(captured.err + captured.out, path, words)
     assert not (tmp_path / "out" / "truncated_trainIds.tif").exists()
+    folder = tmp_path / "folder"  # a folder: the good raster is written, the bad one listed at the end
+    folder.mkdir()
+    for path in (good, truncated):
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert main([*common, "--input", str(folder), "--output", str(tmp_path / "out")]) == 1
+    _one_error_line(capsys.readouterr().out, folder / "truncated.tif", "cannot read rows")
+    assert (tmp_path / "out" / "good_trainIds.tif").is_file()
 
 
 @pytest.mark.slow  # two `hrseg predict` processes
