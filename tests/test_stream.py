@@ -24,7 +24,7 @@ from test_models import TINY_SPEC
 
 from hrseg.commands import main
 from hrseg.deploy import Segmenter
-from hrseg.deploy.stream import partial_paths, stream_protocol
+from hrseg.deploy.stream import StreamOptions, partial_paths, predict_raster, stream_protocol
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.metadata import LabelSet, ModelMeta
 from hrseg.models import build_model
@@ -147,6 +147,35 @@ def test_band_selection(segmenter: Segmenter, tmp_path: Path) -> None:
         segmenter.predict_raster(src, tmp_path / "x.tif")
     with pytest.raises(RasterError, match=r"multi\.tif: band 7 does not exist \(the raster has 5 bands"):
         segmenter.predict_raster(src, tmp_path / "x.tif", bands=(7, 2, 1))
+
+
+@pytest.mark.parametrize("calls", [3, 7])
+def test_interrupted_strips_resume_to_the_same_labels(
+    segmenter: Segmenter, tmp_path: Path, calls: int
+) -> None:
+    """A run stopped after some forwards (in the first or the second strip) resumes to the in-memory map."""
+    pixels = scene(110, 100)
+    src = write_raster(tmp_path / "in.tif", pixels)
+    segmenter.protocol = EvalProtocol("slide", window=(32, 40), stride=(20, 30))
+    expected = segmenter.predict(pixels)
+    count = 0
+
+    def failing(x: torch.Tensor) -> torch.Tensor:
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise RuntimeError("stopped")
+        return segmenter.model(x)
+
+    out = tmp_path / "labels.tif"
+    options = StreamOptions(band_rows=10, strip_width=60)
+    kwargs = {"batch_windows": segmenter.batch_windows, "options": options}
+    with pytest.raises(RuntimeError, match="stopped"):
+        predict_raster(src, out, failing, segmenter.meta, segmenter.protocol, **kwargs)
+    state = json.loads(partial_paths(out)[1].read_text())
+    assert (state["strip"], state["row"]) != (0, 0) and not out.exists()
+    predict_raster(src, out, segmenter.model, segmenter.meta, segmenter.protocol, **kwargs)
+    assert np.array_equal(read_labels(out), expected)
 
 
 def test_plain_png_streams_through_gdal(segmenter: Segmenter, tmp_path: Path) -> None:
