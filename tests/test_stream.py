@@ -24,7 +24,13 @@ from test_models import TINY_SPEC
 
 from hrseg.commands import main
 from hrseg.deploy import Segmenter
-from hrseg.deploy.stream import StreamOptions, partial_paths, predict_raster, stream_protocol
+from hrseg.deploy.stream import (
+    StreamOptions,
+    partial_paths,
+    predict_raster,
+    should_stream,
+    stream_protocol,
+)
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.metadata import LabelSet, ModelMeta
 from hrseg.models import build_model
@@ -189,6 +195,26 @@ def test_plain_png_streams_through_gdal(segmenter: Segmenter, tmp_path: Path) ->
     with rasterio.open(out) as dst:
         assert dst.crs is None and dst.transform.is_identity
         assert np.array_equal(dst.read(1), segmenter.predict(pixels))
+
+
+def test_without_rasterio_or_too_big_for_pil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No rasterio: auto predicts in memory and says why; PIL refuses what it cannot read whole."""
+    from PIL import Image
+
+    import hrseg.deploy.stream as stream
+    from hrseg.images import ImageFileError, open_image
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(scene(64, 64)).save(path)
+    assert should_stream(path, "auto", above_mp=0.001)[0]  # with rasterio: above the threshold, streamed
+    monkeypatch.setattr(stream, "rasterio_available", lambda: False)
+    streamed, note = should_stream(path, "auto", above_mp=0.001)
+    assert not streamed and note is not None and "pip install hrseg[geo]" in note
+    with pytest.raises(ImportError, match=r"pip install hrseg\[geo\]"):
+        should_stream(path, "on")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: more than twice PIL's limit
+    with pytest.raises(ImageFileError, match=r"wide\.png: too big to read whole .* pip install hrseg\[geo\]"):
+        open_image(path)
 
 
 def _one_error_line(err: str, path: Path, words: str) -> None:
