@@ -310,18 +310,22 @@ def write_label_raster(
     if transform is not None and not transform.is_identity:
         profile["transform"] = transform
     try:
-        with _env(), rasterio.open(tmp, "w", **profile) as dst, open(raw, "rb") as fh:
-            for y in range(0, height, rows_per_write):
-                n = min(rows_per_write, height - y)
-                # plain reads, not a memory map: mapped pages would count in the process's resident memory
-                rows = np.fromfile(fh, dtype=dtype, count=n * width).reshape(n, width)
-                dst.write(rows, 1, window=rasterio.windows.Window(0, y, width, n))
-            if dtype == np.uint8:
-                dst.write_colormap(1, {i: (*map(int, c[:3]), 255) for i, c in enumerate(palette[:255])})
-            factors = [f for f in (2, 4, 8, 16, 32, 64) if min(height, width) // f >= TILE // 2]
-            if overviews and factors:
-                dst.build_overviews(factors, rasterio.enums.Resampling.mode)
-                dst.update_tags(ns="rio_overview", resampling="mode")
+        with _env(), open(raw, "rb") as fh:
+            with warnings.catch_warnings():  # an input without georeference gives an output without one
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                dst = rasterio.open(tmp, "w", **profile)
+            with dst:
+                for y in range(0, height, rows_per_write):
+                    n = min(rows_per_write, height - y)
+                    # plain reads, not a memory map: mapped pages would count in the resident memory
+                    rows = np.fromfile(fh, dtype=dtype, count=n * width).reshape(n, width)
+                    dst.write(rows, 1, window=rasterio.windows.Window(0, y, width, n))
+                if dtype == np.uint8:
+                    dst.write_colormap(1, {i: (*map(int, c[:3]), 255) for i, c in enumerate(palette[:255])})
+                factors = [f for f in (2, 4, 8, 16, 32, 64) if min(height, width) // f >= TILE // 2]
+                if overviews and factors:
+                    dst.build_overviews(factors, rasterio.enums.Resampling.mode)
+                    dst.update_tags(ns="rio_overview", resampling="mode")
         os.replace(tmp, output)
     finally:
         if tmp.exists():

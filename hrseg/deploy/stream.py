@@ -95,13 +95,12 @@ def stream_protocol(protocol: EvalProtocol) -> tuple[EvalProtocol, str | None]:
         return protocol, None
     if protocol.mode == "slide":
         return protocol.replace(mode="tile"), (
-            f"{protocol.describe()} resizes the whole image at every scale; streamed as mode tile "
-            "(every window at every scale)"
+            "slide at several scales resizes the whole image: streamed as tile, every window at every scale"
         )
     mode = "slide" if protocol.scales == (1.0,) else "tile"
     window = protocol.window or DEFAULT_STREAM_WINDOW
     streamed = protocol.replace(mode=mode, window=window)
-    return streamed, f"whole-image protocol streamed as {streamed.describe()} (--window to choose)"
+    return streamed, "the whole-image protocol runs windows when streamed (--window to choose)"
 
 
 def _pil_megapixels(path: Path) -> float | None:
@@ -320,7 +319,7 @@ def predict_raster(
             with open(raw, "wb") as fh:
                 fh.truncate(h * w * dtype.itemsize)
             _save_progress(state, fingerprint, 0, 0)
-        elif progress:
+        else:  # said with or without a progress bar: the run does not start from the top
             print(
                 f"{source.path}: resuming at strip {start[0] + 1}/{len(strips)}, row {start[1]}",
                 file=sys.stderr,

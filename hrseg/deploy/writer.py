@@ -297,7 +297,7 @@ def predict_folder(
         except (FileNotFoundError, ImageFileError) as err:
             summary.failed[name] = str(err)
             continue
-        if note and progress:
+        if note:  # the switch to streaming changes the output file: always said, progress bar or not
             print(f"hrseg predict: {note}", file=sys.stderr)
         if streamed and format != "trainids":
             summary.failed[name] = (
@@ -322,10 +322,10 @@ def predict_folder(
         if isinstance(checkpoint, Segmenter)
         else Segmenter.from_checkpoint(checkpoint, **segmenter_options)
     )
-    if progress and any(s for _, _, s in todo):
+    if any(s for _, _, s in todo):
         protocol, note = stream_protocol(seg.protocol)
         print(
-            f"hrseg predict: streamed protocol {protocol.describe()}" + (f" ({note})" if note else ""),
+            f"hrseg predict: streamed protocol {protocol.describe()}" + (f"; {note}" if note else ""),
             file=sys.stderr,
         )
     iterator: Iterable[tuple[str, Path, bool]] = todo
