@@ -108,6 +108,12 @@ class RasterInfo:
         return self.height * self.width / 1e6
 
 
+def _reason(err: Exception) -> str:
+    """GDAL's reason for a failed read; rasterio's generic "see previous exception" says nothing here."""
+    text = str(err)
+    return "truncated or corrupt data" if "previous exception" in text or not text else text
+
+
 def _env() -> Any:
     rasterio = require_rasterio("reading rasters")
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, CPL_LOG="/dev/null")
@@ -231,7 +237,7 @@ class RasterSource:
         try:
             data = self._src.read(indexes=list(self.bands), window=self._window(y0, y1, x0, x1))
         except self._rasterio.errors.RasterioError as err:
-            raise RasterError(f"{self.path}: cannot read rows {y0}..{y1} ({err})") from None
+            raise RasterError(f"{self.path}: cannot read rows {y0}..{y1}: {_reason(err)}") from None
         return np.ascontiguousarray(data.transpose(1, 2, 0))
 
     def valid(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray | None:
@@ -241,7 +247,9 @@ class RasterSource:
         try:
             masks = self._src.read_masks(list(self.bands), window=self._window(y0, y1, x0, x1))
         except self._rasterio.errors.RasterioError as err:
-            raise RasterError(f"{self.path}: cannot read the mask of rows {y0}..{y1} ({err})") from None
+            raise RasterError(
+                f"{self.path}: cannot read the mask of rows {y0}..{y1}: {_reason(err)}"
+            ) from None
         valid: np.ndarray = (masks > 0).all(axis=0)
         return valid
 

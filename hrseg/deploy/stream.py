@@ -143,7 +143,7 @@ def should_stream(
             )
         return False, None
     if mode == "on" or bands is not None:
-        return True, f"{path}: streamed"
+        return True, None  # asked for: nothing to say
     try:
         info = probe_raster(path)
     except RasterError:
