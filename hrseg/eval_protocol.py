@@ -31,10 +31,12 @@ MAX_SCALE = 8.0
 """The largest test scale: an image scaled further is a typo, and its tensors would not fit any memory."""
 
 #: ``whole``: one forward per (scaled) image. ``slide``: sliding windows over every (scaled) image larger
-#: than the window, a whole forward for one that fits (the official rule). ``official``: the official HRNet
-#: code's ``multi_scale_inference``, reproduced step by step (``window`` is its crop size).
-Mode = Literal["whole", "slide", "official"]
-MODES: tuple[Mode, ...] = ("whole", "slide", "official")
+#: than the window, a whole forward for one that fits (the official rule). ``tile``: sliding windows over the
+#: image at its own size, the scales and flip run within each window (local: what streamed prediction runs).
+#: ``official``: the official HRNet code's ``multi_scale_inference``, reproduced step by step (``window`` is
+#: its crop size).
+Mode = Literal["whole", "slide", "tile", "official"]
+MODES: tuple[Mode, ...] = ("whole", "slide", "tile", "official")
 
 #: The official pipeline's two window rules: ``default`` (``base_dataset.py``: pad small images to the crop,
 #: windows at a stride of 2/3 of the crop) and ``cityscapes`` (``cityscapes.py``: whole image at scales <= 1,
@@ -64,10 +66,13 @@ class EvalProtocol(PlainDataGroup):
     Args:
         mode: ``"whole"`` (one forward per scaled image), ``"slide"`` (sliding windows of ``window`` over
             each scaled image larger than it; one that fits runs whole, as in the official code) or
+            ``"tile"`` (sliding windows over the image at its own size, each window run whole at every
+            scale and flip, then blended as in ``"slide"``: every window depends on its own pixels alone, so
+            an image larger than memory streams with the same result; docs/large-images.md) or
             ``"official"`` (the official code's test-time pipeline, with ``window`` as its crop size,
             ``base_size`` and ``variant``).
-        window: ``(height, width)`` of the sliding window (required by ``"slide"``), the crop size of
-            ``"official"`` (required there).
+        window: ``(height, width)`` of the sliding window (required by ``"slide"`` and ``"tile"``), the crop
+            size of ``"official"`` (required there).
         stride: ``(height, width)`` step between windows; None: 2/3 of the window (the official default
             outside Cityscapes, whose recipes set it explicitly). Not with ``"official"`` (its variant fixes
             it).
@@ -116,8 +121,8 @@ class EvalProtocol(PlainDataGroup):
             raise ValueError(
                 f"eval protocol scales must be factors in (0, {MAX_SCALE:g}], got {list(self.scales)!r}"
             )
-        if self.mode in ("slide", "official") and window is None:
-            what = "a window" if self.mode == "slide" else "a window (the crop size)"
+        if self.mode != "whole" and window is None:
+            what = "a window (the crop size)" if self.mode == "official" else "a window"
             raise ValueError(f"eval protocol mode {self.mode!r} needs {what} (height, width)")
         base_size = self.base_size
         if base_size is not None and (
@@ -168,7 +173,7 @@ class EvalProtocol(PlainDataGroup):
             text += (
                 f", base size {self.base_size}" if self.base_size is not None else ", base size: long side"
             )
-        if self.mode == "slide" and self.window is not None:
+        elif self.mode != "whole" and self.window is not None:
             stride = self.effective_stride()
             assert stride is not None
             text += f" {self.window[0]}x{self.window[1]} (stride {stride[0]}x{stride[1]})"

@@ -130,6 +130,11 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         img = Image.open(p)
         img.load()
+    except Image.DecompressionBombError as err:  # PIL reads PNG / JPEG whole: refuse before decoding
+        raise ImageFileError(
+            f"{p}: too big to read whole ({err}); streamed prediction reads it window by window: "
+            "pip install hrseg[geo]"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # PIL's types for bad files
         if img is not None:
             img.close()  # a truncated file fails in load(), after open() took a handle

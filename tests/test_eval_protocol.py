@@ -27,8 +27,12 @@ def test_defaults_validation_and_round_trip() -> None:
     assert p.replace(flip=False, window=None) == EvalProtocol("slide", (64, 96), None, (0.5, 1.0), False)
     with pytest.raises(ValueError, match="needs a window"):
         EvalProtocol("slide")
-    with pytest.raises(ValueError, match="must be one of whole, slide, official"):
+    with pytest.raises(ValueError, match="must be one of whole, slide, tile, official"):
         EvalProtocol("multiscale")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode 'tile' needs a window"):
+        EvalProtocol("tile")
+    tile = EvalProtocol("tile", (64, 96), scales=(0.5, 1.0))
+    assert tile.describe() == "tile 64x96 (stride 42x64), scales 0.5,1" and not tile.single_pass
     with pytest.raises(ValueError, match="scales"):
         EvalProtocol(scales=())
     with pytest.raises(ValueError, match="window"):

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hrseg._version",
         "hrseg.colors",
         "hrseg.images",
+        "hrseg.rasters",
         "hrseg.checkpoint",
         "hrseg.files",
         "hrseg.hub",

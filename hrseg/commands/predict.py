@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         "--mode",
         default=None,
         choices=list(MODES),
-        help="whole: one forward per image; slide: sliding windows over images larger than --window; "
-        "official: the official HRNet test pipeline (--window is its crop; --base-size, --variant)",
+        help="whole: one forward per image; slide: sliding windows over images larger than --window; tile: "
+        "sliding windows, the scales and flip run within each window (what large images stream); official: "
+        "the official HRNet test pipeline (--window is its crop; --base-size, --variant)",
     )
     add_size_argument(group, "--window", default=None, help="sliding window, e.g. 512x1024")
     add_size_argument(group, "--stride", default=None, help="window stride, e.g. 341x683")
@@ -112,6 +113,33 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     out.add_argument("--no-color", action="store_true", help="do not write <name>_color.png")
     out.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    big = p.add_argument_group(
+        "large images (without --config; docs/large-images.md; needs pip install hrseg[geo])"
+    )
+    big.add_argument(
+        "--stream",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="read, predict and write window by window into <name>_trainIds.tif (a GeoTIFF with the "
+        "input's georeference); auto (default): georeferenced rasters and images above --stream-above",
+    )
+    big.add_argument(
+        "--stream-above",
+        type=float,
+        default=None,
+        metavar="MP",
+        help="megapixels above which --stream auto streams (default 16)",
+    )
+    big.add_argument("--bands", default=None, help="input bands, 1-based, e.g. 3,2,1 (streams the image)")
+    big.add_argument("--band-rows", type=int, default=1024, help="output rows written (resumable) at a time")
+    big.add_argument(
+        "--strip-width",
+        type=int,
+        default=8192,
+        help="columns swept at a time: wider images go in strips (bounds memory; windows at strip "
+        "borders run twice)",
+    )
+    big.add_argument("--overviews", action="store_true", help="build overviews in the output GeoTIFF")
     p.add_argument(
         "--device",
         default=None,
@@ -153,11 +181,17 @@ def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from hrseg.checkpoint import CheckpointError
     from hrseg.deploy import Segmenter, predict_folder
+    from hrseg.deploy.stream import STREAM_ABOVE_MP, StreamOptions
     from hrseg.inference.device import describe_device
+    from hrseg.rasters import parse_bands
 
     if args.input is None or args.output is None:
         parser.error("--input and --output are required without --config")
     _check_format(args, parser)
+    try:
+        streaming = StreamOptions(parse_bands(args.bands), args.band_rows, args.strip_width, args.overviews)
+    except ValueError as err:
+        parser.error(str(err))
     runtime: dict[str, Any] = {
         "device": args.device or "auto",
         "protocol": _protocol_overrides(args),
@@ -190,8 +224,11 @@ def _standalone(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             skip_existing=not args.overwrite,
             progress=not args.no_progress,
             format=args.format,
+            stream=args.stream,
+            stream_above=STREAM_ABOVE_MP if args.stream_above is None else args.stream_above,
+            stream_options=streaming,
         )
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError, ImportError) as err:
         print(f"hrseg predict: error: {err}", file=sys.stderr)
         return 1
     print(summary)
@@ -215,6 +252,9 @@ def _lightning_argv(args: argparse.Namespace, extra: list[str], parser: argparse
         parser.error("--device applies without --config; use --trainer.accelerator / --trainer.devices")
     if args.backend != "torch" or args.precision != "fp32" or args.cache_dir is not None:
         parser.error("--backend / --precision / --cache-dir apply without --config")
+    streamed = (args.stream, args.stream_above, args.bands, args.band_rows, args.strip_width, args.overviews)
+    if streamed != ("auto", None, None, 1024, 8192, False):
+        parser.error("--stream / --bands / --band-rows / --strip-width / --overviews apply without --config")
     argv = ["predict", "--config", args.config, "--return_predictions=false"]
     if args.ckpt is not None:
         argv += ["--ckpt_path", args.ckpt]

@@ -2,6 +2,8 @@
 
 - :mod:`~hrseg.deploy.segmenter`: :class:`Segmenter`, files and arrays in, label maps and colours out;
 - :mod:`~hrseg.deploy.writer`: the PNG files of a prediction and the resumable :func:`predict_folder`;
+- :mod:`~hrseg.deploy.stream`: images larger than memory, streamed into label GeoTIFFs
+  (:func:`predict_raster`, ``Segmenter.predict_raster``), resumable band by band;
 - :mod:`~hrseg.deploy.backends`: backend selection and building (``Segmenter(backend=..., precision=...)``:
   torch, ``torch.compile``, or ONNX Runtime / OpenVINO on a cached export of :mod:`hrseg.export`).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from hrseg.deploy.backends import available_backends, build_backend, resolve_backend
 from hrseg.deploy.segmenter import Segmenter
+from hrseg.deploy.stream import StreamOptions, predict_raster
 from hrseg.deploy.writer import (
     PREDICTION_FORMATS,
     PredictSummary,
@@ -33,12 +36,14 @@ __all__ = [
     "PREDICTION_FORMATS",
     "PredictSummary",
     "Segmenter",
+    "StreamOptions",
     "available_backends",
     "build_backend",
     "label_image",
     "output_paths",
     "outputs_exist",
     "predict_folder",
+    "predict_raster",
     "resolve_backend",
     "write_prediction",
 ]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from hrseg.colors import colorize, overlay
 from hrseg.deploy.backends import build_backend, resolve_backend
+from hrseg.deploy.stream import StreamOptions, predict_raster, stream_protocol
 from hrseg.eval_protocol import EvalProtocol
 from hrseg.images import ImageInput, to_image_tensor
 from hrseg.inference.device import resolve_device
@@ -20,6 +21,7 @@ from hrseg.inference.loading import load_checkpoint
 from hrseg.inference.protocol import Output, class_argmax, infer
 from hrseg.inference.runtime import RuntimeModel
 from hrseg.metadata import ModelMeta
+from hrseg.rasters import parse_bands
 
 __all__ = ["Segmenter"]
 
@@ -263,6 +265,57 @@ class Segmenter:
 
             iterator = tqdm(items, desc="predict", unit="img")
         return [self.predict(img, return_probs=return_probs) for img in iterator]
+
+    def predict_raster(
+        self,
+        path: str | Path,
+        output: str | Path,
+        bands: Sequence[int] | str | None = None,
+        band_rows: int = 1024,
+        strip_width: int = 8192,
+        overviews: bool = False,
+        progress: bool = False,
+        resume: bool = True,
+    ) -> Path:
+        """Predict an image larger than memory window by window into a label GeoTIFF (streamed).
+
+        The label map is the one :meth:`predict` gives with the same window protocol, bit for bit
+        (:func:`stream_protocol`: ``slide`` at one scale and ``tile`` stream as they are; ``slide`` at several
+        scales runs as ``tile``, ``whole`` gets a 1024x1024 window). Needs ``pip install hrseg[geo]``.
+
+        Args:
+            path: the raster (GeoTIFF, TIFF, PNG, JPEG, ...: what GDAL reads).
+            output: the label GeoTIFF (``uint8``; nodata 255 where the input has none; the input's CRS,
+                transform and size; the palette as colour table).
+            bands: 1-based input bands, e.g. ``(3, 2, 1)`` or ``"3,2,1"``; None: an RGB or grey raster's.
+            band_rows: rows written (and resumable) at a time.
+            strip_width: columns swept at a time (memory vs. repeated windows at strip borders).
+            overviews: build internal overviews.
+            progress: a progress bar in megapixels.
+            resume: go on from an interrupted run's last finished band.
+
+        Returns:
+            ``output``.
+
+        Raises:
+            hrseg.rasters.RasterError: an unreadable raster or a wrong band (the message names the file).
+            ImportError: rasterio is missing.
+        """
+        protocol, _ = stream_protocol(self.protocol)
+        return predict_raster(
+            path,
+            output,
+            self.model,
+            self.meta,
+            protocol,
+            device=self.device,
+            batch_windows=self.batch_windows,
+            size_divisor=self.size_divisor,
+            in_channels=self.in_channels,
+            options=StreamOptions(parse_bands(bands), band_rows, strip_width, overviews),
+            progress=progress,
+            resume=resume,
+        )
 
     def colorize(self, mask: np.ndarray | Tensor) -> np.ndarray:
         """Label map -> RGB uint8 ``(H, W, 3)`` with the palette; ignore / unknown ids are black."""

@@ -14,6 +14,9 @@ Benchmark formats (``format=``) write one file per image instead, as the evaluat
   evaluator and the test server match (``<city>_<seq>_<frame>*.png``); score a folder with ``hrseg evaluate``;
 - ``"voc"``: ``<name>.png``, an indexed (palette) PNG in the PASCAL VOC colour map, as VOC's own masks.
 
+Images larger than memory (and georeferenced rasters) are streamed (:mod:`hrseg.deploy.stream`, ``stream=``)
+into one tiled, compressed GeoTIFF each: ``<name>_trainIds.tif``, the class palette as its colour table.
+
 Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated PNG that a
 resumed run would mistake for a finished one; with ``skip_existing`` an image whose outputs all exist is not
 predicted again.
@@ -34,6 +37,7 @@ from PIL import Image
 
 from hrseg.colors import colorize, overlay
 from hrseg.deploy.segmenter import Segmenter
+from hrseg.deploy.stream import STREAM_ABOVE_MP, StreamOptions, should_stream, stream_protocol
 from hrseg.images import ImageFileError, list_images, open_image, save_png, to_image_tensor
 from hrseg.metadata import get_label_set, voc_colormap
 
@@ -45,6 +49,7 @@ __all__ = [
     "output_paths",
     "outputs_exist",
     "predict_folder",
+    "streamed_output",
     "write_prediction",
 ]
 
@@ -96,6 +101,11 @@ def output_paths(
     if write_overlay:
         paths["overlay"] = root / f"{name}_overlay.png"
     return paths
+
+
+def streamed_output(output_dir: str | Path, name: str) -> Path:
+    """The label GeoTIFF of a streamed image ``name``: ``<name>_trainIds.tif``."""
+    return Path(output_dir) / f"{name}_trainIds.tif"
 
 
 def outputs_exist(paths: dict[str, Path]) -> bool:
@@ -234,6 +244,9 @@ def predict_folder(
     progress: bool = True,
     overlay_alpha: float = 0.5,
     format: str = "trainids",
+    stream: str = "auto",
+    stream_above: float = STREAM_ABOVE_MP,
+    stream_options: StreamOptions | None = None,
     **segmenter_options: Any,
 ) -> PredictSummary:
     """Predict every image of a folder / glob / list and write the PNGs; resumable.
@@ -248,6 +261,11 @@ def predict_folder(
         progress: show a tqdm progress bar.
         overlay_alpha: weight of the colours in the overlay.
         format: ``"trainids"``, ``"cityscapes"`` or ``"voc"`` (see :func:`write_prediction`).
+        stream: ``"auto"`` (stream georeferenced rasters and images above ``stream_above`` megapixels),
+            ``"on"`` (every image) or ``"off"``: streamed images become ``<name>_trainIds.tif`` label GeoTIFFs
+            (:meth:`Segmenter.predict_raster`), resumed from their last finished band.
+        stream_above: the megapixels above which ``auto`` streams.
+        stream_options: bands, band rows, strip width, overviews of streamed images.
         **segmenter_options: ``Segmenter`` options (device, mode, window, stride, scales, flip, ...).
 
     Returns:
@@ -265,14 +283,32 @@ def predict_folder(
         by_name[f.stem] = f
     out = Path(output_dir)
     summary = PredictSummary(out)
-    todo = []
+    opts = stream_options or StreamOptions()
+    todo: list[tuple[str, Path, bool]] = []
     for name, f in by_name.items():
-        if skip_existing and outputs_exist(output_paths(out, name, write_color, write_overlay, format)):
+        try:
+            streamed, note = should_stream(f, stream, stream_above, opts.bands)
+        except (FileNotFoundError, ImageFileError) as err:
+            summary.failed[name] = str(err)
+            continue
+        if note:  # the switch to streaming changes the output file: always said, progress bar or not
+            print(f"hrseg predict: {note}", file=sys.stderr)
+        if streamed and format != "trainids":
+            summary.failed[name] = (
+                f"{f}: streamed images are written as label GeoTIFFs (format trainids only)"
+            )
+            continue
+        paths = (
+            {"trainIds": streamed_output(out, name)}
+            if streamed
+            else output_paths(out, name, write_color, write_overlay, format)
+        )
+        if skip_existing and outputs_exist(paths):
             summary.skipped.append(name)
         else:
-            todo.append((name, f))
+            todo.append((name, f, streamed))
     if not todo:
-        if progress:
+        if progress and not summary.failed:
             print(f"all {len(files)} images already have outputs in {out}; nothing to do", file=sys.stderr)
         return summary
     seg = (
@@ -280,14 +316,37 @@ def predict_folder(
         if isinstance(checkpoint, Segmenter)
         else Segmenter.from_checkpoint(checkpoint, **segmenter_options)
     )
-    iterator: Iterable[tuple[str, Path]] = todo
+    if any(s for _, _, s in todo):
+        protocol, note = stream_protocol(seg.protocol)
+        print(
+            f"hrseg predict: streamed protocol {protocol.describe()}" + (f"; {note}" if note else ""),
+            file=sys.stderr,
+        )
+    iterator: Iterable[tuple[str, Path, bool]] = todo
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(todo, desc="predict", unit="img", initial=0, total=len(todo))
         if summary.skipped:
             print(f"skipping {len(summary.skipped)} images whose outputs exist in {out}", file=sys.stderr)
-    for name, f in iterator:
+    for name, f, streamed in iterator:
+        if streamed:
+            try:
+                seg.predict_raster(
+                    f,
+                    streamed_output(out, name),
+                    opts.bands,
+                    opts.band_rows,
+                    opts.strip_width,
+                    opts.overviews,
+                    progress=progress,
+                    resume=skip_existing,
+                )
+            except (FileNotFoundError, ImageFileError) as err:  # one line, naming the file; the others go on
+                summary.failed[name] = str(err)
+                continue
+            summary.written.append(name)
+            continue
         try:
             image = open_image(f)
         except (FileNotFoundError, ImageFileError) as err:  # reported at the end; the other images go on

@@ -15,12 +15,18 @@ prediction and its softmax the official scores normalised. OpenCV is imported on
 
 A flip mirrors the output back and, given a label set's ``flip_permutation``, swaps the channels of its
 left/right classes (the official LIP code's swap), in both pipelines.
+
+Mode ``tile`` is the protocol of images larger than memory: the sliding windows of the image at its own size,
+each window run at every scale (and mirrored) on its own pixels, then blended like ``slide``. Every window
+depends on its crop alone, so a streamed prediction (:mod:`hrseg.deploy.stream`) gives the same label map
+as the in-memory one; ``slide`` at one scale is local too and streams as it is. The sweep over the windows
+is :func:`hrseg.inference.tiling.sweep` in both cases.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -28,9 +34,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hrseg.eval_protocol import EvalProtocol
+from hrseg.inference.tiling import Block, WindowGrid, sliding_window_starts, sweep
 from hrseg.models import upsample_logits
 
-__all__ = ["EvalProtocol", "Output", "class_argmax", "infer", "official_size", "sliding_window_starts"]
+__all__ = [
+    "EvalProtocol",
+    "Output",
+    "class_argmax",
+    "infer",
+    "official_size",
+    "slide_runner",
+    "sliding_window_starts",
+    "tile_runner",
+]
 
 Output = Literal["logits", "probs"]
 
@@ -53,18 +69,6 @@ def class_argmax(scores: Tensor) -> Tensor:
         labels.masked_fill_(plane > best, c)
         torch.maximum(best, plane, out=best)
     return labels
-
-
-def sliding_window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Window offsets along one axis: every ``stride``, the last one aligned to the border.
-
-    A window at least as long as the axis gives the single offset 0.
-    """
-    if length <= window:
-        return [0]
-    steps = math.ceil((length - window) / stride) + 1
-    starts = sorted({min(i * stride, length - window) for i in range(steps)})
-    return starts
 
 
 def _forward_resized(
@@ -114,6 +118,16 @@ def _forward_with_mirror(
     return out
 
 
+def _permutation(flip_permutation: Sequence[int] | None, num_classes: int | None) -> Tensor | None:
+    """The flip permutation as an index tensor, checked to order ``num_classes`` classes (None: no swaps)."""
+    if flip_permutation is None:
+        return None
+    perm = torch.as_tensor(list(flip_permutation), dtype=torch.long)
+    if num_classes is not None and sorted(perm.tolist()) != list(range(num_classes)):
+        raise ValueError(f"flip_permutation must order the {num_classes} classes, got {perm.tolist()}")
+    return perm
+
+
 def _check_channels(out: Tensor, num_classes: int | None) -> None:
     if num_classes is not None and out.shape[1] != num_classes:
         raise ValueError(f"model returned {out.shape[1]} channels, expected num_classes={num_classes}")
@@ -138,36 +152,116 @@ def _slide(
     Windows of all images in the batch are stacked so one forward sees up to ``max(batch_windows, B)`` crops;
     memory is bounded by that many windows, not by the image. When the image is smaller than the window along
     an axis, the crop covers the whole axis, and ``pad_to_window`` pads it (with zeros, i.e. the mean colour
-    after normalization) to the window size for models or exported graphs that want one fixed shape.
+    after normalization) to the window size for models or exported graphs that want one fixed shape. The
+    sweep is :func:`hrseg.inference.tiling.sweep`, the one streamed prediction runs.
     """
     b, _, h, w = x.shape
-    wh, ww = window
-    ch, cw = min(wh, h), min(ww, w)
-    ph, pw = (wh - ch, ww - cw) if pad_to_window else (0, 0)
-    positions = [
-        (y, x0)
-        for y in sliding_window_starts(h, ch, stride[0])
-        for x0 in sliding_window_starts(w, cw, stride[1])
-    ]
-    per_forward = max(1, batch_windows // b)
-    acc: Tensor | None = None
-    count = torch.zeros((1, 1, h, w), dtype=x.dtype, device=x.device)
-    for i in range(0, len(positions), per_forward):
-        chunk = positions[i : i + per_forward]
-        crops = torch.cat([x[:, :, y : y + ch, x0 : x0 + cw] for y, x0 in chunk], dim=0)
+    grid = WindowGrid.of(h, w, window, stride)
+    ch, cw = grid.crop
+    ph, pw = (window[0] - ch, window[1] - cw) if pad_to_window else (0, 0)
+
+    def run(crops: Tensor) -> Tensor:
         if ph or pw:
             crops = F.pad(crops, (0, pw, 0, ph))
         out = _forward_with_mirror(
             model, crops, (ch + ph, cw + pw), align_corners, output, flip, divisor, permutation
-        )[:, :, :ch, :cw]
+        )
         _check_channels(out, num_classes)
+        return out[:, :, :ch, :cw]
+
+    def read(y0: int, y1: int, x0: int, x1: int) -> Tensor:
+        return x[:, :, y0:y1, x0:x1]
+
+    return _assemble(sweep(read, grid, run, max(1, batch_windows // b), 2 if flip else 1), b, h, w)
+
+
+def _assemble(blocks: Iterator[Block], b: int, h: int, w: int) -> Tensor:
+    """The ``(B, C, H, W)`` output of a sweep's blocks."""
+    acc: Tensor | None = None
+    for y0, y1, x0, x1, values in blocks:
         if acc is None:
-            acc = torch.zeros((b, out.shape[1], h, w), dtype=out.dtype, device=out.device)
-        for k, (y, x0) in enumerate(chunk):
-            acc[:, :, y : y + ch, x0 : x0 + cw] += out[k * b : (k + 1) * b]
-            count[:, :, y : y + ch, x0 : x0 + cw] += 1
+            acc = torch.empty((b, values.shape[1], h, w), dtype=values.dtype, device=values.device)
+        acc[:, :, y0:y1, x0:x1] = values
     assert acc is not None
-    return acc / (count * (2 if flip else 1))
+    return acc
+
+
+def tile_runner(
+    model: Callable[[Tensor], Tensor],
+    protocol: EvalProtocol,
+    *,
+    num_classes: int | None = None,
+    align_corners: bool = False,
+    output: Output = "probs",
+    size_divisor: int = 1,
+    flip_permutation: Sequence[int] | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """The window pass of mode ``tile``: each crop run whole at every scale (with flip) and averaged.
+
+    Returns ``crops (N, C_in, h, w) -> (N, C, h, w)``: :func:`infer` of the crops with the protocol's scales
+    and flip in mode ``whole``, so every window's output depends on that window's pixels alone.
+    """
+    whole = EvalProtocol("whole", scales=protocol.scales, flip=protocol.flip)
+
+    def run(crops: Tensor) -> Tensor:
+        return infer(
+            model,
+            crops,
+            whole,
+            num_classes=num_classes,
+            align_corners=align_corners,
+            output=output,
+            size_divisor=size_divisor,
+            flip_permutation=flip_permutation,
+        )
+
+    return run
+
+
+def slide_runner(
+    model: Callable[[Tensor], Tensor],
+    protocol: EvalProtocol,
+    *,
+    num_classes: int | None = None,
+    align_corners: bool = False,
+    output: Output = "probs",
+    size_divisor: int = 1,
+    flip_permutation: Sequence[int] | None = None,
+) -> tuple[Callable[[Tensor], Tensor], int]:
+    """The window pass of a streamed sweep and its divisor, for mode ``slide`` (one scale) or ``tile``.
+
+    ``slide`` sums a crop's pass and its mirror's (the sweep divides by count x flips, as :func:`infer`);
+    ``tile`` averages inside the window (:func:`tile_runner`, divisor 1).
+
+    Raises:
+        ValueError: mode ``whole``, or ``slide`` at several scales (it resizes the whole image: not local).
+    """
+    if protocol.mode == "tile":
+        tiled = tile_runner(
+            model,
+            protocol,
+            num_classes=num_classes,
+            align_corners=align_corners,
+            output=output,
+            size_divisor=size_divisor,
+            flip_permutation=flip_permutation,
+        )
+        return tiled, 1
+    if protocol.mode != "slide" or protocol.scales != (1.0,):
+        raise ValueError(
+            "a streamed prediction runs windows: mode slide at scale 1 or mode tile, not "
+            f"{protocol.describe()}"
+        )
+    flip = protocol.flip
+    perm = _permutation(flip_permutation, num_classes)
+
+    def run(crops: Tensor) -> Tensor:
+        size = (int(crops.shape[-2]), int(crops.shape[-1]))
+        out = _forward_with_mirror(model, crops, size, align_corners, output, flip, size_divisor, perm)
+        _check_channels(out, num_classes)
+        return out
+
+    return run, 2 if flip else 1
 
 
 def official_size(height: int, width: int, base_size: int, scale: float) -> tuple[int, int]:
@@ -377,14 +471,33 @@ def infer(
         raise ValueError(f"output must be 'logits' or 'probs', got {output!r}")
     if batch_windows < 1 or size_divisor < 1:
         raise ValueError(f"batch_windows and size_divisor must be >= 1, got {batch_windows}, {size_divisor}")
-    perm = None if flip_permutation is None else torch.as_tensor(list(flip_permutation), dtype=torch.long)
-    if perm is not None and num_classes is not None and sorted(perm.tolist()) != list(range(num_classes)):
-        raise ValueError(f"flip_permutation must order the {num_classes} classes, got {perm.tolist()}")
+    perm = _permutation(flip_permutation, num_classes)
     win, strd, flip = proto.window, proto.effective_stride(), proto.flip
     ac = bool(getattr(model, "align_corners", False)) if align_corners is None else align_corners
     h, w = image.shape[-2:]
     in_size = (int(h), int(w))
     out_size = in_size if size is None else (int(size[0]), int(size[1]))
+    if proto.mode == "tile":
+        assert win is not None and strd is not None  # EvalProtocol: "tile" has a window
+        run = tile_runner(
+            model,
+            proto,
+            num_classes=num_classes,
+            align_corners=ac,
+            output=output,
+            size_divisor=size_divisor,
+            flip_permutation=flip_permutation,
+        )
+        b = image.shape[0]
+        with torch.inference_mode():
+            blocks = sweep(
+                lambda y0, y1, x0, x1: image[:, :, y0:y1, x0:x1],
+                WindowGrid.of(in_size[0], in_size[1], win, strd),
+                run,
+                max(1, batch_windows // b),
+            )
+            tiled = _assemble(blocks, b, in_size[0], in_size[1])
+            return tiled if out_size == in_size else upsample_logits(tiled, out_size, ac)
     total: Tensor | None = None
     with torch.inference_mode():
         if proto.mode == "official":
