@@ -35,6 +35,20 @@ PAYLOAD_KEYS = ("schema", "benchmark", "created", "machine", "config", "results"
 # --------------------------------------------------------------------------------------------------
 # Threads and devices
 # --------------------------------------------------------------------------------------------------
+#: the head of a child script that samples its own resident memory every 50 ms into ``samples`` (KB): the
+#: peak alone can hide growth, since start-up (imports, the first batch) may set it
+RSS_SAMPLER = """
+import resource, sys, threading, time
+samples = []
+def sample():
+    while True:
+        with open("/proc/self/status") as fh:
+            samples.append(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
+"""
+
+
 def num_cores() -> int:
     """CPU cores this process may use (respects taskset / cgroup affinity, unlike ``os.cpu_count``)."""
     try:

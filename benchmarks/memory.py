@@ -26,28 +26,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import describe_machine, log, machine_info
+from benchmarks.common import RSS_SAMPLER, describe_machine, log, machine_info
 
 SIZE = (192, 384)
 FORMS = ("checkpoint", "config")
 
 # The peak alone can hide growth: start-up (imports, the first batch) may set it. So a thread also samples the
 # resident memory every 50 ms, and the record compares the middle of the run with its end.
-_RUN_AND_REPORT = """
-import resource, sys, threading, time
-samples = []
-def sample():
-    while True:
-        with open("/proc/self/status") as fh:
-            samples.append(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")))
-        time.sleep(0.05)
-threading.Thread(target=sample, daemon=True).start()
+_RUN_AND_REPORT = (
+    RSS_SAMPLER
+    + """
 from hrseg.commands import main
 code = main(sys.argv[1:])
 print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 print("RSS_KB", *samples)
 sys.exit(code)
 """
+)
 
 
 def write_images(folder: Path, count: int) -> Path:

@@ -33,22 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import describe_machine, log, machine_info
+from benchmarks.common import RSS_SAMPLER, describe_machine, log, machine_info
 
 WINDOW = 512
 CLASSES = 19
 NETWORKS = ("w18_small_v1", "standin")
 
 # the child process: build the network, stream one raster, report peak and sampled memory as JSON
-_CHILD = """
-import json, resource, sys, threading, time
-samples = []
-def sample():
-    while True:
-        with open("/proc/self/status") as fh:
-            samples.append(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")))
-        time.sleep(0.05)
-threading.Thread(target=sample, daemon=True).start()
+_CHILD = (
+    RSS_SAMPLER
+    + """
+import json
 from benchmarks.stream import build_segmenter
 seg = build_segmenter(sys.argv[1], int(sys.argv[4]))
 start = time.perf_counter()
@@ -57,6 +52,7 @@ seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("RESULT", json.dumps({"peak_kb": peak, "seconds": seconds, "samples_kb": samples}))
 """
+)
 
 
 def build_segmenter(network: str, window: int = WINDOW) -> Any:
