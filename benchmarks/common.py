@@ -36,9 +36,16 @@ PAYLOAD_KEYS = ("schema", "benchmark", "created", "machine", "config", "results"
 # Threads and devices
 # --------------------------------------------------------------------------------------------------
 #: the head of a child script that samples its own resident memory every 50 ms into ``samples`` (KB): the
-#: peak alone can hide growth, since start-up (imports, the first batch) may set it
+#: peak alone can hide growth, since start-up (imports, the first batch) may set it. ``peak_kb()`` is the
+#: kernel's high-water mark, reset first: a process forked from a large one (a pytest worker) starts with its
+#: parent's ``ru_maxrss``, which survives ``exec``
 RSS_SAMPLER = """
 import resource, sys, threading, time
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+def peak_kb():
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
 samples = []
 def sample():
     while True:

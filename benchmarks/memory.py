@@ -38,7 +38,7 @@ _RUN_AND_REPORT = (
     + """
 from hrseg.commands import main
 code = main(sys.argv[1:])
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("MAXRSS_KB", peak_kb())
 print("RSS_KB", *samples)
 sys.exit(code)
 """

@@ -49,7 +49,7 @@ seg = build_segmenter(sys.argv[1], int(sys.argv[4]))
 start = time.perf_counter()
 seg.predict_raster(sys.argv[2], sys.argv[3], strip_width=int(sys.argv[5]), band_rows=int(sys.argv[6]))
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_kb()
 print("RESULT", json.dumps({"peak_kb": peak, "seconds": seconds, "samples_kb": samples}))
 """
 )

@@ -28,7 +28,8 @@ def test_peak_memory_stays_flat_for_a_larger_raster(tmp_path: Path) -> None:
         peaks[name] = use["peak_mb"]
         assert (tmp_path / f"{name}_labels.tif").is_file()
     print(f"peak RSS: {peaks['small']:.0f} MB for 2 MP, {peaks['large']:.0f} MB for 8 MP")
-    scores_mb = 2048 * 4096 * 19 * 4 / 2**20  # the large raster's class scores, held whole in memory
-    assert peaks["small"] < 1500
+    # growth, not absolute numbers: holding the large raster's class scores whole would add 3/4 of them
+    # (456 MB) to the small one's peak; the allocator's noise between two runs is a few tens of MB
+    scores_mb = 2048 * 4096 * 19 * 4 / 2**20
     assert peaks["large"] <= peaks["small"] * 1.10, peaks
-    assert peaks["large"] - peaks["small"] < scores_mb / 20
+    assert peaks["large"] - peaks["small"] < scores_mb / 5, peaks
