@@ -144,17 +144,16 @@ def read_mat_mask(path: Path, key: str | None) -> np.ndarray:
         raise DatasetError(f"{path}: .mat label files are not read for this dataset; expected a PNG mask")
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    from scipy.io import loadmat  # imported here: only .mat datasets pay for it
+    from scipy.io import loadmat, whosmat  # imported here: only .mat datasets pay for it
 
     try:
         data = loadmat(str(path), variable_names=[key])
     except Exception as exc:  # scipy raises ValueError, TypeError, OSError... on a truncated or foreign file
-        raise DatasetError(f"{path}: unreadable .mat file ({type(exc).__name__}: {exc})") from None
-    if key not in data:
-        raise DatasetError(f"{path}: no {key!r} variable in the .mat file")
-    arr = np.asarray(data[key])
+        raise DatasetError(f"{path}: cannot read the .mat file ({type(exc).__name__}: {exc})") from None
+    arr = np.asarray(data.get(key, ()))
     if arr.ndim != 2 or arr.dtype.kind not in "iu":
-        raise DatasetError(f"{path}: {key!r} is no 2-D integer label map (shape {arr.shape}, {arr.dtype})")
+        keys = sorted(name for name, _, _ in whosmat(str(path)))
+        raise DatasetError(f"{path}: no 2-D integer {key!r} (keys: {keys})")
     return arr.astype(np.int32)
 
 

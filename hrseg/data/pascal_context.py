@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hrseg.data.checks import DEFAULT_ENCODING, ConversionReport, DatasetError, LabelSpec, Problem, Sample
+from hrseg.data.checks import (
+    DEFAULT_ENCODING,
+    ConversionReport,
+    DatasetError,
+    LabelSpec,
+    Problem,
+    Sample,
+    read_mat_mask,
+)
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.layouts import progress_bar
 from hrseg.data.registry import register_dataset
@@ -88,17 +96,7 @@ def read_label_map(path: Path) -> np.ndarray:
     Raises:
         DatasetError: unreadable file, no 2-D integer ``LabelMap``, or ids above 459.
     """
-    import scipy.io  # only the converter needs it (albumentations brings it along)
-
-    try:
-        data = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises ValueError, TypeError, OSError... on a corrupt file
-        raise DatasetError(f"{path}: cannot read the .mat file ({type(exc).__name__}: {exc})") from None
-    label_map = data.get("LabelMap")
-    if not isinstance(label_map, np.ndarray) or label_map.ndim != 2 or label_map.dtype.kind not in "ui":
-        raise DatasetError(
-            f"{path}: no 2-D integer 'LabelMap' (keys: {sorted(k for k in data if k[0] != '_')})"
-        )
+    label_map = read_mat_mask(path, "LabelMap")
     top = int(label_map.max()) if label_map.size else 0
     if top > NUM_SOURCE_CLASSES or (label_map.size and int(label_map.min()) < 0):
         raise DatasetError(f"{path}: LabelMap ids outside 0..{NUM_SOURCE_CLASSES} (max {top})")

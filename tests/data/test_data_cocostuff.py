@@ -95,7 +95,7 @@ def test_check_names_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert f"{1001:012d}.png: size mismatch" in out and "label values out of range: 200" in out
     assert data_main(["check", "--datamodule", "cocostuff10k", "--root", str(ten_k), "--no-progress"]) == 1
     out = capsys.readouterr().out
-    assert "COCO_train2014_000000000001.mat: unreadable .mat file" in out
+    assert "COCO_train2014_000000000001.mat: cannot read the .mat file" in out
     assert "COCO_train2014_000000000002.mat: label values out of range: 183" in out
     assert (
         "imageLists/test.txt:1: missing annotation: expected" in out
