@@ -339,6 +339,27 @@ def pair_folders(
     return samples, problems
 
 
+def pair_listed(
+    ids: Iterable[str], image_dir: Path, image_suffix: str, mask_dir: Path, mask_suffix: str, list_path: Path
+) -> tuple[list[Sample], list[Problem]]:
+    """Pair the ids of ``list_path`` as ``image_dir/<id><image_suffix>`` + ``mask_dir/<id><mask_suffix>``.
+
+    Returns:
+        The pairs (named by id, in list order) and a problem for every listed image or mask not found.
+    """
+    samples: list[Sample] = []
+    problems: list[Problem] = []
+    for image_id in ids:
+        image, mask = image_dir / f"{image_id}{image_suffix}", mask_dir / f"{image_id}{mask_suffix}"
+        if not image.is_file():
+            problems.append(Problem(str(image), f"image listed in {list_path} not found"))
+        elif not mask.is_file():
+            problems.append(Problem(str(mask), f"missing label for {image} (listed in {list_path})"))
+        else:
+            samples.append(Sample(image, mask, image_id))
+    return samples, problems
+
+
 def require_dir(path: Path, what: str) -> Path:
     """Return ``path`` if it is a directory, else raise DatasetError naming the expected path."""
     path = Path(path)
@@ -471,6 +492,7 @@ __all__ = [
     "map_labels",
     "open_image_file",
     "pair_folders",
+    "pair_listed",
     "read_image",
     "read_mask",
     "read_mat_mask",

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from hrseg.data.checks import DatasetError, Problem, Sample
+from hrseg.data.checks import DatasetError, Problem, Sample, pair_listed
 from hrseg.data.datamodule import SegmentationDataModule
 from hrseg.data.layouts import progress_bar
 from hrseg.data.registry import register_dataset
@@ -157,17 +157,7 @@ class LIPDataModule(SegmentationDataModule):
         for folder in (img_dir, seg_dir):
             if not folder.is_dir():
                 raise DatasetError(f"{folder}: LIP folder not found (needed by {list_path})")
-        samples: list[Sample] = []
-        problems: list[Problem] = []
-        for image_id in read_id_list(list_path):
-            image, mask = img_dir / f"{image_id}.jpg", seg_dir / f"{image_id}.png"
-            if not image.is_file():
-                problems.append(Problem(str(image), f"image listed in {list_path} not found"))
-            elif not mask.is_file():
-                problems.append(Problem(str(mask), f"missing label for {image} (listed in {list_path})"))
-            else:
-                samples.append(Sample(image, mask, image_id))
-        return samples, problems
+        return pair_listed(read_id_list(list_path), img_dir, ".jpg", seg_dir, ".png", list_path)
 
 
 __all__ = ["LIPDataModule", "write_lip"]

@@ -25,6 +25,7 @@ from hrseg.data.checks import (
     LabelSpec,
     Problem,
     Sample,
+    pair_listed,
     read_mat_mask,
 )
 from hrseg.data.datamodule import SegmentationDataModule
@@ -295,18 +296,7 @@ class PascalContextDataModule(SegmentationDataModule):
                 command = f"hrseg data convert --datamodule {self.labels.name} --root {self.root}"
                 hint = f"; convert the .mat release with: {command}"
             raise DatasetError(f"{mask_dir}: PASCAL-Context label folder not found{hint}")
-        samples: list[Sample] = []
-        problems: list[Problem] = []
-        for image_id in read_id_list(list_path):
-            image = voc / "JPEGImages" / f"{image_id}.jpg"
-            mask = mask_dir / f"{image_id}.png"
-            if not image.is_file():
-                problems.append(Problem(str(image), f"image listed in {list_path} not found"))
-            elif not mask.is_file():
-                problems.append(Problem(str(mask), f"missing label for {image} (listed in {list_path})"))
-            else:
-                samples.append(Sample(image, mask, image_id))
-        return samples, problems
+        return pair_listed(read_id_list(list_path), voc / "JPEGImages", ".jpg", mask_dir, ".png", list_path)
 
 
 @register_dataset("pascal_context_59", write_layout=write_pascal_context, convert=convert_pascal_context)
